@@ -1,0 +1,76 @@
+"""Checkpoints that survive a killed process and are never reused for the wrong run.
+
+Each trained model has one file, rewritten atomically (temporary file, fsync, rename) at the end of
+every epoch. It carries the *spec* it was trained under (the config fields that shape that model,
+plus the data fingerprint): a file whose spec differs from the request is not reused, and the
+message says which fields differ.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupted, or not ours)."""
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+
+
+def load(path: Path) -> dict:
+    """Load with ``weights_only=True``; any failure is one CheckpointError naming the file."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a tadist checkpoint "
+                              f"({type(e).__name__}); delete it to retrain") from None
+    if not isinstance(obj, dict) or "spec" not in obj or "state" not in obj:
+        raise CheckpointError(f"checkpoint {path} is not a tadist checkpoint (no spec/state); delete it to retrain")
+    return obj
+
+
+def spec_diff(saved: dict, wanted: dict) -> list[str]:
+    """Human-readable differences between two specs, e.g. ``["student_lr: 0.001 -> 0.002"]``."""
+    keys = sorted(set(saved) | set(wanted))
+    return [f"{k}: {saved.get(k, '<absent>')} -> {wanted.get(k, '<absent>')}" for k in keys if saved.get(k) != wanted.get(k)]
+
+
+def find_resumable(path: Path, spec: dict, log=print) -> dict | None:
+    """The checkpoint at ``path`` if it was made under ``spec``; None (and a message) otherwise."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    ckpt = load(path)
+    diff = spec_diff(ckpt["spec"], spec)
+    if diff:
+        log(f"[tadist] not reusing {path.name}: it was trained under a different setting ({'; '.join(diff)}); retraining")
+        return None
+    return ckpt
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

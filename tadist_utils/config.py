@@ -1,0 +1,181 @@
+"""Run configuration: one dataclass, three profiles, validation before any training.
+
+Every choice the paper leaves open is a field here with a documented default; a profile is a set of
+overrides; any field can be overridden again (``make_config("quick", student_epochs=5)``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .plans import EXPERIMENTS
+
+
+class ConfigError(ValueError):
+    """Bad user input, reported as one line before anything trains."""
+
+
+@dataclass
+class Config:
+    # --- what to run -----------------------------------------------------------------------
+    profile: str = "paper"
+    experiments: tuple[str, ...] = EXPERIMENTS  # any of direct, single_ta, hierarchical
+    levels: int = 4                    # 1, 2, 4, 8 students
+    seed: int = 0
+    # --- data --------------------------------------------------------------------------------
+    dataset: str = "auto"              # auto | cifar10 | cifar100 | imagefolder | digits
+    data_dir: str = "data"             # torchvision download dir, or the ImageFolder root (train/, test/)
+    val_size: int = 5000               # stratified validation split carved from the training set
+    train_size: int | None = None      # cap on training images (stratified); None = all that remain
+    test_size: int | None = None       # cap on test images (stratified); None = all
+    augment: bool = True               # random crop (pad 4) + horizontal flip for the teacher and 'all' fine-tuning
+    student_augment: bool = True       # the same for students; off lets the parent's features be computed once
+    # --- teacher: SGD + one-cycle, the usual fast CIFAR recipe ---------------------------------
+    teacher_epochs: int = 10
+    teacher_lr: float = 0.05
+    teacher_weight_decay: float = 5e-4
+    # --- students: Adam + cosine decay on the feature-regression loss ---------------------------
+    student_epochs: int = 60
+    student_lr: float = 1e-3
+    student_weight_decay: float = 0.0
+    feature_loss: str = "mse"          # mse (paper) | l1 | cosine
+    # --- ensemble fine-tuning: output layer initialised from the teacher's classifier ------------
+    finetune_epochs: int = 10
+    finetune_mode: str = "head"        # head: output layer only, students frozen (Malik et al.) | all
+    finetune_lr: float = 1e-3
+    # --- engine --------------------------------------------------------------------------------
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    device: str = "auto"               # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"            # auto (bf16 on capable GPUs, fp16+scaler on older ones, fp32 on CPU) | fp32 | bf16 | fp16
+    channels_last: bool = True
+    compile: bool = False              # torch.compile the models (slow first epoch, faster after)
+    results_dir: str = "results/run"   # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
+    progress: bool = True              # tqdm bars
+
+    def replace(self, **overrides) -> "Config":
+        return apply_overrides(self, overrides)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["experiments"] = list(self.experiments)
+        return d
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.results_dir) / "checkpoints"
+
+
+PROFILES: dict[str, dict] = {
+    # seconds on a CPU: tiny subset, one epoch of everything. For CI and for checking a set-up.
+    "smoke": dict(train_size=256, val_size=64, test_size=128, teacher_epochs=1, student_epochs=1,
+                  finetune_epochs=1, batch_size=64, eval_batch_size=256, augment=False, student_augment=False),
+    # minutes on a 2-core CPU, a meaningful CIFAR-10 subset: see README for its measured wall time.
+    "quick": dict(train_size=5000, val_size=1000, test_size=2000, teacher_epochs=8, student_epochs=8,
+                  finetune_epochs=3, batch_size=64, student_augment=False),
+    # the paper's schedule on the full dataset.
+    "paper": dict(),
+}
+
+DATASETS = ("auto", "cifar10", "cifar100", "imagefolder", "digits")
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value):
+    """Accept strings from the command line / papermill for typed fields."""
+    f = FIELDS[name]
+    kind = str(f.type)
+    if value is None or not isinstance(value, str):
+        if name == "experiments" and isinstance(value, (list, tuple)):
+            return tuple(value)
+        return value
+    if name == "experiments":
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if kind.startswith("int"):
+        return None if value.lower() == "none" else int(value)
+    if kind.startswith("float"):
+        return float(value)
+    if kind == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: dict) -> Config:
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        import difflib
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, FIELDS, 1)) else u for u in unknown]
+        raise ConfigError(f"unknown setting(s): {', '.join(hints)}")
+    try:
+        values = {k: _coerce(k, v) for k, v in overrides.items()}
+    except ValueError as e:
+        raise ConfigError(f"bad setting value: {e}") from None
+    return dataclasses.replace(cfg, **values)
+
+
+def make_config(profile: str = "quick", **overrides) -> Config:
+    """The named profile with any fields overridden; validated (raises ConfigError with one line)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    cfg = apply_overrides(Config(profile=profile), PROFILES[profile])
+    cfg = apply_overrides(cfg, {k: v for k, v in overrides.items() if v is not None or k in ("train_size", "test_size")})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Everything that can be checked before training starts, each failure one line."""
+    for name in ("teacher_epochs", "student_epochs", "batch_size", "eval_batch_size", "levels"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
+        raise ConfigError(f"finetune_epochs must be zero or a positive integer, got {cfg.finetune_epochs!r}")
+    for name in ("train_size", "test_size"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or v <= 0):
+            raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
+    if not isinstance(cfg.val_size, int) or cfg.val_size <= 0:
+        raise ConfigError(f"val_size must be a positive integer, got {cfg.val_size!r}")
+    for name in ("teacher_lr", "student_lr", "finetune_lr"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)!r}")
+    bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
+    if bad or not cfg.experiments:
+        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(EXPERIMENTS)}")
+    from .models import STUDENT_LEVELS
+    if cfg.levels > max(STUDENT_LEVELS):
+        raise ConfigError(f"levels={cfg.levels} needs a student architecture for every level; "
+                          f"defined levels are {sorted(STUDENT_LEVELS)} (add one to models.STUDENT_LEVELS)")
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
+    if cfg.dataset == "imagefolder":
+        root = Path(cfg.data_dir)
+        if not root.is_dir():
+            raise ConfigError(f"data_dir {str(root)!r} does not exist")
+        missing = [s for s in ("train", "test") if not (root / s).is_dir()]
+        if missing:
+            raise ConfigError(f"data_dir {str(root)!r} lacks {' and '.join(s + '/' for s in missing)} (ImageFolder layout)")
+    from .losses import FEATURE_LOSSES
+    if cfg.feature_loss not in FEATURE_LOSSES:
+        raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(FEATURE_LOSSES)}")
+    if cfg.finetune_mode not in ("head", "all"):
+        raise ConfigError(f"finetune_mode must be 'head' or 'all', got {cfg.finetune_mode!r}")
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
+    from .engine import resolve_device
+    resolve_device(cfg.device)  # raises ConfigError for unknown or absent devices
+    _check_writable(Path(cfg.results_dir))
+
+
+def _check_writable(path: Path) -> None:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ConfigError(f"results_dir {str(path)!r} is not writable")

@@ -1,0 +1,268 @@
+"""Datasets as uint8 tensors held on the training device, with batching and augmentation done there.
+
+Loading decodes every image once into an ``(N, 3, 32, 32)`` uint8 tensor (CIFAR through
+torchvision, any ImageFolder directory, or scikit-learn's digits as an offline fallback). A fixed,
+stratified validation split is carved from the training set; the test set is never used for model
+selection. ``Batches`` shuffles with ``randperm`` and does random-crop / flip / normalisation on the
+device in one batched op: no worker processes, no PIL in the loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, ConfigError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+JPEG_FOLDER = "cifar10-jpeg"  # where ../shared/data/cifar10-jpeg.tar.gz is unpacked inside data_dir
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, 3, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "Split":
+        return Split(self.images[idx], self.labels[idx])
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class DataBundle:
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    val: Split
+    test: Split
+    mean: torch.Tensor = field(default=None)  # per-channel, of the training split, in [0, 1]
+    std: torch.Tensor = field(default=None)
+    source: str = ""
+    notice: str = ""  # non-empty when something the user should know happened (fallback, clamping)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def fingerprint(self) -> str:
+        """Identifies the exact images and labels of every split: checkpoints are only reused on a match."""
+        h = hashlib.sha256(self.name.encode())
+        for s in (self.train, self.val, self.test):
+            h.update(str(tuple(s.images.shape)).encode())
+            h.update(s.labels.cpu().numpy().tobytes())
+            h.update(np.int64(zlib.crc32(s.images[:: max(1, len(s) // 64)].cpu().numpy().tobytes())).tobytes())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return dict(name=self.name, source=self.source, classes=list(self.classes), train=len(self.train),
+                    val=len(self.val), test=len(self.test), fingerprint=self.fingerprint(), notice=self.notice)
+
+
+# ----------------------------------------------------------------------------------- loaders
+def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
+    import torchvision
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)  # a machine without network should fail in seconds, not minutes
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train = cls(str(root), train=True, download=download)
+            test = cls(str(root), train=False, download=download)
+    finally:
+        socket.setdefaulttimeout(old)
+
+    def split(ds) -> Split:
+        return Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
+                     torch.as_tensor(ds.targets, dtype=torch.int64))
+    return split(train), split(test), tuple(train.classes)
+
+
+def _decode_folder(folder: Path, classes: list[str]) -> Split:
+    from PIL import Image
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((folder / cls).iterdir()):
+            if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+                continue
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if im.size != (32, 32):
+                    im = im.resize((32, 32), Image.BILINEAR)
+                images.append(np.asarray(im, dtype=np.uint8))
+            labels.append(label)
+    if not images:
+        raise ConfigError(f"no images found under {folder}")
+    return Split(torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()), torch.tensor(labels))
+
+
+def _imagefolder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
+    """Decode an ImageFolder tree once (resized to 32x32) and cache it as ``.tadist-cache.npz`` beside it."""
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    cache = root / ".tadist-cache.npz"
+    if cache.exists():
+        z = np.load(cache)
+        if list(z["classes"]) == classes:
+            return (Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
+                    Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])), tuple(classes))
+    train, test = _decode_folder(root / "train", classes), _decode_folder(root / "test", classes)
+    try:
+        tmp = root / ".tadist-cache.tmp.npz"
+        np.savez(tmp, classes=np.array(classes), train_x=train.images.numpy(), train_y=train.labels.numpy(),
+                 test_x=test.images.numpy(), test_y=test.labels.numpy())
+        tmp.replace(cache)
+    except OSError:
+        pass  # a read-only dataset directory just means decoding again next time
+    return train, test, tuple(classes)
+
+
+def _digits() -> tuple[Split, Split, tuple[str, ...]]:
+    """scikit-learn's 8x8 digits (ships inside the package), upsampled to 32x32 RGB; fixed 80/20 split."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
+    x = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    y = torch.tensor(d.target, dtype=torch.int64)
+    test_idx, train_idx = stratified_split(y, len(y) // 5, seed=0)
+    return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]), tuple(str(i) for i in range(10))
+
+
+def stratified_split(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick ``n`` indices with class proportions kept; returns (picked, rest). Deterministic in ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(labels), generator=g)
+    lab = labels[perm]
+    rank = torch.zeros(len(labels))
+    for c in lab.unique():
+        m = lab == c
+        rank[m] = torch.arange(int(m.sum()), dtype=torch.float32) / float(m.sum())
+    order = torch.argsort(rank, stable=True)
+    return perm[order[:n]], perm[order[n:]]
+
+
+def _find_cifar10(root: Path) -> str | None:
+    """Where CIFAR-10 already sits under data_dir: torchvision's files or the unpacked JPEG copy."""
+    if (root / "cifar-10-batches-py").is_dir():
+        return "torchvision"
+    if (root / JPEG_FOLDER / "train").is_dir() and (root / JPEG_FOLDER / "test").is_dir():
+        return "jpeg"
+    return None
+
+
+def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]:
+    """(name, source, train, test, classes, notice) before any splitting."""
+    root = Path(cfg.data_dir)
+    name = cfg.dataset
+    if name == "imagefolder":
+        train, test, classes = _imagefolder(root)
+        return root.name, f"ImageFolder {root}", train, test, classes, ""
+    if name == "digits":
+        train, test, classes = _digits()
+        return "digits", "scikit-learn load_digits, 32x32 RGB", train, test, classes, ""
+    if name in ("cifar10", "auto"):
+        where = _find_cifar10(root)
+        if where == "jpeg":
+            train, test, classes = _imagefolder(root / JPEG_FOLDER)
+            return "cifar10", f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", train, test, classes, ""
+        try:
+            train, test, classes = _torchvision_cifar("cifar10", root, download=True)
+            return "cifar10", f"torchvision CIFAR10 at {root}", train, test, classes, ""
+        except Exception as e:  # no network, no files
+            if name == "cifar10":
+                raise ConfigError(f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__})") from None
+            train, test, classes = _digits()
+            notice = (f"CIFAR-10 was neither in {root} nor downloadable ({type(e).__name__}); "
+                      "FELL BACK to scikit-learn digits. These results are NOT CIFAR-10 results.")
+            warnings.warn(notice)
+            print("!" * 8, notice)
+            return "digits", "scikit-learn load_digits (auto fallback)", train, test, classes, notice
+    if name == "cifar100":
+        try:
+            train, test, classes = _torchvision_cifar("cifar100", root, download=True)
+        except Exception as e:
+            raise ConfigError(f"CIFAR-100 is not in {root} and could not be downloaded ({type(e).__name__})") from None
+        return "cifar100", f"torchvision CIFAR100 at {root}", train, test, classes, ""
+    raise ConfigError(f"unknown dataset {name!r}")
+
+
+def load_data(cfg: Config) -> DataBundle:
+    """Load, carve the stratified validation split, apply the profile's size caps."""
+    name, source, train, test, classes, notice = load_raw(cfg)
+    val_size = cfg.val_size
+    if val_size > len(train) // 5:
+        val_size = len(train) // 5
+        notice = (notice + " " if notice else "") + f"val_size clamped to {val_size} (20% of {len(train)} training images)."
+    val_idx, train_idx = stratified_split(train.labels, val_size, seed=1234)  # fixed: independent of the run seed
+    val, train = train.subset(val_idx), train.subset(train_idx)
+    if cfg.train_size is not None and cfg.train_size < len(train):
+        train = train.subset(stratified_split(train.labels, cfg.train_size, seed=1235)[0])
+    if cfg.test_size is not None and cfg.test_size < len(test):
+        test = test.subset(stratified_split(test.labels, cfg.test_size, seed=1236)[0])
+    x = train.images.float() / 255
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return DataBundle(name, tuple(classes), train, val, test, mean, std, source, notice)
+
+
+# ----------------------------------------------------------------------------------- batching
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
+    n, c, h, w = x.shape
+    off = torch.randint(0, 2 * pad + 1, (2, n), generator=g).to(x.device)
+    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = off[0, :, None] + torch.arange(h, device=x.device)                       # (n, h)
+    cols = off[1, :, None] + torch.arange(w, device=x.device)                       # (n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    return padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class Batches:
+    """Iterate ``(x, y, idx)`` over a device-resident split: x normalised float, idx into the split.
+
+    Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``, so an epoch's
+    batches are the same whether the run was interrupted or not.
+    """
+
+    def __init__(self, split: Split, bundle: DataBundle, batch_size: int, device: torch.device, *,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0, channels_last: bool = False):
+        self.split = split.to(device)
+        self.batch_size, self.device = batch_size, device
+        self.shuffle, self.augment, self.seed, self.channels_last = shuffle, augment, seed, channels_last
+        self.mean = (bundle.mean * 255).view(1, -1, 1, 1).to(device)
+        self.inv_std = (1 / (bundle.std * 255)).view(1, -1, 1, 1).to(device)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.float() - self.mean) * self.inv_std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        n = len(self.split)
+        order = torch.randperm(n, generator=g).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
+        for i in range(0, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            x = self.split.images[idx]
+            if self.augment:
+                x = augment_batch(x, g)
+            yield self.normalise(x), self.split.labels[idx], idx

@@ -1,0 +1,49 @@
+"""Chunked distillation: cut a parent's dense feature into equal contiguous chunks, regress them.
+
+A student regresses ``parent_feature[:, start:stop]``. MSE is the paper's loss; L1 and cosine are
+options. ``kd_loss`` is Hinton's logit distillation, used only by baselines.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FEATURE_LOSSES = ("mse", "l1", "cosine")
+
+
+def chunk_slices(dim: int, n_chunks: int) -> list[tuple[int, int]]:
+    """Contiguous equal chunks of a ``dim``-d vector: ``chunk_slices(512, 2) == [(0, 256), (256, 512)]``."""
+    if n_chunks <= 0 or dim % n_chunks:
+        raise ValueError(f"cannot cut a {dim}-d feature into {n_chunks} equal chunks")
+    size = dim // n_chunks
+    return [(i * size, (i + 1) * size) for i in range(n_chunks)]
+
+
+def chunk(feature: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """The ``[start:stop]`` slice of a batch of dense features (a view, no copy)."""
+    return feature[:, start:stop]
+
+
+def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Mean regression loss between a student's output and its chunk of the parent's feature."""
+    if pred.shape != target.shape:
+        raise ValueError(f"student output {tuple(pred.shape)} does not match its chunk {tuple(target.shape)}")
+    pred, target = pred.float(), target.float()
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)).mean()
+    raise ValueError(f"unknown feature loss {kind!r}; choose one of {FEATURE_LOSSES}")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None,
+            temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
+    """Hinton et al.: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), F.softmax(teacher_logits.float() / t, dim=1),
+                    reduction="batchmean") * t * t
+    if labels is None or alpha == 1.0:
+        return soft
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits.float(), labels)

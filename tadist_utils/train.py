@@ -1,0 +1,309 @@
+"""Training loops: teacher (cross-entropy), students (chunk regression), ensemble fine-tuning.
+
+All loops checkpoint at the end of every epoch and resume from there (see ``checkpoint.py``).
+Shuffling and augmentation are seeded by ``(seed, epoch)``, so a resumed run sees the batches an
+uninterrupted one would have seen.
+
+The fast path for students: all students that learn from the same parent train in one loop, so
+each batch costs one parent forward pass (none at all when augmentation is off: the parent's
+features for the whole training split are computed once and indexed).
+"""
+from __future__ import annotations
+
+import copy
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .data import Batches, DataBundle, Split
+from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_precision
+from .losses import feature_loss
+
+
+@dataclass
+class Context:
+    """How to run (not what to learn): device, precision, progress bars, logging."""
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    compile: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+    @classmethod
+    def from_config(cls, cfg) -> "Context":
+        device = resolve_device(cfg.device)
+        return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
+                   cfg.compile, cfg.progress)
+
+    def bar(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+
+    def model(self, m: nn.Module) -> nn.Module:
+        return prepare(m, self.device, self.channels_last)
+
+    def fast(self, m: nn.Module):
+        """The module to call in the hot loop: compiled when asked, the module itself otherwise."""
+        return torch.compile(m) if self.compile else m
+
+
+def init_seed(seed: int, key: str) -> int:
+    """Per-model seed: a model's initialisation does not depend on which others train beside it."""
+    return seed * 1_000_003 + zlib.crc32(key.encode()) % 1_000_003
+
+
+def batches(data: DataBundle, split: str, batch_size: int, ctx: Context, *, train: bool = False,
+            augment: bool = False, seed: int = 0) -> Batches:
+    return Batches(getattr(data, split), data, batch_size, ctx.device, shuffle=train, augment=augment and train,
+                   seed=seed, channels_last=ctx.channels_last)
+
+
+@torch.no_grad()
+def extract(fn: Callable[[torch.Tensor], torch.Tensor], loader: Batches, ctx: Context) -> torch.Tensor:
+    """Run ``fn`` over a split in order and stack the float32 outputs (features or logits)."""
+    outs = [fn(x).float() for x, _, _ in loader]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Batches, ctx: Context) -> float:
+    """Top-1 accuracy (in %) of a classifier on a split."""
+    was = model.training
+    model.eval()
+    correct = 0
+    with autocast(ctx.device, ctx.amp_dtype):
+        for x, y, _ in loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+    model.train(was)
+    return 100.0 * correct / max(1, len(loader.split))
+
+
+# ------------------------------------------------------------------------- the epoch runner
+@dataclass
+class RunState:
+    """Everything a resumable training run owns: checkpointed together, restored together."""
+    path: Path
+    spec: dict
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    best: dict | None = None  # {"metric": value, "epoch": e, "state": state_dict}
+    seconds: float = 0.0
+
+    def restore(self, log) -> bool:
+        saved = ckpt_io.find_resumable(self.path, self.spec, log)
+        if saved is None:
+            return False
+        st = saved["state"]
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.epoch, self.history, self.best = saved["epoch"], saved["history"], saved["best"]
+        self.seconds = saved.get("seconds", 0.0)
+        if "rng" in saved:
+            ckpt_io.set_rng_state(saved["rng"])
+        return True
+
+    def save(self, epochs: int) -> None:
+        ckpt_io.save_atomic(dict(spec=self.spec, epoch=self.epoch, done=self.epoch >= epochs, history=self.history,
+                                 best=self.best, seconds=self.seconds, rng=ckpt_io.rng_state(),
+                                 state=dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                                            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())),
+                            self.path)
+
+    def record(self, metrics: dict, select: str | None) -> None:
+        self.history.append(dict(epoch=self.epoch, **metrics))
+        if select and (self.best is None or metrics[select] > self.best["metric"]):
+            self.best = dict(metric=metrics[select], epoch=self.epoch, state=copy.deepcopy(self.model.state_dict()))
+
+    def finish(self) -> None:
+        """Load the weights chosen on the validation split (when selecting), in eval mode."""
+        if self.best is not None:
+            self.model.load_state_dict(self.best["state"])
+        self.model.eval()
+
+
+def run_epochs(run: RunState, epochs: int, train_epoch: Callable[[int], dict], validate: Callable[[], dict],
+               ctx: Context, select: str | None = None) -> RunState:
+    """Resume ``run`` if its checkpoint matches, train the remaining epochs, checkpoint after each."""
+    if run.restore(ctx.log) and run.epoch >= epochs:
+        run.finish()
+        return run
+    while run.epoch < epochs:
+        t0 = time.perf_counter()
+        run.model.train()
+        metrics = train_epoch(run.epoch)
+        run.model.eval()
+        metrics.update(validate())
+        run.epoch += 1
+        run.seconds += time.perf_counter() - t0
+        run.record(metrics, select)
+        run.save(epochs)
+    run.finish()
+    return run
+
+
+def _classifier_step(model, opt, sched, scaler, x, y, ctx) -> torch.Tensor:
+    with autocast(ctx.device, ctx.amp_dtype):
+        loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return loss.detach()
+
+
+# ------------------------------------------------------------------------- classifiers
+def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: str, path: Path, spec: dict,
+                     epochs: int, lr: float, weight_decay: float, batch_size: int, augment: bool, seed: int,
+                     optimizer: str = "sgd", params=None) -> RunState:
+    """Cross-entropy training with the best validation epoch kept (teacher, 'all' fine-tuning, baselines).
+
+    ``sgd``: SGD + Nesterov momentum + one-cycle schedule (fast CIFAR recipe); ``adam``: Adam + cosine.
+    """
+    train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
+    val = batches(data, "val", batch_size * 4, ctx)
+    params = list(params if params is not None else model.parameters())
+    steps = max(1, epochs * len(train))
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    run = RunState(path, spec, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
+    fast = ctx.fast(model)
+
+    def train_epoch(epoch: int) -> dict:
+        train.set_epoch(epoch)
+        total, n = torch.zeros((), device=ctx.device), 0
+        with ctx.bar(len(train), f"{name} epoch {epoch + 1}/{epochs}") as bar:
+            for x, y, _ in train:
+                total += _classifier_step(fast, opt, sched, run.scaler, x, y, ctx) * len(y)
+                n += len(y)
+                bar.update()
+        return dict(train_loss=total.item() / max(1, n))
+
+    return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=evaluate(model, val, ctx)), ctx,
+                      select="val_accuracy")
+
+
+def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
+                  name: str, path: Path, spec: dict, epochs: int, lr: float, batch_size: int, seed: int) -> RunState:
+    """Train only the output layer on frozen students' features (computed once, unaugmented)."""
+    x_train, y_train = features["train"], data.train.labels.to(ctx.device)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    run = RunState(path, spec, head, opt, sched, grad_scaler(ctx.device, None))
+
+    def train_epoch(epoch: int) -> dict:
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(len(y_train), generator=g).to(ctx.device)
+        total = 0.0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            total += _classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx).item() * len(idx)
+        return dict(train_loss=total / max(1, len(order)))
+
+    def validate() -> dict:
+        with torch.no_grad():
+            acc = (head(features["val"]).argmax(1) == data.val.labels.to(ctx.device)).float().mean().item()
+        return dict(val_accuracy=100.0 * acc)
+
+    return run_epochs(run, epochs, train_epoch, validate, ctx, select="val_accuracy")
+
+
+# ------------------------------------------------------------------------- students
+@dataclass
+class StudentJob:
+    """One student to train: its model, which slice of the parent it regresses, where it checkpoints."""
+    name: str
+    model: nn.Module
+    start: int
+    stop: int
+    path: Path
+    spec: dict
+
+
+def train_students(parent_features: Callable[[torch.Tensor], torch.Tensor], jobs: list[StudentJob],
+                   data: DataBundle, ctx: Context, *, epochs: int, lr: float, weight_decay: float,
+                   batch_size: int, augment: bool, seed: int, loss: str = "mse", group: str = "") -> list[RunState]:
+    """Train sibling students together: one batch, one parent forward (or a cached one), every step.
+
+    Each student keeps its own optimizer, schedule and checkpoint, so finished students are skipped
+    and unfinished ones resume at their own epoch. Reports mean train loss and val loss per epoch.
+    """
+    train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
+    val = batches(data, "val", batch_size * 4, ctx)
+    steps = max(1, epochs * len(train))
+    runs = []
+    for job in jobs:
+        opt = torch.optim.Adam(job.model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        run = RunState(job.path, job.spec, job.model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
+        run.restore(ctx.log)
+        runs.append(run)
+    todo = [(j, r) for j, r in zip(jobs, runs) if r.epoch < epochs]
+    if todo:
+        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+            val_target = extract(parent_features, val, ctx)
+            cached = None if augment else extract(parent_features, batches(data, "train", batch_size * 4, ctx), ctx)
+        fast = {j.name: ctx.fast(j.model) for j, _ in todo}
+        first = min(r.epoch for _, r in todo)
+        total = sum(epochs - r.epoch for _, r in todo) * len(train)
+        with ctx.bar(total, f"{group or 'students'} ({len(todo)} student(s))") as bar:
+            for epoch in range(first, epochs):
+                active = [(j, r) for j, r in todo if r.epoch == epoch]
+                if not active:
+                    continue
+                train.set_epoch(epoch)
+                t0 = time.perf_counter()
+                sums = {j.name: torch.zeros((), device=ctx.device) for j, _ in active}
+                for j, _ in active:
+                    j.model.train()
+                n = 0
+                for x, _, idx in train:
+                    if cached is not None:
+                        target = cached[idx]
+                    else:
+                        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+                            target = parent_features(x).float()
+                    for j, r in active:
+                        with autocast(ctx.device, ctx.amp_dtype):
+                            out = fast[j.name](x)
+                        l = feature_loss(out, target[:, j.start:j.stop], loss)
+                        r.optimizer.zero_grad(set_to_none=True)
+                        r.scaler.scale(l).backward()
+                        r.scaler.step(r.optimizer)
+                        r.scaler.update()
+                        r.scheduler.step()
+                        sums[j.name] += l.detach() * len(idx)
+                    n += len(idx)
+                    bar.update(len(active))
+                share = (time.perf_counter() - t0) / len(active)
+                for j, r in active:
+                    j.model.eval()
+                    with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+                        pred = extract(j.model, val, ctx)
+                    val_loss = feature_loss(pred, val_target[:, j.start:j.stop], loss).item()
+                    r.epoch += 1
+                    r.seconds += share
+                    r.record(dict(train_loss=sums[j.name].item() / max(1, n), val_loss=val_loss), select=None)
+                    r.save(epochs)
+    for r in runs:
+        r.finish()
+    return runs

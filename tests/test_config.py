@@ -1,0 +1,57 @@
+"""Bad input fails before training, with one line that says what is wrong."""
+import pytest
+import torch
+
+from tadist_utils.config import ConfigError, make_config
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(profile="fast"), "unknown profile 'fast'"),
+    (dict(experiments="direct,dense"), "unknown experiment"),
+    (dict(dataset="mnist"), "unknown dataset 'mnist'"),
+    (dict(teacher_epochs=-3), "teacher_epochs must be a positive integer"),
+    (dict(student_epochs=0), "student_epochs must be a positive integer"),
+    (dict(batch_size="0"), "batch_size must be a positive integer"),
+    (dict(techer_epochs=3), "did you mean teacher_epochs"),
+    (dict(feature_loss="huber"), "unknown feature_loss"),
+    (dict(finetune_mode="some"), "finetune_mode"),
+    (dict(device="tpu"), "device"),
+    (dict(levels=5), "needs a student architecture"),
+])
+def test_bad_settings(kwargs, message):
+    profile = kwargs.pop("profile", "smoke")
+    with pytest.raises(ConfigError, match=message):
+        make_config(profile, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_gpu():
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        make_config("smoke", device="cuda")
+
+
+def test_imagefolder_dir_checks(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "nope"))
+    (tmp_path / "train").mkdir()
+    with pytest.raises(ConfigError, match="lacks test/"):
+        make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path))
+
+
+def test_unwritable_results_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not writable"):
+        make_config("smoke", results_dir=str(blocker / "results"))
+
+
+def test_strings_from_the_command_line_are_coerced():
+    cfg = make_config("smoke", teacher_epochs="3", augment="false", experiments="direct,single_ta", test_size="None")
+    assert cfg.teacher_epochs == 3 and cfg.augment is False and cfg.experiments == ("direct", "single_ta")
+    assert cfg.test_size is None
+
+
+def test_profiles_differ_where_they_should():
+    assert make_config("paper").teacher_epochs == 10 and make_config("paper").student_epochs == 60
+    assert make_config("paper").finetune_epochs == 10 and make_config("paper").train_size is None
+    assert make_config("smoke").train_size < make_config("quick").train_size

@@ -1,0 +1,78 @@
+"""Data: stratified splits, on-device augmentation, the offline fallback, ImageFolder decoding."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tadist_utils import data as data_mod
+from tadist_utils.config import ConfigError, make_config
+from tadist_utils.data import Batches, augment_batch, load_data, stratified_split
+
+
+def test_stratified_split_keeps_class_proportions_and_is_deterministic():
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    picked, rest = stratified_split(labels, 20, seed=3)
+    assert sorted(torch.bincount(labels[picked]).tolist()) == [2, 6, 12]
+    assert len(set(picked.tolist()) | set(rest.tolist())) == 100 and not set(picked.tolist()) & set(rest.tolist())
+    assert torch.equal(picked, stratified_split(labels, 20, seed=3)[0])
+
+
+def test_validation_split_is_disjoint_from_training_and_never_the_test_set(smoke_cfg):
+    b = load_data(smoke_cfg(train_size=None, val_size=100))
+    train_rows = {tuple(x.flatten().tolist()) for x in b.train.images[:, 0, ::4, ::4]}
+    val_rows = [tuple(x.flatten().tolist()) for x in b.val.images[:, 0, ::4, ::4]]
+    assert len(b.val) == 100
+    assert sum(r in train_rows for r in val_rows) < 10  # digits has a few exact duplicates, nothing more
+
+
+def test_augment_batch_crops_and_flips_exactly():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    out = augment_batch(x, g, pad=0)  # no padding: the only change left is the flip
+    for i in range(2):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    out = augment_batch(x, torch.Generator().manual_seed(1), pad=2)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+
+
+def test_batches_are_the_same_for_the_same_epoch(smoke_cfg):
+    b = load_data(smoke_cfg())
+    loader = Batches(b.train, b, 32, torch.device("cpu"), shuffle=True, augment=True, seed=5)
+    loader.set_epoch(2)
+    first = [x for x, _, _ in loader]
+    loader.set_epoch(3)
+    other = next(iter(loader))[0]
+    loader.set_epoch(2)
+    again = [x for x, _, _ in loader]
+    assert all(torch.equal(a, c) for a, c in zip(first, again))
+    assert not torch.equal(first[0], other)
+    assert abs(torch.cat(first).mean().item()) < 0.5  # normalised with the training split's statistics
+
+
+def test_auto_falls_back_to_digits_loudly(tmp_path, monkeypatch):
+    def no_network(*a, **k):
+        raise OSError("no network")
+    monkeypatch.setattr(data_mod, "_torchvision_cifar", no_network)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        b = load_data(make_config("smoke", dataset="auto", data_dir=str(tmp_path), results_dir=str(tmp_path / "r")))
+    assert b.name == "digits" and "FELL BACK" in b.notice
+    with pytest.raises(ConfigError, match="could not be downloaded"):
+        load_data(make_config("smoke", dataset="cifar10", data_dir=str(tmp_path), results_dir=str(tmp_path / "r")))
+
+
+def test_imagefolder_decodes_resizes_and_caches(tmp_path):
+    for split in ("train", "test"):
+        for c, colour in (("cat", 10), ("dog", 200)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(np.full((40, 40, 3), colour + i, np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    cfg = make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path), val_size=2,
+                      results_dir=str(tmp_path / "r"))
+    b = load_data(cfg)
+    assert b.classes == ("cat", "dog") and b.train.images.shape[1:] == (3, 32, 32)
+    assert len(b.train) + len(b.val) == 12 and len(b.test) == 12
+    assert (tmp_path / ".tadist-cache.npz").exists()
+    assert load_data(cfg).fingerprint() == b.fingerprint()

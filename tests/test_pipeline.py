@@ -1,0 +1,42 @@
+"""The three experiments end to end on the smoke profile, and the paper's tables built from them."""
+import json
+
+import numpy as np
+
+from tadist_utils.experiments import Pipeline
+from tadist_utils.results import accuracy_table, loss_table
+
+
+def test_three_experiments_end_to_end(smoke_cfg):
+    cfg = smoke_cfg()
+    df = Pipeline(cfg).run()
+    for exp in ("direct", "single_ta", "hierarchical"):
+        for n in (1, 2, 4, 8):
+            row = df[(df.experiment == exp) & (df.model == f"ensemble_{n}")]
+            metrics = set(row.metric)
+            assert {"test_accuracy", "test_accuracy_before_finetune", "val_accuracy", "parameters"} <= metrics
+            acc = row[row.metric == "test_accuracy"].value.item()
+            assert 0 <= acc <= 100
+        losses = df[(df.experiment == exp) & (df.metric == "final_train_loss")]
+        assert len(losses) == 15 and np.isfinite(losses.value).all()
+    # shared models give identical numbers: S1 everywhere, S01/S2 in single-TA and hierarchical
+    s1 = df[(df.model == "S1") & (df.metric == "final_train_loss")].value
+    assert s1.nunique() == 1
+    acc = accuracy_table(df)
+    assert list(acc.columns) == ["teacher", "1 students", "2 students", "4 students", "8 students"]
+    assert acc.loc["direct (paper)", "2 students"] == 86.568 or abs(acc.loc["direct (paper)", "2 students"] - 86.57) < 0.01
+    assert loss_table(df).shape == (6, 15)
+    manifest = json.loads((cfg.checkpoint_dir.parent / "manifest.json").read_text())
+    assert manifest["dataset"]["name"] == "digits" and manifest["config"]["profile"] == "smoke"
+    assert {"torch", "git_commit", "device"} <= set(manifest["environment"])
+    hist = Pipeline(cfg).store.history()
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(hist.metric)
+
+
+def test_exact_metrics_are_reproducible_on_cpu(smoke_cfg, tmp_path):
+    a = Pipeline(smoke_cfg(experiments=("direct",), levels=2)).run()
+    b = Pipeline(smoke_cfg(experiments=("direct",), levels=2, results_dir=str(tmp_path / "other"))).run()
+    key = ["experiment", "model", "metric"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    keep = ~a.metric.str.contains("seconds")
+    assert np.array_equal(a.value[keep].to_numpy(), b.value[keep].to_numpy())

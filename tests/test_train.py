@@ -1,0 +1,47 @@
+"""Training loops: students learn a fixed parent; finished models are reused, changed ones retrained."""
+import torch
+
+from tadist_utils import models
+from tadist_utils.data import load_data
+from tadist_utils.experiments import Pipeline
+from tadist_utils.train import Context, StudentJob, train_students
+
+
+def test_student_loss_falls_on_a_fixed_parent(smoke_cfg, tmp_path):
+    data = load_data(smoke_cfg(train_size=512))
+    ctx = Context(torch.device("cpu"), progress=False)
+    torch.manual_seed(0)
+    parent = models.student(2).eval()  # a fixed random parent: its 256-d features are the targets
+    jobs = []
+    for name, (a, b) in {"left": (0, 128), "right": (128, 256)}.items():
+        jobs.append(StudentJob(name, models.student(3), a, b, tmp_path / f"{name}.pt", {"name": name}))
+    runs = train_students(parent.features, jobs, data, ctx, epochs=4, lr=2e-3, weight_decay=0.0, batch_size=64,
+                          augment=False, seed=0)
+    for run in runs:
+        losses = [h["train_loss"] for h in run.history]
+        assert len(losses) == 4 and losses[-1] < 0.7 * losses[0], losses
+        assert run.history[-1]["val_loss"] < run.history[0]["val_loss"]
+
+
+def _mtimes(cfg):
+    return {p.name: p.stat().st_mtime_ns for p in cfg.checkpoint_dir.rglob("*.pt")}
+
+
+def test_checkpoint_reuse_skips_retraining_and_changes_retrain(smoke_cfg):
+    cfg = smoke_cfg(experiments=("direct",), levels=2)
+    first = Pipeline(cfg).run()
+    before = _mtimes(cfg)
+    assert len(before) == 1 + 3 + 2  # teacher, S1 S01 S2, two fine-tuned ensembles
+    again = Pipeline(cfg).run()
+    assert _mtimes(cfg) == before  # nothing rewritten: nothing retrained
+    assert first.sort_values(list(first.columns)).reset_index(drop=True).equals(
+        again.sort_values(list(again.columns)).reset_index(drop=True))
+    logs = []
+    changed = cfg.replace(student_lr=5e-3)
+    pipe = Pipeline(changed)
+    pipe.ctx.log = logs.append
+    pipe.run()
+    after = _mtimes(cfg)
+    assert after[next(n for n in before if n.startswith("teacher"))] == before[next(n for n in before if n.startswith("teacher"))]
+    assert all(after[n] != before[n] for n in before if n.startswith("S"))
+    assert any("lr: 0.001 -> 0.005" in line for line in logs), logs
