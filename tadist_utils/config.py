@@ -32,9 +32,10 @@ class Config:
     test_size: int | None = None       # cap on test images (stratified); None = all
     augment: bool = True               # random crop (pad 4) + horizontal flip for the teacher and 'all' fine-tuning
     student_augment: bool = True       # the same for students; off lets the parent's features be computed once
-    # --- teacher: SGD + one-cycle, the usual fast CIFAR recipe ---------------------------------
+    # --- teacher: Adam + cosine (on 5,000 CIFAR-10 images it learnt faster than SGD one-cycle; README)
     teacher_epochs: int = 10
-    teacher_lr: float = 0.05
+    teacher_optimizer: str = "adam"    # adam (Adam + cosine) | sgd (SGD Nesterov 0.9 + one-cycle; try teacher_lr=0.05)
+    teacher_lr: float = 1e-3
     teacher_weight_decay: float = 5e-4
     # --- students: Adam + cosine decay on the feature-regression loss ---------------------------
     student_epochs: int = 60
@@ -112,10 +113,12 @@ def apply_overrides(cfg: Config, overrides: dict) -> Config:
         import difflib
         hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, FIELDS, 1)) else u for u in unknown]
         raise ConfigError(f"unknown setting(s): {', '.join(hints)}")
-    try:
-        values = {k: _coerce(k, v) for k, v in overrides.items()}
-    except ValueError as e:
-        raise ConfigError(f"bad setting value: {e}") from None
+    values = {}
+    for k, v in overrides.items():
+        try:
+            values[k] = _coerce(k, v)
+        except ValueError as e:
+            raise ConfigError(f"{k}: bad value {v!r} ({e})") from None
     return dataclasses.replace(cfg, **values)
 
 
@@ -164,6 +167,8 @@ def validate(cfg: Config) -> None:
     from .losses import FEATURE_LOSSES
     if cfg.feature_loss not in FEATURE_LOSSES:
         raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(FEATURE_LOSSES)}")
+    if cfg.teacher_optimizer not in ("adam", "sgd"):
+        raise ConfigError(f"teacher_optimizer must be 'adam' or 'sgd', got {cfg.teacher_optimizer!r}")
     if cfg.finetune_mode not in ("head", "all"):
         raise ConfigError(f"finetune_mode must be 'head' or 'all', got {cfg.finetune_mode!r}")
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):

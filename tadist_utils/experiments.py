@@ -82,7 +82,7 @@ class Pipeline:
     def teacher_spec(self) -> dict:
         c = self.cfg
         return dict(model="teacher", num_classes=self.data.num_classes, epochs=c.teacher_epochs, lr=c.teacher_lr,
-                    weight_decay=c.teacher_weight_decay, **self._common())
+                    optimizer=c.teacher_optimizer, weight_decay=c.teacher_weight_decay, **self._common())
 
     def teacher(self) -> models.ConvNet:
         """Train the VGG16-BN teacher (or load it), record its accuracy, return it frozen in eval mode."""
@@ -94,7 +94,7 @@ class Pipeline:
         run = train_classifier(net, self.data, self.ctx, name="teacher", path=self._path("teacher", "T"),
                                spec=self.teacher_spec(), epochs=c.teacher_epochs, lr=c.teacher_lr,
                                weight_decay=c.teacher_weight_decay, batch_size=c.batch_size, augment=c.augment,
-                               seed=c.seed, optimizer="sgd")
+                               seed=c.seed, optimizer=c.teacher_optimizer)
         test = evaluate(net, batches(self.data, "test", c.eval_batch_size, self.ctx), self.ctx)
         self.store.add_results(self._rows("teacher", "teacher", test_accuracy=test, val_accuracy=run.best["metric"],
                                           selected_epoch=run.best["epoch"], parameters=models.count_params(net),

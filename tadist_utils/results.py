@@ -129,11 +129,17 @@ def environment(device: str) -> dict:
 
 
 # ------------------------------------------------------------------------- the paper's tables
-def accuracy_table(df: pd.DataFrame, seed: int | None = None, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Rows: experiment; columns: Teacher, 1, 2, 4, 8 students; ours beside the paper's (CIFAR-10)."""
+def _select(df: pd.DataFrame, metric: str, seed: int | None, dataset: str | None) -> pd.DataFrame:
     d = df[df.metric == metric]
-    if seed is not None:
-        d = d[d.seed == seed]
+    if dataset is not None:
+        d = d[d.dataset == dataset]
+    return d if seed is None else d[d.seed == seed]
+
+
+def accuracy_table(df: pd.DataFrame, seed: int | None = None, metric: str = "test_accuracy",
+                   dataset: str | None = None) -> pd.DataFrame:
+    """Rows: experiment; columns: Teacher, 1, 2, 4, 8 students; ours (mean over seeds) beside the paper's."""
+    d = _select(df, metric, seed, dataset)
     teacher = d[d.model == "teacher"].value.mean()
     rows = []
     for exp in [e for e in PAPER_ACCURACY if e in set(d.experiment)]:
@@ -147,11 +153,10 @@ def accuracy_table(df: pd.DataFrame, seed: int | None = None, metric: str = "tes
     return pd.DataFrame(rows).set_index("experiment").round(2)
 
 
-def loss_table(df: pd.DataFrame, seed: int | None = None, metric: str = "final_train_loss") -> pd.DataFrame:
+def loss_table(df: pd.DataFrame, seed: int | None = None, metric: str = "final_train_loss",
+               dataset: str | None = None) -> pd.DataFrame:
     """Final feature loss per student (S1, S01, ..., SS88), ours beside the paper's."""
-    d = df[df.metric == metric]
-    if seed is not None:
-        d = d[d.seed == seed]
+    d = _select(df, metric, seed, dataset)
     order = ["S1", "S01", "S2", "S11", "S22", "S33", "S44"] + [f"SS{i}{i}" for i in range(1, 9)]
     rows = []
     for exp in [e for e in PAPER_LOSS if e in set(d.experiment)]:

@@ -1,0 +1,13 @@
+# `make test`: the README's test command (and what .ci/run calls).
+.PHONY: test unit notebooks
+test: unit notebooks
+
+# unit, integration and real-image tests (pytest.ini: testpaths = tests)
+unit:
+	python -m pytest
+
+# every notebook on the smoke profile under nbval: papermill-prepared copies in an ignored folder
+notebooks:
+	rm -rf results/_nbval
+	python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
+	python -m pytest --nbval-lax -p no:cacheprovider results/_nbval/notebooks

@@ -1,0 +1,180 @@
+"""Run the numbered notebooks with papermill: the whole study in one command.
+
+    python -m tadist_utils.reproduce --profile quick
+    python -m tadist_utils.reproduce --profile paper --dataset cifar10 --seeds 0 1 2
+    python -m tadist_utils.reproduce --profile smoke --dataset digits --only 00 01
+    python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
+
+Inputs are validated with ``config.make_config`` before any notebook starts (one-line error, exit 2).
+Every notebook runs even if an earlier one failed; failures are listed at the end (exit 1), each with
+the notebook, the cell and the error. Executed copies go to ``<results_dir>/executed/`` (one subfolder per
+seed when several are given) and per-notebook wall times to ``<results_dir>/reproduce.json``.
+``--prepare-only`` writes parameterised, unexecuted copies to ``<results_dir>/notebooks/`` for
+``pytest --nbval-lax``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, make_config
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+NOTEBOOK_PARAMS = ("dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
+                   "finetune_epochs")
+DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks in run order, optionally only those whose name starts with one of ``only``."""
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return found
+    unknown = [o for o in only if not any(p.name.startswith(o) for p in found)]
+    if unknown:
+        raise ConfigError(f"--only {' '.join(unknown)} matches no notebook; have {', '.join(p.stem for p in found)}")
+    return [p for p in found if any(p.name.startswith(o) for o in only)]
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        if key in ("profile", "seed"):
+            raise ConfigError(f"use --{key}{'s' if key == 'seed' else ''} instead of --set {key}=...")
+        out[key.strip()] = value
+    return out
+
+
+def parameters(cfg, overrides: dict) -> dict:
+    """Notebook parameters from a validated config: typed values, the named ones first, the rest in ``overrides``."""
+    def plain(v):
+        return list(v) if isinstance(v, tuple) else v
+    params = dict(profile=cfg.profile, **{k: plain(getattr(cfg, k)) for k in NOTEBOOK_PARAMS})
+    params["overrides"] = {k: plain(getattr(cfg, k)) for k in overrides if k not in params}
+    return params
+
+
+def _first_line(text: str) -> str:
+    return (str(text).strip().splitlines() or [""])[0][:200]
+
+
+def _failed_cell(path: Path) -> tuple[int | None, str]:
+    """(index, first source line) of the last cell papermill started: the one that timed out or died."""
+    try:
+        import nbformat
+        cells = nbformat.read(path, as_version=4).cells
+    except Exception:
+        return None, ""
+    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return (started[-1], _first_line(cells[started[-1]].source)) if started else (None, "")
+
+
+def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
+    """Execute one notebook; None on success, otherwise a one-line description of the failure."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
+                            execution_timeout=timeout, progress_bar=progress, log_output=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up chatter
+        return None
+    except PapermillExecutionError as e:
+        return f"cell {e.cell_index} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
+    except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
+        index, line = _failed_cell(out)
+        where = f"cell {index} `{line}`" if index is not None else "before any cell"
+        return f"{where}: {type(e).__name__}: {_first_line(e)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tadist_utils.reproduce", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
+    ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
+    ap.add_argument("--data-dir", help="dataset folder (default: data)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
+    ap.add_argument("--results-dir", help="default: results/runs/<profile>-<dataset>")
+    ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
+                                                "take (training is one cell); default 1200 for smoke, none otherwise")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
+                    help="override any Config field, e.g. --set student_lr=2e-3 finetune_mode=all")
+    ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
+    ap.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    args = ap.parse_args(argv)
+
+    try:  # everything that can be wrong with the input is reported here, before any notebook runs
+        if args.timeout is not None and args.timeout <= 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        sets = parse_sets([p for group in args.sets for p in group])
+        given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
+        overrides = {**sets, **{k: v for k, v in given.items() if v is not None}}
+        probe = make_config(args.profile, **overrides)
+        defaults = dict(data_dir=probe.data_dir, results_dir=f"results/runs/{args.profile}-{probe.dataset}")
+        for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
+            overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
+        configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
+        selected = notebooks(args.only)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    results_dir = Path(configs[0].results_dir)
+    timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # kernels import this checkout
+
+    if args.prepare_only:
+        import papermill as pm
+        out = results_dir / "notebooks"
+        out.mkdir(parents=True, exist_ok=True)
+        for src in selected:
+            pm.execute_notebook(str(src), str(out / src.name), parameters=parameters(configs[0], overrides),
+                                kernel_name="python3", prepare_only=True)
+        print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval-lax -p no:cacheprovider {out}")
+        return 0
+
+    report = dict(profile=args.profile, seeds=args.seeds, results_dir=str(results_dir), timeout_per_cell=timeout,
+                  started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
+    failures = []
+    print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
+    t_all = time.perf_counter()
+    for cfg in configs:
+        executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
+        executed.mkdir(parents=True, exist_ok=True)
+        for src in selected:
+            label = f"[seed {cfg.seed}] {src.name}"
+            bar = not args.quiet and sys.stderr.isatty()  # papermill's per-cell bar, on terminals only
+            print(f"{label} ...", end="\n" if bar else " ", flush=True)
+            t0 = time.perf_counter()
+            error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, bar)
+            seconds = time.perf_counter() - t0
+            status = "ok" if error is None else "FAILED"
+            print(f"{label} {status}" if bar else status, f"in {seconds:.1f}s", flush=True)
+            if error:
+                failures.append(f"{src.name} (seed {cfg.seed}): {error}")
+            report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="ok" if error is None else "failed",
+                                            seconds=round(seconds, 1), executed=str(executed / src.name), error=error))
+            report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
+                          total_seconds=round(time.perf_counter() - t_all, 1))
+            (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+    print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
+    if failures:
+        print(f"{len(failures)} notebook(s) failed (cell numbers as in the executed copies):", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
