@@ -94,5 +94,6 @@ def describe(device: torch.device) -> str:
                     break
         except OSError:
             pass
-        return f"{name} ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"{name} ({n} thread{'s' if n != 1 else ''})"
     return device.type

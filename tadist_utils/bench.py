@@ -1,0 +1,442 @@
+"""Fast path vs the obvious way: same data, same settings, one process, one JSON.
+
+    python -m tadist_utils.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
+    python -m tadist_utils.bench --threads 1      # what to use on a CPU shared with other jobs (see below)
+    python -m tadist_utils.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
+    python -m tadist_utils.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
+
+The default run takes 2.5 minutes on a 2-core AVX512-BF16 EPYC at --threads 1 (7 minutes with torch's
+default 2 threads while other jobs share the cores: two threads that must meet at every kernel
+wait on each other's time slices, which hits the students' many small kernels hardest). The
+accuracy check above takes about 4 minutes there (1 thread): both teachers train for 3 epochs.
+
+The *reference* is what one writes first: a torchvision ``DataLoader`` over PIL images with
+``RandomCrop``/``RandomHorizontalFlip``/``ToTensor``/``Normalize``, fp32, contiguous tensors, one
+model at a time and, for students, the parent's forward pass recomputed for every student. The
+*fast* path is the package itself: ``train.train_classifier`` and ``train.train_students`` with the
+data resident on the device, batched augmentation, bf16 autocast where ``resolve_precision("auto")``
+picks it, and channels_last. Both use the same optimiser recipe, initial weights, schedule and
+per-epoch work (a validation pass and a checkpoint per model per epoch), so the ratio is the engine's.
+
+Writes ``results/benchmarks/<device-slug>.json`` (``-quick`` appended for ``--quick``).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import models
+from .config import make_config
+from .data import DataBundle, Split, load_data
+from .engine import describe, resolve_device, resolve_precision
+from .plans import TEACHER, build
+from .train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
+
+CASES = ("teacher", "students")
+
+
+# ----------------------------------------------------------------------------- helpers
+def sync(device: torch.device) -> None:
+    """GPU work is asynchronous: wait for it before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load: this CPU may be shared, and readers should know how busy it was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def device_slug(device: torch.device) -> str:
+    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3': the benchmark file's name."""
+    name = describe(device)
+    if device.type == "cpu":
+        name = re.sub(r"\s*\(\d+ threads\)$", "", name) + f" {torch.get_num_threads()}t"
+    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def machine(device: torch.device) -> dict:
+    import torchvision
+    return dict(device=str(device), description=describe(device), torch=torch.__version__,
+                torchvision=torchvision.__version__, python=platform.python_version(), platform=platform.platform(),
+                threads=torch.get_num_threads(), cpu_count=os.cpu_count())
+
+
+# ----------------------------------------------------------------------------- the reference
+class PILDataset(Dataset):
+    """uint8 (N, 3, H, W) images served one at a time as PIL images through a torchvision transform."""
+
+    def __init__(self, split: Split, transform):
+        self.images = split.images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC, as PIL wants
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def plain_loader(split: Split, data: DataBundle, batch_size: int, *, train: bool, augment: bool, seed: int = 0):
+    """The textbook input pipeline. num_workers=0: the target machine has 2 cores and the training
+    step already uses both, so loader workers would only compete with it for the same cores."""
+    from torchvision import transforms as T
+    ops = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+    ops += [T.ToTensor(), T.Normalize(data.mean.tolist(), data.std.tolist())]
+    g = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(PILDataset(split, T.Compose(ops)), batch_size=batch_size, shuffle=train, num_workers=0,
+                      generator=g)
+
+
+@torch.no_grad()
+def plain_outputs(fn, loader, device) -> torch.Tensor:
+    return torch.cat([fn(x.to(device)).float() for x, _ in loader])
+
+
+@torch.no_grad()
+def plain_accuracy(model: nn.Module, loader, device) -> float:
+    """fp32 top-1 accuracy (%), used for *both* paths' teachers so the evaluator is not what differs."""
+    model.eval()
+    correct = sum((model(x.to(device)).argmax(1).cpu() == y).sum().item() for x, y in loader)
+    return 100.0 * correct / len(loader.dataset)
+
+
+def reference_teacher(model: nn.Module, data: DataBundle, cfg, device, ckpt: Path) -> dict:
+    """train_classifier's recipe (Adam + cosine, or SGD + Nesterov + one-cycle) in the plainest loop."""
+    train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.augment, seed=cfg.seed)
+    val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
+    steps = cfg.teacher_epochs * len(train)
+    if cfg.teacher_optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.teacher_lr, momentum=0.9, nesterov=True,
+                              weight_decay=cfg.teacher_weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.teacher_lr, total_steps=max(steps, 8),
+                                                    pct_start=0.25)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    best, history = None, []
+    for epoch in range(cfg.teacher_epochs):
+        model.train()
+        total = 0.0
+        for x, y in train:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+        acc = plain_accuracy(model, val, device)
+        history.append(dict(train_loss=total / len(train.dataset), val_accuracy=acc))
+        if best is None or acc > best[0]:
+            best = (acc, copy.deepcopy(model.state_dict()))
+        torch.save(model.state_dict(), ckpt)
+    model.load_state_dict(best[1])  # the best validation epoch, as train_classifier keeps
+    model.eval()
+    return dict(history=history)
+
+
+def reference_students(teacher: nn.Module, nodes, data: DataBundle, cfg, device, ckpt_dir: Path) -> dict:
+    """Each student on its own: a full pass over the data, the teacher's forward recomputed every batch."""
+    train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.student_augment, seed=cfg.seed)
+    val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
+    teacher.eval()
+    losses = {}
+    for node in nodes:
+        torch.manual_seed(init_seed(cfg.seed, node.key))
+        student = models.student(node.level).to(device)
+        opt = torch.optim.Adam(student.parameters(), lr=cfg.student_lr, weight_decay=cfg.student_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.student_epochs * len(train)))
+        train.generator.manual_seed(cfg.seed)  # every student sees the same order of batches
+        for epoch in range(cfg.student_epochs):
+            student.train()
+            total = 0.0
+            for x, _ in train:
+                x = x.to(device)
+                with torch.no_grad():
+                    target = teacher.features(x)[:, node.start:node.stop]
+                loss = F.mse_loss(student(x), target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(x)
+            student.eval()
+            val_target = plain_outputs(teacher.features, val, device)[:, node.start:node.stop]
+            val_loss = F.mse_loss(plain_outputs(student, val, device), val_target).item()
+            torch.save(student.state_dict(), ckpt_dir / f"ref-{node.name}.pt")
+        losses[node.name] = dict(train_loss=total / len(train.dataset), val_loss=val_loss)
+    return losses
+
+
+# ----------------------------------------------------------------------------- the fast path
+def fast_teacher(model: nn.Module, data: DataBundle, cfg, ctx: Context, ckpt: Path) -> dict:
+    run = train_classifier(model, data, ctx, name="teacher", path=ckpt, spec=dict(bench="teacher"),
+                           epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay,
+                           batch_size=cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
+                           optimizer=cfg.teacher_optimizer)
+    return dict(history=run.history)
+
+
+def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context, ckpt_dir: Path) -> dict:
+    jobs = []
+    for node in nodes:
+        torch.manual_seed(init_seed(cfg.seed, node.key))
+        jobs.append(StudentJob(node.name, ctx.model(models.student(node.level)), node.start, node.stop,
+                               ckpt_dir / f"fast-{node.name}.pt", dict(bench=node.key)))
+    runs = train_students(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
+                          weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
+                          augment=cfg.student_augment, seed=cfg.seed, loss="mse", group="bench")
+    return {j.name: dict(train_loss=r.history[-1]["train_loss"], val_loss=r.history[-1]["val_loss"])
+            for j, r in zip(jobs, runs)}
+
+
+# ----------------------------------------------------------------------------- measuring
+def timed(fn, device) -> tuple[object, float, float]:
+    """(output, wall seconds, CPU seconds of this process): CPU time moves less when others share the CPU."""
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def warm_up(data: DataBundle, ctx: Context, levels: int, batch_size: int) -> float:
+    """One untimed step per architecture in both modes: one-time kernel set-up (oneDNN primitives,
+    cuDNN plans) should not be billed to whichever path happens to run first."""
+    t0 = time.perf_counter()
+    x = (data.train.images[:batch_size].float() / 255).to(ctx.device)
+    nets = [models.teacher(data.num_classes)] + [models.student(lv) for lv in range(1, levels + 1)]
+    for net in nets:
+        for fast in (False, True):
+            m = copy.deepcopy(net).to(ctx.device)
+            xi = x
+            if fast and ctx.channels_last:
+                m, xi = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(m.parameters(), lr=1e-3)
+            with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype, enabled=fast and ctx.amp_dtype is not None):
+                loss = m(xi).float().square().mean()
+            loss.backward()
+            opt.step()
+    sync(ctx.device)
+    return time.perf_counter() - t0
+
+
+def result(walls: list[float], cpus: list[float], images: int, **extra) -> dict:
+    """The fastest of the repeats (the one least disturbed by other jobs), and all of them."""
+    i = min(range(len(walls)), key=walls.__getitem__)
+    return dict(wall_s=round(walls[i], 3), cpu_s=round(cpus[i], 3), images=images,
+                images_per_s=round(images / walls[i], 2), all_wall_s=[round(w, 2) for w in walls], **extra)
+
+
+def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool) -> tuple[dict, nn.Module]:
+    images = len(data.train) * cfg.teacher_epochs
+    case = dict(what=f"VGG16-BN teacher, {cfg.teacher_epochs} epoch(s) of {len(data.train)} images, "
+                     f"batch {cfg.batch_size}, augment={cfg.augment}", repeats=repeats, loadavg_before=loadavg())
+    torch.manual_seed(init_seed(cfg.seed, "teacher"))
+    init = models.teacher(data.num_classes).state_dict()
+
+    def run(path: str, r: int):
+        """Train a fresh teacher from the same initial weights; a fresh checkpoint path, so nothing resumes."""
+        net = models.teacher(data.num_classes)
+        net.load_state_dict(init)
+        ckpt = tmp / f"{path}-teacher-{r}.pt"
+        if path == "reference":
+            out = reference_teacher(net.to(ctx.device), data, cfg, ctx.device, ckpt)
+        else:
+            out = fast_teacher(ctx.model(net), data, cfg, ctx, ckpt)
+        ckpt.unlink(missing_ok=True)
+        return net, out
+
+    walls, cpus, nets, losses = {}, {}, {}, {}
+    for r in range(repeats):  # alternate which path goes first, so a change in load hits both
+        for path in ("reference", "fast") if r % 2 == 0 else ("fast", "reference"):
+            (nets[path], out), wall, cpu = timed(lambda: run(path, r), ctx.device)
+            walls.setdefault(path, []).append(wall)
+            cpus.setdefault(path, []).append(cpu)
+            losses[path] = round(out["history"][-1]["train_loss"], 4)
+    for path in ("reference", "fast"):
+        case[path] = result(walls[path], cpus[path], images, final_train_loss=losses[path])
+    case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
+    case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+
+    ref, fast = nets["reference"], nets["fast"]
+    if check_accuracy:  # same fp32 evaluator for both, plus the package's own (autocast) evaluator
+        t0 = time.perf_counter()
+        test = plain_loader(data.test, data, cfg.eval_batch_size, train=False, augment=False)
+        case["reference"]["test_accuracy"] = round(plain_accuracy(ref, test, ctx.device), 2)
+        contiguous = copy.deepcopy(fast).to(memory_format=torch.contiguous_format)
+        case["fast"]["test_accuracy"] = round(plain_accuracy(contiguous, test, ctx.device), 2)
+        case["fast"]["test_accuracy_package_evaluator"] = round(
+            evaluate(fast, batches(data, "test", cfg.eval_batch_size, ctx), ctx), 2)
+        case["test_images"] = len(data.test)
+        case["accuracy_eval_s"] = round(time.perf_counter() - t0, 1)
+    case["loadavg_after"] = loadavg()
+    return case, fast
+
+
+def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None) -> dict:
+    plan = build(experiment, cfg.levels)
+    nodes = list(plan.nodes)
+    if any(n.parent != TEACHER for n in nodes):
+        # single_ta / hierarchical need trained parents; the engine's saving is the same per group.
+        nodes = [n for n in nodes if n.parent == TEACHER]
+    weights = "trained by the teacher case (fast path)" if teacher is not None else "random init (timing only)"
+    if teacher is None:
+        torch.manual_seed(init_seed(cfg.seed, "teacher"))
+        teacher = ctx.model(models.teacher(data.num_classes))
+    teacher.eval().requires_grad_(False)
+    ref_teacher = copy.deepcopy(teacher).to(memory_format=torch.contiguous_format)
+
+    images = len(data.train) * cfg.student_epochs
+    case = dict(what=f"'{experiment}' plan, {len(nodes)} students ({', '.join(n.name for n in nodes)}) learning "
+                     f"from the teacher, {cfg.student_epochs} epoch(s) of {len(data.train)} images, "
+                     f"batch {cfg.batch_size}, augment={cfg.student_augment}",
+                students=len(nodes), teacher_weights=weights, loadavg_before=loadavg())
+    for path, fn in (("reference", lambda: reference_students(ref_teacher, nodes, data, cfg, ctx.device, tmp)),
+                     ("fast", lambda: fast_students(teacher, nodes, data, cfg, ctx, tmp))):
+        out, wall, cpu = timed(fn, ctx.device)
+        case[path] = result([wall], [cpu], images, student_images_per_s=round(images * len(nodes) / wall, 2),
+                            mean_final_train_loss=round(float(np.mean([v["train_loss"] for v in out.values()])), 4))
+    case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
+    case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+    case["loadavg_after"] = loadavg()
+    return case
+
+
+# ----------------------------------------------------------------------------- main
+def parse(argv) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Time the package's training engine against a plain torchvision loop.")
+    p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    p.add_argument("--train-size", type=int, default=None, help="training images (default 256; --quick 32)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs for the teacher and for the students")
+    p.add_argument("--teacher-optimizer", choices=("adam", "sgd"), default=None,
+                   help="both teachers' recipe (default: the config's teacher_optimizer)")
+    p.add_argument("--teacher-lr", type=float, default=None, help="both teachers' (peak) learning rate "
+                   "(default: the config's teacher_lr)")
+    p.add_argument("--teacher-repeats", type=int, default=None,
+                   help="timed teacher runs per path, alternating which goes first; the fastest is reported "
+                        "(default 3; 1 with --quick or --check-accuracy). The students case runs once: its "
+                        "reference alone takes minutes")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--val-size", type=int, default=None, help="validation images (default 128; --quick 16)")
+    p.add_argument("--test-size", type=int, default=2000, help="test images for --check-accuracy")
+    p.add_argument("--experiment", default="direct", help="whose students to train (their teacher-fed group)")
+    p.add_argument("--levels", type=int, default=None, help="student levels (default 4 = 15 students; --quick 2)")
+    p.add_argument("--student-augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="augment students' inputs (off: the fast path caches the teacher's features)")
+    p.add_argument("--dataset", default="auto")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--precision", default="auto", help="the fast path's precision (auto: bf16 where native)")
+    p.add_argument("--check-accuracy", action="store_true",
+                   help="also report both teachers' test accuracy (meaningful only with several epochs)")
+    p.add_argument("--quick", action="store_true", help="two batches of everything, no warm-up: for CI, not for timing")
+    p.add_argument("--out", default="results/benchmarks", help="a directory (file named by device) or a .json path")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    train_size = args.train_size or (32 if args.quick else 256)
+    val_size = args.val_size or (16 if args.quick else 128)
+    levels = args.levels or (2 if args.quick else 4)
+    batch_size = 16 if args.quick and args.batch_size == 64 else args.batch_size
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    started = loadavg()
+    t_start = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="tadist-bench-") as tmp:
+        cfg = make_config("quick", dataset=args.dataset, data_dir=args.data_dir, train_size=train_size,
+                          val_size=val_size, test_size=args.test_size if args.check_accuracy else 256,
+                          teacher_epochs=args.epochs, student_epochs=args.epochs, batch_size=batch_size,
+                          eval_batch_size=256, levels=levels, teacher_lr=args.teacher_lr,
+                          teacher_optimizer=args.teacher_optimizer, augment=True,
+                          student_augment=args.student_augment, device=args.device, precision=args.precision,
+                          results_dir=tmp, progress=False)
+        data = load_data(cfg)
+        ctx = Context(device, resolve_precision(args.precision, device), channels_last=device.type != "mps",
+                      progress=False)
+        report = dict(
+            benchmark="tadist fast path (device-resident data, batched augmentation, autocast, channels_last, "
+                      "siblings trained together) vs a plain torchvision DataLoader/PIL fp32 loop",
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            command="python -m tadist_utils.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            machine=dict(**machine(device), loadavg_start=started),
+            settings=dict(dataset=data.name, source=data.source, train_size=len(data.train), val_size=len(data.val),
+                          epochs=args.epochs, batch_size=batch_size, teacher_optimizer=cfg.teacher_optimizer,
+                          teacher_lr=cfg.teacher_lr,
+                          student_lr=cfg.student_lr, quick=args.quick,
+                          reference=dict(precision="fp32", memory_format="contiguous",
+                                         loader="DataLoader+PIL, num_workers=0"),
+                          fast=dict(precision=str(ctx.amp_dtype or "fp32").replace("torch.", ""),
+                                    memory_format="channels_last" if ctx.channels_last else "contiguous",
+                                    loader="device-resident uint8 + batched augmentation")),
+            notes=("Wall time covers training plus, per epoch, a validation pass and a checkpoint per model, "
+                   "for both paths. images_per_s = training images seen per second (per experiment for "
+                   "students; student_images_per_s counts every student). speedup = reference wall / fast wall; "
+                   "cpu_time_ratio = the same for this process's CPU seconds. The teacher case keeps the fastest "
+                   "of its repeats (all_wall_s lists them). The CPU may be shared with other jobs: see the "
+                   "loadavg fields (a load above the core count means the runs were slowed, unevenly, and "
+                   "more so with more threads); compare files with the same threads only."),
+            cases={})
+        if not args.quick:
+            report["settings"]["warm_up_s"] = round(warm_up(data, ctx, levels, batch_size), 1)
+        tmp = Path(tmp)
+        teacher = None
+        if "teacher" in args.cases:
+            repeats = args.teacher_repeats or (1 if args.quick or args.check_accuracy else 3)
+            report["cases"]["teacher"], teacher = bench_teacher(data, cfg, ctx, tmp, repeats, args.check_accuracy)
+        if "students" in args.cases:
+            report["cases"]["students"] = bench_students(data, cfg, ctx, tmp, args.experiment, teacher)
+    report["machine"]["loadavg_end"] = loadavg()
+    report["total_wall_s"] = round(time.perf_counter() - t_start, 1)
+
+    out = Path(args.out)
+    if out.suffix != ".json":
+        out = out / f"{device_slug(device)}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"wrote {out}")
+    return report
+
+
+def print_table(report: dict) -> None:
+    m = report["machine"]
+    print(f"\n{m['description']} | torch {m['torch']} | {m['threads']} threads | "
+          f"load {m['loadavg_start']} -> {m['loadavg_end']}")
+    print(f"{'case':<10}{'path':<11}{'wall s':>9}{'CPU s':>9}{'images/s':>10}{'speedup':>9}{'CPU ratio':>11}")
+    for name, case in report["cases"].items():
+        for path in ("reference", "fast"):
+            r = case[path]
+            ratios = f"{case['speedup']:>8.2f}x{case['cpu_time_ratio']:>10.2f}x" if path == "fast" else ""
+            acc = f"   test acc {r['test_accuracy']:.2f}%" if "test_accuracy" in r else ""
+            print(f"{name:<10}{path:<11}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['images_per_s']:>10.1f}{ratios}{acc}")
+
+
+if __name__ == "__main__":
+    main()
