@@ -121,6 +121,15 @@ def plain_accuracy(model: nn.Module, loader, device) -> float:
     return 100.0 * correct / len(loader.dataset)
 
 
+def plain_step(loss: torch.Tensor, opt, sched) -> float:
+    """One optimiser step of the reference loops: no autocast, no scaler, a sync per step (.item())."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def reference_teacher(model: nn.Module, data: DataBundle, cfg, device, ckpt: Path) -> dict:
     """train_classifier's recipe (Adam + cosine, or SGD + Nesterov + one-cycle) in the plainest loop."""
     train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.augment, seed=cfg.seed)
@@ -140,12 +149,7 @@ def reference_teacher(model: nn.Module, data: DataBundle, cfg, device, ckpt: Pat
         total = 0.0
         for x, y in train:
             x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
+            total += plain_step(F.cross_entropy(model(x), y), opt, sched) * len(y)
         acc = plain_accuracy(model, val, device)
         history.append(dict(train_loss=total / len(train.dataset), val_accuracy=acc))
         if best is None or acc > best[0]:
@@ -175,12 +179,7 @@ def reference_students(teacher: nn.Module, nodes, data: DataBundle, cfg, device,
                 x = x.to(device)
                 with torch.no_grad():
                     target = teacher.features(x)[:, node.start:node.stop]
-                loss = F.mse_loss(student(x), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(x)
+                total += plain_step(F.mse_loss(student(x), target), opt, sched) * len(x)
             student.eval()
             val_target = plain_outputs(teacher.features, val, device)[:, node.start:node.stop]
             val_loss = F.mse_loss(plain_outputs(student, val, device), val_target).item()
