@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from glob import escape as glob_escape
 from pathlib import Path
 
 import torch
@@ -19,17 +20,58 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupted, or not ours)."""
 
 
+def _alive(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate the process on Windows; keep the file instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else (or cannot tell): leave its file alone
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete ``.<name>.tmp-<PID>`` files of ``path`` left by a process killed mid-write (its PID no longer runs).
+
+    A temporary of a live process (a concurrent writer) is kept; so is anything not named like ours.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def save_atomic(obj: dict, path: Path) -> None:
+    """Write ``obj`` to ``path`` so that a kill at any moment leaves the old file or the new one, never half of one.
+
+    A kill between writing the temporary file and the rename leaves that temporary behind; the next save to
+    the same path removes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     buf = io.BytesIO()
     torch.save(obj, buf)
-    with open(tmp, "wb") as f:
-        f.write(buf.getbuffer())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+    except BaseException:  # a full disk, Ctrl-C: no half-written temporary stays behind (a SIGKILL is handled above)
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(path: Path) -> dict:

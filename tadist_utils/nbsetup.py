@@ -1,4 +1,5 @@
-"""Notebook plumbing: where relative paths point, which parameters were given, what is on disk.
+"""Notebook plumbing: where relative paths point, which parameters were given (and that papermill passed no
+unknown ones), bad settings as one line, what is on disk.
 
 Notebooks run with cwd = their own folder (papermill, nbval, Jupyter), on Colab with cwd = /content.
 Relative ``data_dir`` / ``results_dir`` therefore resolve against the repository root when the
@@ -7,14 +8,20 @@ notebook reads and writes the same folders as ``python -m tadist_utils.reproduce
 """
 from __future__ import annotations
 
+import ast
+import contextlib
+import difflib
 from pathlib import Path
 
 import pandas as pd
 
-from .config import Config
+from .config import FIELDS, Config, ConfigError
 from .results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
+# The names every numbered notebook's `parameters` cell declares (tests/test_bad_input.py keeps them in step).
+PARAMETERS = ("profile", "dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
+              "finetune_epochs", "overrides")
 
 
 def repo_root() -> Path:
@@ -29,6 +36,58 @@ def repo_path(path: str | Path, drive: bool = False) -> str:
     if p.is_absolute():
         return str(p)
     return str((DRIVE_ROOT if drive else repo_root()) / p)
+
+
+def _one_line(error: Exception) -> Exception:
+    """Make IPython / Jupyter / papermill show ``error`` as one line instead of a traceback."""
+    error._render_traceback_ = lambda: [f"{type(error).__name__}: {error}"]
+    return error
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """A ConfigError raised inside the block is shown as one line in a notebook, not a traceback wall."""
+    try:
+        yield
+    except ConfigError as e:
+        raise _one_line(e) from None
+
+
+def injected_parameters(history) -> list[str]:
+    """Names assigned by the last cell papermill injected (its source starts with ``# Parameters``), in order."""
+    source = next((s for s in reversed(list(history or [])) if isinstance(s, str)
+                   and s.lstrip().startswith("# Parameters")), None)
+    if source is None:
+        return []
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return []
+    names = []
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(history, declared=PARAMETERS) -> None:
+    """Fail on a papermill parameter this notebook does not declare (papermill itself only warns).
+
+    ``history`` is IPython's ``In`` (the sources of the cells run so far), where papermill's injected
+    cell is found; ``papermill nb.ipynb out.ipynb -p teacher_epoch 3`` then stops at the config cell with
+    ``ConfigError: unknown notebook parameter(s): teacher_epoch (did you mean teacher_epochs?); ...``
+    instead of silently training with the profile's ``teacher_epochs``.
+    """
+    unknown = [n for n in injected_parameters(history) if n not in declared]
+    if unknown:
+        def hint(name):
+            if name in FIELDS:
+                return f"{name} (a Config field: pass it inside overrides)"
+            match = difflib.get_close_matches(name, declared, 1) or difflib.get_close_matches(name, FIELDS, 1)
+            return f"{name} (did you mean {match[0]}?)" if match else name
+        raise _one_line(ConfigError(
+            f"unknown notebook parameter(s): {', '.join(map(hint, unknown))}; this notebook takes "
+            f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'"))
 
 
 def given(**params) -> dict:

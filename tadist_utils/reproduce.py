@@ -5,10 +5,12 @@
     python -m tadist_utils.reproduce --profile smoke --dataset digits --only 00 01
     python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 
-Inputs are validated with ``config.make_config`` before any notebook starts (one-line error, exit 2).
-Every notebook runs even if an earlier one failed; failures are listed at the end (exit 1), each with
-the notebook, the cell and the error. Executed copies go to ``<results_dir>/executed/`` (one subfolder per
-seed when several are given) and per-notebook wall times to ``<results_dir>/reproduce.json``.
+Inputs are validated before any notebook starts: flags, every setting (``config.make_config``) and, for an
+explicit ``--dataset cifar10`` / ``cifar100``, that the data is in ``--data-dir`` or can be downloaded now.
+Anything wrong is one line, ``error: ...``, and exit 2. Every notebook runs even if an earlier one failed;
+failures are listed at the end (exit 1), each with the notebook, the cell and the error, and the failed
+notebook's executed copy is kept up to the failing cell. Executed copies go to ``<results_dir>/executed/``
+(one subfolder per seed when several are given) and per-notebook wall times to ``<results_dir>/reproduce.json``.
 ``--prepare-only`` writes parameterised, unexecuted copies to ``<results_dir>/notebooks/`` for
 ``pytest --nbval-lax``.
 """
@@ -29,6 +31,28 @@ NOTEBOOKS = REPO / "notebooks"
 NOTEBOOK_PARAMS = ("dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
                    "finetune_epochs")
 DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``error: ...``, exit 2) like every other bad input, not usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see python -m tadist_utils.reproduce --help)\n")
+
+
+def check_data(cfg) -> None:
+    """An explicitly requested CIFAR is in ``data_dir`` or is downloaded now, else one ConfigError line.
+
+    Without this, a machine without network would learn that in the second notebook, after 00 ran.
+    ``auto`` needs no check (it falls back to digits, loudly); ``imagefolder`` is checked by make_config.
+    """
+    if cfg.dataset not in ("cifar10", "cifar100"):
+        return
+    from . import data
+    root = Path(cfg.data_dir)
+    present = data._find_cifar10(root) if cfg.dataset == "cifar10" else (root / "cifar-100-python").is_dir()
+    if not present:
+        data.load_raw(cfg)  # torchvision download (what the first notebook would do), or ConfigError naming the folder
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -67,15 +91,23 @@ def _first_line(text: str) -> str:
     return (str(text).strip().splitlines() or [""])[0][:200]
 
 
-def _failed_cell(path: Path) -> tuple[int | None, str]:
-    """(index, first source line) of the last cell papermill started: the one that timed out or died."""
+def _cell_label(exec_count, index) -> str:
+    """``In [7]``, as Jupyter and papermill's error banner show it in the executed copy; else the cell's index."""
+    return f"In [{exec_count}]" if exec_count is not None else f"#{index}"
+
+
+def _failed_cell(path: Path) -> tuple[str | None, str]:
+    """(label, first source line) of the last cell papermill started: the one that timed out or died."""
     try:
         import nbformat
         cells = nbformat.read(path, as_version=4).cells
     except Exception:
         return None, ""
     started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
-    return (started[-1], _first_line(cells[started[-1]].source)) if started else (None, "")
+    if not started:
+        return None, ""
+    cell = cells[started[-1]]
+    return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
 def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
@@ -88,16 +120,16 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: b
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up chatter
         return None
     except PapermillExecutionError as e:
-        return f"cell {e.cell_index} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
+        return f"cell {_cell_label(e.exec_count, e.cell_index)} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
-        index, line = _failed_cell(out)
-        where = f"cell {index} `{line}`" if index is not None else "before any cell"
+        label, line = _failed_cell(out)
+        where = f"cell {label} `{line}`" if label is not None else "before any cell"
         return f"{where}: {type(e).__name__}: {_first_line(e)}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tadist_utils.reproduce", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="python -m tadist_utils.reproduce", description=__doc__,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
     ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
     ap.add_argument("--data-dir", help="dataset folder (default: data)")
@@ -125,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
+        check_data(configs[0])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -169,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
     if failures:
-        print(f"{len(failures)} notebook(s) failed (cell numbers as in the executed copies):", file=sys.stderr)
+        print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "
+              f"{results_dir / 'executed'}:", file=sys.stderr)
         for line in failures:
             print(f"  {line}", file=sys.stderr)
         return 1

@@ -1,4 +1,9 @@
 """Checkpoints: atomic writes, clear errors for corrupted or foreign files, spec differences named."""
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -38,3 +43,42 @@ def test_spec_mismatch_is_named_and_not_reused(tmp_path):
     assert ck.find_resumable(path, {"lr": 0.002, "epochs": 2}, said.append) is None
     assert "lr: 0.001 -> 0.002" in said[0]
     assert ck.find_resumable(path, {"lr": 0.001, "epochs": 2}, said.append) is not None
+
+
+KILLED_MID_WRITE = r"""
+import os, signal, sys
+from pathlib import Path
+import torch
+from tadist_utils import checkpoint
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # die with the temporary written, before the rename
+checkpoint.save_atomic(dict(spec={"epoch": 2}, state={"w": torch.full((2,), 2.0)}), Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_sigkill_mid_write_keeps_the_old_file_and_the_next_save_removes_the_stale_temporary(tmp_path):
+    path = tmp_path / "m.pt"
+    ck.save_atomic(dict(spec={"epoch": 1}, state={"w": torch.ones(2)}), path)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(path)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert child.wait(timeout=120) == -signal.SIGKILL
+    stale = tmp_path / f".m.pt.tmp-{child.pid}"
+    assert stale.exists() and ck.load(path)["spec"] == {"epoch": 1}  # the old checkpoint is intact
+    live = tmp_path / f".m.pt.tmp-{os.getppid()}"      # a writer that is still running: left alone
+    other = tmp_path / f".other.pt.tmp-{child.pid}"    # another checkpoint's temporary: not this save's business
+    live.write_bytes(b"x")
+    other.write_bytes(b"x")
+    ck.save_atomic(dict(spec={"epoch": 3}, state={"w": torch.zeros(2)}), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", live.name, other.name])
+    assert ck.load(path)["spec"] == {"epoch": 3}
+
+
+def test_a_failed_write_leaves_no_temporary_and_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    ck.save_atomic(dict(spec={"epoch": 1}, state={}), path)
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ck.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        ck.save_atomic(dict(spec={"epoch": 2}, state={}), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"] and ck.load(path)["spec"] == {"epoch": 1}

@@ -1,11 +1,12 @@
-"""The papermill runner: bad input is one line and exit 2 before anything runs; a real run writes its copies."""
+"""The papermill runner: a real run writes its copies; a failing notebook is named with its cell and kept.
+
+Bad input (one line, exit 2, nothing run) is in test_bad_input.py."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,21 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def reproduce(*args, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--profile", "nope"], "unknown profile 'nope'"),
-    (["--profile", "smoke", "--set", "teacher_epochs=-3"], "teacher_epochs must be a positive integer"),
-    (["--profile", "smoke", "--set", "teacher_epoch=3"], "unknown setting(s): teacher_epoch"),
-    (["--profile", "smoke", "--set", "student_lr"], "--set expects key=value"),
-    (["--profile", "smoke", "--only", "99"], "--only 99 matches no notebook"),
-], ids=["profile", "negative-epochs", "unknown-key", "no-equals", "only"])
-def test_bad_input_is_one_line_before_anything_runs(args, message, tmp_path):
-    r = reproduce(*args, "--results-dir", str(tmp_path / "r"))
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("error: ")
-    assert message in r.stderr and "Traceback" not in r.stderr + r.stdout
-    assert not (tmp_path / "r" / "executed").exists()
 
 
 def test_runs_one_notebook_and_writes_executed_copy(tmp_path):
@@ -43,11 +29,23 @@ def test_runs_one_notebook_and_writes_executed_copy(tmp_path):
     assert "00_overview.ipynb ... ok in" in r.stdout  # one progress line per notebook
 
 
-def test_failure_names_notebook_and_cell(tmp_path):
-    """05 on an empty results folder has nothing to compare: exit 1, one line naming notebook, cell and error."""
+def test_failure_names_notebook_and_cell_and_keeps_the_partial_notebook(tmp_path):
+    """05 on an empty results folder has nothing to compare: exit 1, one line naming notebook, cell and error,
+    and the executed copy is kept with the outputs of the cells that ran and the error in the failing one."""
     out = tmp_path / "results"
     r = reproduce("--profile", "smoke", "--dataset", "digits", "--results-dir", str(out), "--only", "05", "--quiet")
     assert r.returncode == 1
     lines = [l.strip() for l in r.stderr.splitlines() if l.strip().startswith("05_compare.ipynb")]
-    assert len(lines) == 1 and "(seed 0): cell " in lines[0] and "FileNotFoundError" in lines[0], r.stderr
+    assert len(lines) == 1 and "(seed 0): cell In [" in lines[0] and "FileNotFoundError" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr and str(out / "executed") in r.stderr
     assert json.loads((out / "reproduce.json").read_text())["notebooks"][0]["status"] == "failed"
+
+    nb = nbformat.read(out / "executed" / "05_compare.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    failed = [c for c in code if any(o.output_type == "error" for o in c.outputs)]
+    assert len(failed) == 1 and failed[0].outputs[-1].ename == "FileNotFoundError"
+    assert f"cell In [{failed[0].execution_count}] `{failed[0].source.splitlines()[0]}`" in lines[0]
+    ran = code[:code.index(failed[0])]
+    assert ran and all(c.execution_count is not None for c in ran)
+    assert any(c.outputs for c in ran if "make_config(" in c.source)  # the settings table of the config cell
+    assert all(c.execution_count is None and not c.outputs for c in code[code.index(failed[0]) + 1:])
