@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .plans import EXPERIMENTS
+from .baselines import BASELINES
+from .plans import EXPERIMENTS, PAPER_EXPERIMENTS
 
 
 class ConfigError(ValueError):
@@ -21,7 +22,7 @@ class ConfigError(ValueError):
 class Config:
     # --- what to run -----------------------------------------------------------------------
     profile: str = "paper"
-    experiments: tuple[str, ...] = EXPERIMENTS  # any of direct, single_ta, hierarchical
+    experiments: tuple[str, ...] = PAPER_EXPERIMENTS  # any of direct, single_ta, hierarchical, dense, labels, kd, ta_chain
     levels: int = 4                    # 1, 2, 4, 8 students
     seed: int = 0
     # --- data --------------------------------------------------------------------------------
@@ -42,6 +43,10 @@ class Config:
     student_lr: float = 1e-3
     student_weight_decay: float = 0.0
     feature_loss: str = "mse"          # mse (paper) | l1 | cosine
+    dense_drop: float = 0.5            # dense plan: chance that each target is dropped at a step (one always stays)
+    # --- baselines (labels, kd, ta_chain): the ensemble architecture trained end to end, student_epochs long
+    kd_temperature: float = 4.0        # Hinton KD temperature
+    kd_alpha: float = 0.9              # weight of the distillation term; 1 - alpha goes to the labels
     # --- ensemble fine-tuning: output layer initialised from the teacher's classifier ------------
     finetune_epochs: int = 10
     finetune_mode: str = "head"        # head: output layer only, students frozen (Malik et al.) | all
@@ -148,9 +153,13 @@ def validate(cfg: Config) -> None:
     for name in ("teacher_lr", "student_lr", "finetune_lr"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)!r}")
-    bad = [e for e in cfg.experiments if e not in EXPERIMENTS]
+    bad = [e for e in cfg.experiments if e not in EXPERIMENTS + BASELINES]
     if bad or not cfg.experiments:
-        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(EXPERIMENTS + BASELINES)}")
+    if not 0 <= cfg.dense_drop < 1:
+        raise ConfigError(f"dense_drop must be in [0, 1), got {cfg.dense_drop!r}")
+    if not cfg.kd_temperature > 0 or not 0 <= cfg.kd_alpha <= 1:
+        raise ConfigError(f"kd_temperature must be positive and kd_alpha in [0, 1], got {cfg.kd_temperature!r}, {cfg.kd_alpha!r}")
     from .models import STUDENT_LEVELS
     if cfg.levels > max(STUDENT_LEVELS):
         raise ConfigError(f"levels={cfg.levels} needs a student architecture for every level; "

@@ -71,7 +71,35 @@ class DataBundle:
 
 
 # ----------------------------------------------------------------------------------- loaders
+CIFAR_LAYOUT = {  # torchvision's extracted folders: (folder, train files, test file, meta file, label key, names key)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
+                "labels", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names"),
+}
+
+
+def _read_cifar_folder(name: str, root: Path) -> tuple[Split, Split, tuple[str, ...]]:
+    """Read torchvision's extracted CIFAR pickles directly (as torchvision does, minus its checksum pass)."""
+    import pickle
+    folder, train_files, test_file, meta_file, label_key, names_key = CIFAR_LAYOUT[name]
+    base = root / folder
+
+    def load(files: list[str]) -> Split:
+        images, labels = [], []
+        for f in files:
+            with open(base / f, "rb") as fh:
+                d = pickle.load(fh, encoding="latin1")
+            images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels += list(d[label_key])
+        return Split(torch.from_numpy(np.concatenate(images)), torch.as_tensor(labels, dtype=torch.int64))
+    with open(base / meta_file, "rb") as fh:
+        classes = tuple(pickle.load(fh, encoding="latin1")[names_key])
+    return load(train_files), load([test_file]), classes
+
+
 def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
+    if (root / CIFAR_LAYOUT[name][0]).is_dir():  # already there: no network, no checksum pass over 170 MB
+        return _read_cifar_folder(name, root)
     import torchvision
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     old = socket.getdefaulttimeout()

@@ -3,8 +3,9 @@
     from tadist_utils.config import make_config
     from tadist_utils.experiments import Pipeline
     pipe = Pipeline(make_config("smoke", dataset="digits"))
-    pipe.run()                      # teacher + all three experiments; returns the tidy results
+    pipe.run()                      # teacher + the config's experiments; returns the tidy results
     pipe.run_experiment("direct")   # or one at a time (reuses what is already trained)
+    pipe.run_experiment("kd")       # baselines (labels, kd, ta_chain) go through the same call
 
 Everything trained is checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused when its
 spec (config fields that shape it + data fingerprint + its parent's spec) is unchanged. Students
@@ -22,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import models
+from . import baselines, models
 from .config import Config, validate
 from .data import DataBundle, load_data
 from .engine import describe
-from .plans import TEACHER, Node, Plan, build
+from .plans import EXPERIMENTS, TEACHER, Node, Plan, build
 from .results import ResultsStore
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
                     train_students)
@@ -49,6 +50,8 @@ class Pipeline:
         self._students: dict[str, torch.nn.Module] = {}
         self._specs: dict[str, dict] = {}
         self._loss: dict[str, dict] = {}  # key -> final losses of each student trained or loaded
+        self._baselines: dict[str, tuple] = {}  # lineage key -> (model, metrics)
+        self._baseline_specs: dict[str, dict] = {}
 
     # ---------------------------------------------------------------- data and paths
     @property
@@ -110,9 +113,12 @@ class Pipeline:
     def student_spec(self, node: Node) -> dict:
         c = self.cfg
         parent_key = node.key.rsplit(">", 1)[0]
-        return dict(model=node.key, level=node.level, parent=_hash(self._specs[parent_key]), epochs=c.student_epochs,
+        spec = dict(model=node.key, level=node.level, parent=_hash(self._specs[parent_key]), epochs=c.student_epochs,
                     lr=c.student_lr, weight_decay=c.student_weight_decay, loss=c.feature_loss,
                     **{**self._common(), "augment": c.student_augment})
+        if len(node.targets) > 1:
+            spec.update(guides=[list(g) for g in node.targets], dense_drop=c.dense_drop)
+        return spec
 
     def _parent(self, key: str):
         return self.teacher() if key == "T" else self._students[key]
@@ -122,9 +128,11 @@ class Pipeline:
         self.teacher()
         c = self.cfg
         nodes: dict[str, Node] = {}
+        guide_keys: dict[str, list[tuple[str, int, int]]] = {}  # key -> (ancestor key, start, stop) per target
         for plan in plans:
             for n in plan.nodes:
                 nodes.setdefault(n.key, n)
+                guide_keys[n.key] = [("T" if a == TEACHER else plan.node(a).key, lo, hi) for a, lo, hi in n.targets]
         by_parent: dict[str, list[Node]] = {}
         for n in sorted(nodes.values(), key=lambda n: n.level):
             if n.key not in self._students:
@@ -133,16 +141,23 @@ class Pipeline:
             parent = self._parent(parent_key)
             parent.eval()
             t0 = time.perf_counter()
+            # every model a student of this group regresses: ancestors (densely guided students) first, parent last
+            guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k != parent_key))
+            guides.append(parent_key)
             jobs = []
             for n in group:
                 torch.manual_seed(init_seed(c.seed, n.key))
                 net = self.ctx.model(models.student(n.level))
                 self._specs[n.key] = self.student_spec(n)
-                jobs.append(StudentJob(n.name, net, n.start, n.stop, self._path(n.name, n.key), self._specs[n.key]))
+                targets = tuple((guides.index(k), lo, hi) for k, lo, hi in guide_keys[n.key]) if len(n.targets) > 1 else ()
+                jobs.append(StudentJob(n.name, net, n.start, n.stop, self._path(n.name, n.key), self._specs[n.key], targets))
             label = "teacher" if parent_key == "T" else nodes[parent_key].name
-            runs = train_students(parent.features, jobs, self.data, self.ctx, epochs=c.student_epochs, lr=c.student_lr,
-                                  weight_decay=c.student_weight_decay, batch_size=c.batch_size,
-                                  augment=c.student_augment, seed=c.seed, loss=c.feature_loss, group=f"students of {label}")
+            for k in guides:
+                self._parent(k).eval()
+            runs = train_students([self._parent(k).features for k in guides], jobs, self.data, self.ctx,
+                                  epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
+                                  batch_size=c.batch_size, augment=c.student_augment, seed=c.seed, loss=c.feature_loss,
+                                  group=f"students of {label}", drop=c.dense_drop)
             for n, job, run in zip(group, jobs, runs):
                 job.model.requires_grad_(False)
                 self._students[n.key] = job.model
@@ -189,8 +204,53 @@ class Pipeline:
         return ens, metrics
 
     # ---------------------------------------------------------------- experiments
+    def baseline_model(self, baseline: str, n_students: int) -> tuple[models.Ensemble, dict]:
+        """Train (or load) the n-student ensemble architecture end to end on a baseline's signal (baselines.py)."""
+        c = self.cfg
+        key = baselines.lineage(baseline, n_students)
+        if key in self._baselines:
+            return self._baselines[key]
+        src = baselines.source(baseline, n_students)
+        teacher = None
+        if src == "teacher":
+            teacher = self.teacher()
+        elif src is not None:
+            teacher, _ = self.baseline_model(baseline, n_students // 2)
+        level = n_students.bit_length()
+        torch.manual_seed(init_seed(c.seed, key))
+        net = self.ctx.model(models.Ensemble([models.student(level) for _ in range(n_students)], self.data.num_classes))
+        spec = dict(model=key, source=_hash(self._baseline_specs.get(src) or self._specs.get("T") if src else None),
+                    epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
+                    kd=[c.kd_temperature, c.kd_alpha] if src else None, **{**self._common(), "augment": c.student_augment})
+        run = train_classifier(net, self.data, self.ctx, name=f"{baseline} {n_students} student(s)",
+                               path=self._path(f"{baseline}{n_students}", key), spec=spec, epochs=c.student_epochs,
+                               lr=c.student_lr, weight_decay=c.student_weight_decay, batch_size=c.batch_size,
+                               augment=c.student_augment, seed=c.seed, optimizer="adam",
+                               distill_from=teacher, kd_temperature=c.kd_temperature, kd_alpha=c.kd_alpha)
+        net.requires_grad_(False)
+        test = evaluate(net, batches(self.data, "test", c.eval_batch_size, self.ctx), self.ctx)
+        metrics = dict(val_accuracy=run.best["metric"], test_accuracy=test, selected_epoch=run.best["epoch"],
+                       parameters=models.count_params(net), train_seconds=run.seconds)
+        self.store.add_history(self._history_rows(key, f"ensemble_{n_students}", run.history))
+        self._baseline_specs[key] = spec
+        self._baselines[key] = (net, metrics)
+        return net, metrics
+
+    def run_baseline(self, baseline: str) -> pd.DataFrame:
+        """Every ensemble size of one baseline; its rows of results.csv."""
+        t0 = time.perf_counter()
+        rows = []
+        for size in baselines.sizes(self.cfg.levels):
+            _, metrics = self.baseline_model(baseline, size)
+            rows += self._rows(baseline, f"ensemble_{size}", **metrics)
+        self.store.add_results(rows)
+        self._manifest(baseline, time.perf_counter() - t0)
+        return pd.DataFrame(rows)
+
     def run_experiment(self, experiment: str) -> pd.DataFrame:
-        """Train (or reuse) one experiment's students and ensembles; return its rows of results.csv."""
+        """Train (or reuse) one experiment's students and ensembles (or a baseline); return its rows of results.csv."""
+        if experiment in baselines.BASELINES:
+            return self.run_baseline(experiment)
         t0 = time.perf_counter()
         plan = build(experiment, self.cfg.levels)
         self.students([plan])
@@ -208,7 +268,43 @@ class Pipeline:
     def run(self, experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Teacher and every requested experiment (default: the config's); the full results table."""
         self.teacher()
-        self.students([build(e, self.cfg.levels) for e in (experiments or self.cfg.experiments)])
+        self.students([build(e, self.cfg.levels) for e in (experiments or self.cfg.experiments) if e in EXPERIMENTS])
         for e in experiments or self.cfg.experiments:
             self.run_experiment(e)
         return self.store.results()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Headless runs (a GPU box without Jupyter, a sweep): the notebooks' training, none of their figures.
+
+        python -m tadist_utils.experiments --profile quick --seeds 0 1 2 --set experiments=direct,dense,kd
+    Writes the same results_dir files as the notebooks, so ``05``/``06`` can be run on them afterwards.
+    """
+    import argparse
+    import sys
+
+    from .config import ConfigError, make_config
+    ap = argparse.ArgumentParser(prog="python -m tadist_utils.experiments", description=main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
+    args = ap.parse_args(argv)
+    try:
+        pairs = [p.partition("=") for g in args.sets for p in g]
+        bad = [k for k, sep, _ in pairs if not sep or not k]
+        if bad:
+            raise ConfigError(f"--set expects key=value, got {bad[0]!r}")
+        configs = [make_config(args.profile, seed=s, **{k: v for k, _, v in pairs}) for s in args.seeds]
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for cfg in configs:
+        t0 = time.perf_counter()
+        Pipeline(cfg).run()
+        print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

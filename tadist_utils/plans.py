@@ -4,6 +4,8 @@ A plan is a list of student nodes. Each node names its parent (``"teacher"`` or 
 the contiguous ``[start:stop]`` slice of the parent's dense feature it regresses. Ensembles list
 their students in chunk order. The three builders reproduce SPEC.md's trees and generalise to any
 number of levels (level k has 2**(k-1) students, each regressing a 512 / 2**(k-1) chunk).
+A fourth builder, ``dense``, is the paper's future work: densely guided students (Son et al.,
+arXiv 2009.08825) on the hierarchical tree, each regressing its chunk of *every* ancestor at once.
 
 Every node also has a *lineage key*: the chain of slices from the teacher down to it. Two nodes
 with the same key are the same model trained the same way, so it is trained once and shared
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 from .losses import chunk_slices
 
 TEACHER = "teacher"
-EXPERIMENTS = ("direct", "single_ta", "hierarchical")
+PAPER_EXPERIMENTS = ("direct", "single_ta", "hierarchical")
+EXPERIMENTS = PAPER_EXPERIMENTS + ("dense",)  # every chunked-student plan
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,17 @@ class Node:
     start: int
     stop: int
     key: str = ""  # lineage key, filled in by the plan
+    # (ancestor, start, stop) for every model this student regresses, teacher first, parent last.
+    # Empty means the parent alone (the paper's three plans); filled in by the plan.
+    guides: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def dim(self) -> int:
         return self.stop - self.start
+
+    @property
+    def targets(self) -> tuple[tuple[str, int, int], ...]:
+        return self.guides or ((self.parent, self.start, self.stop),)
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,10 @@ def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int) -
     finished = []
     for n in nodes:
         key = f"{keys[n.parent]}>L{n.level}[{n.start}:{n.stop}]"
+        if len(n.guides) > 1:  # learns from more than its parent: a different model from the plain one
+            key += "+dense"
         keys[n.name] = key
-        finished.append(Node(n.name, n.level, n.parent, n.start, n.stop, key))
+        finished.append(Node(n.name, n.level, n.parent, n.start, n.stop, key, n.guides))
     ensembles = {2 ** (lv - 1): tuple(level_names(lv)) for lv in range(1, levels + 1)}
     plan = Plan(experiment, tuple(finished), ensembles, feature_dim)
     validate(plan)
@@ -106,7 +118,26 @@ def hierarchical(levels: int = 4, feature_dim: int = 512) -> Plan:
     return _finish("hierarchical", nodes, levels, feature_dim)
 
 
-BUILDERS = {"direct": direct, "single_ta": single_ta, "hierarchical": hierarchical}
+def dense(levels: int = 4, feature_dim: int = 512) -> Plan:
+    """The hierarchical tree, but each student regresses its chunk of the teacher *and* of every assistant above it.
+
+    SS22 (dims 64:128 of S11) also regresses S01[64:128], S1[64:128] and T[64:128]. During training a
+    random subset of these targets is dropped at each step (``Config.dense_drop``), as in DGKD.
+    S1 has only the teacher above it, so it is the same model as in the other plans.
+    """
+    tree = hierarchical(levels, feature_dim)
+    offsets: dict[str, dict[str, int]] = {TEACHER: {}}  # name -> {ancestor: where this model's output starts in it}
+    nodes = []
+    for n in tree.nodes:
+        here = {n.parent: n.start, **{a: o + n.start for a, o in offsets[n.parent].items()}}
+        offsets[n.name] = here
+        order = [TEACHER] + [m.name for m in tree.nodes if m.name in here and m.name != TEACHER]  # teacher first, parent last
+        guides = tuple((a, here[a], here[a] + n.dim) for a in order)
+        nodes.append(Node(n.name, n.level, n.parent, n.start, n.stop, guides=guides))
+    return _finish("dense", nodes, levels, feature_dim)
+
+
+BUILDERS = {"direct": direct, "single_ta": single_ta, "hierarchical": hierarchical, "dense": dense}
 
 
 def build(experiment: str, levels: int = 4, feature_dim: int = 512) -> Plan:
@@ -130,6 +161,9 @@ def validate(plan: Plan, feature_dims: dict[str, int] | None = None) -> None:
         if not (0 <= n.start < n.stop <= parent_dim) or parent_dim % n.dim:
             raise ValueError(f"plan {plan.experiment!r}: slice [{n.start}:{n.stop}] of {n.parent!r} "
                              f"does not cut its {parent_dim}-d feature into equal chunks")
+        for ancestor, a, b in n.guides:
+            if ancestor not in seen or not (0 <= a < b <= dims[ancestor]) or b - a != n.dim:
+                raise ValueError(f"plan {plan.experiment!r}: {n.name!r} cannot regress [{a}:{b}] of {ancestor!r}")
         seen.add(n.name)
         dims[n.name] = n.dim
     for size, names in plan.ensembles.items():

@@ -24,7 +24,7 @@ from torch import nn
 from . import checkpoint as ckpt_io
 from .data import Batches, DataBundle, Split
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_precision
-from .losses import feature_loss
+from .losses import feature_loss, kd_loss
 
 
 @dataclass
@@ -155,9 +155,10 @@ def run_epochs(run: RunState, epochs: int, train_epoch: Callable[[int], dict], v
     return run
 
 
-def _classifier_step(model, opt, sched, scaler, x, y, ctx) -> torch.Tensor:
+def _classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch.Tensor:
     with autocast(ctx.device, ctx.amp_dtype):
-        loss = F.cross_entropy(model(x), y)
+        out = model(x)
+    loss = F.cross_entropy(out.float(), y) if loss_fn is None else loss_fn(out, y)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
@@ -169,10 +170,13 @@ def _classifier_step(model, opt, sched, scaler, x, y, ctx) -> torch.Tensor:
 # ------------------------------------------------------------------------- classifiers
 def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: str, path: Path, spec: dict,
                      epochs: int, lr: float, weight_decay: float, batch_size: int, augment: bool, seed: int,
-                     optimizer: str = "sgd", params=None) -> RunState:
+                     optimizer: str = "sgd", params=None, distill_from: Callable | None = None,
+                     kd_temperature: float = 4.0, kd_alpha: float = 0.9) -> RunState:
     """Cross-entropy training with the best validation epoch kept (teacher, 'all' fine-tuning, baselines).
 
     ``sgd``: SGD + Nesterov momentum + one-cycle schedule (fast CIFAR recipe); ``adam``: Adam + cosine.
+    ``distill_from``: a frozen model whose logits the model also matches (Hinton KD, ``losses.kd_loss``);
+    without augmentation its logits are computed once for the whole training split.
     """
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
@@ -186,19 +190,40 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     run = RunState(path, spec, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
     fast = ctx.fast(model)
+    soft = _SoftTargets(distill_from, data, batch_size, ctx, augment) if distill_from is not None else None
 
     def train_epoch(epoch: int) -> dict:
         train.set_epoch(epoch)
         total, n = torch.zeros((), device=ctx.device), 0
         with ctx.bar(len(train), f"{name} epoch {epoch + 1}/{epochs}") as bar:
-            for x, y, _ in train:
-                total += _classifier_step(fast, opt, sched, run.scaler, x, y, ctx) * len(y)
+            for x, y, idx in train:
+                loss_fn = None
+                if soft is not None:
+                    teacher_logits = soft(x, idx)
+                    loss_fn = lambda out, y: kd_loss(out, teacher_logits, y, kd_temperature, kd_alpha)  # noqa: E731
+                total += _classifier_step(fast, opt, sched, run.scaler, x, y, ctx, loss_fn) * len(y)
                 n += len(y)
                 bar.update()
         return dict(train_loss=total.item() / max(1, n))
 
     return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=evaluate(model, val, ctx)), ctx,
                       select="val_accuracy")
+
+
+class _SoftTargets:
+    """A frozen model's logits for a batch: looked up from one pass over the split, or computed per batch."""
+
+    def __init__(self, model: Callable, data: DataBundle, batch_size: int, ctx: Context, augment: bool):
+        self.model, self.ctx, self.cached = model, ctx, None
+        if not augment:
+            with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+                self.cached = extract(model, batches(data, "train", batch_size * 4, ctx), ctx)
+
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if self.cached is not None:
+            return self.cached[idx]
+        with torch.no_grad(), autocast(self.ctx.device, self.ctx.amp_dtype):
+            return self.model(x).float()
 
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
@@ -230,23 +255,41 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
 # ------------------------------------------------------------------------- students
 @dataclass
 class StudentJob:
-    """One student to train: its model, which slice of the parent it regresses, where it checkpoints."""
+    """One student to train: its model, which slice of the parent it regresses, where it checkpoints.
+
+    ``targets``: (guide index, start, stop) for each feature it regresses; empty means the slice
+    ``[start:stop]`` of the last guide (the parent). Densely guided students list one per ancestor.
+    """
     name: str
     model: nn.Module
     start: int
     stop: int
     path: Path
     spec: dict
+    targets: tuple[tuple[int, int, int], ...] = ()
 
 
-def train_students(parent_features: Callable[[torch.Tensor], torch.Tensor], jobs: list[StudentJob],
-                   data: DataBundle, ctx: Context, *, epochs: int, lr: float, weight_decay: float,
-                   batch_size: int, augment: bool, seed: int, loss: str = "mse", group: str = "") -> list[RunState]:
+def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
+    """Which of ``n`` targets a densely guided step keeps: each dropped with chance ``drop``, never all."""
+    keep = (torch.rand(n, generator=g) >= drop).tolist()
+    if not any(keep):
+        keep[int(torch.randint(n, (1,), generator=g))] = True
+    return keep
+
+
+def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Context, *, epochs: int, lr: float,
+                   weight_decay: float, batch_size: int, augment: bool, seed: int, loss: str = "mse",
+                   group: str = "", drop: float = 0.0) -> list[RunState]:
     """Train sibling students together: one batch, one parent forward (or a cached one), every step.
 
+    ``guides``: the parent's feature function, or a list of them (ancestors first, parent last) for
+    densely guided students, whose loss is the mean over the targets kept at that step (``drop``).
     Each student keeps its own optimizer, schedule and checkpoint, so finished students are skipped
-    and unfinished ones resume at their own epoch. Reports mean train loss and val loss per epoch.
+    and unfinished ones resume at their own epoch. Reports mean train loss and val loss (against the
+    parent) per epoch.
     """
+    guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
+    parent = len(guides) - 1
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
     steps = max(1, epochs * len(train))
@@ -260,9 +303,10 @@ def train_students(parent_features: Callable[[torch.Tensor], torch.Tensor], jobs
     todo = [(j, r) for j, r in zip(jobs, runs) if r.epoch < epochs]
     if todo:
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-            val_target = extract(parent_features, val, ctx)
-            cached = None if augment else extract(parent_features, batches(data, "train", batch_size * 4, ctx), ctx)
-        fast = {j.name: ctx.fast(j.model) for j, _ in todo}
+            val_target = extract(guides[parent], val, ctx)
+            full = batches(data, "train", batch_size * 4, ctx)
+            cached = None if augment else [extract(g, full, ctx) for g in guides]
+        fast = {id(j): ctx.fast(j.model) for j, _ in todo}
         first = min(r.epoch for _, r in todo)
         total = sum(epochs - r.epoch for _, r in todo) * len(train)
         with ctx.bar(total, f"{group or 'students'} ({len(todo)} student(s))") as bar:
@@ -272,26 +316,30 @@ def train_students(parent_features: Callable[[torch.Tensor], torch.Tensor], jobs
                     continue
                 train.set_epoch(epoch)
                 t0 = time.perf_counter()
-                sums = {j.name: torch.zeros((), device=ctx.device) for j, _ in active}
+                sums = {id(j): torch.zeros((), device=ctx.device) for j, _ in active}
+                masks = {id(j): torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, j.name)) for j, _ in active}
                 for j, _ in active:
                     j.model.train()
                 n = 0
                 for x, _, idx in train:
                     if cached is not None:
-                        target = cached[idx]
+                        target = [c[idx] for c in cached]
                     else:
                         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                            target = parent_features(x).float()
+                            target = [g(x).float() for g in guides]
                     for j, r in active:
                         with autocast(ctx.device, ctx.amp_dtype):
-                            out = fast[j.name](x)
-                        l = feature_loss(out, target[:, j.start:j.stop], loss)
+                            out = fast[id(j)](x)
+                        wanted = j.targets or ((parent, j.start, j.stop),)
+                        if len(wanted) > 1 and drop > 0:
+                            wanted = [t for t, k in zip(wanted, keep_mask(len(wanted), drop, masks[id(j)])) if k]
+                        l = sum(feature_loss(out, target[gi][:, a:b], loss) for gi, a, b in wanted) / len(wanted)
                         r.optimizer.zero_grad(set_to_none=True)
                         r.scaler.scale(l).backward()
                         r.scaler.step(r.optimizer)
                         r.scaler.update()
                         r.scheduler.step()
-                        sums[j.name] += l.detach() * len(idx)
+                        sums[id(j)] += l.detach() * len(idx)
                     n += len(idx)
                     bar.update(len(active))
                 share = (time.perf_counter() - t0) / len(active)
@@ -302,7 +350,7 @@ def train_students(parent_features: Callable[[torch.Tensor], torch.Tensor], jobs
                     val_loss = feature_loss(pred, val_target[:, j.start:j.stop], loss).item()
                     r.epoch += 1
                     r.seconds += share
-                    r.record(dict(train_loss=sums[j.name].item() / max(1, n), val_loss=val_loss), select=None)
+                    r.record(dict(train_loss=sums[id(j)].item() / max(1, n), val_loss=val_loss), select=None)
                     r.save(epochs)
     for r in runs:
         r.finish()

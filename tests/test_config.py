@@ -7,7 +7,7 @@ from tadist_utils.config import ConfigError, make_config
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(profile="fast"), "unknown profile 'fast'"),
-    (dict(experiments="direct,dense"), "unknown experiment"),
+    (dict(experiments="direct,densely"), "unknown experiment"), (dict(dense_drop=1.0), "dense_drop"), (dict(kd_alpha=2), "kd_alpha"),
     (dict(dataset="mnist"), "unknown dataset 'mnist'"),
     (dict(teacher_epochs=-3), "teacher_epochs must be a positive integer"),
     (dict(student_epochs=0), "student_epochs must be a positive integer"),

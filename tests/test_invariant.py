@@ -38,6 +38,20 @@ def test_perfect_students_reproduce_teacher_logits(experiment):
             torch.testing.assert_close(ens(x), expected, rtol=0, atol=1e-5)
 
 
+def test_dense_guides_agree_for_perfect_students():
+    """A perfect student's chunk of every ancestor is the same numbers: the dense targets are consistent."""
+    torch.manual_seed(0)
+    teacher = models.teacher().eval()
+    x = torch.randn(4, 3, 32, 32)
+    plan = plans.build("dense")
+    made = oracles(plan, teacher)
+    with torch.no_grad():
+        for n in plan.nodes:
+            mine = made[n.name].features(x)
+            for ancestor, a, b in n.targets:
+                torch.testing.assert_close(made[ancestor].features(x)[:, a:b], mine, rtol=0, atol=0)
+
+
 def test_students_in_the_wrong_order_do_not():
     torch.manual_seed(0)
     teacher = models.teacher().eval()

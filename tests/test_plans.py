@@ -1,4 +1,4 @@
-"""The three distillation trees of SPEC.md, edge by edge, and plan validation."""
+"""The three distillation trees of SPEC.md and the densely guided one, edge by edge, and plan validation."""
 import pytest
 
 from tadist_utils import plans
@@ -64,4 +64,19 @@ def test_validation_rejects_bad_plans():
     with pytest.raises(ValueError, match="concatenates"):
         plans.validate(Plan("x", (Node("S1", 1, "teacher", 0, 256),), {1: ("S1",)}))
     with pytest.raises(ValueError, match="unknown experiment"):
-        plans.build("dense")
+        plans.build("nope")
+    with pytest.raises(ValueError, match="cannot regress"):  # a guide slice of the wrong width
+        plans.validate(Plan("x", (Node("S1", 1, "teacher", 0, 512),
+                                  Node("S01", 2, "S1", 0, 256, guides=(("teacher", 0, 128), ("S1", 0, 256)))), {}))
+
+
+def test_dense_tree_guides_every_ancestor():
+    d, h = plans.build("dense"), plans.build("hierarchical")
+    assert d.edges() == h.edges()  # the hierarchical tree ...
+    assert d.node("S1").targets == (("teacher", 0, 512),)  # ... S1 has only the teacher above it
+    assert d.node("S2").targets == (("teacher", 256, 512), ("S1", 256, 512))
+    assert d.node("S44").targets == (("teacher", 384, 512), ("S1", 384, 512), ("S2", 128, 256))
+    assert d.node("SS33").targets == (("teacher", 128, 192), ("S1", 128, 192), ("S01", 128, 192), ("S22", 0, 64))
+    assert d.node("S1").key == h.node("S1").key  # shared with the other plans
+    assert {n.key for n in d.nodes[1:]}.isdisjoint({n.key for n in h.nodes})  # the rest are new models
+

@@ -1,0 +1,93 @@
+"""Issue 6 experiments end to end on tiny data: densely guided students, the baselines, CIFAR-100."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tadist_utils import baselines, models
+from tadist_utils.data import load_data
+from tadist_utils.experiments import Pipeline
+from tadist_utils.losses import feature_loss, kd_loss
+from tadist_utils.plans import build
+from tadist_utils.train import Context, StudentJob, batches, keep_mask, train_students
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cifar_fixture import write_fake_cifar100  # noqa: E402
+
+
+def test_keep_mask_never_drops_everything_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    masks = [keep_mask(3, 0.9, g) for _ in range(200)]
+    assert all(any(m) for m in masks)
+    assert 0 < sum(map(sum, masks)) < 200 * 3  # something is dropped, something kept
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert [keep_mask(4, 0.5, g1) for _ in range(20)] == [keep_mask(4, 0.5, g2) for _ in range(20)]
+    assert keep_mask(2, 0.0, g1) == [True, True]
+
+
+def test_dense_loss_is_the_mean_over_kept_targets(smoke_cfg, tmp_path, monkeypatch):
+    """With drop=0 a densely guided student's loss is exactly the mean of its per-guide losses."""
+    data = load_data(smoke_cfg(train_size=64))
+    ctx = Context(torch.device("cpu"), progress=False)
+    torch.manual_seed(0)
+    a, b = models.student(2).eval(), models.student(2).eval()  # two fixed guides, 256-d each
+    torch.manual_seed(1)
+    net = models.student(3)
+    seen = []
+    real = feature_loss
+    monkeypatch.setattr("tadist_utils.train.feature_loss", lambda o, t, k="mse": seen.append(real(o, t, k)) or seen[-1])
+    job = StudentJob("x", net, 0, 128, tmp_path / "x.pt", {"n": 1}, targets=((0, 128, 256), (1, 0, 128)))
+    run, = train_students([a.features, b.features], [job], data, ctx, epochs=1, lr=1e-3, weight_decay=0.0,
+                          batch_size=64, augment=False, seed=0, drop=0.0)
+    assert len(data.train) == 64  # one step per epoch: the epoch's loss is that step's loss
+    assert len(seen) == 3  # the step's two guides, then the validation loss against the parent (guide 1)
+    assert abs(run.history[0]["train_loss"] - float((seen[0] + seen[1]).detach() / 2)) < 1e-6
+    assert seen[0] != seen[1]
+
+
+def test_dense_experiment_and_baselines_end_to_end(smoke_cfg):
+    cfg = smoke_cfg(experiments=("direct", "dense", "labels", "kd", "ta_chain"), levels=3)
+    pipe = Pipeline(cfg)
+    df = pipe.run()
+    acc = df[df.metric == "test_accuracy"].set_index(["experiment", "model"]).value
+    for exp in ("dense", "labels", "kd", "ta_chain"):
+        for n in (1, 2, 4):
+            assert 0 <= acc[exp, f"ensemble_{n}"] <= 100
+    assert acc["kd", "ensemble_1"] == acc["ta_chain", "ensemble_1"]  # the chain's first link is the KD model
+    params = df[df.metric == "parameters"].set_index(["experiment", "model"]).value
+    for n in (1, 2, 4):  # same architecture and output layer as the chunked ensembles
+        assert params["labels", f"ensemble_{n}"] == params["direct", f"ensemble_{n}"] == params["dense", f"ensemble_{n}"]
+    dense_losses = df[(df.experiment == "dense") & (df.metric == "final_train_loss")]
+    assert len(dense_losses) == 7 and np.isfinite(dense_losses.value).all()
+    # S1 is shared with direct (one guide); the dense level-2 students are their own models
+    s1 = df[(df.model == "S1") & (df.metric == "final_train_loss")].set_index("experiment").value
+    assert s1["dense"] == s1["direct"]
+    ckpts = {p.name.split("-")[0] for p in cfg.checkpoint_dir.rglob("*.pt")}
+    assert {"labels1", "labels4", "kd1", "kd4", "ta_chain2", "ta_chain4"} <= ckpts and "ta_chain1" not in ckpts
+
+
+def test_kd_baseline_learns_from_the_teacher(smoke_cfg):
+    """The KD signal reaches the model: its loss is kd_loss against the teacher's logits, not plain CE."""
+    cfg = smoke_cfg(kd_alpha=1.0, kd_temperature=2.0, levels=1)
+    pipe = Pipeline(cfg)
+    net, _ = pipe.baseline_model("kd", 1)
+    teacher = pipe.teacher()
+    xb, yb, _ = next(iter(batches(pipe.data, "val", 8, pipe.ctx)))
+    with torch.no_grad():
+        loss = kd_loss(net(xb), teacher(xb), yb, 2.0, 1.0)
+        ce = torch.nn.functional.cross_entropy(net(xb), yb)
+    assert torch.isfinite(loss) and not torch.isclose(loss, ce)
+    assert baselines.source("ta_chain", 8) == baselines.lineage("ta_chain", 4) == "T>KD>E1>KD>E2>KD>E4"
+
+
+def test_cifar100_has_a_100_way_output_layer(smoke_cfg, tmp_path):
+    root = write_fake_cifar100(tmp_path / "c100")
+    cfg = smoke_cfg(dataset="cifar100", data_dir=str(root), experiments=("direct",), levels=2)
+    pipe = Pipeline(cfg)
+    df = pipe.run()
+    assert pipe.data.num_classes == 100 and pipe.teacher().classifier.out_features == 100
+    assert set(df.dataset) == {"cifar100"}
+    ens, metrics = pipe.ensemble(build("direct", 2), 2)
+    assert ens.classifier.out_features == 100 and ens(pipe.data.test.images[:2].float()).shape == (2, 100)
