@@ -1,0 +1,167 @@
+"""cost.py: the fused ensemble computes the same function, the table's sizes are right, exports round-trip."""
+import json
+
+import pytest
+import torch
+
+from tadist_utils import cost, models
+
+
+def randomise_bn(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Non-trivial BatchNorm: random running mean/var and affine weights, so fusing BN per group matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.3)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def table():
+    torch.manual_seed(0)
+    return cost.cost_table("cpu", repeats=1, warmup=0, models_=["student_level4", "ensemble_2", "ensemble_8"],
+                           large_batch=2, max_seconds=None)
+
+
+@pytest.mark.parametrize("n", [2, 8])
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_fused_ensemble_gives_the_ensembles_logits(n, fold_bn):
+    torch.manual_seed(n)
+    ens = randomise_bn(cost.build_ensemble(n), seed=n)
+    fused = cost.FusedEnsemble(ens, fold_bn=fold_bn).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused.features(x), ens.features(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused(x), ens(x), atol=1e-4, rtol=1e-4)
+    assert models.count_macs(fused) == models.count_macs(ens)
+    if fold_bn:
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    else:
+        assert models.count_params(fused) == models.count_params(ens)
+
+
+def test_fused_ensemble_keeps_chunk_order():
+    # Swapping two students must change the fused features exactly as it changes the Ensemble's.
+    torch.manual_seed(0)
+    ens = randomise_bn(cost.build_ensemble(2))
+    swapped = models.Ensemble([ens.students[1], ens.students[0]])
+    swapped.classifier.load_state_dict(ens.classifier.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        f, fs = cost.FusedEnsemble(ens)(x), cost.FusedEnsemble(swapped.eval())(x)
+        assert (f - fs).abs().max() > 1e-3
+        torch.testing.assert_close(fs, swapped(x), atol=1e-4, rtol=1e-4)
+
+
+def test_fused_ensemble_in_train_mode_uses_each_students_batch_statistics():
+    torch.manual_seed(4)
+    ens = cost.build_ensemble(4).train()
+    fused = cost.FusedEnsemble(ens)
+    assert fused.training
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(fused(x), ens(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused.body[1].running_mean[32:64], ens.students[1].body[1].running_mean)
+
+
+def test_fused_ensemble_copies_weights_and_rejects_mixed_students():
+    ens = cost.build_ensemble(2).eval()
+    fused = cost.FusedEnsemble(ens)
+    assert not any(p.data_ptr() == q.data_ptr() for p in fused.parameters() for q in ens.students.parameters())
+    with pytest.raises(ValueError, match="one architecture"):
+        cost.FusedEnsemble(models.Ensemble([models.student(3), models.student(4)]))
+
+
+def test_table_parameters_match_count_params_and_the_paper(table):
+    for model, g in table.groupby("model"):
+        assert set(g.parameters) == {models.PAPER_PARAMS[model]}, model
+    assert set(table[table.model == "ensemble_8"]["mode"]) == {"sequential", "together"}
+    for n in (2, 8):
+        assert set(table[table.model == f"ensemble_{n}"].parameters) == {models.count_params(cost.build_ensemble(n))}
+        assert set(table[table.model == f"ensemble_{n}"].macs) == {models.count_macs(cost.build_ensemble(n))}
+    assert table.set_index("model").loc["student_level4", "macs"] == models.count_macs(models.student(4))
+
+
+def test_disk_size_is_four_bytes_per_parameter_plus_a_little(table):
+    ratio = table.disk_bytes / (4 * table.parameters)
+    assert ratio.between(1.0, 1.05).all(), ratio.tolist()
+
+
+def test_latency_rows_are_positive_and_consistent(table):
+    assert (table.latency_ms_b1 > 0).all() and (table.latency_ms_b2 > 0).all()
+    assert (table.images_per_s_b2 - 2000 / table.latency_ms_b2).abs().max() < 1e-6
+    assert set(table.device) == {"cpu"} and table.device_name.str.len().min() > 0
+
+
+def test_exports_round_trip(table):
+    ens = table[table.model.str.startswith("ensemble_")]
+    assert ens.torchscript_ok.all() and (ens.torchscript_max_abs_diff < 1e-4).all()
+    assert (ens.torchscript_bytes > ens.parameters * 4).all()
+    why_not = cost.onnx_available()
+    if why_not is None:
+        assert (ens.onnx_status == "ok").all() and (ens.onnx_max_abs_diff < 1e-4).all()
+    else:
+        assert ens.onnx_status.str.startswith("skipped").all()
+    assert table[table.model == "student_level4"].torchscript_ok.isna().all()  # single models: not exported
+
+
+def test_torchscript_export_of_fused_ensemble_with_real_bn(tmp_path):
+    torch.manual_seed(3)
+    fused = cost.FusedEnsemble(randomise_bn(cost.build_ensemble(2))).eval()
+    out = cost.export_torchscript(fused, tmp_path, "f")
+    assert out["torchscript_ok"] and out["torchscript_max_abs_diff"] < 1e-4 and out["torchscript_bytes"] > 0
+    assert not list(tmp_path.iterdir())  # the file is measured, then removed
+
+
+def test_export_check_catches_a_difference():
+    ref = torch.tensor([[1.0, -2.0]])
+    assert cost._check(ref, ref + 1e-6)[1]
+    assert not cost._check(ref, ref + 1e-2)[1]
+
+
+def test_latency_stops_after_max_seconds():
+    net = models.student(4).eval()
+    r = cost.latency(net, 1, torch.device("cpu"), repeats=50, warmup=0, max_seconds=0.0)
+    assert r["runs"] == 3 and 0 < r["min_ms"] <= r["ms"]
+
+
+def test_cli_quick_writes_json_and_csv(tmp_path, capsys):
+    out = tmp_path / "c.json"
+    cost.main(["--device", "cpu", "--quick", "--models", "ensemble_2", "--large-batch", "2", "--out", str(out)])
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert [(r["model"], r["mode"]) for r in rows] == [("ensemble_2", "sequential"), ("ensemble_2", "together")]
+    assert all(r["parameters"] == models.PAPER_PARAMS["ensemble_2"] and r["latency_ms_b2"] > 0 for r in rows)
+    assert report["machine"]["torch"] == torch.__version__ and report["settings"]["quick"]
+    assert out.with_suffix(".csv").exists()
+    assert "ensemble_2" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        cost.cost_table("cpu", models_=["student_level9"])
+
+
+def test_accuracy_vs_cost_plot(table):
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+    from tadist_utils import plots
+    rows = [("cifar10", "teacher", "teacher", 0, "test_accuracy", 90.0)]
+    rows += [("cifar10", e, f"ensemble_{n}", s, "test_accuracy", 80.0 + n + s)
+             for e in ("direct", "hierarchical") for n in (2, 8) for s in (0, 1)]
+    results = pd.DataFrame(rows, columns=["dataset", "experiment", "model", "seed", "metric", "value"])
+    c = pd.concat([table, table[table.model == "ensemble_2"].assign(model="teacher", mode="single")])
+    fig = plots.accuracy_vs_cost(results, c, x="latency_ms_b1")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    labels = ax.get_legend_handles_labels()[1]
+    assert "teacher" in labels and "sequential (hollow)" in labels
+    with pytest.raises(ValueError, match="no column"):
+        plots.accuracy_vs_cost(results, c, x="nonsense")
+    import matplotlib.pyplot as plt
+    plt.close("all")

@@ -1,0 +1,248 @@
+"""Multi-seed statistics (tadist_utils.stats) against hand-computed values, and the plots drawn from them."""
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
+
+from tadist_utils import stats  # noqa: E402
+
+T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
+SEEDS = (0, 1, 2)
+
+
+def rows(experiment, model, values, metric="test_accuracy", dataset="cifar10"):
+    return [dict(dataset=dataset, experiment=experiment, model=model, seed=s, metric=metric, value=v)
+            for s, v in zip(SEEDS, values)]
+
+
+# Per-seed noise small against the designed margins, so every designed difference is significant with 3 seeds.
+NOISE = {"direct": (0.0, 0.3, -0.2), "single_ta": (0.1, -0.2, 0.25), "hierarchical": (-0.15, 0.2, 0.05)}
+GOOD = {  # every conclusion of the paper holds by design
+    "direct": {1: 70.0, 2: 90.0, 4: 88.0, 8: 86.0},
+    "single_ta": {1: 70.0, 2: 85.0, 4: 82.0, 8: 80.0},
+    "hierarchical": {1: 70.0, 2: 85.0, 4: 82.5, 8: 77.0},
+}
+
+
+def make_results(design=GOOD, teacher=(80.0, 81.0, 82.0), extra=()):
+    out = [] if teacher is None else rows("teacher", "teacher", teacher)
+    for exp, accs in design.items():
+        for n, base in accs.items():
+            if n in (1,):  # S1 is the same model in every experiment
+                vals = [base + x for x in NOISE["direct"]]
+            elif n == 2 and exp in ("single_ta", "hierarchical") and design["single_ta"].get(2) == design.get(
+                    "hierarchical", {}).get(2):  # S01/S2 are shared by single TA and the hierarchy
+                vals = [base + x for x in NOISE["single_ta"]]
+            else:  # rotated by size, so differences within an experiment vary over seeds too
+                k = int(math.log2(n))
+                vals = [base + x for x in NOISE[exp][k:] + NOISE[exp][:k]]
+            out += rows(exp, f"ensemble_{n}", vals)
+            out += rows(exp, f"ensemble_{n}", [1000.0 * n] * 3, metric="parameters")
+    out += list(extra)
+    return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------------- summarise
+def test_summarise_hand_computed():
+    df = pd.DataFrame(rows("direct", "ensemble_2", [80.0, 82.0, 84.0]) + rows("teacher", "teacher", [50.0, 51.0, 52.0])
+                      + rows("direct", "ensemble_2", [1.0, 2.0, 3.0], metric="val_accuracy"))
+    s = stats.summarise(df).set_index("model")
+    r = s.loc["ensemble_2"]
+    assert (r.experiment, r.students, r.n) == ("direct", 2, 3)
+    assert r["mean"] == pytest.approx(82.0)
+    assert r.sd == pytest.approx(2.0)  # sqrt((4 + 0 + 4) / 2)
+    assert r["sem"] == pytest.approx(2.0 / math.sqrt(3))
+    assert r.ci == pytest.approx(T_975_DF2 * 2.0 / math.sqrt(3))
+    assert (r.ci_low, r.ci_high) == pytest.approx((82.0 - r.ci, 82.0 + r.ci))
+    t = s.loc["teacher"]
+    assert t.experiment == "teacher" and np.isnan(t.students) and t["mean"] == pytest.approx(51.0)
+    assert t.sd == pytest.approx(1.0) and t.ci == pytest.approx(T_975_DF2 / math.sqrt(3))
+    assert list(s.index) == ["teacher", "ensemble_2"]  # the teacher first
+    assert stats.summarise(df, metric="val_accuracy").set_index("model").loc["ensemble_2", "mean"] == pytest.approx(2)
+
+
+def test_summarise_one_seed_gives_nan_spread_and_other_experiments_are_kept():
+    df = pd.DataFrame(rows("kd", "ensemble_4", [60.0]) + rows("dense", "ensemble_4", [61.0, 63.0])
+                      + rows("dense", "S11", [0.1, 0.2]))  # single students are not summarised
+    s = stats.summarise(df).set_index("experiment")
+    assert list(s.index) == ["dense", "kd"]
+    kd = s.loc["kd"]
+    assert kd.n == 1 and kd["mean"] == 60.0
+    assert all(np.isnan(kd[c]) for c in ("sd", "sem", "ci", "ci_low", "ci_high"))
+    assert s.loc["dense", "sd"] == pytest.approx(math.sqrt(2))
+
+
+def test_summarise_averages_duplicate_rows_and_selects_dataset():
+    df = pd.DataFrame(rows("direct", "ensemble_2", [80.0, 82.0, 84.0]) + rows("direct", "ensemble_2", [82.0, 82.0, 82.0])
+                      + rows("direct", "ensemble_2", [10.0, 10.0, 10.0], dataset="digits"))
+    with pytest.raises(ValueError, match="several datasets"):
+        stats.summarise(df)
+    r = stats.summarise(df, dataset="cifar10").iloc[0]
+    assert r.n == 3 and r["mean"] == pytest.approx(82.0) and r.sd == pytest.approx(1.0)  # per seed 81, 82, 83
+
+
+# ------------------------------------------------------------------------- paired
+def test_paired_hand_computed():
+    a, b = [80.0, 82.0, 84.0], [79.0, 80.0, 80.0]  # differences 1, 2, 4
+    df = pd.DataFrame(rows("direct", "ensemble_4", a) + rows("single_ta", "ensemble_4", b)
+                      + rows("direct", "ensemble_8", [1.0, 2.0, 3.0]))  # only in a: not compared
+    p = stats.paired(df, "direct", "single_ta")
+    assert list(p.model) == ["ensemble_4"]
+    r = p.iloc[0]
+    mean, sd = 7 / 3, math.sqrt(7 / 3)  # sd: sqrt(((1-7/3)^2 + (2-7/3)^2 + (4-7/3)^2) / 2)
+    t = mean / (sd / math.sqrt(3))  # = sqrt(7)
+    p_two_sided = 1 - t / math.sqrt(2 + t * t)  # t with 2 df: P(|T| > t) = 1 - t / sqrt(2 + t^2)
+    assert (r.n, r.wins, r.losses, r.ties) == (3, 3, 0, 0)
+    assert r.mean_a == pytest.approx(82.0) and r.mean_b == pytest.approx(239 / 3)
+    assert r.mean_diff == pytest.approx(mean) and r.sd_diff == pytest.approx(sd)
+    assert r.ci == pytest.approx(T_975_DF2 * sd / math.sqrt(3))
+    assert r.t == pytest.approx(math.sqrt(7)) and r.p == pytest.approx(p_two_sided)
+    assert r.p == pytest.approx(1 - math.sqrt(7) / 3)
+    assert r.ci_low < 0 < r.ci_high and r.outcome == "unclear"  # p = 0.118 > 0.05
+
+
+def test_paired_uses_common_seeds_only_and_nan_below_two():
+    df = pd.DataFrame(rows("direct", "ensemble_2", [80.0, 82.0, 84.0])
+                      + [dict(dataset="cifar10", experiment="kd", model="ensemble_2", seed=2, metric="test_accuracy",
+                              value=83.0)])
+    r = stats.paired(df, "direct", "kd").iloc[0]
+    assert r.n == 1 and r.seeds == (2,) and r.mean_diff == pytest.approx(1.0) and r.wins == 1
+    assert all(np.isnan(r[c]) for c in ("sd_diff", "ci", "ci_low", "ci_high", "t", "p"))
+    assert r.outcome == "unclear"
+    assert stats.paired(df, "direct", "not_there").empty
+
+
+def test_paired_identical_models_and_paired_all():
+    df = make_results()
+    p = stats.paired(df, "single_ta", "hierarchical").set_index("students")
+    assert p.loc[2, "identical"] and p.loc[2, "mean_diff"] == 0 and p.loc[2, "p"] == 1.0
+    assert p.loc[2, "outcome"] == "equal by construction" and p.loc[2, "ties"] == 3
+    assert p.loc[8, "outcome"] == "supports" and p.loc[8, "p"] < 0.05
+    allp = stats.paired_all(df, ["direct", "single_ta", "hierarchical"])
+    assert list(dict.fromkeys(zip(allp.a, allp.b))) == [("direct", "single_ta"), ("direct", "hierarchical"),
+                                                        ("single_ta", "hierarchical")]
+    assert len(allp) == 12
+    assert len(stats.paired_all(df)) == 12  # default: every experiment with ensembles
+
+
+def test_differences_are_the_points_behind_paired():
+    df = make_results()
+    d = stats.differences(df, "direct", "hierarchical")
+    assert len(d) == 12 and set(d.students) == {1, 2, 4, 8}
+    p = stats.paired(df, "direct", "hierarchical").set_index("students")
+    assert d.groupby("students")["diff"].mean().to_numpy() == pytest.approx(p.mean_diff.to_numpy())
+
+
+# ------------------------------------------------------------------------- conclusions
+def verdicts(df):
+    return stats.conclusions(df).set_index("conclusion").verdict.to_dict()
+
+
+def test_conclusions_all_hold_by_design():
+    c = stats.conclusions(make_results()).set_index("conclusion")
+    assert c.verdict.to_dict() == {1: "holds", 2: "holds", 3: "holds"}
+    assert (c.loc[1, "supports"], c.loc[1, "contradicts"]) == (6, 0)  # 2 others x sizes 2, 4, 8; never size 1
+    assert c.loc[2, "supports"] == 6  # 3 experiments x (2 > 4, 4 > 8)
+    assert c.loc[3, "equal"] == 1 and "equal by construction" in c.loc[3, "evidence"]
+    assert c.loc[1, "n_seeds"] == 3 and "1 students" not in c.loc[1, "evidence"]
+    comp = stats.comparisons(make_results())
+    assert len(comp) == 6 + 6 + 3
+
+
+def test_conclusions_do_not_hold_when_reversed():
+    design = {"direct": {1: 70.0, 2: 80.0, 4: 84.0, 8: 88.0},  # below the others, and grows with students
+              "single_ta": {1: 70.0, 2: 85.0, 4: 86.0, 8: 76.0},  # TA better for 4 students: not "only for 8"
+              "hierarchical": {1: 70.0, 2: 85.0, 4: 82.0, 8: 80.0}}
+    assert verdicts(make_results(design)) == {1: "does not hold", 2: "does not hold", 3: "does not hold"}
+
+
+def test_conclusion_3_fails_when_ta_is_worse_for_8():
+    design = {k: dict(v) for k, v in GOOD.items()}
+    design["single_ta"][8], design["hierarchical"][8] = 77.0, 80.0
+    assert verdicts(make_results(design))[3] == "does not hold"
+
+
+def test_partly_and_inconclusive():
+    design = {k: dict(v) for k, v in GOOD.items()}
+    design["hierarchical"] = {1: 70.0, 2: 85.0, 4: 88.0, 8: 77.0}  # direct vs hierarchical at 4: noise only
+    df = make_results(design)
+    # direct - hierarchical at 4 students (noise rotated by 2): (-.2, 0, .3) - (.05, -.15, .2) = (-.25, .15, .1): CI holds 0
+    v = verdicts(df)
+    assert v[1] == "partly holds"
+    one_seed = make_results()
+    one_seed = one_seed[one_seed.seed == 0]
+    c = stats.conclusions(one_seed)
+    assert list(c.verdict) == ["inconclusive"] * 3 and list(c.n_seeds) == [1, 1, 1]
+    assert "no CI (1 seed)" in c.evidence[0]
+
+
+def test_missing_experiments_are_not_run():
+    design = {k: v for k, v in GOOD.items() if k != "hierarchical"}
+    c = stats.conclusions(make_results(design)).set_index("conclusion")
+    assert c.verdict.to_dict() == {1: "not run", 2: "not run", 3: "not run"}
+    assert "hierarchical" in c.loc[1, "evidence"]
+    assert list(stats.conclusions(pd.DataFrame(rows("teacher", "teacher", [1.0, 2.0, 3.0]))).verdict) == ["not run"] * 3
+    no8 = make_results({k: {n: x for n, x in v.items() if n != 8} for k, v in GOOD.items()})
+    v = verdicts(no8)
+    assert v[3] == "not run" and v[1] == "holds" and v[2] == "holds"  # 1 and 2 use the sizes that were run
+
+
+# ------------------------------------------------------------------------- tables
+def test_markdown_table():
+    df = make_results(extra=rows("kd", "ensemble_2", [50.0]))
+    s = stats.summarise(df)
+    md = stats.markdown_table(s, paper=True)
+    lines = md.splitlines()
+    assert lines[0] == "| experiment | teacher | 1 student | 2 students | 4 students | 8 students |"
+    assert lines[1] == "|---|---|---|---|---|---|"
+    ci = T_975_DF2 * 1.0 / math.sqrt(3)
+    assert f"| direct | 81.00 ± {ci:.2f} (n=3) |" in md
+    assert "| direct (paper) | 82.89 | 85.61 | 86.57 | 85.12 | 84.93 |" in md
+    assert "| kd | 81.00 ± 2.48 (n=3) |  | 50.00 (n=1) |  |  |" in md
+    assert len(lines) == 2 + 3 * 2 + 1
+    t = stats.formatted_table(s, digits=1)
+    assert t.loc["direct", "2 students"] == "90.0 ± 0.6 (n=3)"
+
+
+# ------------------------------------------------------------------------- plots
+def test_accuracy_with_error_bars():
+    from tadist_utils import plots
+    df = make_results(extra=rows("kd", "ensemble_2", [50.0]) + rows("kd", "ensemble_4", [51.0]))
+    fig = plots.accuracy_with_error_bars(df)
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 4  # direct, single_ta, hierarchical, kd
+    assert [b.get_label() for b in bars][0].startswith("direct")
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_ydata()[0] == pytest.approx(81.0)  # the teacher's mean
+    assert ax.get_xscale() == "log"
+    # 4 seed clouds + 3 paper series (kd has no paper numbers)
+    assert len(ax.collections) >= 7
+    plt.close(fig)
+    fig = plots.accuracy_with_error_bars(df, experiments=["direct"], paper=False)
+    assert len([c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]) == 1
+    plt.close(fig)
+
+
+def test_paired_differences_plot():
+    from tadist_utils import plots
+    df = make_results()
+    fig = plots.paired_differences(df, "direct")
+    ax = fig.axes[0]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2  # direct - single_ta, direct - hierarchical
+    assert [b.get_label() for b in bars] == ["direct - single_ta", "direct - hierarchical"]
+    assert any(ln.get_ydata()[0] == 0 for ln in ax.get_lines())  # the zero line
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
+    plt.close(fig)
+    fig = plots.paired_differences(df, "single_ta", "hierarchical")
+    assert len([c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]) == 1
+    assert any(t.get_text() == "identical" for t in fig.axes[0].texts)
+    plt.close(fig)
