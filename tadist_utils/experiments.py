@@ -33,6 +33,9 @@ from .train import (Context, StudentJob, batches, evaluate, extract, finetune_he
                     train_students)
 
 
+BEYOND = ("dense",) + baselines.BASELINES  # what notebook 06 adds to the paper's three experiments
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

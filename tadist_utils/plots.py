@@ -392,8 +392,8 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     acc = ensembles(results).groupby(["experiment", "students"], as_index=False).value.mean()
     ens = c[c.model.str.startswith("ensemble_") & c["mode"].isin(list(modes))]
     d = acc.merge(ens.assign(students=_n_students(ens.model))[["students", "mode", x]], on="students")
-    order = [e for e in EXPERIMENT_ORDER if e in set(d.experiment)] + sorted(set(d.experiment) - set(EXPERIMENT_ORDER))
-    palette = dict(zip(order, sns.color_palette("tab10", len(order))))
+    palette = _stats_colours(set(d.experiment))  # the same colour per experiment as the error-bar plots
+    order = [e for e in palette if e in set(d.experiment)]
     main_mode = "together" if "together" in modes else modes[0]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sns.scatterplot(data=d[d["mode"] == main_mode], x=x, y="value", hue="experiment", size="students",

@@ -91,3 +91,25 @@ def test_cifar100_has_a_100_way_output_layer(smoke_cfg, tmp_path):
     assert set(df.dataset) == {"cifar100"}
     ens, metrics = pipe.ensemble(build("direct", 2), 2)
     assert ens.classifier.out_features == 100 and ens(pipe.data.test.images[:2].float()).shape == (2, 100)
+
+
+def test_runner_takes_cifar100_through_the_dense_experiment_and_baselines(tmp_path):
+    """The issue-6 path through papermill: CIFAR-100 (synthetic, torchvision layout), teacher, direct, notebook 06."""
+    import json
+    import subprocess
+
+    root = write_fake_cifar100(tmp_path / "c100")
+    out = tmp_path / "results"
+    r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", "--profile", "smoke", "--dataset", "cifar100",
+                        "--data-dir", str(root), "--results-dir", str(out), "--only", "01", "02", "06", "--quiet"],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((out / "reproduce.json").read_text())
+    assert [n["status"] for n in report["notebooks"]] == ["ok"] * 3
+    import pandas as pd
+    results = pd.read_csv(out / "results.csv")
+    assert set(results.dataset) == {"cifar100"}
+    assert {"teacher", "direct", "dense", "labels", "kd", "ta_chain"} <= set(results.experiment)
+    cost = pd.read_csv(out / "cost.csv")
+    assert (cost[cost.model == "teacher"].parameters == models.count_params(models.teacher(100))).all()
+    assert (out / "figures" / "06_accuracy_with_error_bars.png").exists()
