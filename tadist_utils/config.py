@@ -17,6 +17,9 @@ from .plans import EXPERIMENTS, PAPER_EXPERIMENTS
 class ConfigError(ValueError):
     """Bad user input, reported as one line before anything trains."""
 
+    def _render_traceback_(self):  # IPython/Jupyter/papermill: one line in any cell, not a traceback wall
+        return [f"ConfigError: {self}"]
+
 
 @dataclass
 class Config:
@@ -58,6 +61,7 @@ class Config:
     precision: str = "auto"            # auto (bf16 on capable GPUs, fp16+scaler on older ones, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False              # torch.compile the models (slow first epoch, faster after)
+    threads: int | None = None         # CPU threads for torch; None keeps torch's default (1 is best on a CPU shared with other jobs)
     results_dir: str = "results/run"   # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
     progress: bool = True              # tqdm bars
 
@@ -144,7 +148,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
     if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
         raise ConfigError(f"finetune_epochs must be zero or a positive integer, got {cfg.finetune_epochs!r}")
-    for name in ("train_size", "test_size"):
+    for name in ("train_size", "test_size", "threads"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v <= 0):
             raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")

@@ -190,6 +190,16 @@ def _find_cifar10(root: Path) -> str | None:
     return None
 
 
+def is_present(cfg: Config) -> bool:
+    """Whether an explicitly requested CIFAR is already in ``data_dir`` (no download needed)."""
+    root = Path(cfg.data_dir)
+    if cfg.dataset == "cifar10":
+        return _find_cifar10(root) is not None
+    if cfg.dataset == "cifar100":
+        return (root / CIFAR_LAYOUT["cifar100"][0]).is_dir()
+    return True
+
+
 def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]:
     """(name, source, train, test, classes, notice) before any splitting."""
     root = Path(cfg.data_dir)

@@ -49,9 +49,7 @@ def check_data(cfg) -> None:
     if cfg.dataset not in ("cifar10", "cifar100"):
         return
     from . import data
-    root = Path(cfg.data_dir)
-    present = data._find_cifar10(root) if cfg.dataset == "cifar10" else (root / "cifar-100-python").is_dir()
-    if not present:
+    if not data.is_present(cfg):
         data.load_raw(cfg)  # torchvision download (what the first notebook would do), or ConfigError naming the folder
 
 

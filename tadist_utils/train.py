@@ -39,6 +39,8 @@ class Context:
 
     @classmethod
     def from_config(cls, cfg) -> "Context":
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
                    cfg.compile, cfg.progress)

@@ -113,3 +113,12 @@ def test_runner_takes_cifar100_through_the_dense_experiment_and_baselines(tmp_pa
     cost = pd.read_csv(out / "cost.csv")
     assert (cost[cost.model == "teacher"].parameters == models.count_params(models.teacher(100))).all()
     assert (out / "figures" / "06_accuracy_with_error_bars.png").exists()
+
+
+def test_cifar100_folder_is_found_without_network(tmp_path):
+    from tadist_utils.config import make_config
+    from tadist_utils.data import is_present
+    cfg = make_config("smoke", dataset="cifar100", data_dir=str(tmp_path / "c100"))
+    assert not is_present(cfg)
+    write_fake_cifar100(tmp_path / "c100", train_per_class=1, test_per_class=1)
+    assert is_present(cfg) and not is_present(cfg.replace(dataset="cifar10"))

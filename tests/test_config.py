@@ -7,7 +7,10 @@ from tadist_utils.config import ConfigError, make_config
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(profile="fast"), "unknown profile 'fast'"),
-    (dict(experiments="direct,densely"), "unknown experiment"), (dict(dense_drop=1.0), "dense_drop"), (dict(kd_alpha=2), "kd_alpha"),
+    (dict(experiments="direct,densely"), "unknown experiment"),
+    (dict(dense_drop=1.0), "dense_drop"),
+    (dict(kd_alpha=2), "kd_alpha"),
+    (dict(threads=0), "threads must be a positive integer or None"),
     (dict(dataset="mnist"), "unknown dataset 'mnist'"),
     (dict(teacher_epochs=-3), "teacher_epochs must be a positive integer"),
     (dict(student_epochs=0), "student_epochs must be a positive integer"),
@@ -55,3 +58,20 @@ def test_profiles_differ_where_they_should():
     assert make_config("paper").teacher_epochs == 10 and make_config("paper").student_epochs == 60
     assert make_config("paper").finetune_epochs == 10 and make_config("paper").train_size is None
     assert make_config("smoke").train_size < make_config("quick").train_size
+
+
+def test_config_error_is_one_line_in_jupyter():
+    """IPython shows ``_render_traceback_`` instead of a traceback: a ConfigError in any cell is one line."""
+    with pytest.raises(ConfigError) as info:
+        make_config("smoke", teacher_epochs=-3)
+    assert info.value._render_traceback_() == ["ConfigError: teacher_epochs must be a positive integer, got -3"]
+
+
+def test_threads_setting_reaches_torch():
+    from tadist_utils.train import Context
+    before = torch.get_num_threads()
+    try:
+        Context.from_config(make_config("smoke", dataset="digits", threads="1"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
