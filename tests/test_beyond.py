@@ -82,6 +82,22 @@ def test_kd_baseline_learns_from_the_teacher(smoke_cfg):
     assert baselines.source("ta_chain", 8) == baselines.lineage("ta_chain", 4) == "T>KD>E1>KD>E2>KD>E4"
 
 
+def test_cached_soft_targets_line_up_with_shuffled_batches(smoke_cfg):
+    """KD without augmentation looks the teacher's logits up by index: they must be the logits of *that* batch."""
+    from tadist_utils.train import _SoftTargets
+    data = load_data(smoke_cfg())
+    ctx = Context(torch.device("cpu"), progress=False)
+    torch.manual_seed(0)
+    teacher = models.teacher(data.num_classes).eval()
+    soft = _SoftTargets(teacher, data, 64, ctx, augment=False)
+    train = batches(data, "train", 64, ctx, train=True, seed=3)
+    train.set_epoch(1)
+    x, _, idx = next(iter(train))
+    assert not torch.equal(idx, torch.arange(len(idx)))  # shuffled
+    with torch.no_grad():
+        torch.testing.assert_close(soft(x, idx), teacher(x), rtol=1e-4, atol=1e-4)
+
+
 def test_cifar100_has_a_100_way_output_layer(smoke_cfg, tmp_path):
     root = write_fake_cifar100(tmp_path / "c100")
     cfg = smoke_cfg(dataset="cifar100", data_dir=str(root), experiments=("direct",), levels=2)
