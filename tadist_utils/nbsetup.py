@@ -20,8 +20,8 @@ from .results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
 # The names every numbered notebook's `parameters` cell declares (tests/test_bad_input.py keeps them in step).
-PARAMETERS = ("profile", "dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
-              "finetune_epochs", "overrides")
+PARAMETERS = ("profile", "dataset", "data_dir", "results_dir", "seed", "seeds", "device", "teacher_epochs",
+              "student_epochs", "finetune_epochs", "overrides")
 
 
 def repo_root() -> Path:
@@ -93,6 +93,17 @@ def check_parameters(history, declared=PARAMETERS) -> None:
 def given(**params) -> dict:
     """The notebook parameters that were set (None means: keep the profile's default)."""
     return {k: v for k, v in params.items() if v is not None}
+
+
+def per_seed(cfg: Config, seeds) -> list[Config]:
+    """The config once per seed to train in this notebook: ``seeds`` if given, else ``cfg.seed`` alone."""
+    if seeds in (None, []):
+        return [cfg]
+    try:
+        values = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(f"seeds must be a list of integers, got {seeds!r}") from None
+    return [cfg.replace(seed=s) for s in dict.fromkeys(values)]
 
 
 def summary(cfg: Config) -> pd.Series:

@@ -183,3 +183,12 @@ def test_runner_data_check_names_the_folder_without_network(tmp_path, monkeypatc
     (tmp_path / "cifar-10-batches-py").mkdir()
     reproduce.check_data(make_config("smoke", dataset="cifar10", data_dir=str(tmp_path)))  # present: no download
     reproduce.check_data(make_config("smoke", dataset="auto", data_dir=str(tmp_path / "x")))  # auto falls back later
+
+
+def test_notebook_seeds_parameter_is_checked():
+    from tadist_utils import nbsetup
+    cfg = make_config("smoke", dataset="digits")
+    assert [c.seed for c in nbsetup.per_seed(cfg, [])] == [cfg.seed]
+    assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, 2])] == [2, 0]
+    with pytest.raises(ConfigError, match="seeds must be a list of integers"):
+        nbsetup.per_seed(cfg, ["a"])

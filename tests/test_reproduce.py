@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +50,25 @@ def test_failure_names_notebook_and_cell_and_keeps_the_partial_notebook(tmp_path
     assert ran and all(c.execution_count is not None for c in ran)
     assert any(c.outputs for c in ran if "make_config(" in c.source)  # the settings table of the config cell
     assert all(c.execution_count is None and not c.outputs for c in code[code.index(failed[0]) + 1:])
+
+
+def test_a_notebook_trains_every_seed_it_is_given(tmp_path):
+    """The `seeds` parameter: one notebook run trains each listed seed (here the teacher of seeds 0 and 1)."""
+    import os
+
+    import papermill as pm
+    out = tmp_path / "results"
+    env_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env_path]))
+    try:
+        pm.execute_notebook(str(ROOT / "notebooks" / "01_teacher.ipynb"), str(tmp_path / "01.ipynb"),
+                            parameters=dict(profile="smoke", dataset="digits", results_dir=str(out), seeds=[0, 1]),
+                            kernel_name="python3", cwd=str(ROOT / "notebooks"), progress_bar=False)
+    finally:
+        if env_path is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = env_path
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results[results.metric == "test_accuracy"].seed) == [0, 1]
+    assert (out / "checkpoints" / "seed1").is_dir()
