@@ -27,7 +27,6 @@ import copy
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import models
 from .config import make_config
 from .data import DataBundle, Split, load_data
-from .engine import describe, resolve_device, resolve_precision
+from .engine import describe, device_slug, loadavg, resolve_device, resolve_precision, sync
 from .plans import TEACHER, build
 from .train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
 
@@ -51,28 +50,6 @@ CASES = ("teacher", "students")
 
 
 # ----------------------------------------------------------------------------- helpers
-def sync(device: torch.device) -> None:
-    """GPU work is asynchronous: wait for it before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def loadavg() -> list[float] | None:
-    """1/5/15-minute load: this CPU may be shared, and readers should know how busy it was."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def device_slug(device: torch.device) -> str:
-    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3': the benchmark file's name."""
-    name = describe(device)
-    if device.type == "cpu":
-        name = re.sub(r"\s*\(\d+ threads\)$", "", name) + f" {torch.get_num_threads()}t"
-    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def machine(device: torch.device) -> dict:
     import torchvision
     return dict(device=str(device), description=describe(device), torch=torch.__version__,

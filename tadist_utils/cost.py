@@ -54,7 +54,6 @@ import io
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -70,7 +69,8 @@ import torch
 from torch import nn
 
 from . import models
-from .engine import describe
+from . import engine
+from .engine import describe, loadavg, sync
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
@@ -211,11 +211,6 @@ def disk_bytes(model: nn.Module) -> int:
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     return buf.getbuffer().nbytes
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 20, warmup: int = 3,
@@ -406,22 +401,9 @@ def export_failures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- CLI
-def loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
 def device_slug(devices: Sequence[torch.device]) -> str:
     """'cpu-amd-epyc-1t', 'cpu-...-16t+cuda-nvidia-h100-80gb-hbm3': the output file's name."""
-    parts = []
-    for dev in devices:
-        name = describe(dev)
-        if dev.type == "cpu":
-            name = re.sub(r"\s*\(\d+ threads?\)$", "", name) + f" {torch.get_num_threads()}t"
-        parts.append(f"{dev.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
-    return "+".join(parts)
+    return "+".join(engine.device_slug(dev) for dev in devices)
 
 
 def format_table(df: pd.DataFrame, large_batch: int = 256) -> str:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import re
 
 import torch
 
@@ -97,3 +99,26 @@ def describe(device: torch.device) -> str:
         n = torch.get_num_threads()
         return f"{name} ({n} thread{'s' if n != 1 else ''})"
     return device.type
+
+
+# ----------------------------------------------------------------------------- measuring (bench.py, cost.py)
+def sync(device: torch.device) -> None:
+    """GPU work is asynchronous: wait for it before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load: this CPU may be shared, and readers of a timing should know how busy it was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def device_slug(device: torch.device) -> str:
+    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3': how result files of a machine are named."""
+    name = describe(device)
+    if device.type == "cpu":
+        name = re.sub(r"\s*\(\d+ threads?\)$", "", name) + f" {torch.get_num_threads()}t"
+    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
