@@ -141,8 +141,6 @@ class Pipeline:
             if n.key not in self._students:
                 by_parent.setdefault(n.key.rsplit(">", 1)[0], []).append(n)
         for parent_key, group in by_parent.items():  # insertion order follows level, so parents come first
-            parent = self._parent(parent_key)
-            parent.eval()
             t0 = time.perf_counter()
             # every model a student of this group regresses: ancestors (densely guided students) first, parent last
             guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k != parent_key))
@@ -152,7 +150,7 @@ class Pipeline:
                 torch.manual_seed(init_seed(c.seed, n.key))
                 net = self.ctx.model(models.student(n.level))
                 self._specs[n.key] = self.student_spec(n)
-                targets = tuple((guides.index(k), lo, hi) for k, lo, hi in guide_keys[n.key]) if len(n.targets) > 1 else ()
+                targets = tuple((guides.index(k), lo, hi) for k, lo, hi in guide_keys[n.key])
                 jobs.append(StudentJob(n.name, net, n.start, n.stop, self._path(n.name, n.key), self._specs[n.key], targets))
             label = "teacher" if parent_key == "T" else nodes[parent_key].name
             for k in guides:
@@ -222,7 +220,8 @@ class Pipeline:
         level = n_students.bit_length()
         torch.manual_seed(init_seed(c.seed, key))
         net = self.ctx.model(models.Ensemble([models.student(level) for _ in range(n_students)], self.data.num_classes))
-        spec = dict(model=key, source=_hash(self._baseline_specs.get(src) or self._specs.get("T") if src else None),
+        source_spec = None if src is None else self._specs["T"] if src == "teacher" else self._baseline_specs[src]
+        spec = dict(model=key, source=_hash(source_spec),
                     epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
                     kd=[c.kd_temperature, c.kd_alpha] if src else None, **{**self._common(), "augment": c.student_augment})
         run = train_classifier(net, self.data, self.ctx, name=f"{baseline} {n_students} student(s)",
@@ -287,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from .config import ConfigError, make_config
+    from .reproduce import parse_sets
     ap = argparse.ArgumentParser(prog="python -m tadist_utils.experiments", description=main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick")
@@ -294,11 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
     args = ap.parse_args(argv)
     try:
-        pairs = [p.partition("=") for g in args.sets for p in g]
-        bad = [k for k, sep, _ in pairs if not sep or not k]
-        if bad:
-            raise ConfigError(f"--set expects key=value, got {bad[0]!r}")
-        configs = [make_config(args.profile, seed=s, **{k: v for k, _, v in pairs}) for s in args.seeds]
+        sets = parse_sets([p for group in args.sets for p in group])
+        configs = [make_config(args.profile, seed=s, **sets) for s in args.seeds]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -45,10 +45,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from .baselines import BASELINES
+from .plans import EXPERIMENTS, PAPER_EXPERIMENTS
 from .results import PAPER_ACCURACY
 
-KNOWN_ORDER = ["teacher", "direct", "single_ta", "hierarchical", "dense", "labels", "kd", "ta_chain"]
-PAPER_EXPERIMENTS = ["direct", "single_ta", "hierarchical"]
+KNOWN_ORDER = ["teacher", *EXPERIMENTS, *BASELINES]
 LEVEL = 0.95
 
 SUPPORTS, CONTRADICTS, UNCLEAR, EQUAL = "supports", "contradicts", "unclear", "equal by construction"

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt_io
-from .data import Batches, DataBundle, Split
+from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_precision
 from .losses import feature_loss, kd_loss
 
