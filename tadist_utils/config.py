@@ -61,6 +61,7 @@ class Config:
     precision: str = "auto"            # auto (bf16 on capable GPUs, fp16+scaler on older ones, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = True
     compile: bool = False              # torch.compile the models (slow first epoch, faster after)
+    fuse_students: str = "auto"        # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
     threads: int | None = None         # CPU threads for torch; None keeps torch's default (1 is best on a CPU shared with other jobs)
     results_dir: str = "results/run"   # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
     progress: bool = True              # tqdm bars
@@ -184,6 +185,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"teacher_optimizer must be 'adam' or 'sgd', got {cfg.teacher_optimizer!r}")
     if cfg.finetune_mode not in ("head", "all"):
         raise ConfigError(f"finetune_mode must be 'head' or 'all', got {cfg.finetune_mode!r}")
+    if cfg.fuse_students not in ("auto", "on", "off"):
+        raise ConfigError(f"fuse_students must be auto, on or off, got {cfg.fuse_students!r}")
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
     from .engine import resolve_device

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import io
 import json
 import os
@@ -78,102 +77,8 @@ MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVE
 EXPORT_TOL = 1e-4  # max |exported - eager| allowed, relative to max(1, max |eager logits|)
 
 
-# ----------------------------------------------------------------------------- fusing students
-class FusedEnsemble(nn.Module):
-    """An ``models.Ensemble`` of same-architecture students as one wide network: the students run together.
-
-    Gives the Ensemble's logits (to float rounding); see the module docstring for how each layer
-    type fuses. It copies the weights, BatchNorm running statistics, train/eval mode and device of
-    the Ensemble at construction (it shares nothing), so build it from the Ensemble in the state you
-    want to run. In train mode, too, each channel's batch statistics are its student's, so the
-    outputs still match; it is meant for inference, though. ``fold_bn=True`` folds each BatchNorm into
-    the preceding conv (fewer parameters, the same function in eval mode only).
-    """
-
-    def __init__(self, ensemble: models.Ensemble, fold_bn: bool = False):
-        super().__init__()
-        students = list(ensemble.students)
-        if not students:
-            raise ValueError("FusedEnsemble needs at least one student")
-        first = students[0]
-        for s in students:
-            if not isinstance(s, models.ConvNet) or s.classifier is not None:
-                raise TypeError("FusedEnsemble fuses models.ConvNet students without a classifier")
-            if s.config != first.config or type(s.head) is not type(first.head) or (
-                    isinstance(s.head, nn.Linear) and s.head.weight.shape != first.head.weight.shape):
-                raise ValueError("FusedEnsemble needs students of one architecture (same config and head)")
-        n = len(students)
-        self.n_students = n
-        self.fold_bn = fold_bn
-        self.feature_dim = ensemble.feature_dim
-
-        layers: list[nn.Module] = []
-        shared_input = True  # until the first conv, every student sees the same (image) tensor
-        for mods in zip(*[s.body for s in students]):
-            m = mods[0]
-            if isinstance(m, nn.Conv2d):
-                if m.groups != 1 or m.padding_mode != "zeros":
-                    raise ValueError("FusedEnsemble fuses ordinary (groups=1, zero-padded) convolutions only")
-                conv = nn.Conv2d(m.in_channels * (1 if shared_input else n), m.out_channels * n, m.kernel_size,
-                                 stride=m.stride, padding=m.padding, dilation=m.dilation,
-                                 groups=1 if shared_input else n, bias=m.bias is not None or fold_bn)
-                with torch.no_grad():
-                    conv.weight.copy_(torch.cat([c.weight for c in mods]))
-                    if m.bias is not None:
-                        conv.bias.copy_(torch.cat([c.bias for c in mods]))
-                    elif fold_bn:
-                        conv.bias.zero_()
-                layers.append(conv)
-                shared_input = False
-            elif isinstance(m, nn.BatchNorm2d):
-                if not all(b.track_running_stats and b.affine and b.eps == m.eps for b in mods):
-                    raise ValueError("FusedEnsemble needs affine BatchNorm with running statistics and one eps")
-                weight, bias = torch.cat([b.weight for b in mods]), torch.cat([b.bias for b in mods])
-                mean, var = torch.cat([b.running_mean for b in mods]), torch.cat([b.running_var for b in mods])
-                if fold_bn:
-                    conv = layers[-1]
-                    if not isinstance(conv, nn.Conv2d):
-                        raise ValueError("fold_bn needs every BatchNorm to follow a conv")
-                    with torch.no_grad():
-                        scale = weight / torch.sqrt(var + m.eps)
-                        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-                        conv.bias.copy_((conv.bias - mean) * scale + bias)
-                else:
-                    bn = nn.BatchNorm2d(m.num_features * n, eps=m.eps, momentum=m.momentum)
-                    with torch.no_grad():
-                        bn.weight.copy_(weight)
-                        bn.bias.copy_(bias)
-                        bn.running_mean.copy_(mean)
-                        bn.running_var.copy_(var)
-                        bn.num_batches_tracked.copy_(m.num_batches_tracked)
-                    layers.append(bn)
-            elif isinstance(m, (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)):
-                if any(type(x) is not type(m) or repr(x) != repr(m) for x in mods):
-                    raise ValueError(f"students differ at layer {m}")
-                layers.append(copy.deepcopy(m))  # per-channel: acts on each student's block alone
-            else:
-                raise TypeError(f"FusedEnsemble cannot fuse a {type(m).__name__}")
-        self.body = nn.Sequential(*layers)
-        self.pool = copy.deepcopy(first.pool)
-        if isinstance(first.head, nn.Linear):  # n Linear(in, out) heads == one grouped 1x1 conv on (B, n*in, 1, 1)
-            lin = first.head
-            self.head = nn.Conv2d(lin.in_features * n, lin.out_features * n, 1, groups=n, bias=lin.bias is not None)
-            with torch.no_grad():
-                self.head.weight.copy_(torch.cat([s.head.weight for s in students])[:, :, None, None])
-                if lin.bias is not None:
-                    self.head.bias.copy_(torch.cat([s.head.bias for s in students]))
-        else:
-            self.head = nn.Identity()
-        self.classifier = copy.deepcopy(ensemble.classifier)
-        self.train(ensemble.training)  # the Ensemble's mode: eval uses running statistics, as it did
-        self.to(next(ensemble.parameters()).device)  # and its device
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The students' features concatenated in chunk order: ``Ensemble.features(x)``."""
-        return torch.flatten(self.head(self.pool(self.body(x))), 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+# FusedEnsemble lives with the other networks (models.py); re-exported here for callers of cost.FusedEnsemble.
+FusedEnsemble = models.FusedEnsemble
 
 
 def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:

@@ -52,6 +52,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+def resolve_fuse(setting: str, device: torch.device) -> bool:
+    """Train sibling students as one fused network? 'auto': on accelerators, where a tiny student's cost
+    is kernel launches; not on a CPU, where the per-student loop measured faster (README, Performance)."""
+    if setting in ("on", "off"):
+        return setting == "on"
+    return device.type != "cpu"
+
+
 def cpu_has_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()

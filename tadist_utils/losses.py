@@ -24,17 +24,40 @@ def chunk(feature: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     return feature[:, start:stop]
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Losses in float32 at least: autocast's bf16/fp16 outputs are upcast, float64 (tests) is kept."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Mean regression loss between a student's output and its chunk of the parent's feature."""
     if pred.shape != target.shape:
         raise ValueError(f"student output {tuple(pred.shape)} does not match its chunk {tuple(target.shape)}")
-    pred, target = pred.float(), target.float()
+    pred, target = _wide(pred), _wide(target)
     if kind == "mse":
         return F.mse_loss(pred, target)
     if kind == "l1":
         return F.l1_loss(pred, target)
     if kind == "cosine":
         return (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)).mean()
+    raise ValueError(f"unknown feature loss {kind!r}; choose one of {FEATURE_LOSSES}")
+
+
+def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "mse") -> torch.Tensor:
+    """``feature_loss`` of ``n`` students at once: ``pred`` and ``target`` hold their equal chunks side by side.
+
+    Returns the ``n`` losses (``feature_loss(pred_g, target_g)`` for each chunk ``g``) from a handful of
+    kernels however many students there are; ``fused.py`` trains on their sum.
+    """
+    if pred.shape != target.shape or pred.shape[1] % n:
+        raise ValueError(f"outputs {tuple(pred.shape)} and targets {tuple(target.shape)} are not {n} equal chunks")
+    pred, target = _wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1)
+    if kind == "mse":
+        return (pred - target).square().mean(dim=(0, 2))
+    if kind == "l1":
+        return (pred - target).abs().mean(dim=(0, 2))
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(pred, target, dim=2, eps=1e-8)).mean(dim=0)
     raise ValueError(f"unknown feature loss {kind!r}; choose one of {FEATURE_LOSSES}")
 
 

@@ -10,6 +10,7 @@ Run ``python -m tadist_utils.models`` for a per-layer summary and ``results/mode
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 from pathlib import Path
 from typing import Sequence
@@ -112,6 +113,144 @@ class Ensemble(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([s.features(x) for s in self.students], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class FusedStudents(nn.Module):
+    """Same-architecture students as one wide network: ``features(x)`` is their outputs concatenated in order.
+
+    Every layer fuses exactly. Student ``g``'s conv becomes group ``g`` of one conv with ``groups=n``
+    (weights stacked along the output channels); the first conv, whose input (the image) all students
+    share, becomes one ordinary conv with ``n * c`` outputs; BatchNorm, ReLU and pooling act per
+    channel, so channel block ``g`` of the wide network *is* student ``g`` (in train mode too: each
+    channel's batch statistics are its student's); each Linear head becomes a grouped 1x1 conv. One
+    layer call then runs ``n`` students: ``n`` times fewer kernel launches, which is what tiny
+    students cost on a GPU.
+
+    The state dict has the students' keys, each tensor the students' tensors concatenated along dim 0
+    (``load_students`` / ``store_students`` move weights and BatchNorm buffers in and out;
+    ``part`` splits one fused tensor). ``fold_bn=True`` folds each BatchNorm into the conv before it:
+    fewer parameters, the same function in eval mode only (an inference rewrite, ``cost.py``).
+    """
+
+    def __init__(self, students: Sequence[nn.Module], fold_bn: bool = False):
+        super().__init__()
+        students = list(students)
+        if not students:
+            raise ValueError("FusedStudents needs at least one student")
+        first = students[0]
+        for s in students:
+            if not isinstance(s, ConvNet) or s.classifier is not None:
+                raise TypeError("FusedStudents fuses models.ConvNet students without a classifier")
+            if s.config != first.config or type(s.head) is not type(first.head) or (
+                    isinstance(s.head, nn.Linear) and s.head.weight.shape != first.head.weight.shape):
+                raise ValueError("FusedStudents needs students of one architecture (same config and head)")
+        n = self.n_students = len(students)
+        self.fold_bn = fold_bn
+        self.feature_dim = sum(s.feature_dim for s in students)
+        self.student_shapes = {k: v.shape for k, v in first.state_dict().items()}
+        layers: list[nn.Module] = []
+        shared_input = True  # until the first conv, every student sees the same (image) tensor
+        for mods in zip(*[s.body for s in students]):
+            m = mods[0]
+            if isinstance(m, nn.Conv2d):
+                if m.groups != 1 or m.padding_mode != "zeros":
+                    raise ValueError("FusedStudents fuses ordinary (groups=1, zero-padded) convolutions only")
+                layers.append(nn.Conv2d(m.in_channels * (1 if shared_input else n), m.out_channels * n, m.kernel_size,
+                                        stride=m.stride, padding=m.padding, dilation=m.dilation,
+                                        groups=1 if shared_input else n, bias=m.bias is not None or fold_bn))
+                shared_input = False
+            elif isinstance(m, nn.BatchNorm2d):
+                if not all(b.track_running_stats and b.affine and b.eps == m.eps for b in mods):
+                    raise ValueError("FusedStudents needs affine BatchNorm with running statistics and one eps")
+                if fold_bn and not isinstance(layers[-1], nn.Conv2d):
+                    raise ValueError("fold_bn needs every BatchNorm to follow a conv")
+                layers.append(nn.Identity() if fold_bn else nn.BatchNorm2d(m.num_features * n, eps=m.eps,
+                                                                           momentum=m.momentum))
+            elif isinstance(m, (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity)):
+                if any(type(x) is not type(m) or repr(x) != repr(m) for x in mods):
+                    raise ValueError(f"students differ at layer {m}")
+                layers.append(copy.deepcopy(m))  # per-channel: acts on each student's block alone
+            else:
+                raise TypeError(f"FusedStudents cannot fuse a {type(m).__name__}")
+        self.body = nn.Sequential(*layers)
+        self.pool = copy.deepcopy(first.pool)
+        if isinstance(first.head, nn.Linear):  # n Linear(in, out) heads == one grouped 1x1 conv on (B, n*in, 1, 1)
+            lin = first.head
+            self.head = nn.Conv2d(lin.in_features * n, lin.out_features * n, 1, groups=n, bias=lin.bias is not None)
+        else:
+            self.head = nn.Identity()
+        ref = next(first.parameters())
+        self.to(device=ref.device, dtype=ref.dtype)  # the students' device and precision
+        if fold_bn:
+            self._fold(students)
+        else:
+            self.load_students(students)
+        self.train(first.training)  # the students' mode: eval uses running statistics, as they did
+
+    def part(self, tensor: torch.Tensor, key: str, g: int) -> torch.Tensor:
+        """Student ``g``'s block of a fused tensor stored under ``key`` (a weight, buffer or its Adam state)."""
+        shape = self.student_shapes[key]
+        return tensor if not shape else tensor.reshape(self.n_students, *shape)[g]
+
+    @torch.no_grad()
+    def load_students(self, students: Sequence[nn.Module]) -> None:
+        """Copy the students' weights and BatchNorm buffers in (concatenated along dim 0)."""
+        states = [s.state_dict() for s in students]
+        for key, t in self.state_dict().items():
+            t.copy_(states[0][key] if t.dim() == 0 else torch.cat([st[key] for st in states]).reshape(t.shape))
+
+    @torch.no_grad()
+    def store_students(self, students: Sequence[nn.Module]) -> None:
+        """Copy the fused weights and buffers back into the students (the inverse of ``load_students``)."""
+        if self.fold_bn:
+            raise ValueError("a BatchNorm-folded network cannot be split back into students")
+        for g, s in enumerate(students):
+            own = s.state_dict()
+            for key, t in self.state_dict().items():
+                own[key].copy_(self.part(t, key, g))
+
+    @torch.no_grad()
+    def _fold(self, students: Sequence[nn.Module]) -> None:
+        mods = list(zip(*[s.body for s in students]))
+        for i, layer in enumerate(self.body):
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.copy_(torch.cat([m.weight for m in mods[i]]))
+                layer.bias.copy_(torch.cat([m.bias for m in mods[i]]) if mods[i][0].bias is not None else 0)
+            elif isinstance(mods[i][0], nn.BatchNorm2d):
+                bns, conv = mods[i], self.body[i - 1]
+                weight, bias = torch.cat([b.weight for b in bns]), torch.cat([b.bias for b in bns])
+                mean, var = torch.cat([b.running_mean for b in bns]), torch.cat([b.running_var for b in bns])
+                scale = weight / torch.sqrt(var + bns[0].eps)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias.copy_((conv.bias - mean) * scale + bias)
+        if isinstance(self.head, nn.Conv2d):
+            self.head.weight.copy_(torch.cat([s.head.weight for s in students]).reshape(self.head.weight.shape))
+            if self.head.bias is not None:
+                self.head.bias.copy_(torch.cat([s.head.bias for s in students]))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The students' features concatenated in order: ``Ensemble.features(x)`` for an ensemble's students."""
+        return torch.flatten(self.head(self.pool(self.body(x))), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class FusedEnsemble(FusedStudents):
+    """An ``Ensemble`` of same-architecture students as one network plus its output layer: the same logits.
+
+    It copies the weights, BatchNorm statistics, mode and device of the Ensemble at construction and
+    shares nothing with it, so build it from the Ensemble in the state you want to run.
+    """
+
+    def __init__(self, ensemble: Ensemble, fold_bn: bool = False):
+        super().__init__(list(ensemble.students), fold_bn=fold_bn)
+        self.classifier = copy.deepcopy(ensemble.classifier)
+        self.train(ensemble.training)
+        self.to(next(ensemble.parameters()).device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

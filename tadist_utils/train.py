@@ -23,7 +23,8 @@ from torch import nn
 
 from . import checkpoint as ckpt_io
 from .data import Batches, DataBundle
-from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_precision
+from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
+from .fused import FusedTrainer
 from .losses import feature_loss, kd_loss
 
 
@@ -36,6 +37,7 @@ class Context:
     compile: bool = False
     progress: bool = True
     log: Callable[[str], None] = print
+    fuse: bool = False  # train sibling students as one network (fused.py); engine.resolve_fuse picks it
 
     @classmethod
     def from_config(cls, cfg) -> "Context":
@@ -43,7 +45,7 @@ class Context:
             torch.set_num_threads(cfg.threads)
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
-                   cfg.compile, cfg.progress)
+                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
 
     def bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -305,10 +307,11 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
     todo = [(j, r) for j, r in zip(jobs, runs) if r.epoch < epochs]
     if todo:
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-            val_target = extract(guides[parent], val, ctx)
+            parents = {(j.targets or ((parent, j.start, j.stop),))[-1][0] for j, _ in todo}
+            val_targets = {gi: extract(guides[gi], val, ctx) for gi in parents}
             full = batches(data, "train", batch_size * 4, ctx)
             cached = None if augment else [extract(g, full, ctx) for g in guides]
-        fast = {id(j): ctx.fast(j.model) for j, _ in todo}
+        fast = {} if ctx.fuse else {id(j): ctx.fast(j.model) for j, _ in todo}
         first = min(r.epoch for _, r in todo)
         total = sum(epochs - r.epoch for _, r in todo) * len(train)
         with ctx.bar(total, f"{group or 'students'} ({len(todo)} student(s))") as bar:
@@ -318,10 +321,13 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                     continue
                 train.set_epoch(epoch)
                 t0 = time.perf_counter()
-                sums = {id(j): torch.zeros((), device=ctx.device) for j, _ in active}
-                masks = {id(j): torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, j.name)) for j, _ in active}
+                wanted = [j.targets or ((parent, j.start, j.stop),) for j, _ in active]
+                dense = drop > 0 and any(len(w) > 1 for w in wanted)
+                masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, j.name)) for j, _ in active]
                 for j, _ in active:
                     j.model.train()
+                fused = FusedTrainer([r for _, r in active], wanted, ctx, loss=loss) if ctx.fuse else None
+                sums = torch.zeros(len(active), device=ctx.device)
                 n = 0
                 for x, _, idx in train:
                     if cached is not None:
@@ -329,30 +335,37 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                     else:
                         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
                             target = [g(x).float() for g in guides]
-                    for j, r in active:
-                        with autocast(ctx.device, ctx.amp_dtype):
-                            out = fast[id(j)](x)
-                        wanted = j.targets or ((parent, j.start, j.stop),)
-                        if len(wanted) > 1 and drop > 0:
-                            wanted = [t for t, k in zip(wanted, keep_mask(len(wanted), drop, masks[id(j)])) if k]
-                        l = sum(feature_loss(out, target[gi][:, a:b], loss) for gi, a, b in wanted) / len(wanted)
-                        r.optimizer.zero_grad(set_to_none=True)
-                        r.scaler.scale(l).backward()
-                        r.scaler.step(r.optimizer)
-                        r.scaler.update()
-                        r.scheduler.step()
-                        sums[id(j)] += l.detach() * len(idx)
+                    keep = [keep_mask(len(w), drop, m) if len(w) > 1 else [True] for w, m in zip(wanted, masks)] \
+                        if dense else None
+                    if fused is not None:
+                        sums += fused.step(x, target, keep) * len(idx)
+                    else:
+                        for i, (j, r) in enumerate(active):
+                            with autocast(ctx.device, ctx.amp_dtype):
+                                out = fast[id(j)](x)
+                            chosen = [t for t, k in zip(wanted[i], keep[i]) if k] if keep else wanted[i]
+                            l = sum(feature_loss(out, target[gi][:, a:b], loss) for gi, a, b in chosen) / len(chosen)
+                            r.optimizer.zero_grad(set_to_none=True)
+                            r.scaler.scale(l).backward()
+                            r.scaler.step(r.optimizer)
+                            r.scaler.update()
+                            r.scheduler.step()
+                            sums[i] += l.detach() * len(idx)
                     n += len(idx)
                     bar.update(len(active))
+                if fused is not None:
+                    fused.store()
                 share = (time.perf_counter() - t0) / len(active)
-                for j, r in active:
+                train_loss = (sums / max(1, n)).tolist()
+                for i, (j, r) in enumerate(active):
                     j.model.eval()
                     with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
                         pred = extract(j.model, val, ctx)
-                    val_loss = feature_loss(pred, val_target[:, j.start:j.stop], loss).item()
+                    gi, a, b = wanted[i][-1]  # the parent: last of a student's targets
+                    val_loss = feature_loss(pred, val_targets[gi][:, a:b], loss).item()
                     r.epoch += 1
                     r.seconds += share
-                    r.record(dict(train_loss=sums[id(j)].item() / max(1, n), val_loss=val_loss), select=None)
+                    r.record(dict(train_loss=train_loss[i], val_loss=val_loss), select=None)
                     r.save(epochs)
     for r in runs:
         r.finish()

@@ -1,0 +1,201 @@
+"""fused.py: training siblings as one network is the same maths as training them one by one.
+
+The step tests run in float64, where rounding is ~1e-16, so weights, BatchNorm buffers and Adam state
+after several steps must agree to 1e-9 (in float32 a conv bias in front of a BatchNorm has a gradient
+of pure rounding noise, which Adam scales up to a full step in either implementation, so float32 can
+only be compared loosely; the train_students tests below do that).
+"""
+import copy
+
+import pytest
+import torch
+
+from tadist_utils import models
+from tadist_utils.config import make_config
+from tadist_utils.data import load_data
+from tadist_utils.engine import grad_scaler
+from tadist_utils.fused import FusedTrainer
+from tadist_utils.losses import chunk_losses, feature_loss
+from tadist_utils.train import Context, RunState, StudentJob, keep_mask, train_students
+
+CPU = torch.device("cpu")
+LEVELS = (2, 3, 3, 4, 4, 4)  # mixed architectures (one fused network per level), out of chunk order
+SLICES = [(0, 256, 512), (0, 0, 128), (0, 128, 256), (0, 0, 64), (0, 64, 128), (0, 448, 512)]
+
+
+def runs_for(students, lr=1e-3, weight_decay=1e-4, t_max=10):
+    runs = []
+    for m in students:
+        opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max)
+        runs.append(RunState(None, {}, m, opt, sched, grad_scaler(CPU, None)))
+    return runs
+
+
+def separate_step(runs, wanted, x, targets, loss, keep=None):
+    """The per-student loop of train.train_students, written out."""
+    out = []
+    for i, r in enumerate(runs):
+        chosen = [t for t, k in zip(wanted[i], keep[i]) if k] if keep else wanted[i]
+        pred = r.model(x)
+        l = sum(feature_loss(pred, targets[g][:, a:b], loss) for g, a, b in chosen) / len(chosen)
+        r.optimizer.zero_grad(set_to_none=True)
+        l.backward()
+        r.optimizer.step()
+        r.scheduler.step()
+        out.append(l.detach())
+    return torch.stack(out)
+
+
+def assert_same_state(a, b, tol=1e-9):
+    for ra, rb in zip(a, b):
+        for (k, p), q in zip(ra.model.state_dict().items(), rb.model.state_dict().values()):
+            torch.testing.assert_close(q, p, atol=tol, rtol=tol, msg=lambda m: f"{k}: {m}")
+        for p, q in zip(ra.model.parameters(), rb.model.parameters()):
+            sa, sb = ra.optimizer.state[p], rb.optimizer.state[q]
+            assert float(sa["step"]) == float(sb["step"])
+            for name in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(sb[name], sa[name], atol=tol, rtol=tol)
+        assert ra.optimizer.param_groups[0]["lr"] == pytest.approx(rb.optimizer.param_groups[0]["lr"], rel=1e-12)
+        assert ra.scheduler.state_dict() == rb.scheduler.state_dict()
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1", "cosine"])
+def test_fused_steps_equal_separate_steps_float64(loss):
+    torch.manual_seed(0)
+    levels = LEVELS if loss == "mse" else LEVELS[3:]  # float64 convs are slow on a CPU: the full mix once
+    students = [models.student(lv).double() for lv in levels]
+    a, b = runs_for(copy.deepcopy(students)), runs_for(copy.deepcopy(students))
+    wanted = [(s,) for s in SLICES[-len(levels):]]
+    ctx = Context(CPU, None, progress=False, fuse=True)
+    for step in range(3):  # a new FusedTrainer every step: the state goes in and out each time
+        x, targets = torch.randn(3, 3, 32, 32, dtype=torch.float64), [torch.randn(3, 512, dtype=torch.float64)]
+        for r in a + b:
+            r.model.train()
+        la = separate_step(a, wanted, x, targets, loss)
+        fused = FusedTrainer(b, wanted, ctx, loss=loss)
+        fused.train()
+        lb = fused.step(x, targets)
+        fused.store()
+        torch.testing.assert_close(lb, la, atol=1e-12, rtol=1e-10)
+    assert_same_state(a, b)
+    # and the students still compute what they did: the fused optimiser left ordinary modules behind
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    for ra, rb in zip(a, b):
+        torch.testing.assert_close(rb.model.eval()(x), ra.model.eval()(x), atol=1e-9, rtol=1e-9)
+
+
+def test_fused_densely_guided_steps_equal_separate_steps_float64():
+    # two level-3 students, each regressing its chunk of two guides, with targets dropped at random
+    torch.manual_seed(1)
+    students = [models.student(3).double() for _ in range(2)]
+    a, b = runs_for(copy.deepcopy(students)), runs_for(copy.deepcopy(students))
+    wanted = [((0, 0, 128), (1, 0, 128)), ((0, 128, 256), (1, 128, 256))]
+    ctx = Context(CPU, None, progress=False, fuse=True)
+    fused = FusedTrainer(b, wanted, ctx)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(3):
+        x = torch.randn(5, 3, 32, 32, dtype=torch.float64)
+        targets = [torch.randn(5, 512, dtype=torch.float64), torch.randn(5, 256, dtype=torch.float64)]
+        keep = [keep_mask(2, 0.5, gen) for _ in wanted]
+        for r in a:
+            r.model.train()
+        fused.train()
+        torch.testing.assert_close(fused.step(x, targets, keep), separate_step(a, wanted, x, targets, "mse", keep),
+                                   atol=1e-12, rtol=1e-10)
+    fused.store()
+    assert_same_state(a, b)
+
+
+def test_fused_trainer_refuses_students_at_different_epochs():
+    students = [models.student(4) for _ in range(2)]
+    runs = runs_for(students)
+    runs[1].scheduler.step()
+    with pytest.raises(ValueError, match="same epoch"):
+        FusedTrainer(runs, [((0, 0, 64),), ((0, 64, 128),)], Context(CPU, None, progress=False, fuse=True))
+
+
+def test_chunk_losses_are_each_chunks_feature_loss():
+    torch.manual_seed(2)
+    pred, target = torch.randn(4, 6), torch.randn(4, 6)
+    for kind in ("mse", "l1", "cosine"):
+        want = torch.stack([feature_loss(pred[:, i:i + 2], target[:, i:i + 2], kind) for i in (0, 2, 4)])
+        torch.testing.assert_close(chunk_losses(pred, target, 3, kind), want)
+    # by hand: two chunks of one column each -> per-chunk MSE is the column's mean squared difference
+    p, t = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert chunk_losses(p, t, 2, "mse").tolist() == [(1 + 4) / 2, (4 + 9) / 2]
+    with pytest.raises(ValueError, match="equal chunks"):
+        chunk_losses(torch.zeros(2, 5), torch.zeros(2, 5), 2)
+
+
+# ----------------------------------------------------------------------------- through train_students
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = make_config("smoke", dataset="digits", train_size=64, val_size=32, test_size=32, batch_size=32,
+                      progress=False, threads=1)
+    torch.manual_seed(0)
+    teacher = models.teacher(cfg_classes := load_data(cfg).num_classes).eval().requires_grad_(False)
+    return cfg, load_data(cfg), teacher, cfg_classes
+
+
+def student_jobs(tmp_path, tag, levels=LEVELS):
+    jobs = []
+    for i, (lv, (_, a, b)) in enumerate(zip(levels, SLICES)):
+        torch.manual_seed(100 + i)
+        jobs.append(StudentJob(f"s{i}", models.student(lv), a, b, tmp_path / f"{tag}-s{i}.pt", dict(job=i)))
+    return jobs
+
+
+def train(jobs, data, teacher, fuse, epochs=2, augment=False):
+    ctx = Context(CPU, None, progress=False, fuse=fuse, log=lambda *_: None)
+    return train_students(teacher.features, jobs, data, ctx, epochs=epochs, lr=1e-3, weight_decay=0.0,
+                          batch_size=32, augment=augment, seed=0)
+
+
+def test_train_students_fused_matches_the_loop(tiny, tmp_path):
+    """Two epochs with augmentation (the parent runs every batch), float32: equal up to float drift."""
+    _, data, teacher, _ = tiny
+    loop = train(student_jobs(tmp_path, "loop"), data, teacher, fuse=False, augment=True)
+    fused = train(student_jobs(tmp_path, "fused"), data, teacher, fuse=True, augment=True)
+    for rl, rf in zip(loop, fused):
+        assert [h["epoch"] for h in rf.history] == [1, 2]
+        for hl, hf in zip(rl.history, rf.history):
+            assert hf["train_loss"] == pytest.approx(hl["train_loss"], rel=1e-2)
+            assert hf["val_loss"] == pytest.approx(hl["val_loss"], rel=1e-2)
+        assert rf.optimizer.state_dict()["state"][0]["step"] == rl.optimizer.state_dict()["state"][0]["step"]
+
+
+def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch):
+    """Killed after 3 of 6 students saved epoch 2: they resume at different epochs, fused per epoch."""
+    _, data, teacher, _ = tiny
+    whole = train(student_jobs(tmp_path, "whole"), data, teacher, fuse=True)
+    saves = {"n": 0}
+    real_save = RunState.save
+
+    def dying_save(self, epochs):
+        real_save(self, epochs)
+        saves["n"] += 1
+        if saves["n"] == 6 + 3:  # epoch 1 of all six, then three students of epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunState, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True)
+    monkeypatch.setattr(RunState, "save", real_save)
+    resumed = train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True)
+    for rw, rr in zip(whole, resumed):
+        assert len(rr.history) == 2
+        for hw, hr in zip(rw.history, rr.history):
+            assert hr["val_loss"] == pytest.approx(hw["val_loss"], rel=1e-4)
+    # everything finished: a third call trains nothing and returns the same weights
+    again_jobs = student_jobs(tmp_path, "killed")
+    counted = {"n": 0}
+    monkeypatch.setattr(FusedTrainer, "step", lambda *a, **k: counted.__setitem__("n", counted["n"] + 1))
+    again = train(again_jobs, data, teacher, fuse=True)
+    assert counted["n"] == 0
+    for rr, ra in zip(resumed, again):
+        for p, q in zip(rr.model.state_dict().values(), ra.model.state_dict().values()):
+            assert torch.equal(p, q)
+    # and the students assemble into an Ensemble as before
+    ens = models.Ensemble([r.model for r in again[1:3]], num_classes=10).eval()
+    assert ens(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
