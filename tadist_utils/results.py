@@ -125,7 +125,9 @@ def environment(device: str) -> dict:
     from . import __version__
     return dict(tadist=__version__, git_commit=git_commit(), python=platform.python_version(), torch=torch.__version__,
                 torchvision=torchvision.__version__, platform=platform.platform(), device=device,
-                cpu_threads=torch.get_num_threads())
+                cpu_threads=torch.get_num_threads(),
+                deterministic_algorithms=torch.are_deterministic_algorithms_enabled(),
+                cudnn_deterministic=torch.backends.cudnn.deterministic)
 
 
 # ------------------------------------------------------------------------- the paper's tables
