@@ -365,14 +365,14 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
         ax.errorbar(xs, t.mean_diff, yerr=t.ci, fmt="o", capsize=5, color=c, ms=6, zorder=3,
                     label=f"{a} - {x}")
         for xi, r in zip(xs, t.itertuples()):
-            note = "identical" if r.identical else (f"Holm p={r.p_holm:.2g}" if np.isfinite(r.p_holm) else "")
+            note = "identical" if r.identical else (f"p={r.p_holm:.2g}" if np.isfinite(r.p_holm) else "")  # Holm-adjusted (title)
             top = r.ci_high if np.isfinite(r.ci_high) else r.mean_diff
             ax.annotate(note, (xi, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6,
                         color=c)
     ax.axhline(0, color="0.3", lw=1)
     ax.set_xticks(range(len(sizes)), [str(n) for n in sizes])
     ax.set(xlabel="students in the ensemble", ylabel=f"difference in {metric.replace('_', ' ')}",
-           title=f"paired differences over seeds (bars: mean, {level:.0%} t-interval; p: Holm over sizes)")
+           title=f"paired differences over seeds (bars: mean, {level:.0%} t-interval; p: Holm-adjusted over sizes)")
     ax.legend(fontsize=8, loc="best")
     return fig
 

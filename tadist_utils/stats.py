@@ -66,7 +66,7 @@ from statsmodels.stats.multitest import multipletests
 from . import baselines
 from .baselines import BASELINES
 from .plans import BUILDERS, EXPERIMENTS, PAPER_EXPERIMENTS, build
-from .results import PAPER_ACCURACY
+from .results import PAPER_ACCURACY, students_label
 
 KNOWN_ORDER = ["teacher", *EXPERIMENTS, *BASELINES]
 LEVEL = 0.95
@@ -503,7 +503,7 @@ def formatted_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False)
         t_row = teacher.sort_values("n").iloc[-1]
     ens = summary[summary.students.notna()]
     sizes = sorted(int(s) for s in ens.students.unique())
-    col = {n: f"{n} student{'s' * (n > 1)}" for n in sizes}
+    col = {n: students_label(n) for n in sizes}
     rows = []
     for exp in experiment_order(ens.experiment):
         e = ens[ens.experiment == exp].set_index("students")

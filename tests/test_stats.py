@@ -370,3 +370,15 @@ def test_verdict_markdown_reports_the_detectable_difference():
     assert "**partly holds** | supported at 8; not shown at 4; identical by construction at 2" in md
     lo, hi = c.loc[0, "detectable_min"], c.loc[0, "detectable_max"]
     assert 0 < lo <= hi and f"{lo:.1f}–{hi:.1f} (n=3)" in md
+
+
+def test_paper_numbers_are_stored_once_and_read_the_same_in_every_table():
+    from tadist_utils.results import PAPER_ACCURACY, accuracy_table
+    assert PAPER_ACCURACY["direct"][1] == PAPER_ACCURACY["single_ta"][1] == 85.60493827  # the paper's digits
+    df = make_results()
+    acc = accuracy_table(df)
+    fmt = stats.formatted_table(stats.summarise(df), paper=True)
+    for exp in ("direct", "single_ta", "hierarchical"):
+        for n, col in ((1, "1 student"), (2, "2 students"), (4, "4 students"), (8, "8 students")):
+            assert f"{acc.loc[f'{exp} (paper)', col]:.2f}" == fmt.loc[f"{exp} (paper)", col]
+    assert fmt.loc["direct (paper)", "1 student"] == "85.60" and "1 students" not in acc.columns
