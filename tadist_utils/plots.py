@@ -176,8 +176,9 @@ def feature_figure(features: torch.Tensor, labels: torch.Tensor, classes, chunks
 
 # ------------------------------------------------------------------------- 02-04 experiments
 def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None) -> pd.DataFrame:
-    """The curves of one experiment's students: history rows whose lineage key is in its plan."""
-    nodes = {n.key: n for n in build(experiment, levels).nodes}
+    """The curves of one experiment's students: history rows whose lineage key is in its plan (with shared or
+    separate students, ``Config.share_students``: the keys differ, and a results folder holds one kind)."""
+    nodes = {n.key: n for share in (True, False) for n in build(experiment, levels, share_students=share).nodes}
     h = history[history.key.isin(list(nodes))]
     if seed is not None:
         h = h[h.seed == seed]

@@ -172,14 +172,14 @@ def loss_table(df: pd.DataFrame, seed: int | None = None, metric: str = "final_t
     """Final feature loss per student (S1, S01, ..., SS88), ours beside the paper's.
 
     ``feature_loss``: the loss our students were trained and measured with (``Config.feature_loss``, in the
-    manifest). The paper's numbers are MSE; with another loss our rows are labelled with it ("direct (cosine
-    loss, not the paper's MSE)") so the two are never read as one column of like numbers."""
+    manifest). The first column, ``loss``, names the loss of each row: the paper's are MSE, so with another loss
+    ("cosine" beside "mse") the two are visibly not one column of like numbers."""
     d = _select(df, metric, seed, dataset)
     order = ["S1", "S01", "S2", "S11", "S22", "S33", "S44"] + [f"SS{i}{i}" for i in range(1, 9)]
-    ours_label = "{}" if feature_loss == PAPER_FEATURE_LOSS else f"{{}} ({feature_loss} loss, not the paper's MSE)"
     rows = []
     for exp in [e for e in PAPER_LOSS if e in set(d.experiment)]:
         ours = d[d.experiment == exp].groupby("model").value.mean()
-        rows.append({"experiment": ours_label.format(exp), **{m: ours.get(m, float("nan")) for m in order}})
-        rows.append({"experiment": f"{exp} (paper, MSE)", **{m: PAPER_LOSS[exp].get(m, float("nan")) for m in order}})
+        rows.append({"experiment": exp, "loss": feature_loss, **{m: ours.get(m, float("nan")) for m in order}})
+        rows.append({"experiment": f"{exp} (paper)", "loss": PAPER_FEATURE_LOSS,
+                     **{m: PAPER_LOSS[exp].get(m, float("nan")) for m in order}})
     return pd.DataFrame(rows).set_index("experiment").round(4)

@@ -26,8 +26,8 @@ def test_three_experiments_end_to_end(smoke_cfg):
     acc = accuracy_table(df)
     assert list(acc.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
     assert acc.loc["direct (paper)", "2 students"] == 86.57
-    assert loss_table(df).shape == (6, 15)
-    assert "direct (cosine loss, not the paper's MSE)" in loss_table(df, feature_loss="cosine").index
+    assert loss_table(df).shape == (6, 16) and set(loss_table(df)["loss"]) == {"mse"}
+    assert loss_table(df, feature_loss="cosine")["loss"].to_dict()["direct"] == "cosine"  # beside the paper's mse
     manifest = json.loads((cfg.checkpoint_dir.parent / "manifest.json").read_text())
     assert manifest["dataset"]["name"] == "digits" and manifest["config"]["profile"] == "smoke"
     assert {"torch", "git_commit", "device", "deterministic_algorithms"} <= set(manifest["environment"])
