@@ -47,6 +47,7 @@ class Config:
     student_weight_decay: float = 0.0
     feature_loss: str = "mse"          # mse (paper) | l1 | cosine
     dense_drop: float = 0.5            # dense plan: chance that each target is dropped at a step (one always stays)
+    share_students: bool = True        # False: each experiment trains its own students below S1 (the paper; 2 more students)
     # --- baselines (labels, kd, ta_chain): the ensemble architecture trained end to end, student_epochs long
     kd_temperature: float = 4.0        # Hinton KD temperature
     kd_alpha: float = 0.9              # weight of the distillation term; 1 - alpha goes to the labels
@@ -62,6 +63,7 @@ class Config:
     channels_last: bool = True
     compile: bool = False              # torch.compile the models (slow first epoch, faster after)
     fuse_students: str = "auto"        # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
+    deterministic: bool = False        # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
     threads: int | None = None         # CPU threads for torch; None keeps torch's default (1 is best on a CPU shared with other jobs)
     results_dir: str = "results/run"   # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
     progress: bool = True              # tqdm bars
@@ -86,8 +88,8 @@ PROFILES: dict[str, dict] = {
     # a 2-core CPU in about half an hour (README has the measured time): a CIFAR-10 subset, short student runs.
     "quick": dict(train_size=5000, val_size=1000, test_size=2000, teacher_epochs=8, student_epochs=2,
                   finetune_epochs=3, batch_size=64, student_augment=False),
-    # the paper's schedule on the full dataset.
-    "paper": dict(),
+    # the paper's schedule on the full dataset, each experiment with its own S01/S2 as in the paper.
+    "paper": dict(share_students=False),
 }
 
 DATASETS = ("auto", "cifar10", "cifar100", "imagefolder", "digits")

@@ -9,8 +9,8 @@
 
 Everything trained is checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused when its
 spec (config fields that shape it + data fingerprint + its parent's spec) is unchanged. Students
-with the same lineage in different experiments (S1 everywhere; S01/S2 in single-TA and hierarchical)
-are one model, trained once.
+with the same lineage in different experiments (S1 everywhere; S01/S2 in single-TA and hierarchical
+unless ``Config.share_students`` is off, as in the ``paper`` profile) are one model, trained once.
 """
 from __future__ import annotations
 
@@ -170,7 +170,10 @@ class Pipeline:
 
     # ---------------------------------------------------------------- ensembles
     def ensemble(self, plan: Plan, n_students: int) -> tuple[models.Ensemble, dict]:
-        """Build the n-student ensemble of a plan, measure it before and after fine-tuning."""
+        """Build the n-student ensemble of a plan, measure it before and after fine-tuning.
+
+        Fine-tuning keeps its best epoch on the validation split, the ensemble before fine-tuning (epoch 0)
+        included, so a fine-tune that lowers validation accuracy is never the reported result."""
         c = self.cfg
         teacher = self.teacher()
         names = plan.ensembles[n_students]
@@ -183,7 +186,7 @@ class Pipeline:
         metrics = dict(val_accuracy_before_finetune=evaluate(ens, ev["val"], self.ctx),
                        test_accuracy_before_finetune=evaluate(ens, ev["test"], self.ctx))
         spec = dict(model="ensemble", students=[_hash(self._specs[k]) for k in keys], mode=c.finetune_mode,
-                    epochs=c.finetune_epochs, lr=c.finetune_lr, **self._common())
+                    epochs=c.finetune_epochs, lr=c.finetune_lr, select_from=0, **self._common())
         key = "E:" + "|".join(keys)
         path = self._path(f"ensemble{n_students}", key + c.finetune_mode)
         history: list = []
@@ -196,8 +199,11 @@ class Pipeline:
         elif c.finetune_epochs > 0:
             run = train_classifier(ens, self.data, self.ctx, name=f"ensemble_{n_students}", path=path, spec=spec,
                                    epochs=c.finetune_epochs, lr=c.finetune_lr, weight_decay=0.0,
-                                   batch_size=c.batch_size, augment=c.augment, seed=c.seed, optimizer="adam")
+                                   batch_size=c.batch_size, augment=c.augment, seed=c.seed, optimizer="adam",
+                                   include_start=True)
             history = run.history
+        if history:  # 0: no fine-tuning epoch beat the ensemble as built on the validation split
+            metrics.update(selected_epoch=run.best["epoch"])
         metrics.update(val_accuracy=evaluate(ens, ev["val"], self.ctx),
                        test_accuracy=evaluate(ens, ev["test"], self.ctx),
                        parameters=models.count_params(ens), macs_per_image=models.count_macs(copy.deepcopy(ens).cpu()))
@@ -254,7 +260,7 @@ class Pipeline:
         if experiment in baselines.BASELINES:
             return self.run_baseline(experiment)
         t0 = time.perf_counter()
-        plan = build(experiment, self.cfg.levels)
+        plan = build(experiment, self.cfg.levels, share_students=self.cfg.share_students)
         self.students([plan])
         rows = []
         for n in plan.nodes:
@@ -270,7 +276,7 @@ class Pipeline:
     def run(self, experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Teacher and every requested experiment (default: the config's); the full results table."""
         self.teacher()
-        self.students([build(e, self.cfg.levels) for e in (experiments or self.cfg.experiments) if e in EXPERIMENTS])
+        self.students([build(e, self.cfg.levels, share_students=self.cfg.share_students) for e in (experiments or self.cfg.experiments) if e in EXPERIMENTS])
         for e in experiments or self.cfg.experiments:
             self.run_experiment(e)
         return self.store.results()

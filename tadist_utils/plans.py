@@ -9,7 +9,10 @@ arXiv 2009.08825) on the hierarchical tree, each regressing its chunk of *every*
 
 Every node also has a *lineage key*: the chain of slices from the teacher down to it. Two nodes
 with the same key are the same model trained the same way, so it is trained once and shared
-(S1 across all experiments; S01 and S2 between single-TA and hierarchical).
+(S1 across all experiments; S01 and S2 between single-TA and hierarchical). With
+``build(..., share_students=False)`` every student below S1 gets its experiment in its key
+(``...@hierarchical``), so each experiment trains its own S01/S2, as the paper did; S1 (the TA, trained
+once in the paper too) and the teacher's direct students, unique to ``direct`` anyway, keep their keys.
 """
 from __future__ import annotations
 
@@ -73,13 +76,15 @@ def level_names(level: int) -> list[str]:
     return ["S" * (level - 2) + f"{i}{i}" for i in range(1, 2 ** (level - 1) + 1)]
 
 
-def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int) -> Plan:
+def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int, own: str = "") -> Plan:
     keys = {TEACHER: "T"}
     finished = []
     for n in nodes:
         key = f"{keys[n.parent]}>L{n.level}[{n.start}:{n.stop}]"
         if len(n.guides) > 1:  # learns from more than its parent: a different model from the plain one
             key += "+dense"
+        if own and n.parent != TEACHER and "@" not in keys[n.parent]:  # this experiment's own model (and subtree)
+            key += f"@{own}"
         keys[n.name] = key
         finished.append(Node(n.name, n.level, n.parent, n.start, n.stop, key, n.guides))
     ensembles = {2 ** (lv - 1): tuple(level_names(lv)) for lv in range(1, levels + 1)}
@@ -140,12 +145,14 @@ def dense(levels: int = 4, feature_dim: int = 512) -> Plan:
 BUILDERS = {"direct": direct, "single_ta": single_ta, "hierarchical": hierarchical, "dense": dense}
 
 
-def build(experiment: str, levels: int = 4, feature_dim: int = 512) -> Plan:
+def build(experiment: str, levels: int = 4, feature_dim: int = 512, share_students: bool = True) -> Plan:
+    """The plan of one experiment. ``share_students=False``: its students below S1 are its own (see the module doc)."""
     if experiment not in BUILDERS:
         raise ValueError(f"unknown experiment {experiment!r}; choose from {', '.join(BUILDERS)}")
     if levels < 1:
         raise ValueError(f"levels must be at least 1, got {levels}")
-    return BUILDERS[experiment](levels, feature_dim)
+    plan = BUILDERS[experiment](levels, feature_dim)
+    return plan if share_students else _finish(experiment, list(plan.nodes), levels, feature_dim, own=experiment)
 
 
 def validate(plan: Plan, feature_dims: dict[str, int] | None = None) -> None:

@@ -176,8 +176,9 @@ def feature_figure(features: torch.Tensor, labels: torch.Tensor, classes, chunks
 
 # ------------------------------------------------------------------------- 02-04 experiments
 def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None) -> pd.DataFrame:
-    """The curves of one experiment's students: history rows whose lineage key is in its plan."""
-    nodes = {n.key: n for n in build(experiment, levels).nodes}
+    """The curves of one experiment's students: history rows whose lineage key is in its plan (with shared or
+    separate students, ``Config.share_students``: the keys differ, and a results folder holds one kind)."""
+    nodes = {n.key: n for share in (True, False) for n in build(experiment, levels, share_students=share).nodes}
     h = history[history.key.isin(list(nodes))]
     if seed is not None:
         h = h[h.seed == seed]
@@ -340,14 +341,16 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
 
 
 def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric: str = "test_accuracy",
-                       dataset: str | None = None, level: float = 0.95, ax=None):
+                       dataset: str | None = None, level: float = 0.95, ax=None, share_students: bool = True):
     """a - b per ensemble size, paired on seed: each seed's difference as a dot, the mean with its Student-t
-    interval (caps), and a zero line; b is one experiment, a list, or (default) the paper's other experiments
-    that were run. One errorbar container per b; p-values of the paired t-test above the bars. Returns the figure."""
+    interval (caps, uncorrected), and a zero line; b is one experiment, a list, or (default) the paper's other
+    experiments that were run. One errorbar container per b; above the bars the paired t-test's p-value,
+    Holm-adjusted over the sizes of that pair (``stats.paired``), or "identical" where both sides are the same
+    model by construction (``share_students``: see ``stats.share_students``). Returns the figure."""
     from .stats import PAPER_EXPERIMENTS, differences, paired
     present = set(ensembles(results, metric).experiment)
     bs = [e for e in PAPER_EXPERIMENTS if e != a and e in present] if b is None else ([b] if isinstance(b, str) else list(b))
-    tables = {x: paired(results, a, x, metric, dataset, level) for x in bs}
+    tables = {x: paired(results, a, x, metric, dataset, level, share_students) for x in bs}
     sizes = sorted({int(n) for t in tables.values() for n in t.students})
     pos = {n: i for i, n in enumerate(sizes)}
     colours = _stats_colours([a, *bs])
@@ -363,14 +366,14 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
         ax.errorbar(xs, t.mean_diff, yerr=t.ci, fmt="o", capsize=5, color=c, ms=6, zorder=3,
                     label=f"{a} - {x}")
         for xi, r in zip(xs, t.itertuples()):
-            note = "identical" if r.identical else (f"p={r.p:.2g}" if np.isfinite(r.p) else "")
+            note = "identical" if r.identical else (f"p={r.p_holm:.2g}" if np.isfinite(r.p_holm) else "")  # Holm-adjusted (title)
             top = r.ci_high if np.isfinite(r.ci_high) else r.mean_diff
             ax.annotate(note, (xi, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6,
                         color=c)
     ax.axhline(0, color="0.3", lw=1)
     ax.set_xticks(range(len(sizes)), [str(n) for n in sizes])
     ax.set(xlabel="students in the ensemble", ylabel=f"difference in {metric.replace('_', ' ')}",
-           title=f"paired differences over seeds (bars: mean, {level:.0%} t-interval)")
+           title=f"paired differences over seeds (bars: mean, {level:.0%} t-interval; p: Holm-adjusted over sizes)")
     ax.legend(fontsize=8, loc="best")
     return fig
 

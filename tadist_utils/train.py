@@ -11,6 +11,7 @@ features for the whole training split are computed once and indexed).
 from __future__ import annotations
 
 import copy
+import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ class Context:
     def from_config(cls, cfg) -> "Context":
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if getattr(cfg, "deterministic", False):  # recorded in the manifest (results.environment)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it (read when CUDA starts)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
                    cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
@@ -140,11 +145,19 @@ class RunState:
 
 
 def run_epochs(run: RunState, epochs: int, train_epoch: Callable[[int], dict], validate: Callable[[], dict],
-               ctx: Context, select: str | None = None) -> RunState:
-    """Resume ``run`` if its checkpoint matches, train the remaining epochs, checkpoint after each."""
-    if run.restore(ctx.log) and run.epoch >= epochs:
+               ctx: Context, select: str | None = None, include_start: bool = False) -> RunState:
+    """Resume ``run`` if its checkpoint matches, train the remaining epochs, checkpoint after each.
+
+    ``include_start``: on a fresh run, validate the model before any training and record it as epoch 0, so
+    the selection can keep the starting weights when no epoch beats them (fine-tuning that only hurts).
+    """
+    restored = run.restore(ctx.log)
+    if restored and run.epoch >= epochs:
         run.finish()
         return run
+    if include_start and not restored and run.epoch == 0:
+        run.model.eval()
+        run.record(validate(), select)
     while run.epoch < epochs:
         t0 = time.perf_counter()
         run.model.train()
@@ -175,8 +188,10 @@ def _classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torc
 def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: str, path: Path, spec: dict,
                      epochs: int, lr: float, weight_decay: float, batch_size: int, augment: bool, seed: int,
                      optimizer: str = "sgd", params=None, distill_from: Callable | None = None,
-                     kd_temperature: float = 4.0, kd_alpha: float = 0.9) -> RunState:
+                     kd_temperature: float = 4.0, kd_alpha: float = 0.9, include_start: bool = False) -> RunState:
     """Cross-entropy training with the best validation epoch kept (teacher, 'all' fine-tuning, baselines).
+
+    ``include_start``: the untrained model (epoch 0) takes part in the selection ('all' fine-tuning).
 
     ``sgd``: SGD + Nesterov momentum + one-cycle schedule (fast CIFAR recipe); ``adam``: Adam + cosine.
     ``distill_from``: a frozen model whose logits the model also matches (Hinton KD, ``losses.kd_loss``);
@@ -211,7 +226,7 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
         return dict(train_loss=total.item() / max(1, n))
 
     return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=evaluate(model, val, ctx)), ctx,
-                      select="val_accuracy")
+                      select="val_accuracy", include_start=include_start)
 
 
 class _SoftTargets:
@@ -232,7 +247,10 @@ class _SoftTargets:
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
                   name: str, path: Path, spec: dict, epochs: int, lr: float, batch_size: int, seed: int) -> RunState:
-    """Train only the output layer on frozen students' features (computed once, unaugmented)."""
+    """Train only the output layer on frozen students' features (computed once, unaugmented).
+
+    The layer as given (epoch 0, before fine-tuning) takes part in the selection: when no epoch beats it on
+    the validation split, the starting weights are kept."""
     x_train, y_train = features["train"], data.train.labels.to(ctx.device)
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
@@ -253,7 +271,7 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
             acc = (head(features["val"]).argmax(1) == data.val.labels.to(ctx.device)).float().mean().item()
         return dict(val_accuracy=100.0 * acc)
 
-    return run_epochs(run, epochs, train_epoch, validate, ctx, select="val_accuracy")
+    return run_epochs(run, epochs, train_epoch, validate, ctx, select="val_accuracy", include_start=True)
 
 
 # ------------------------------------------------------------------------- students

@@ -24,14 +24,36 @@ def test_three_experiments_end_to_end(smoke_cfg):
     s1 = df[(df.model == "S1") & (df.metric == "final_train_loss")].value
     assert s1.nunique() == 1
     acc = accuracy_table(df)
-    assert list(acc.columns) == ["teacher", "1 students", "2 students", "4 students", "8 students"]
-    assert acc.loc["direct (paper)", "2 students"] == 86.568 or abs(acc.loc["direct (paper)", "2 students"] - 86.57) < 0.01
-    assert loss_table(df).shape == (6, 15)
+    assert list(acc.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
+    assert acc.loc["direct (paper)", "2 students"] == 86.57
+    assert loss_table(df).shape == (6, 16) and set(loss_table(df)["loss"]) == {"mse"}
+    assert loss_table(df, feature_loss="cosine")["loss"].to_dict()["direct"] == "cosine"  # beside the paper's mse
     manifest = json.loads((cfg.checkpoint_dir.parent / "manifest.json").read_text())
     assert manifest["dataset"]["name"] == "digits" and manifest["config"]["profile"] == "smoke"
-    assert {"torch", "git_commit", "device"} <= set(manifest["environment"])
+    assert {"torch", "git_commit", "device", "deterministic_algorithms"} <= set(manifest["environment"])
+    assert manifest["config"]["deterministic"] is False and manifest["config"]["share_students"] is True
     hist = Pipeline(cfg).store.history()
     assert {"train_loss", "val_loss", "val_accuracy"} <= set(hist.metric)
+    # fine-tuning selection starts from the ensemble as built (epoch 0) and says which epoch it kept
+    ft = hist[hist.key.astype(str).str.startswith("E:") & (hist.metric == "val_accuracy")]
+    assert ft.groupby("key").epoch.min().eq(0).all()
+    sel = df[(df.metric == "selected_epoch") & df.model.str.startswith("ensemble_")]
+    assert len(sel) == 12 and sel.value.between(0, cfg.finetune_epochs).all()
+
+
+def test_separate_students_train_each_experiments_own_s01_s2(smoke_cfg):
+    import torch
+    cfg = smoke_cfg(experiments=("single_ta", "hierarchical"), levels=2, share_students=False, deterministic=True)
+    try:
+        df = Pipeline(cfg).run()
+        manifest = json.loads((cfg.checkpoint_dir.parent / "manifest.json").read_text())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    loss = df[df.metric == "final_train_loss"].pivot(index="model", columns="experiment", values="value")
+    assert loss.loc["S1", "single_ta"] == loss.loc["S1", "hierarchical"]  # the TA is still trained once
+    assert loss.loc["S01", "single_ta"] != loss.loc["S01", "hierarchical"]  # two models, two initialisations
+    assert len(list(cfg.checkpoint_dir.rglob("S01-*.pt"))) == 2
+    assert manifest["config"]["share_students"] is False and manifest["environment"]["deterministic_algorithms"]
 
 
 def test_exact_metrics_are_reproducible_on_cpu(smoke_cfg, tmp_path):

@@ -80,3 +80,15 @@ def test_dense_tree_guides_every_ancestor():
     assert d.node("S1").key == h.node("S1").key  # shared with the other plans
     assert {n.key for n in d.nodes[1:]}.isdisjoint({n.key for n in h.nodes})  # the rest are new models
 
+
+
+def test_separate_students_give_each_experiment_its_own_models_below_s1():
+    d, s, h = (plans.build(e, share_students=False) for e in ("direct", "single_ta", "hierarchical"))
+    assert d.node("S1").key == s.node("S1").key == h.node("S1").key == "T>L1[0:512]"  # the TA stays shared
+    assert s.node("S01").key != h.node("S01").key and s.node("S2").key != h.node("S2").key
+    assert h.node("S01").key == "T>L1[0:512]>L2[0:256]@hierarchical"
+    assert h.node("S11").key == "T>L1[0:512]>L2[0:256]@hierarchical>L3[0:128]"  # the subtree follows its own S01
+    assert [n.key for n in d.nodes] == [n.key for n in plans.build("direct").nodes]  # never shared: unchanged
+    keys = {n.key for n in d.nodes + s.nodes + h.nodes}
+    assert len(keys) == 15 + 14 + 14  # hierarchical now trains its own S01 and S2
+    assert h.edges() == plans.build("hierarchical").edges()  # same tree, only the lineage differs

@@ -45,3 +45,33 @@ def test_checkpoint_reuse_skips_retraining_and_changes_retrain(smoke_cfg):
     assert after[next(n for n in before if n.startswith("teacher"))] == before[next(n for n in before if n.startswith("teacher"))]
     assert all(after[n] != before[n] for n in before if n.startswith("S"))
     assert any("lr: 0.001 -> 0.005" in line for line in logs), logs
+
+
+def test_finetune_that_lowers_val_accuracy_keeps_the_ensemble_before_finetuning(tmp_path):
+    """Training labels that contradict the validation labels: every fine-tuning epoch is worse on val than the
+    head it started from, so the epoch-0 weights (recorded in the history) must be what is kept."""
+    from types import SimpleNamespace
+
+    from tadist_utils.train import finetune_head
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 4, generator=g)
+    y = (x[:, 0] > 0).long()                      # the true rule
+    head = torch.nn.Linear(4, 2)
+    with torch.no_grad():                         # a head that already knows it: 100% on val
+        head.weight.copy_(torch.tensor([[-5.0, 0, 0, 0], [5.0, 0, 0, 0]]))
+        head.bias.zero_()
+    start = {k: v.clone() for k, v in head.state_dict().items()}
+    split = lambda labels: SimpleNamespace(labels=labels)  # noqa: E731
+    data = SimpleNamespace(train=split(1 - y[:192]), val=split(y[192:]))  # train labels flipped
+    feats = {"train": x[:192], "val": x[192:]}
+    ctx = Context(torch.device("cpu"), progress=False)
+    run = finetune_head(head, feats, data, ctx, name="ft", path=tmp_path / "ft.pt", spec={"t": 1}, epochs=3,
+                        lr=0.5, batch_size=32, seed=0)
+    assert [h["epoch"] for h in run.history] == [0, 1, 2, 3]
+    assert run.history[0]["val_accuracy"] == 100.0
+    assert all(h["val_accuracy"] < 100.0 for h in run.history[1:])  # fine-tuning only hurt
+    assert run.best["epoch"] == 0
+    assert all(torch.equal(head.state_dict()[k], v) for k, v in start.items())  # the starting weights, restored
+    again = finetune_head(torch.nn.Linear(4, 2), feats, data, ctx, name="ft", path=tmp_path / "ft.pt",
+                          spec={"t": 1}, epochs=3, lr=0.5, batch_size=32, seed=0)  # reused from the checkpoint
+    assert again.best["epoch"] == 0 and [h["epoch"] for h in again.history] == [0, 1, 2, 3]
