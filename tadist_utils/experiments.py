@@ -136,15 +136,18 @@ class Pipeline:
             for n in plan.nodes:
                 nodes.setdefault(n.key, n)
                 guide_keys[n.key] = [("T" if a == TEACHER else plan.node(a).key, lo, hi) for a, lo, hi in n.targets]
-        by_parent: dict[str, list[Node]] = {}
+        # Students train in groups that share every step: siblings (one parent), or, when they run fused
+        # (ctx.fuse), a whole generation (every student whose parents are trained), so more fuse into one network.
+        groups: dict[object, list[Node]] = {}
         for n in sorted(nodes.values(), key=lambda n: n.level):
             if n.key not in self._students:
-                by_parent.setdefault(n.key.rsplit(">", 1)[0], []).append(n)
-        for parent_key, group in by_parent.items():  # insertion order follows level, so parents come first
+                groups.setdefault(n.key.count(">") if self.ctx.fuse else n.key.rsplit(">", 1)[0], []).append(n)
+        for group in groups.values():  # insertion order follows level, so parents come first
             t0 = time.perf_counter()
-            # every model a student of this group regresses: ancestors (densely guided students) first, parent last
-            guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k != parent_key))
-            guides.append(parent_key)
+            parent_keys = list(dict.fromkeys(n.key.rsplit(">", 1)[0] for n in group))
+            # every model a student of this group regresses: ancestors (densely guided students) first, parents last
+            guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k not in parent_keys))
+            guides += parent_keys
             jobs = []
             for n in group:
                 torch.manual_seed(init_seed(c.seed, n.key))
@@ -152,7 +155,7 @@ class Pipeline:
                 self._specs[n.key] = self.student_spec(n)
                 targets = tuple((guides.index(k), lo, hi) for k, lo, hi in guide_keys[n.key])
                 jobs.append(StudentJob(n.name, net, n.start, n.stop, self._path(n.name, n.key), self._specs[n.key], targets))
-            label = "teacher" if parent_key == "T" else nodes[parent_key].name
+            label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
             for k in guides:
                 self._parent(k).eval()
             runs = train_students([self._parent(k).features for k in guides], jobs, self.data, self.ctx,

@@ -299,6 +299,27 @@ def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
     return keep
 
 
+def loop_step(runs: list[RunState], nets: list, wanted, x: torch.Tensor, targets: list[torch.Tensor],
+              keep: list[list[bool]] | None, loss: str, ctx: Context) -> torch.Tensor:
+    """One step of each student in turn, each with its own optimiser (the CPU's path; ``fused.py`` on GPUs).
+
+    ``wanted[i]``: student ``i``'s (guide, start, stop) targets; ``keep[i]``: which count at this step.
+    Returns the students' losses (not synced to the host)."""
+    losses = []
+    for i, (r, net) in enumerate(zip(runs, nets)):
+        with autocast(ctx.device, ctx.amp_dtype):
+            out = net(x)
+        chosen = [t for t, k in zip(wanted[i], keep[i]) if k] if keep else wanted[i]
+        l = sum(feature_loss(out, targets[gi][:, a:b], loss) for gi, a, b in chosen) / len(chosen)
+        r.optimizer.zero_grad(set_to_none=True)
+        r.scaler.scale(l).backward()
+        r.scaler.step(r.optimizer)
+        r.scaler.update()
+        r.scheduler.step()
+        losses.append(l.detach())
+    return torch.stack(losses)
+
+
 def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Context, *, epochs: int, lr: float,
                    weight_decay: float, batch_size: int, augment: bool, seed: int, loss: str = "mse",
                    group: str = "", drop: float = 0.0) -> list[RunState]:
@@ -307,8 +328,9 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
     ``guides``: the parent's feature function, or a list of them (ancestors first, parent last) for
     densely guided students, whose loss is the mean over the targets kept at that step (``drop``).
     Each student keeps its own optimizer, schedule and checkpoint, so finished students are skipped
-    and unfinished ones resume at their own epoch. Reports mean train loss and val loss (against the
-    parent) per epoch.
+    and unfinished ones resume at their own epoch. With ``ctx.fuse`` the students of one epoch step as
+    fused networks (``fused.FusedTrainer``), otherwise one after another (``loop_step``): the same maths.
+    Reports mean train loss and val loss (against the parent: a student's last target) per epoch.
     """
     guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
     parent = len(guides) - 1
@@ -358,17 +380,8 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                     if fused is not None:
                         sums += fused.step(x, target, keep) * len(idx)
                     else:
-                        for i, (j, r) in enumerate(active):
-                            with autocast(ctx.device, ctx.amp_dtype):
-                                out = fast[id(j)](x)
-                            chosen = [t for t, k in zip(wanted[i], keep[i]) if k] if keep else wanted[i]
-                            l = sum(feature_loss(out, target[gi][:, a:b], loss) for gi, a, b in chosen) / len(chosen)
-                            r.optimizer.zero_grad(set_to_none=True)
-                            r.scaler.scale(l).backward()
-                            r.scaler.step(r.optimizer)
-                            r.scaler.update()
-                            r.scheduler.step()
-                            sums[i] += l.detach() * len(idx)
+                        sums += loop_step([r for _, r in active], [fast[id(j)] for j, _ in active], wanted, x,
+                                          target, keep, loss, ctx) * len(idx)
                     n += len(idx)
                     bar.update(len(active))
                 if fused is not None:
