@@ -4,6 +4,14 @@
     python -m tadist_utils.bench --threads 1      # what to use on a CPU shared with other jobs (see below)
     python -m tadist_utils.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
     python -m tadist_utils.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
+    python -m tadist_utils.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
+
+Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path
+(``fused.py``) on the same plan; ``ops``: operator calls per training step of the plan's teacher-fed
+students, per-student loop vs fused (``torch.profiler``; on a GPU, where these students are
+launch-bound, this is what the speed follows, and it can be counted on any machine); ``paper``: the
+``paper`` profile's wall time for one seed, estimated from a few timed steps of every training group.
+Each speed also comes as achieved TFLOP/s (6 FLOPs per multiply-accumulate of ``models.count_macs``).
 
 The default run takes 2.5 minutes on a 2-core AVX512-BF16 EPYC at --threads 1 (7 minutes with torch's
 default 2 threads while other jobs share the cores: two threads that must meet at every kernel
@@ -30,6 +38,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,11 +51,15 @@ from torch.utils.data import DataLoader, Dataset
 from . import models
 from .config import make_config
 from .data import DataBundle, Split, load_data
-from .engine import describe, device_slug, loadavg, resolve_device, resolve_precision, sync
-from .plans import TEACHER, build
-from .train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
+from .engine import (autocast, describe, device_slug, grad_scaler, loadavg, resolve_device, resolve_fuse,
+                     resolve_precision, sync)
+from .experiments import lineages, student_groups
+from .fused import FusedTrainer
+from .plans import PAPER_EXPERIMENTS, TEACHER, build
+from .train import (Context, RunState, StudentJob, _classifier_step, batches, evaluate, init_seed, loop_step,
+                    train_classifier, train_students)
 
-CASES = ("teacher", "students")
+CASES = ("teacher", "students", "ops", "paper")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -54,7 +67,17 @@ def machine(device: torch.device) -> dict:
     import torchvision
     return dict(device=str(device), description=describe(device), torch=torch.__version__,
                 torchvision=torchvision.__version__, python=platform.python_version(), platform=platform.platform(),
-                threads=torch.get_num_threads(), cpu_count=os.cpu_count())
+                threads=torch.get_num_threads(), cpu_count=os.cpu_count(), cpu_flags=cpu_flags())
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide speed here (bf16 autocast is ~12x slower without native bf16)."""
+    try:
+        line = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+    except OSError:
+        return []
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -176,10 +199,11 @@ def fast_teacher(model: nn.Module, data: DataBundle, cfg, ctx: Context, ckpt: Pa
 
 def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context, ckpt_dir: Path) -> dict:
     jobs = []
+    tag = "fused" if ctx.fuse else "loop"
     for node in nodes:
         torch.manual_seed(init_seed(cfg.seed, node.key))
         jobs.append(StudentJob(node.name, ctx.model(models.student(node.level)), node.start, node.stop,
-                               ckpt_dir / f"fast-{node.name}.pt", dict(bench=node.key)))
+                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=node.key)))
     runs = train_students(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
                           weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
                           augment=cfg.student_augment, seed=cfg.seed, loss="mse", group="bench")
@@ -251,8 +275,10 @@ def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool)
             walls.setdefault(path, []).append(wall)
             cpus.setdefault(path, []).append(cpu)
             losses[path] = round(out["history"][-1]["train_loss"], 4)
+    flops = TRAIN_FLOPS_PER_MAC * models.count_macs(models.teacher(data.num_classes)) * images
     for path in ("reference", "fast"):
         case[path] = result(walls[path], cpus[path], images, final_train_loss=losses[path])
+        case[path]["tflops"] = round(flops / case[path]["wall_s"] / 1e12, 4)
     case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
     case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
 
@@ -271,7 +297,7 @@ def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool)
     return case, fast
 
 
-def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None) -> dict:
+def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None, repeats: int = 2) -> dict:
     plan = build(experiment, cfg.levels)
     nodes = list(plan.nodes)
     if any(n.parent != TEACHER for n in nodes):
@@ -289,21 +315,171 @@ def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Modul
                      f"from the teacher, {cfg.student_epochs} epoch(s) of {len(data.train)} images, "
                      f"batch {cfg.batch_size}, augment={cfg.student_augment}",
                 students=len(nodes), teacher_weights=weights, loadavg_before=loadavg())
-    for path, fn in (("reference", lambda: reference_students(ref_teacher, nodes, data, cfg, ctx.device, tmp)),
-                     ("fast", lambda: fast_students(teacher, nodes, data, cfg, ctx, tmp))):
-        out, wall, cpu = timed(fn, ctx.device)
-        case[path] = result([wall], [cpu], images, student_images_per_s=round(images * len(nodes) / wall, 2),
-                            mean_final_train_loss=round(float(np.mean([v["train_loss"] for v in out.values()])), 4))
+    flops = TRAIN_FLOPS_PER_MAC * sum(models.count_macs(models.student(n.level)) for n in nodes) * images
+    loop, fused = replace(ctx, fuse=False), replace(ctx, fuse=True)
+    paths = {"reference": lambda r: reference_students(ref_teacher, nodes, data, cfg, ctx.device, tmp),
+             "fast": lambda r: fast_students(teacher, nodes, data, cfg, loop, tmp / f"loop{r}"),
+             "fused": lambda r: fast_students(teacher, nodes, data, cfg, fused, tmp / f"fused{r}")}
+    order = ["reference"] + [p for r in range(repeats) for p in (("fast", "fused") if r % 2 == 0 else ("fused", "fast"))]
+    walls, cpus, outs, seen = {}, {}, {}, {}
+    for path in order:  # the loop and the fused path alternate, so a change in load hits both
+        r = seen[path] = seen.get(path, -1) + 1
+        (tmp / f"loop{r}").mkdir(exist_ok=True)
+        (tmp / f"fused{r}").mkdir(exist_ok=True)
+        outs[path], wall, cpu = timed(lambda: paths[path](r), ctx.device)
+        walls.setdefault(path, []).append(wall)
+        cpus.setdefault(path, []).append(cpu)
+    for path in paths:
+        case[path] = result(walls[path], cpus[path], images,
+                            student_images_per_s=round(images * len(nodes) / min(walls[path]), 2),
+                            tflops=round(flops / min(walls[path]) / 1e12, 4),
+                            mean_final_train_loss=round(float(np.mean([v["train_loss"] for v in outs[path].values()])), 4))
     case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
     case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+    case["fused_speedup"] = round(case["reference"]["wall_s"] / case["fused"]["wall_s"], 2)
+    case["fused_vs_loop"] = round(case["fast"]["wall_s"] / case["fused"]["wall_s"], 2)
+    case["default_path"] = "fused" if resolve_fuse("auto", ctx.device) else "fast (per-student loop)"
     case["loadavg_after"] = loadavg()
     return case
+
+
+# ----------------------------------------------------------------------------- launches: operator calls per step
+TRAIN_FLOPS_PER_MAC = 6  # a training step: forward 2 FLOPs per multiply-accumulate, backward about twice that
+
+
+def student_runs(nodes, ctx: Context, lr: float = 1e-3, total_steps: int = 1000) -> list[RunState]:
+    """Fresh students with the optimiser and schedule train_students gives them."""
+    runs = []
+    for n in nodes:
+        torch.manual_seed(init_seed(0, n.key))
+        net = ctx.model(models.student(n.level)).train()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        runs.append(RunState(Path(), {}, net, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps),
+                             grad_scaler(ctx.device, ctx.amp_dtype)))
+    return runs
+
+
+def student_step(runs, wanted, ctx: Context, fuse: bool):
+    """A callable ``(x, targets) -> losses``: one training step of every student, fused or one by one."""
+    if fuse:
+        trainer = FusedTrainer(runs, wanted, ctx)
+        trainer.train()
+        return lambda x, targets: trainer.step(x, targets)
+    nets = [ctx.fast(r.model) for r in runs]
+    return lambda x, targets: loop_step(runs, nets, wanted, x, targets, None, "mse", ctx)
+
+
+def count_ops(fn, device: torch.device) -> dict:
+    """Operator calls of one call of ``fn`` (after one untimed call): what a launch-bound GPU step pays for.
+
+    ``aten_ops``: every ATen operator the dispatcher ran (nested calls included); ``leaf_ops``: those
+    that call no other operator, i.e. the ones doing the work (about one kernel each on a GPU);
+    ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    events = prof.events()
+    aten = [e for e in events if e.name.startswith("aten::")]
+    leaf = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+    out = dict(aten_ops=len(aten), leaf_ops=len(leaf))
+    if device.type == "cuda":
+        out["gpu_kernels"] = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return out
+
+
+def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int) -> dict:
+    """Operator calls per training step of a plan's teacher-fed students: the per-student loop vs fused."""
+    nodes = [n for n in build(experiment, levels).nodes if n.parent == TEACHER]
+    wanted = [((0, n.start, n.stop),) for n in nodes]
+    x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
+    if ctx.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = [torch.randn(batch_size, 512, device=ctx.device)]
+    case = dict(what=f"one training step of the '{experiment}' plan's {len(nodes)} teacher-fed students, batch "
+                     f"{batch_size}, the teacher's features cached (as without augmentation)", students=len(nodes))
+    for path, fuse in (("loop", False), ("fused", True)):
+        step = student_step(student_runs(nodes, ctx), wanted, ctx, fuse)
+        case[path] = count_ops(lambda: step(x, targets), ctx.device)
+    for k in case["fused"]:
+        case[f"{k}_ratio"] = round(case["loop"][k] / max(1, case["fused"][k]), 2)
+    return case
+
+
+# ----------------------------------------------------------------------------- the paper profile, estimated
+def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = None) -> dict:
+    """Seconds per step of every training group of the ``paper`` profile, extrapolated to its whole schedule.
+
+    Times ``steps`` steps (after one untimed) of the teacher and of each group of students exactly as the
+    pipeline forms them (a generation at a time when fused, siblings otherwise), with augmentation, so
+    every parent runs its forward pass each batch. Weights are random: speed does not depend on them.
+    Validation, checkpoints and the output layers' fine-tuning (a linear layer on features computed
+    once) are left out; they add a few per cent.
+    """
+    cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
+    train_images = 50_000 - cfg.val_size  # CIFAR-10's training set less the validation split
+    bs, step_ctx = batch_size or cfg.batch_size, replace(ctx, fuse=fuse)
+    steps_per_epoch = -(-train_images // bs)
+    x = torch.randn(bs, 3, 32, 32, device=ctx.device)
+    x = x.contiguous(memory_format=torch.channels_last) if ctx.channels_last else x
+    y = torch.randint(0, 10, (bs,), device=ctx.device)
+
+    def per_step(fn) -> float:
+        fn()
+        sync(ctx.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(ctx.device)
+        return (time.perf_counter() - t0) / steps
+
+    teacher = ctx.model(models.teacher()).train()
+    opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10_000)
+    scaler = grad_scaler(ctx.device, ctx.amp_dtype)
+    t_step = per_step(lambda: _classifier_step(teacher, opt, sched, scaler, x, y, ctx))
+    rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
+                 seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
+    teacher.eval()
+    plans = [build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS]
+    nodes, guide_keys = lineages(plans)
+    trained = {"T": teacher}
+    for group, guides, parent_keys in student_groups(nodes, guide_keys, fuse):
+        for k in guides:
+            if k not in trained:
+                trained[k] = ctx.model(models.student(nodes[k].level)).eval()
+        runs = student_runs(group, step_ctx, total_steps=10_000)
+        wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
+        step = student_step(runs, wanted, step_ctx, fuse)
+
+        def one():
+            with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+                targets = [trained[k].features(x).float() for k in guides]
+            step(x, targets)
+
+        s = per_step(one)
+        label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
+        rows.append(dict(group=f"students of {label}", models=len(group), s_per_step=round(s, 4),
+                         epochs=cfg.student_epochs, seconds=round(s * steps_per_epoch * cfg.student_epochs, 1)))
+    total = sum(r["seconds"] for r in rows)
+    return dict(what=f"the paper profile's training steps (batch {bs}, {train_images} images an epoch, teacher "
+                     f"{cfg.teacher_epochs} epochs, students {cfg.student_epochs}, share_students="
+                     f"{cfg.share_students}), {'fused' if fuse else 'per-student loop'}; {steps} timed steps a group",
+                fused=fuse, groups=rows, students=sum(r["models"] for r in rows[1:]),
+                student_seconds_per_epoch=round(sum(r["seconds"] / r["epochs"] for r in rows[1:]), 1),
+                estimated_seed_seconds=round(total, 1), estimated_seed_minutes=round(total / 60, 1))
 
 
 # ----------------------------------------------------------------------------- main
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time the package's training engine against a plain torchvision loop.")
-    p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    p.add_argument("--cases", nargs="+", choices=CASES, default=["teacher", "students", "ops"],
+                   help="teacher, students (reference / per-student loop / fused), ops (operator calls per step), "
+                        "paper (the paper profile's wall time, estimated from timed steps; not run by default)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default 256; --quick 32)")
     p.add_argument("--epochs", type=int, default=1, help="epochs for the teacher and for the students")
     p.add_argument("--teacher-optimizer", choices=("adam", "sgd"), default=None,
@@ -328,6 +504,11 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help="the fast path's precision (auto: bf16 where native)")
     p.add_argument("--check-accuracy", action="store_true",
                    help="also report both teachers' test accuracy (meaningful only with several epochs)")
+    p.add_argument("--student-repeats", type=int, default=2,
+                   help="timed runs of the loop and of the fused path, alternating (the reference runs once)")
+    p.add_argument("--paper-steps", type=int, default=3, help="timed steps per group for the paper estimate")
+    p.add_argument("--fuse", choices=("auto", "on", "off", "both"), default="auto",
+                   help="the paper estimate's student path (auto: the device's default; both: each)")
     p.add_argument("--quick", action="store_true", help="two batches of everything, no warm-up: for CI, not for timing")
     p.add_argument("--out", default="results/benchmarks", help="a directory (file named by device) or a .json path")
     return p.parse_args(argv)
@@ -387,7 +568,15 @@ def main(argv=None) -> dict:
             repeats = args.teacher_repeats or (1 if args.quick or args.check_accuracy else 3)
             report["cases"]["teacher"], teacher = bench_teacher(data, cfg, ctx, tmp, repeats, args.check_accuracy)
         if "students" in args.cases:
-            report["cases"]["students"] = bench_students(data, cfg, ctx, tmp, args.experiment, teacher)
+            report["cases"]["students"] = bench_students(data, cfg, ctx, tmp, args.experiment, teacher,
+                                                         repeats=1 if args.quick else args.student_repeats)
+        if "ops" in args.cases:
+            report["cases"]["ops"] = bench_ops(ctx, args.experiment, levels, batch_size)
+        if "paper" in args.cases:
+            fuses = {"both": (False, True), "on": (True,), "off": (False,)}.get(
+                args.fuse, (resolve_fuse("auto", device),))
+            for f in fuses:
+                report["cases"][f"paper_{'fused' if f else 'loop'}"] = bench_paper(ctx, args.paper_steps, f)
     report["machine"]["loadavg_end"] = loadavg()
     report["total_wall_s"] = round(time.perf_counter() - t_start, 1)
 
@@ -405,13 +594,29 @@ def print_table(report: dict) -> None:
     m = report["machine"]
     print(f"\n{m['description']} | torch {m['torch']} | {m['threads']} threads | "
           f"load {m['loadavg_start']} -> {m['loadavg_end']}")
-    print(f"{'case':<10}{'path':<11}{'wall s':>9}{'CPU s':>9}{'images/s':>10}{'speedup':>9}{'CPU ratio':>11}")
+    print(f"CPU flags: {' '.join(m.get('cpu_flags', []))}" if m["device"] == "cpu" else "", end="")
+    print(f"\n{'case':<10}{'path':<11}{'wall s':>9}{'CPU s':>9}{'images/s':>10}{'speedup':>9}{'CPU ratio':>11}")
     for name, case in report["cases"].items():
-        for path in ("reference", "fast"):
+        if name == "ops":
+            for path in ("loop", "fused"):
+                print(f"{name:<10}{path:<11}{case[path]['aten_ops']:>9} aten ops {case[path]['leaf_ops']:>7} leaf ops / step"
+                      + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x fewer)" if path == "fused" else ""))
+            continue
+        if name.startswith("paper"):
+            for r in case["groups"]:
+                print(f"{name:<12}{r['group'][:40]:<41}{r['models']:>3} model(s) {r['s_per_step']:>8.4f} s/step "
+                      f"x {r['epochs']} epochs = {r['seconds'] / 60:>7.1f} min")
+            print(f"{name:<12}estimated wall time of one seed: {case['estimated_seed_minutes']} min")
+            continue
+        for path in ("reference", "fast", "fused"):
+            if path not in case:
+                continue
             r = case[path]
             ratios = f"{case['speedup']:>8.2f}x{case['cpu_time_ratio']:>10.2f}x" if path == "fast" else ""
+            ratios = f"{case['fused_speedup']:>8.2f}x (vs loop {case['fused_vs_loop']}x)" if path == "fused" else ratios
             acc = f"   test acc {r['test_accuracy']:.2f}%" if "test_accuracy" in r else ""
-            print(f"{name:<10}{path:<11}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['images_per_s']:>10.1f}{ratios}{acc}")
+            tf = f"  {r['tflops']:.4f} TFLOP/s" if "tflops" in r else ""
+            print(f"{name:<10}{path:<11}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['images_per_s']:>10.1f}{ratios}{tf}{acc}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import contextlib
 import os
 import random
 import re
+import warnings
 
 import torch
 
@@ -37,11 +38,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The autocast dtype, or None for fp32. 'auto': bf16 on GPUs that support it, fp16 on older ones.
 
     On a CPU, 'auto' means bf16 only where the CPU has native bf16 instructions (AVX512-BF16 or
-    AMX): measured 2.7x faster for the teacher on a 2-core AVX512-BF16 EPYC; elsewhere fp32.
+    AMX): measured 2.7x faster for the teacher on a 2-core AVX512-BF16 EPYC; elsewhere fp32, since
+    emulated bf16 was ~12x *slower* than fp32 on an AVX2-only EPYC (a forced 'bf16' there warns).
     """
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if device.type == "cpu" and not cpu_has_bf16():
+            warnings.warn("precision='bf16' on a CPU without native bf16 (no AVX512-BF16 or AMX): autocast emulates "
+                          "it, measured ~12x slower than fp32 on an AVX2-only EPYC; use precision='auto' or 'fp32'",
+                          stacklevel=2)
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16

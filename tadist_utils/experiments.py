@@ -40,6 +40,36 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def lineages(plans: list[Plan]) -> tuple[dict[str, Node], dict[str, list[tuple[str, int, int]]]]:
+    """Every student the plans need, once per lineage key, and (ancestor key, start, stop) per target ("T": teacher)."""
+    nodes: dict[str, Node] = {}
+    guide_keys: dict[str, list[tuple[str, int, int]]] = {}
+    for plan in plans:
+        for n in plan.nodes:
+            nodes.setdefault(n.key, n)
+            guide_keys[n.key] = [("T" if a == TEACHER else plan.node(a).key, lo, hi) for a, lo, hi in n.targets]
+    return nodes, guide_keys
+
+
+def student_groups(nodes: dict[str, Node], guide_keys: dict, fuse: bool, done=()) -> list[tuple[list[Node], list[str], list[str]]]:
+    """Students that share every training step, parents' groups first: (students, guide keys, parent keys).
+
+    Siblings (one parent) when students step one by one; when they run fused, a whole generation
+    (every student whose parents are trained), so that more of them fuse into one network. Guides are
+    every model a group's students regress: ancestors (densely guided students) first, parents last.
+    """
+    groups: dict[object, list[Node]] = {}
+    for n in sorted(nodes.values(), key=lambda n: n.level):
+        if n.key not in done:
+            groups.setdefault(n.key.count(">") if fuse else n.key.rsplit(">", 1)[0], []).append(n)
+    out = []
+    for group in groups.values():  # insertion order follows level, so parents come first
+        parent_keys = list(dict.fromkeys(n.key.rsplit(">", 1)[0] for n in group))
+        guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k not in parent_keys))
+        out.append((group, guides + parent_keys, parent_keys))
+    return out
+
+
 class Pipeline:
     """Trains and evaluates, reusing checkpoints; every public method is safe to call again."""
 
@@ -130,24 +160,9 @@ class Pipeline:
         """Train every student the plans need, once per lineage, siblings together; return key -> model."""
         self.teacher()
         c = self.cfg
-        nodes: dict[str, Node] = {}
-        guide_keys: dict[str, list[tuple[str, int, int]]] = {}  # key -> (ancestor key, start, stop) per target
-        for plan in plans:
-            for n in plan.nodes:
-                nodes.setdefault(n.key, n)
-                guide_keys[n.key] = [("T" if a == TEACHER else plan.node(a).key, lo, hi) for a, lo, hi in n.targets]
-        # Students train in groups that share every step: siblings (one parent), or, when they run fused
-        # (ctx.fuse), a whole generation (every student whose parents are trained), so more fuse into one network.
-        groups: dict[object, list[Node]] = {}
-        for n in sorted(nodes.values(), key=lambda n: n.level):
-            if n.key not in self._students:
-                groups.setdefault(n.key.count(">") if self.ctx.fuse else n.key.rsplit(">", 1)[0], []).append(n)
-        for group in groups.values():  # insertion order follows level, so parents come first
+        nodes, guide_keys = lineages(plans)
+        for group, guides, parent_keys in student_groups(nodes, guide_keys, self.ctx.fuse, done=self._students):
             t0 = time.perf_counter()
-            parent_keys = list(dict.fromkeys(n.key.rsplit(">", 1)[0] for n in group))
-            # every model a student of this group regresses: ancestors (densely guided students) first, parents last
-            guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k not in parent_keys))
-            guides += parent_keys
             jobs = []
             for n in group:
                 torch.manual_seed(init_seed(c.seed, n.key))

@@ -34,3 +34,65 @@ def test_device_slug_is_a_file_name():
     slug = device_slug(torch.device("cpu"))
     assert slug.startswith("cpu-") and slug.endswith(f"-{torch.get_num_threads()}t")
     assert all(ch.isalnum() or ch == "-" for ch in slug)
+
+
+def test_quick_bench_counts_operator_calls_and_times_the_fused_path(tmp_path):
+    """The proxy for a launch-bound GPU: the fused step needs fewer operator calls than the per-student loop."""
+    import torch
+    from tadist_utils import bench
+
+    threads = torch.get_num_threads()
+    try:
+        report = bench.main(["--quick", "--dataset", "digits", "--device", "cpu", "--threads", "1", "--cases",
+                             "students", "ops", "--out", str(tmp_path / "b.json")])
+    finally:
+        torch.set_num_threads(threads)
+    students, ops = report["cases"]["students"], report["cases"]["ops"]
+    assert students["fused"]["images_per_s"] > 0 and students["fused"]["tflops"] > 0
+    assert students["fused_vs_loop"] > 0 and students["default_path"].startswith("fast")  # CPU: the loop
+    assert ops["students"] == 3
+    for k in ("aten_ops", "leaf_ops"):
+        assert 0 < ops["fused"][k] < ops["loop"][k]
+    assert ops["leaf_ops_ratio"] > 1.5  # 3 students (two architectures) -> 2 networks and 1 fused Adam
+
+
+def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
+    """The issue's target, counted on the CPU: 15 students in 4 fused networks with one Adam."""
+    import torch
+    from tadist_utils import bench
+    from tadist_utils.train import Context
+
+    ctx = Context(torch.device("cpu"), None, channels_last=True, progress=False)
+    case = bench.bench_ops(ctx, "direct", levels=4, batch_size=2)
+    assert case["students"] == 15
+    assert case["aten_ops_ratio"] >= 5 and case["leaf_ops_ratio"] >= 5, case
+
+
+def test_paper_estimate_covers_every_group_of_the_paper_profile():
+    import torch
+    from tadist_utils import bench
+    from tadist_utils.train import Context
+
+    ctx = Context(torch.device("cpu"), None, progress=False)
+    fused = bench.bench_paper(ctx, steps=1, fuse=True, batch_size=2)
+    # fused: a generation per group; the paper profile trains each experiment's students below S1 separately
+    assert [g["models"] for g in fused["groups"]] == [1, 15, 16, 4, 8]
+    assert fused["students"] == 43 and fused["estimated_seed_seconds"] > 0
+    from tadist_utils.experiments import lineages, student_groups
+    from tadist_utils.plans import PAPER_EXPERIMENTS, build
+    nodes, guides = lineages([build(e, 4, share_students=False) for e in PAPER_EXPERIMENTS])
+    siblings = student_groups(nodes, guides, fuse=False)  # the per-student loop: one group per parent
+    assert sum(len(g) for g, _, _ in siblings) == 43 and len(siblings) == 1 + 1 + 2 + 4
+
+
+def test_forced_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
+    import torch
+    from tadist_utils import engine
+
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    assert engine.resolve_precision("auto", cpu) is None  # auto never picks emulated bf16
+    with pytest.warns(UserWarning, match="without native bf16"):
+        assert engine.resolve_precision("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    assert engine.resolve_precision("auto", cpu) is torch.bfloat16
