@@ -87,12 +87,12 @@ def evaluate(model: nn.Module, loader: Batches, ctx: Context) -> float:
     """Top-1 accuracy (in %) of a classifier on a split."""
     was = model.training
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=ctx.device)  # summed on the device: one sync, at the end
     with autocast(ctx.device, ctx.amp_dtype):
         for x, y, _ in loader:
-            correct += (model(x).argmax(1) == y).sum().item()
+            correct += (model(x).argmax(1) == y).sum()
     model.train(was)
-    return 100.0 * correct / max(1, len(loader.split))
+    return 100.0 * correct.item() / max(1, len(loader.split))
 
 
 # ------------------------------------------------------------------------- the epoch runner
@@ -260,11 +260,11 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
     def train_epoch(epoch: int) -> dict:
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(len(y_train), generator=g).to(ctx.device)
-        total = 0.0
+        total = torch.zeros((), device=ctx.device)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            total += _classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx).item() * len(idx)
-        return dict(train_loss=total / max(1, len(order)))
+            total += _classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx) * len(idx)
+        return dict(train_loss=total.item() / max(1, len(order)))
 
     def validate() -> dict:
         with torch.no_grad():
