@@ -313,6 +313,8 @@ def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]
         try:
             train, test, classes = _torchvision_cifar("cifar10", root, download=True)
             return "cifar10", f"torchvision CIFAR10 at {root}", train, test, classes, ""
+        except ConfigError:  # files there but refused (not CIFAR, or naming code to run): never fall back silently
+            raise
         except Exception as e:  # no network, no files
             if name == "cifar10":
                 raise ConfigError(f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__})") from None
@@ -325,6 +327,8 @@ def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]
     if name == "cifar100":
         try:
             train, test, classes = _torchvision_cifar("cifar100", root, download=True)
+        except ConfigError:
+            raise
         except Exception as e:
             raise ConfigError(f"CIFAR-100 is not in {root} and could not be downloaded ({type(e).__name__})") from None
         return "cifar100", f"torchvision CIFAR100 at {root}", train, test, classes, ""
