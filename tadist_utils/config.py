@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,9 +164,9 @@ def _check_types(cfg: Config) -> None:
             continue
         base = kind.split("|")[0]
         if base == "int":
-            ok, what = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            ok, what = isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"
         elif base == "float":
-            ok, what = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v), "a finite number"
+            ok, what = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v), "a finite number"
         elif base == "bool":
             ok, what = isinstance(v, bool), "true or false"
         elif base == "str" and name.endswith("_dir"):
