@@ -3,10 +3,13 @@
 Each trained model has one file, rewritten atomically (temporary file, fsync, rename) at the end of
 every epoch. It carries the *spec* it was trained under (the config fields that shape that model,
 plus the data fingerprint): a file whose spec differs from the request is not reused, and the
-message says which fields differ.
+message says which fields differ. The file starts with a SHA-256 of its content, checked on every
+load: a corrupted (or foreign) file is named in one line and retrained, never loaded.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import os
 import pickle
@@ -15,9 +18,21 @@ from pathlib import Path
 
 import torch
 
+from .config import RunError
+
+MAGIC = b"TADIST-CHECKPOINT-1\n"  # then the SHA-256 digest (32 bytes) of the torch.save payload, then the payload
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupted, or not ours)."""
+
+
+def disk_full(error: BaseException, path: Path) -> RunError | None:
+    """A one-line RunError for a full disk (or quota) while writing ``path``; None for any other error."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return RunError(f"no space left on the device to write {path} ({error.strerror}); nothing was half-written "
+                        "and earlier files are intact: free some space and run again (training resumes)")
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -63,26 +78,40 @@ def save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     buf = io.BytesIO()
     torch.save(obj, buf)
+    payload = buf.getbuffer()
     try:
         with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
+            f.write(MAGIC + hashlib.sha256(payload).digest())
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-    except BaseException:  # a full disk, Ctrl-C: no half-written temporary stays behind (a SIGKILL is handled above)
+    except BaseException as e:  # a full disk, Ctrl-C: no half-written temporary stays behind (a SIGKILL is handled above)
         tmp.unlink(missing_ok=True)
+        full = disk_full(e, path)
+        if full is not None:
+            raise full from None
         raise
 
 
 def load(path: Path) -> dict:
-    """Load with ``weights_only=True``; any failure is one CheckpointError naming the file."""
+    """Verify the content hash, then load with ``weights_only=True``; any failure is one CheckpointError naming the file."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e.strerror})") from None
+    head = len(MAGIC) + 32
+    if not raw.startswith(MAGIC) or len(raw) < head:
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a tadist checkpoint (no content hash)")
+    payload = memoryview(raw)[head:]
+    if hashlib.sha256(payload).digest() != raw[len(MAGIC):head]:
+        raise CheckpointError(f"checkpoint {path} is corrupted (its content does not match its SHA-256)")
+    try:
+        obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {path} is corrupted or not a tadist checkpoint "
-                              f"({type(e).__name__}); delete it to retrain") from None
+        raise CheckpointError(f"checkpoint {path} is corrupted or not a tadist checkpoint ({type(e).__name__})") from None
     if not isinstance(obj, dict) or "spec" not in obj or "state" not in obj:
-        raise CheckpointError(f"checkpoint {path} is not a tadist checkpoint (no spec/state); delete it to retrain")
+        raise CheckpointError(f"checkpoint {path} is not a tadist checkpoint (no spec/state)")
     return obj
 
 
@@ -97,7 +126,11 @@ def find_resumable(path: Path, spec: dict, log=print) -> dict | None:
     path = Path(path)
     if not path.exists():
         return None
-    ckpt = load(path)
+    try:
+        ckpt = load(path)
+    except CheckpointError as e:
+        log(f"[tadist] {e}; retraining it from the start (it will be overwritten)")
+        return None
     diff = spec_diff(ckpt["spec"], spec)
     if diff:
         log(f"[tadist] not reusing {path.name}: it was trained under a different setting ({'; '.join(diff)}); retraining")

@@ -6,6 +6,8 @@ overrides; any field can be overridden again (``make_config("quick", student_epo
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,14 @@ class ConfigError(ValueError):
     """Bad user input, reported as one line before anything trains."""
 
     def _render_traceback_(self):  # IPython/Jupyter/papermill: one line in any cell, not a traceback wall
-        return [f"ConfigError: {self}"]
+        return [f"{type(self).__name__}: {self}"]
+
+
+class RunError(ConfigError):
+    """Something found while running that the user has to fix (a full disk, a diverged loss): one line too."""
+
+
+MAX_EPOCHS = 10_000  # more is a typo (or a run that would never finish), not a schedule
 
 
 @dataclass
@@ -67,6 +76,12 @@ class Config:
     threads: int | None = None         # CPU threads for torch; None keeps torch's default (1 is best on a CPU shared with other jobs)
     results_dir: str = "results/run"   # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
     progress: bool = True              # tqdm bars
+
+    def __post_init__(self):
+        if isinstance(self.experiments, str):  # Config(experiments="direct") or "direct,dense": names, not letters
+            self.experiments = tuple(e.strip() for e in self.experiments.split(",") if e.strip())
+        elif isinstance(self.experiments, list):
+            self.experiments = tuple(self.experiments)
 
     def replace(self, **overrides) -> "Config":
         return apply_overrides(self, overrides)
@@ -144,8 +159,37 @@ def make_config(profile: str = "quick", **overrides) -> Config:
     return cfg
 
 
+def _check_types(cfg: Config) -> None:
+    """Each field holds a value of its declared type (``Config(...)`` built directly skips ``_coerce``)."""
+    for name, f in FIELDS.items():
+        v, kind = getattr(cfg, name), str(f.type).replace(" ", "")
+        if v is None and kind.endswith("|None"):
+            continue
+        base = kind.split("|")[0]
+        if base == "int":
+            ok, what = isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"
+        elif base == "float":
+            ok, what = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v), "a finite number"
+        elif base == "bool":
+            ok, what = isinstance(v, bool), "true or false"
+        elif base == "str" and name.endswith("_dir"):
+            ok, what = isinstance(v, (str, os.PathLike)) and str(v) != "", "a path"
+        elif base == "str":
+            ok, what = isinstance(v, str), "a string"
+        elif base.startswith("tuple[str"):
+            ok, what = isinstance(v, tuple) and all(isinstance(e, str) for e in v), "a tuple of names"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"{name} must be {what}{' or None' if kind.endswith('|None') else ''}, got {v!r}")
+
+
 def validate(cfg: Config) -> None:
     """Everything that can be checked before training starts, each failure one line."""
+    _check_types(cfg)
+    for name in ("teacher_epochs", "student_epochs", "finetune_epochs"):
+        if getattr(cfg, name) > MAX_EPOCHS:
+            raise ConfigError(f"{name} must be at most {MAX_EPOCHS:,}, got {getattr(cfg, name)!r}")
     for name in ("teacher_epochs", "student_epochs", "batch_size", "eval_batch_size", "levels"):
         if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
@@ -160,6 +204,9 @@ def validate(cfg: Config) -> None:
     for name in ("teacher_lr", "student_lr", "finetune_lr"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)!r}")
+    for name in ("teacher_weight_decay", "student_weight_decay"):
+        if not getattr(cfg, name) >= 0:
+            raise ConfigError(f"{name} must be zero or positive, got {getattr(cfg, name)!r}")
     bad = [e for e in cfg.experiments if e not in EXPERIMENTS + BASELINES]
     if bad or not cfg.experiments:
         raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(EXPERIMENTS + BASELINES)}")
@@ -180,6 +227,12 @@ def validate(cfg: Config) -> None:
         missing = [s for s in ("train", "test") if not (root / s).is_dir()]
         if missing:
             raise ConfigError(f"data_dir {str(root)!r} lacks {' and '.join(s + '/' for s in missing)} (ImageFolder layout)")
+    from .data import MIN_PER_CLASS, check_imagefolder
+    classes = len(check_imagefolder(Path(cfg.data_dir))) if cfg.dataset == "imagefolder" else \
+        100 if cfg.dataset == "cifar100" else 10
+    if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
+        raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
+                          f"class are needed ({MIN_PER_CLASS * classes} for {classes} classes)")
     from .losses import FEATURE_LOSSES
     if cfg.feature_loss not in FEATURE_LOSSES:
         raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(FEATURE_LOSSES)}")

@@ -9,9 +9,11 @@ device in one batched op: no worker processes, no PIL in the loop.
 from __future__ import annotations
 
 import hashlib
+import os
+import pickle
 import socket
 import warnings
-import zlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from .config import Config, ConfigError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
 JPEG_FOLDER = "cifar10-jpeg"  # where ../shared/data/cifar10-jpeg.tar.gz is unpacked inside data_dir
 
 
@@ -51,19 +54,25 @@ class DataBundle:
     std: torch.Tensor = field(default=None)
     source: str = ""
     notice: str = ""  # non-empty when something the user should know happened (fallback, clamping)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def fingerprint(self) -> str:
-        """Identifies the exact images and labels of every split: checkpoints are only reused on a match."""
-        h = hashlib.sha256(self.name.encode())
-        for s in (self.train, self.val, self.test):
-            h.update(str(tuple(s.images.shape)).encode())
-            h.update(s.labels.cpu().numpy().tobytes())
-            h.update(np.int64(zlib.crc32(s.images[:: max(1, len(s) // 64)].cpu().numpy().tobytes())).tobytes())
-        return h.hexdigest()[:16]
+        """Identifies the exact images and labels of every split: checkpoints are only reused on a match.
+
+        Every pixel counts (one replaced image changes it); computed once per bundle.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.name.encode())
+            for s in (self.train, self.val, self.test):
+                h.update(str(tuple(s.images.shape)).encode())
+                h.update(s.labels.cpu().numpy().tobytes())
+                h.update(s.images.cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def describe(self) -> dict:
         return dict(name=self.name, source=self.source, classes=list(self.classes), train=len(self.train),
@@ -78,22 +87,65 @@ CIFAR_LAYOUT = {  # torchvision's extracted folders: (folder, train files, test 
 }
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles CIFAR's files (dicts, lists, strings, numpy arrays) and refuses anything else.
+
+    ``pickle.load`` on a file someone sent you runs whatever that file names (``os.system``, ...). CIFAR's
+    batches only ever name numpy's array reconstruction, so every other global is refused before it is looked up.
+    """
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # the last: bytes in protocol 2
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never does")
+        if name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if name == "encode":
+            import codecs
+            return codecs.encode
+        return np.zeros(0).__reduce__()[0] if name == "_reconstruct" else _frombuffer  # numpy's own, wherever it lives
+
+
+def _frombuffer(buf, dtype, shape, order):
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
+def _unpickle(path: Path) -> dict:
+    """One CIFAR pickle, loaded without running code from it; a refusal is one ConfigError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            d = _ArraysOnly(fh, encoding="latin1").load()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing (an incomplete CIFAR folder; delete {path.parent} to download it again)") from None
+    except Exception as e:  # UnpicklingError (refused or corrupt), EOFError, ValueError, ...
+        raise ConfigError(f"refusing to load {path}: {type(e).__name__}: {e}; not a CIFAR file "
+                          f"(delete {path.parent} to download it again)") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"refusing to load {path}: not a CIFAR file (holds a {type(d).__name__}, not a dict)")
+    return d
+
+
 def _read_cifar_folder(name: str, root: Path) -> tuple[Split, Split, tuple[str, ...]]:
-    """Read torchvision's extracted CIFAR pickles directly (as torchvision does, minus its checksum pass)."""
-    import pickle
+    """Read torchvision's extracted CIFAR pickles directly, through an unpickler that only builds arrays."""
     folder, train_files, test_file, meta_file, label_key, names_key = CIFAR_LAYOUT[name]
     base = root / folder
 
     def load(files: list[str]) -> Split:
         images, labels = [], []
         for f in files:
-            with open(base / f, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")
-            images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels += list(d[label_key])
+            d = _unpickle(base / f)
+            try:
+                images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels += list(d[label_key])
+            except (KeyError, ValueError, TypeError) as e:
+                raise ConfigError(f"{base / f} is not a CIFAR batch ({type(e).__name__}: {e})") from None
         return Split(torch.from_numpy(np.concatenate(images)), torch.as_tensor(labels, dtype=torch.int64))
-    with open(base / meta_file, "rb") as fh:
-        classes = tuple(pickle.load(fh, encoding="latin1")[names_key])
+    meta = _unpickle(base / meta_file)
+    if names_key not in meta:
+        raise ConfigError(f"{base / meta_file} is not a CIFAR meta file (no {names_key!r})")
+    classes = tuple(meta[names_key])
     return load(train_files), load([test_file]), classes
 
 
@@ -118,41 +170,89 @@ def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Sp
     return split(train), split(test), tuple(train.classes)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def check_imagefolder(root: Path) -> list[str]:
+    """The class names of an ImageFolder tree, or one ConfigError: at least two classes, every class folder
+    holding images in train/ and test/, and the same classes in both (a cheap listing, no decoding)."""
+    root = Path(root)
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not classes:
+        raise ConfigError(f"{root / 'train'} has no class folders (ImageFolder layout: train/<class>/<image>)")
+    if len(classes) < 2:
+        raise ConfigError(f"{root / 'train'} has one class folder ({classes[0]}); classification needs at least two")
+    test = sorted(p.name for p in (root / "test").iterdir() if p.is_dir())
+    if test != classes:
+        missing, extra = sorted(set(classes) - set(test)), sorted(set(test) - set(classes))
+        raise ConfigError(f"{root / 'test'} does not have the classes of train/: "
+                          + "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
+                                                    extra and f"not in train/: {', '.join(extra)}"])))
+    for split in ("train", "test"):
+        for cls in classes:
+            if not _image_files(root / split / cls):
+                raise ConfigError(f"{root / split / cls} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return classes
+
+
 def _decode_folder(folder: Path, classes: list[str]) -> Split:
     from PIL import Image
     images, labels = [], []
     for label, cls in enumerate(classes):
-        for path in sorted((folder / cls).iterdir()):
-            if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
-                continue
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if im.size != (32, 32):
-                    im = im.resize((32, 32), Image.BILINEAR)
-                images.append(np.asarray(im, dtype=np.uint8))
+        for path in _image_files(folder / cls):
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if im.size != (32, 32):
+                        im = im.resize((32, 32), Image.BILINEAR)
+                    images.append(np.asarray(im, dtype=np.uint8))
+            except Exception as e:  # truncated, not an image at all, unsupported mode: name the file
+                raise ConfigError(f"cannot decode image {path} ({type(e).__name__}: {e}); fix or remove it") from None
             labels.append(label)
     if not images:
         raise ConfigError(f"no images found under {folder}")
     return Split(torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()), torch.tensor(labels))
 
 
+def _folder_key(root: Path, classes: list[str]) -> str:
+    """Covers every image file's path, size and modification time: a changed, added or removed image changes it."""
+    h = hashlib.sha256()
+    for split in ("train", "test"):
+        for cls in classes:
+            for path in _image_files(root / split / cls):
+                st = path.stat()
+                h.update(f"{split}/{cls}/{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _imagefolder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
-    """Decode an ImageFolder tree once (resized to 32x32) and cache it as ``.tadist-cache.npz`` beside it."""
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    """Decode an ImageFolder tree once (resized to 32x32) and cache it as ``.tadist-cache.npz`` beside it.
+
+    The cache is used only while its key matches the tree (file list, sizes, mtimes); any change decodes again.
+    """
+    classes = check_imagefolder(root)
+    key = _folder_key(root, classes)
     cache = root / ".tadist-cache.npz"
     if cache.exists():
-        z = np.load(cache)
-        if list(z["classes"]) == classes:
-            return (Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
-                    Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])), tuple(classes))
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if "key" in z and str(z["key"]) == key and list(z["classes"]) == classes:
+                    return (Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
+                            Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])), tuple(classes))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # unreadable cache: decode again and rewrite it
     train, test = _decode_folder(root / "train", classes), _decode_folder(root / "test", classes)
+    tmp = root / f".tadist-cache.tmp-{os.getpid()}.npz"
     try:
-        tmp = root / ".tadist-cache.tmp.npz"
-        np.savez(tmp, classes=np.array(classes), train_x=train.images.numpy(), train_y=train.labels.numpy(),
-                 test_x=test.images.numpy(), test_y=test.labels.numpy())
+        np.savez(tmp, key=np.array(key), classes=np.array(classes), train_x=train.images.numpy(),
+                 train_y=train.labels.numpy(), test_x=test.images.numpy(), test_y=test.labels.numpy())
         tmp.replace(cache)
     except OSError:
-        pass  # a read-only dataset directory just means decoding again next time
+        tmp.unlink(missing_ok=True)  # a read-only or full dataset directory just means decoding again next time
     return train, test, tuple(classes)
 
 
@@ -218,6 +318,8 @@ def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]
         try:
             train, test, classes = _torchvision_cifar("cifar10", root, download=True)
             return "cifar10", f"torchvision CIFAR10 at {root}", train, test, classes, ""
+        except ConfigError:  # files there but refused (not CIFAR, or naming code to run): never fall back silently
+            raise
         except Exception as e:  # no network, no files
             if name == "cifar10":
                 raise ConfigError(f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__})") from None
@@ -230,6 +332,8 @@ def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]
     if name == "cifar100":
         try:
             train, test, classes = _torchvision_cifar("cifar100", root, download=True)
+        except ConfigError:
+            raise
         except Exception as e:
             raise ConfigError(f"CIFAR-100 is not in {root} and could not be downloaded ({type(e).__name__})") from None
         return "cifar100", f"torchvision CIFAR100 at {root}", train, test, classes, ""
@@ -249,6 +353,10 @@ def load_data(cfg: Config) -> DataBundle:
         train = train.subset(stratified_split(train.labels, cfg.train_size, seed=1235)[0])
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_split(test.labels, cfg.test_size, seed=1236)[0])
+    if len(train) < MIN_PER_CLASS * len(classes):
+        raise ConfigError(f"{len(train)} training image(s) left after the validation split is too few: "
+                          f"at least {MIN_PER_CLASS} per class are needed ({MIN_PER_CLASS * len(classes)} "
+                          f"for {len(classes)} classes); raise train_size or add images")
     x = train.images.float() / 255
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return DataBundle(name, tuple(classes), train, val, test, mean, std, source, notice)
@@ -288,7 +396,12 @@ class Batches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.split) + self.batch_size - 1) // self.batch_size
+        return len(self._starts())
+
+    def _starts(self) -> range:
+        """Batch start offsets; in training, a last batch of one image joins the batch before it (batch norm)."""
+        n, bs = len(self.split), self.batch_size
+        return range(0, n - 1 if self.shuffle and n > bs and n % bs == 1 else n, bs)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - self.mean) * self.inv_std
@@ -298,8 +411,9 @@ class Batches:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.split)
         order = torch.randperm(n, generator=g).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
-        for i in range(0, n, self.batch_size):
-            idx = order[i:i + self.batch_size]
+        starts = self._starts()
+        for k, i in enumerate(starts):
+            idx = order[i:i + self.batch_size] if k < len(starts) - 1 else order[i:]
             x = self.split.images[idx]
             if self.augment:
                 x = augment_batch(x, g)

@@ -99,8 +99,10 @@ class Pipeline:
         return self.cfg.checkpoint_dir / f"seed{self.cfg.seed}" / f"{name}-{_hash(key)[:8]}.pt"
 
     def _common(self) -> dict:
-        c = self.cfg
-        return dict(data=self.data.fingerprint(), seed=c.seed, batch_size=c.batch_size, augment=c.augment)
+        c, x = self.cfg, self.ctx  # the engine settings that change the weights (as resolved), not just the speed
+        return dict(data=self.data.fingerprint(), seed=c.seed, batch_size=c.batch_size, augment=c.augment,
+                    precision=str(x.amp_dtype).replace("torch.", "") if x.amp_dtype else "fp32",
+                    compile=bool(x.compile), channels_last=bool(x.channels_last))
 
     def _manifest(self, stage: str, seconds: float, **extra) -> None:
         self.store.update_manifest(stage, self.cfg, self.data.describe(), f"{self.ctx.device} ({describe(self.ctx.device)})",
@@ -310,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from .config import ConfigError, make_config
-    from .reproduce import parse_sets
-    ap = argparse.ArgumentParser(prog="python -m tadist_utils.experiments", description=main.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .reproduce import _Parser, parse_sets
+    ap = _Parser(prog="python -m tadist_utils.experiments", description=main.__doc__,  # a bad flag: one line, exit 2
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
@@ -325,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for cfg in configs:
         t0 = time.perf_counter()
-        Pipeline(cfg).run()
+        try:
+            Pipeline(cfg).run()
+        except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line, not a traceback
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}", flush=True)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -88,6 +89,22 @@ def check_parameters(history, declared=PARAMETERS) -> None:
         raise _one_line(ConfigError(
             f"unknown notebook parameter(s): {', '.join(map(hint, unknown))}; this notebook takes "
             f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'"))
+
+
+def parse_overrides(overrides) -> dict:
+    """The ``overrides`` parameter as a dict. ``papermill -p overrides '{"batch_size": 0}'`` passes a string:
+    it is read as JSON (never evaluated); anything but a JSON object is one ConfigError line."""
+    if overrides is None:
+        return {}
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides) if overrides.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"overrides must be a JSON object such as '{{\"student_lr\": 0.002}}', got {overrides!r} "
+                              f"({e.msg})") from None
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ConfigError(f"overrides must be a mapping of Config fields to values, got {overrides!r}")
+    return overrides
 
 
 def given(**params) -> dict:

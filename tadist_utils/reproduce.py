@@ -37,20 +37,22 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (``error: ...``, exit 2) like every other bad input, not usage + error."""
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see python -m tadist_utils.reproduce --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def check_data(cfg) -> None:
-    """An explicitly requested CIFAR is in ``data_dir`` or is downloaded now, else one ConfigError line.
+    """The data is there and readable before any notebook starts, else one ConfigError line.
 
-    Without this, a machine without network would learn that in the second notebook, after 00 ran.
-    ``auto`` needs no check (it falls back to digits, loudly); ``imagefolder`` is checked by make_config.
+    An explicitly requested CIFAR that is absent is downloaded now (a machine without network would otherwise
+    learn that in the second notebook, after 00 ran). Data already in ``data_dir`` (an ImageFolder tree, the
+    CIFAR-10 JPEG copy, torchvision's CIFAR files) is read once here, so an undecodable image, a missing class or
+    a refused file is named before anything runs (the decoded ImageFolder is cached for the notebooks).
+    ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is always there.
     """
-    if cfg.dataset not in ("cifar10", "cifar100"):
-        return
     from . import data
-    if not data.is_present(cfg):
-        data.load_raw(cfg)  # torchvision download (what the first notebook would do), or ConfigError naming the folder
+    if cfg.dataset == "digits" or (cfg.dataset == "auto" and data._find_cifar10(Path(cfg.data_dir)) is None):
+        return
+    data.load_data(cfg)
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:

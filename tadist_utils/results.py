@@ -3,7 +3,9 @@
 ``<results_dir>/results.csv``  one row per (dataset, experiment, model, seed, metric)
 ``<results_dir>/history.csv``  one row per (dataset, model key, seed, epoch, metric): the curves
 ``<results_dir>/manifest.json`` config, dataset, library versions, git commit, device, wall times
-Writes are atomic and keyed upserts, so re-running a stage replaces its rows instead of adding more.
+Writes are atomic and keyed upserts, so re-running a stage replaces its rows instead of adding more. Each
+read-modify-write holds ``<results_dir>/.results.lock`` (a ``filelock`` file lock), so processes writing one
+folder at once (several seeds, notebooks run side by side) lose no rows and no manifest stages.
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import json
 import os
 import platform
 import subprocess
+import uuid
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
 HISTORY_KEYS = ["dataset", "key", "model", "seed", "epoch", "metric"]
@@ -43,10 +47,23 @@ PAPER_LOSS = {
 PAPER_FEATURE_LOSS = "mse"  # the loss behind PAPER_LOSS: a table of another loss is not comparable with it
 
 
+def _write_atomic(write, path: Path) -> None:
+    """``write(tmp)`` to a uniquely named temporary beside ``path``, then rename; a full disk is one RunError line."""
+    from .checkpoint import disk_full
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        full = disk_full(e, path)
+        if full is not None:
+            raise full from None
+        raise
+
+
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
 
 def _upsert(path: Path, rows: list[dict], keys: list[str]) -> pd.DataFrame:
@@ -67,6 +84,7 @@ class ResultsStore:
     def __init__(self, results_dir: str | Path):
         self.dir = Path(results_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(self.dir / ".results.lock")  # one writer at a time, across processes
 
     @property
     def results_csv(self) -> Path:
@@ -82,11 +100,13 @@ class ResultsStore:
 
     def add_results(self, rows: list[dict]) -> None:
         if rows:
-            _upsert(self.results_csv, rows, RESULT_KEYS)
+            with self.lock:
+                _upsert(self.results_csv, rows, RESULT_KEYS)
 
     def add_history(self, rows: list[dict]) -> None:
         if rows:
-            _upsert(self.history_csv, rows, HISTORY_KEYS)
+            with self.lock:
+                _upsert(self.history_csv, rows, HISTORY_KEYS)
 
     def results(self) -> pd.DataFrame:
         if not self.results_csv.exists():
@@ -99,12 +119,13 @@ class ResultsStore:
 
     def update_manifest(self, stage: str, cfg, data_info: dict, device: str, seconds: float, extra: dict | None = None) -> dict:
         """Record which config, data, versions and machine produced this directory, stage by stage."""
-        m = json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
-        m.update(config=cfg.as_dict(), dataset=data_info, environment=environment(device))
-        m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **(extra or {}))
-        tmp = self.manifest_json.with_name(".manifest.json.tmp")
-        tmp.write_text(json.dumps(m, indent=2, default=str))
-        os.replace(tmp, self.manifest_json)
+        env = environment(device)  # outside the lock: it runs git
+        with self.lock:
+            m = json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
+            m.update(config=cfg.as_dict(), dataset=data_info, environment=env)
+            m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **(extra or {}))
+            text = json.dumps(m, indent=2, default=str)
+            _write_atomic(lambda tmp: tmp.write_text(text), self.manifest_json)
         return m
 
     def manifest(self) -> dict:

@@ -11,6 +11,7 @@ features for the whole training split are computed once and indexed).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 import zlib
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from .config import RunError
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer
@@ -123,6 +125,8 @@ class RunState:
         self.seconds = saved.get("seconds", 0.0)
         if "rng" in saved:
             ckpt_io.set_rng_state(saved["rng"])
+        if not saved.get("done"):
+            log(f"[tadist] resuming {self.path.name} after epoch {self.epoch}")
         return True
 
     def save(self, epochs: int) -> None:
@@ -133,6 +137,10 @@ class RunState:
                             self.path)
 
     def record(self, metrics: dict, select: str | None) -> None:
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:  # stop before a diverged model is checkpointed or written to results.csv as empty cells
+            raise RunError(f"{self.path.stem.rsplit('-', 1)[0]}: {', '.join(f'{k} is {metrics[k]}' for k in bad)} "
+                           f"at epoch {self.epoch}; training diverged: lower the learning rate")
         self.history.append(dict(epoch=self.epoch, **metrics))
         if select and (self.best is None or metrics[select] > self.best["metric"]):
             self.best = dict(metric=metrics[select], epoch=self.epoch, state=copy.deepcopy(self.model.state_dict()))

@@ -172,7 +172,7 @@ def test_api_read_only_results_dir(tmp_path):
 
 
 def test_runner_data_check_names_the_folder_without_network(tmp_path, monkeypatch):
-    """The runner's CIFAR probe, in-process with the download mocked to fail; present files need no network."""
+    """The runner's CIFAR probe, in-process with the download mocked to fail; present files are read, not downloaded."""
     from tadist_utils import data
 
     def no_network(*a, **k):
@@ -180,9 +180,11 @@ def test_runner_data_check_names_the_folder_without_network(tmp_path, monkeypatc
     monkeypatch.setattr(data, "_torchvision_cifar", no_network)
     with pytest.raises(ConfigError, match=r"CIFAR-10 is not in .* could not be downloaded \(OSError\)"):
         reproduce.check_data(make_config("smoke", dataset="cifar10", data_dir=str(tmp_path)))
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    reproduce.check_data(make_config("smoke", dataset="cifar10", data_dir=str(tmp_path)))  # present: no download
     reproduce.check_data(make_config("smoke", dataset="auto", data_dir=str(tmp_path / "x")))  # auto falls back later
+    monkeypatch.undo()
+    (tmp_path / "cifar-10-batches-py").mkdir()  # present but empty: named, not downloaded, not a traceback
+    with pytest.raises(ConfigError, match=r"cifar-10-batches-py/batches.meta is missing"):
+        reproduce.check_data(make_config("smoke", dataset="cifar10", data_dir=str(tmp_path)))
 
 
 def test_notebook_seeds_parameter_is_checked():
@@ -192,3 +194,234 @@ def test_notebook_seeds_parameter_is_checked():
     assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, 2])] == [2, 0]
     with pytest.raises(ConfigError, match="seeds must be a list of integers"):
         nbsetup.per_seed(cfg, ["a"])
+
+
+# ------------------------------------------------------------------- issue 10: data, values, files, training
+class Evil:
+    """A pickle that runs a shell command when loaded with pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant_malicious_cifar10(root: Path, marker: Path) -> Path:
+    import pickle
+
+    import numpy as np
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    batch = {"data": np.zeros((10, 3072), np.uint8), "labels": list(range(10))}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (base / name).write_bytes(pickle.dumps(batch))
+    (base / "batches.meta").write_bytes(pickle.dumps({"label_names": Evil(marker)}))
+    return base / "batches.meta"
+
+
+@pytest.mark.parametrize("dataset", ["auto", "cifar10"])
+def test_a_malicious_cifar_pickle_runs_nothing_and_is_refused(tmp_path, dataset):
+    """The default --dataset auto too: a CIFAR folder someone sent you is read without running code from it."""
+    marker = tmp_path / "pwned"
+    meta = _plant_malicious_cifar10(tmp_path / "data", marker)
+    r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", "--profile", "smoke", "--dataset", dataset,
+                        "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "r"), "--only", "00"],
+                       cwd=ROOT, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300)
+    assert not marker.exists()  # os.system never ran
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: refusing to load {meta}: "), r.stderr
+    assert "posix.system" in r.stderr or "nt.system" in r.stderr
+    from tadist_utils import data
+    with pytest.raises(ConfigError, match="refusing to load"):  # the API (notebooks) refuses the same way
+        data.load_data(make_config("smoke", dataset=dataset, data_dir=str(tmp_path / "data"),
+                                   results_dir=str(tmp_path / "r")))
+    assert not marker.exists()
+
+
+def _images(folder: Path, n: int = 6, colour: int = 40) -> None:
+    import numpy as np
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((32, 32, 3), colour + i, np.uint8)).save(folder / f"{i}.jpg")
+
+
+def _folders(tmp: Path) -> None:
+    """ImageFolder trees, each wrong in one way, under ``tmp``."""
+    for name in ("one-class", "empty-class", "truncated", "not-an-image", "test-class-missing", "ok"):
+        for split in ("train", "test"):
+            _images(tmp / name / split / "cat", colour=20)
+            if name != "one-class":
+                _images(tmp / name / split / "dog", n=0 if name == "empty-class" and split == "train" else 6, colour=200)
+    import shutil
+    shutil.rmtree(tmp / "test-class-missing" / "test" / "dog")
+    jpg = tmp / "truncated" / "train" / "dog" / "3.jpg"
+    jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
+    (tmp / "not-an-image" / "test" / "cat" / "notes.jpg").write_text("not a picture")
+    (tmp / "no-class-folders" / "train").mkdir(parents=True)
+    (tmp / "no-class-folders" / "test").mkdir()
+    _images(tmp / "no-class-folders" / "train", n=2)  # images straight in train/, no class folders
+
+
+def folder(name, message, **sets):
+    return pytest.param(["--dataset", "imagefolder", "--data-dir", f"{{tmp}}/{name}",
+                         *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]], message, id=name)
+
+
+RUNNER_CASES_10 = [  # in-process (fast): reproduce.main's exit status, stderr and stdout
+    case("student-lr-inf", ["--set", "student_lr=inf"], "student_lr must be a finite number, got inf"),
+    case("student-lr-nan", ["--set", "student_lr=nan"], "student_lr must be a finite number, got nan"),
+    case("epochs-huge", ["--set", "student_epochs=99999999999999999999"], "student_epochs must be at most 10,000"),
+    case("weight-decay-negative", ["--set", "teacher_weight_decay=-1"],
+         "teacher_weight_decay must be zero or positive, got -1.0"),
+    case("train-size-1", ["--set", "train_size=1"], "train_size=1 is too small: at least 2 training images per class"),
+    folder("one-class", "has one class folder (cat); classification needs at least two"),
+    folder("empty-class", "{tmp}/empty-class/train/dog holds no images"),
+    folder("truncated", "cannot decode image {tmp}/truncated/train/dog/3.jpg (OSError"),
+    folder("not-an-image", "cannot decode image {tmp}/not-an-image/test/cat/notes.jpg (UnidentifiedImageError"),
+    folder("test-class-missing", "{tmp}/test-class-missing/test does not have the classes of train/: missing dog"),
+    folder("no-class-folders", "{tmp}/no-class-folders/train has no class folders"),
+    folder("ok", "train_size=3 is too small: at least 2 training images per class are needed (4 for 2 classes)",
+           train_size=3),
+]
+
+
+@pytest.mark.parametrize("args, message", RUNNER_CASES_10)
+def test_runner_bad_data_and_values_are_one_line(args, message, tmp_path, capsys):
+    _folders(tmp_path)
+    base = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00"]
+    assert reproduce.main(base + [a.replace("{tmp}", str(tmp_path)) for a in args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_edited_folder_is_decoded_again_not_taken_from_the_cache(tmp_path):
+    from tadist_utils.data import load_data
+    _folders(tmp_path)
+    cfg = make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok"), val_size=2,
+                      results_dir=str(tmp_path / "r"))
+    first = load_data(cfg)
+    (tmp_path / "ok" / "train" / "cat" / "0.jpg").write_text("now broken")  # a cached image replaced by junk
+    with pytest.raises(ConfigError, match="cannot decode image .*ok/train/cat/0.jpg"):
+        load_data(cfg)
+    _images(tmp_path / "ok" / "train" / "cat", n=1, colour=250)  # repaired with other pixels
+    assert load_data(cfg).fingerprint() != first.fingerprint()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(student_lr="0.001"), "student_lr must be a finite number, got '0.001'"),
+    (dict(results_dir=None), "results_dir must be a path, got None"),
+    (dict(batch_size=True), "batch_size must be an integer, got True"),
+    (dict(levels=2.0), "levels must be an integer, got 2.0"),
+    (dict(augment="no"), "augment must be true or false, got 'no'"),
+    (dict(train_size="100"), "train_size must be an integer or None, got '100'"),
+    (dict(experiments="direct,nope"), "unknown experiment(s) ['nope']"),
+    (dict(student_weight_decay=float("inf")), "student_weight_decay must be a finite number, got inf"),
+    (dict(finetune_epochs=10_001), "finetune_epochs must be at most 10,000, got 10001"),
+])
+def test_config_built_directly_is_checked_with_one_line(kwargs, message, tmp_path):
+    from tadist_utils.config import Config
+    from tadist_utils.experiments import Pipeline
+    kwargs = {"results_dir": str(tmp_path / "r"), "dataset": "digits", **kwargs}
+    with pytest.raises(ConfigError) as e:
+        Pipeline(Config(**kwargs))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_experiments_given_as_a_string_are_names_not_letters():
+    from tadist_utils.config import Config, validate
+    assert Config(experiments="direct").experiments == ("direct",)
+    assert Config(experiments="direct, kd").experiments == ("direct", "kd")
+    validate(Config(experiments="direct", dataset="digits"))
+
+
+def test_papermill_overrides_given_as_a_string_are_parsed(papermill_run):
+    """`papermill -p overrides '{"batch_size": 0}'` passes a string; it is read as JSON, then checked."""
+    assert papermill_run(overrides='{"batch_size": 0}') == "batch_size must be a positive integer, got 0"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('{"student_lr": 0.002, "levels": 2}', {"student_lr": 0.002, "levels": 2}), ("", {}), ({"a": 1}, {"a": 1}),
+    (None, {}), ('__import__("os").system("true")', ConfigError), ("[1, 2]", ConfigError), ("{batch_size: 0}", ConfigError),
+])
+def test_parse_overrides(value, expected):
+    if expected is ConfigError:
+        with pytest.raises(ConfigError, match="overrides must be") as e:
+            nbsetup.parse_overrides(value)
+        assert "\n" not in str(e.value)
+    else:
+        assert nbsetup.parse_overrides(value) == expected
+
+
+def _experiments_cli(args, capsys):
+    from tadist_utils import experiments
+    try:
+        rc = experiments.main(args)
+    except SystemExit as e:  # argparse
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_experiments_cli_bad_seeds_is_one_line(capsys):
+    rc, out, err = _experiments_cli(["--seeds", "abc"], capsys)
+    assert rc == 2 and out == "" and err == ("error: argument --seeds: invalid int value: 'abc' "
+                                             "(see python -m tadist_utils.experiments --help)\n")
+
+
+SMOKE = ["--profile", "smoke", "--set", "dataset=digits", "device=cpu", "precision=fp32", "progress=false", "threads=1",
+         "experiments=direct", "levels=1"]
+
+
+def test_diverging_training_stops_with_one_line_naming_the_model_and_epoch(tmp_path, capsys):
+    rc, out, err = _experiments_cli(SMOKE + [f"results_dir={tmp_path}", "teacher_lr=1e30"], capsys)
+    assert rc == 2 and err == "error: teacher: train_loss is nan at epoch 1; training diverged: lower the learning rate\n"
+    assert not (tmp_path / "results.csv").exists()  # no empty cells written
+    assert not list(tmp_path.rglob("teacher-*.pt"))  # nor a diverged checkpoint
+
+
+def test_nan_in_any_recorded_metric_stops_the_run(tmp_path):
+    from tadist_utils.config import RunError
+    from tadist_utils.train import RunState
+    run = RunState(tmp_path / "S01-12345678.pt", {}, None, None, None, None, epoch=3)
+    with pytest.raises(RunError, match=r"^S01: val_loss is inf at epoch 3; training diverged"):
+        run.record(dict(train_loss=0.1, val_loss=float("inf")), select=None)
+    assert run.history == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tadist_utils import checkpoint
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    rc, out, err = _experiments_cli(SMOKE + [f"results_dir={tmp_path}"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: no space left on the device to write "), err
+    assert "Traceback" not in err and not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch):
+    import errno
+
+    import pandas as pd
+
+    from tadist_utils.config import RunError
+    from tadist_utils.results import ResultsStore
+    store = ResultsStore(tmp_path)
+    store.add_results([dict(dataset="d", experiment="e", model="m", seed=0, metric="acc", value=1.0)])
+
+    def full(self, path, *a, **k):
+        open(path, "w").write("half a ")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    with pytest.raises(RunError, match="no space left on the device to write .*results.csv"):
+        store.add_results([dict(dataset="d", experiment="e", model="m2", seed=0, metric="acc", value=2.0)])
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".results.lock", "results.csv"]  # no temporary left
+    assert len(store.results()) == 1  # the old file, whole

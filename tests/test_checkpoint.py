@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tadist_utils import checkpoint as ck
+from tadist_utils.config import RunError
 
 
 def test_roundtrip_and_no_temporary_left(tmp_path):
@@ -79,6 +80,38 @@ def test_a_failed_write_leaves_no_temporary_and_the_old_file(tmp_path, monkeypat
     def disk_full(fd):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(ck.os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(RunError) as e:  # one line naming the file, not an OSError traceback
         ck.save_atomic(dict(spec={"epoch": 2}, state={}), path)
+    assert "no space left on the device to write" in str(e.value) and str(path) in str(e.value)
+    assert "\n" not in str(e.value)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"] and ck.load(path)["spec"] == {"epoch": 1}
+
+
+def test_other_write_errors_still_propagate(tmp_path, monkeypatch):
+    def denied(fd):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(ck.os, "fsync", denied)
+    with pytest.raises(PermissionError):
+        ck.save_atomic(dict(spec={}, state={}), tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_4kib_flipped_in_the_middle_is_caught_by_the_content_hash_and_retrained(tmp_path):
+    path = tmp_path / "teacher-0123abcd.pt"
+    ck.save_atomic(dict(spec={"lr": 1}, state={"w": torch.randn(64, 1024)}), path)  # 256 KiB of weights
+    raw = bytearray(path.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = bytes(b ^ 0xFF for b in raw[mid:mid + 4096])
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ck.CheckpointError, match="teacher-0123abcd.pt is corrupted .*SHA-256"):
+        ck.load(path)
+    said = []
+    assert ck.find_resumable(path, {"lr": 1}, said.append) is None  # not loaded, not a traceback: retrained
+    assert len(said) == 1 and str(path) in said[0] and "retraining it" in said[0]
+
+
+def test_a_plain_torch_file_without_the_hash_is_not_loaded(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save(dict(spec={}, state={}), path)  # right content, but no content hash: never trusted
+    with pytest.raises(ck.CheckpointError, match="no content hash"):
+        ck.load(path)

@@ -76,3 +76,15 @@ def test_imagefolder_decodes_resizes_and_caches(tmp_path):
     assert len(b.train) + len(b.val) == 12 and len(b.test) == 12
     assert (tmp_path / ".tadist-cache.npz").exists()
     assert load_data(cfg).fingerprint() == b.fingerprint()
+
+
+def test_a_last_training_batch_of_one_image_joins_the_batch_before(smoke_cfg):
+    """Batch norm cannot train on one image: 65 images at batch size 64 are one batch of 65 in training."""
+    b = load_data(smoke_cfg())
+    split = b.train.subset(torch.arange(65))
+    train = Batches(split, b, 64, torch.device("cpu"), shuffle=True)
+    assert len(train) == 1 and [len(y) for _, y, _ in train] == [65]
+    assert sorted(torch.cat([i for _, _, i in train]).tolist()) == list(range(65))
+    assert [len(y) for _, y, _ in Batches(split, b, 64, torch.device("cpu"))] == [64, 1]  # evaluation: unchanged
+    assert [len(y) for _, y, _ in Batches(b.train.subset(torch.arange(66)), b, 64, torch.device("cpu"),
+                                          shuffle=True)] == [64, 2]
