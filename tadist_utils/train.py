@@ -362,6 +362,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
         fast = {} if ctx.fuse else {id(j): ctx.fast(j.model) for j, _ in todo}
         first = min(r.epoch for _, r in todo)
         total = sum(epochs - r.epoch for _, r in todo) * len(train)
+        fused = None
         with ctx.bar(total, f"{group or 'students'} ({len(todo)} student(s))") as bar:
             for epoch in range(first, epochs):
                 active = [(j, r) for j, r in todo if r.epoch == epoch]
@@ -374,7 +375,12 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                 masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, j.name)) for j, _ in active]
                 for j, _ in active:
                     j.model.train()
-                fused = FusedTrainer([r for _, r in active], wanted, ctx, loss=loss) if ctx.fuse else None
+                if ctx.fuse and (fused is None or list(map(id, fused.runs)) != [id(r) for _, r in active]):
+                    # fused networks live while the same students train (a compiled step is compiled once);
+                    # a new set (students resumed at other epochs) gets a new one
+                    fused = FusedTrainer([r for _, r in active], wanted, ctx, loss=loss)
+                if fused is not None:
+                    fused.train()
                 sums = torch.zeros(len(active), device=ctx.device)
                 n = 0
                 for x, _, idx in train:
