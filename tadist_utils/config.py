@@ -14,6 +14,9 @@ from .baselines import BASELINES
 from .plans import EXPERIMENTS, PAPER_EXPERIMENTS
 
 
+DEFAULT_RESULTS_DIR = "results/run"  # the one default results folder: Config, the notebooks and reproduce all use it
+
+
 class ConfigError(ValueError):
     """Bad user input, reported as one line before anything trains."""
 
@@ -65,7 +68,7 @@ class Config:
     fuse_students: str = "auto"        # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
     deterministic: bool = False        # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
     threads: int | None = None         # CPU threads for torch; None keeps torch's default (1 is best on a CPU shared with other jobs)
-    results_dir: str = "results/run"   # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
+    results_dir: str = DEFAULT_RESULTS_DIR  # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
     progress: bool = True              # tqdm bars
 
     def replace(self, **overrides) -> "Config":
@@ -82,9 +85,11 @@ class Config:
 
 
 PROFILES: dict[str, dict] = {
-    # seconds on a CPU: tiny subset, one epoch of everything. For CI and for checking a set-up.
+    # seconds on a CPU: tiny subset, one epoch of everything. For CI and for checking a set-up. One thread: at these
+    # sizes a second one gains nothing, and beside any other job two spinning threads per process were 7x slower.
     "smoke": dict(train_size=256, val_size=64, test_size=128, teacher_epochs=1, student_epochs=1,
-                  finetune_epochs=1, batch_size=64, eval_batch_size=256, augment=False, student_augment=False),
+                  finetune_epochs=1, batch_size=64, eval_batch_size=256, augment=False, student_augment=False,
+                  threads=1),
     # a 2-core CPU in about half an hour (README has the measured time): a CIFAR-10 subset, short student runs.
     "quick": dict(train_size=5000, val_size=1000, test_size=2000, teacher_epochs=8, student_epochs=2,
                   finetune_epochs=3, batch_size=64, student_augment=False),

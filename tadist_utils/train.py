@@ -53,8 +53,8 @@ class Context:
                    cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
 
     def bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+        from .console import bar  # tqdm, also reporting to $TADIST_PROGRESS for the runner's terminal (console.py)
+        return bar(total, desc, disable=not self.progress)
 
     def model(self, m: nn.Module) -> nn.Module:
         return prepare(m, self.device, self.channels_last)
@@ -338,6 +338,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                 if not active:
                     continue
                 train.set_epoch(epoch)
+                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
                 t0 = time.perf_counter()
                 wanted = [j.targets or ((parent, j.start, j.stop),) for j, _ in active]
                 dense = drop > 0 and any(len(w) > 1 for w in wanted)
