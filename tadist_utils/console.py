@@ -97,6 +97,7 @@ def _clock(seconds: float) -> str:
 
 
 _EPOCH = re.compile(r"epoch (\d+)/(\d+)")
+_GROUP = re.compile(r"\(\d+ student\(s\)\)")  # train_students' bar: "students of S1 (14 student(s))"
 
 
 def progress_line(record: dict, batch_size: int | None = None) -> str:
@@ -106,7 +107,7 @@ def progress_line(record: dict, batch_size: int | None = None) -> str:
     parts = [f"{desc} {postfix}".strip(), f"{100 * n / total:3.0f}%"]
     rate = n / elapsed if elapsed > 0 and n else 0.0
     if rate and batch_size:
-        unit = "student-img/s" if "student" in desc else "img/s"
+        unit = "student-img/s" if _GROUP.search(desc) else "img/s"  # a step of a student group trains each student
         parts.append(f"{rate * batch_size:,.0f} {unit}")
     if record.get("done"):
         parts.append(f"took {_clock(elapsed)}")

@@ -34,6 +34,8 @@ def test_progress_line_names_model_epoch_speed_and_eta():
     students = dict(desc="S1 group (2 student(s))", postfix="epoch 1/3", n=20, total=60, elapsed=10.0, done=True)
     line = console.progress_line(students, batch_size=32)
     assert "S1 group (2 student(s)) epoch 1/3" in line and "64 student-img/s" in line and "took 0:10" in line
+    baseline = dict(desc="kd 8 student(s) epoch 1/2", postfix="", n=4, total=4, elapsed=1.0, done=True)
+    assert "256 img/s" in console.progress_line(baseline, batch_size=64)  # one ensemble, trained end to end
 
 
 def test_bars_report_to_the_progress_file_and_the_printer_prints_them(tmp_path, monkeypatch):
