@@ -8,7 +8,7 @@ it), and a :class:`ProgressPrinter` thread reads the file and prints lines such 
 
       01_teacher  teacher epoch 3/8  100%  412 img/s  ETA teacher 0:52
 
-one when each bar (an epoch of a classifier, a group of students) ends and one every ``every`` seconds while
+one when each bar (an epoch of a classifier, a group of students) ends and one every ``every`` (30) seconds while
 a bar runs, so a long notebook is never silent. Images per second are steps per second times the batch size
 (for students: student-images, one step trains every student of the group on a batch).
 
@@ -100,8 +100,11 @@ _EPOCH = re.compile(r"epoch (\d+)/(\d+)")
 _GROUP = re.compile(r"\(\d+ student\(s\)\)")  # train_students' bar: "students of S1 (14 student(s))"
 
 
-def progress_line(record: dict, batch_size: int | None = None) -> str:
-    """One terminal line for one progress record: model and epoch, percent, images/s, ETA of the model."""
+def progress_line(record: dict, batch_size: int | None = None, epoch_seconds: float | None = None) -> str:
+    """One terminal line for one progress record: model and epoch, percent, images/s, ETA of the model.
+
+    ``epoch_seconds``: how long this model's previous epoch took; the ETA then uses it (the pace measured over the
+    first batches of an epoch is noisy), else the current pace."""
     desc, postfix = record.get("desc", ""), record.get("postfix", "")
     n, total, elapsed = record.get("n", 0), max(1, record.get("total") or 1), record.get("elapsed", 0.0)
     parts = [f"{desc} {postfix}".strip(), f"{100 * n / total:3.0f}%"]
@@ -112,10 +115,11 @@ def progress_line(record: dict, batch_size: int | None = None) -> str:
     if record.get("done"):
         parts.append(f"took {_clock(elapsed)}")
     elif rate:
-        left = (total - n) / rate
+        per_epoch = epoch_seconds or total / rate
+        left = (total - n) / total * per_epoch if epoch_seconds else (total - n) / rate
         m = _EPOCH.search(desc)  # a bar per epoch (teacher, baselines): the epochs still to come, at this pace
         if m:
-            left += (int(m.group(2)) - int(m.group(1))) * total / rate
+            left += (int(m.group(2)) - int(m.group(1))) * per_epoch
         model = desc[:m.start()].strip() if m else desc.split(" (")[0]
         parts.append(f"ETA {model} {_clock(left)}")
     return "  ".join(parts)
@@ -127,18 +131,23 @@ class ProgressPrinter:
     ``with ProgressPrinter(path, label, batch_size): run the notebook`` (sets ``$TADIST_PROGRESS`` meanwhile).
     """
 
-    def __init__(self, path: Path, label: str, batch_size: int | None = None, every: float = 15.0,
+    def __init__(self, path: Path, label: str, batch_size: int | None = None, every: float = 30.0,
                  stream=None, poll: float = 0.5):
         self.path, self.label, self.batch_size, self.every, self.poll = Path(path), label, batch_size, every, poll
         self.stream = stream or sys.stdout
         self.lines = 0
         self._stop = threading.Event()
         self._offset, self._last_print, self._pending = 0, time.monotonic(), None
+        self._epoch_seconds: dict[str, float] = {}  # model -> its last finished epoch's duration (per-epoch bars)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._previous_env = None
 
     def _emit(self, record: dict) -> None:
-        print(f"  {self.label}  {progress_line(record, self.batch_size)}", file=self.stream, flush=True)
+        model = _EPOCH.split(record.get("desc", ""))[0].strip()
+        line = progress_line(record, self.batch_size, None if record.get("done") else self._epoch_seconds.get(model))
+        if record.get("done") and _EPOCH.search(record.get("desc", "")):
+            self._epoch_seconds[model] = record.get("elapsed", 0.0)
+        print(f"  {self.label}  {line}", file=self.stream, flush=True)
         self.lines += 1
         self._last_print = time.monotonic()
 

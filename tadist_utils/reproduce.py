@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         executed.mkdir(parents=True, exist_ok=True)
         for src in selected:
             label = f"[seed {cfg.seed}] {src.name}"
-            live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 15 s
+            live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
             print(f"{label} ...", end="\n" if live else " ", flush=True)
             t0 = time.perf_counter()
             with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem, cfg.batch_size)

@@ -31,6 +31,8 @@ def test_progress_line_names_model_epoch_speed_and_eta():
     line = console.progress_line(running, batch_size=64)
     # 2.5 steps/s x 64 = 160 img/s; this epoch's 5 steps and 2 more epochs of 10: 25 steps, 10 s
     assert line == "teacher epoch 2/4   50%  160 img/s  ETA teacher 0:10", line
+    # with the previous epoch's duration (8 s): the rest of this one, 4 s, and 2 more epochs, 16 s
+    assert console.progress_line(running, batch_size=64, epoch_seconds=8.0).endswith("ETA teacher 0:20")
     students = dict(desc="S1 group (2 student(s))", postfix="epoch 1/3", n=20, total=60, elapsed=10.0, done=True)
     line = console.progress_line(students, batch_size=32)
     assert "S1 group (2 student(s)) epoch 1/3" in line and "64 student-img/s" in line and "took 0:10" in line
