@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from .config import default_threads
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer
@@ -42,8 +43,8 @@ class Context:
 
     @classmethod
     def from_config(cls, cfg) -> "Context":
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (config.default_threads), not all cores
+            torch.set_num_threads(cfg.threads or default_threads())
         if getattr(cfg, "deterministic", False):  # recorded in the manifest (results.environment)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it (read when CUDA starts)
             torch.use_deterministic_algorithms(True, warn_only=True)
