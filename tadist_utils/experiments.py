@@ -325,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from .console import announce, data_notice
+    notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
+    announce(notice)
     for cfg in configs:
         t0 = time.perf_counter()
         try:
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}", flush=True)
+    announce(notice, final=True)
     return 0
 
 

@@ -12,6 +12,7 @@ import ast
 import contextlib
 import difflib
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +22,13 @@ from .results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
 # The names every numbered notebook's `parameters` cell declares (tests/test_bad_input.py keeps them in step).
-PARAMETERS = ("profile", "dataset", "data_dir", "results_dir", "seed", "seeds", "device", "teacher_epochs",
-              "student_epochs", "finetune_epochs", "overrides")
+PARAMETERS = ("profile", "dataset", "data_dir", "results_dir", "use_drive", "seed", "seeds", "device",
+              "teacher_epochs", "student_epochs", "finetune_epochs", "overrides")
+# Where the project lives: the notebooks' "Open in Colab" badges and their Colab `%pip install git+...` line.
+# Markdown cannot import it, so after changing it run `python -m tadist_utils.nbsetup --sync-repo-url`, which
+# rewrites every notebook from it (tests/test_notebooks_static.py fails while one is out of step).
+REPO_URL = "https://github.com/tadist/tadist"
+REPO_BRANCH = "main"
 
 
 def repo_root() -> Path:
@@ -37,6 +43,44 @@ def repo_path(path: str | Path, drive: bool = False) -> str:
     if p.is_absolute():
         return str(p)
     return str((DRIVE_ROOT if drive else repo_root()) / p)
+
+
+def results_path(path: str | Path | None, drive: bool = False) -> str:
+    """``repo_path`` of a notebook's ``results_dir``; None is ``config.DEFAULT_RESULTS_DIR``, as everywhere."""
+    from .config import DEFAULT_RESULTS_DIR
+    return repo_path(DEFAULT_RESULTS_DIR if path in (None, "") else path, drive)
+
+
+def colab_badge_url(notebook: str, url: str = REPO_URL, branch: str = REPO_BRANCH) -> str:
+    """The "Open in Colab" link of ``notebooks/<notebook>`` in the repository at ``url``."""
+    return f"https://colab.research.google.com/github/{url.split('github.com/', 1)[-1]}/blob/{branch}/notebooks/{notebook}"
+
+
+def pip_line(url: str = REPO_URL) -> str:
+    return f"%pip install -q git+{url}"
+
+
+_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+/notebooks/([0-9][0-9]_[\w]+\.ipynb)")
+_PIP = re.compile(r"%pip install -q git\+\S+")
+
+
+def sync_repo_url(folder: Path | None = None, url: str = REPO_URL, branch: str = REPO_BRANCH, write: bool = True) -> list[Path]:
+    """Rewrite every numbered notebook's Colab badge and pip line from ``url``; the notebooks that changed."""
+    import nbformat
+    changed = []
+    for path in sorted((folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        dirty = False
+        for cell in nb.cells:
+            new = _BADGE.sub(lambda m: colab_badge_url(m.group(1), url, branch), cell.source)
+            new = _PIP.sub(pip_line(url).replace("\\", "\\\\"), new)
+            if new != cell.source:
+                cell.source, dirty = new, True
+        if dirty:
+            changed.append(path)
+            if write:
+                nbformat.write(nb, path)
+    return changed
 
 
 def _one_line(error: Exception) -> Exception:
@@ -142,3 +186,11 @@ def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
     if name is not None:
         results, history = results[results.dataset == name], history[history.dataset == name]
     return results.reset_index(drop=True), history.reset_index(drop=True)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--sync-repo-url"]:
+        sys.exit("usage: python -m tadist_utils.nbsetup --sync-repo-url  (rewrite the notebooks' Colab links from REPO_URL)")
+    for p in sync_repo_url():
+        print(f"updated {p}")

@@ -17,6 +17,7 @@ notebook's executed copy is kept up to the failing cell. Executed copies go to `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, make_config
+from . import console
+from .config import DEFAULT_RESULTS_DIR, ConfigError, make_config
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -127,6 +129,14 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: b
         return f"{where}: {type(e).__name__}: {_first_line(e)}"
 
 
+def _manifest_notice(results_dir: Path) -> str:
+    """The data notice the notebooks recorded in the manifest (a fallback the runner's own check did not see)."""
+    try:
+        return json.loads((results_dir / "manifest.json").read_text()).get("dataset", {}).get("notice", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="python -m tadist_utils.reproduce", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
     ap.add_argument("--data-dir", help="dataset folder (default: data)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
-    ap.add_argument("--results-dir", help="default: results/runs/<profile>-<dataset>")
+    ap.add_argument("--results-dir", help=f"default: {DEFAULT_RESULTS_DIR} (config.DEFAULT_RESULTS_DIR, as for the notebooks)")
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
@@ -142,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
-    ap.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    ap.add_argument("--quiet", action="store_true", help="no live training progress, one line per notebook")
     args = ap.parse_args(argv)
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
         overrides = {**sets, **{k: v for k, v in given.items() if v is not None}}
         probe = make_config(args.profile, **overrides)
-        defaults = dict(data_dir=probe.data_dir, results_dir=f"results/runs/{args.profile}-{probe.dataset}")
+        defaults = dict(data_dir=probe.data_dir, results_dir=DEFAULT_RESULTS_DIR)
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
             overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
@@ -176,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval-lax -p no:cacheprovider {out}")
         return 0
 
+    notice = console.data_notice(configs[0])  # not the data asked for: said first, and again at the end
+    console.announce(notice)
     report = dict(profile=args.profile, seeds=args.seeds, results_dir=str(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []
@@ -186,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         executed.mkdir(parents=True, exist_ok=True)
         for src in selected:
             label = f"[seed {cfg.seed}] {src.name}"
-            bar = not args.quiet and sys.stderr.isatty()  # papermill's per-cell bar, on terminals only
-            print(f"{label} ...", end="\n" if bar else " ", flush=True)
+            live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
+            print(f"{label} ...", end="\n" if live else " ", flush=True)
             t0 = time.perf_counter()
-            error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, bar)
+            with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem, cfg.batch_size)
+                  if live else contextlib.nullcontext()):
+                error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
             seconds = time.perf_counter() - t0
             status = "ok" if error is None else "FAILED"
-            print(f"{label} {status}" if bar else status, f"in {seconds:.1f}s", flush=True)
+            print(f"{label} {status}" if live else status, f"in {seconds:.1f}s", flush=True)
             if error:
                 failures.append(f"{src.name} (seed {cfg.seed}): {error}")
             report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="ok" if error is None else "failed",
@@ -201,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                           total_seconds=round(time.perf_counter() - t_all, 1))
             (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
+    console.announce(notice or _manifest_notice(results_dir), final=True)
     if failures:
         print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "
               f"{results_dir / 'executed'}:", file=sys.stderr)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt_io
-from .config import RunError
+from .config import RunError, default_threads
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer
@@ -44,8 +44,8 @@ class Context:
 
     @classmethod
     def from_config(cls, cfg) -> "Context":
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (config.default_threads), not all cores
+            torch.set_num_threads(cfg.threads or default_threads())
         if getattr(cfg, "deterministic", False):  # recorded in the manifest (results.environment)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it (read when CUDA starts)
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -55,8 +55,8 @@ class Context:
                    cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
 
     def bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+        from .console import bar  # tqdm, also reporting to $TADIST_PROGRESS for the runner's terminal (console.py)
+        return bar(total, desc, disable=not self.progress)
 
     def model(self, m: nn.Module) -> nn.Module:
         return prepare(m, self.device, self.channels_last)
@@ -369,6 +369,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                 if not active:
                     continue
                 train.set_epoch(epoch)
+                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
                 t0 = time.perf_counter()
                 wanted = [j.targets or ((parent, j.start, j.stop),) for j, _ in active]
                 dense = drop > 0 and any(len(w) > 1 for w in wanted)

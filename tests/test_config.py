@@ -75,3 +75,20 @@ def test_threads_setting_reaches_torch():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    """threads=None: the cores no other running process uses (2 threads beside other jobs trained 4x slower)."""
+    import os
+    from pathlib import Path
+
+    from tadist_utils import config
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert 1 <= config.default_threads() <= cores
+    real = Path.read_text
+    busy = lambda self, *a, **k: "5.0 4.0 3.0 99/200 1\n" if str(self) == "/proc/loadavg" else real(self, *a, **k)  # noqa: E731
+    monkeypatch.setattr(Path, "read_text", busy)
+    assert config.default_threads() == 1  # 98 other processes running: one thread
+    idle = lambda self, *a, **k: "0.0 0.0 0.0 1/200 1\n" if str(self) == "/proc/loadavg" else real(self, *a, **k)  # noqa: E731
+    monkeypatch.setattr(Path, "read_text", idle)
+    assert config.default_threads() == cores  # only this process: every core

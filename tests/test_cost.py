@@ -165,3 +165,18 @@ def test_accuracy_vs_cost_plot(table):
         plots.accuracy_vs_cost(results, c, x="nonsense")
     import matplotlib.pyplot as plt
     plt.close("all")
+
+
+def test_smoke_spends_a_small_budget_on_the_cost_table():
+    """Notebook 06 on smoke used to time every model for seconds (9-13 minutes of CI); now one run each, no warm-up."""
+    import nbformat
+    from pathlib import Path
+    from tadist_utils.config import make_config
+    b = cost.PROFILE_BUDGETS["smoke"]
+    assert b["repeats"] == 1 and b["warmup"] == 0 and b["large_batch"] <= 16 and b["max_seconds"] <= 1
+    assert "paper" not in cost.PROFILE_BUDGETS  # the paper profile measures in full
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "06_beyond.ipynb", as_version=4)
+    assert any("**cost.PROFILE_BUDGETS.get(cfg.profile, {})" in c.source for c in nb.cells)
+    df = cost.cost_table("cpu", models_=["ensemble_2"], export=False, **b)
+    assert (df.runs_b1 == 1).all() and "latency_ms_b8" in df
+    assert make_config("smoke").threads == 1  # no second spinning thread beside CI's other jobs

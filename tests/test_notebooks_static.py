@@ -39,3 +39,14 @@ def test_papermill_sees_every_parameter(path):
     source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assigned = [line.split(":")[0].split("=")[0].strip() for line in source.splitlines() if line and not line.startswith("#")]
     assert list(pm.inspect_notebook(str(path))) == assigned
+
+
+def test_colab_links_come_from_one_constant():
+    """Badges and the Colab pip line are generated from nbsetup.REPO_URL (python -m tadist_utils.nbsetup --sync-repo-url)."""
+    from tadist_utils import nbsetup
+    assert nbsetup.sync_repo_url(write=False) == [], "run: python -m tadist_utils.nbsetup --sync-repo-url"
+    for path in NOTEBOOKS:
+        text = path.read_text()
+        assert nbsetup.colab_badge_url(path.name) in text and nbsetup.pip_line() in text, path.name
+    other = "https://github.com/someone/fork"
+    assert nbsetup.sync_repo_url(url=other, write=False) == NOTEBOOKS  # a change of the constant reaches all of them

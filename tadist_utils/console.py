@@ -1,0 +1,229 @@
+"""What a terminal shows while the notebooks train inside Jupyter kernels: live progress and which data is used.
+
+Progress. Every training bar (``train.Context.bar``) is a tqdm bar; when the environment variable
+``TADIST_PROGRESS`` names a file, the bar also appends one JSON line to it when it starts, at most once a
+second while it runs, and when it ends: ``desc`` (model and epoch), ``postfix``, ``n`` / ``total`` (steps),
+``elapsed`` (s) and ``done``. ``reproduce`` sets the variable for each notebook it runs (the kernel inherits
+it), and a :class:`ProgressPrinter` thread reads the file and prints lines such as::
+
+      01_teacher  teacher epoch 3/8  100%  412 img/s  ETA teacher 0:52
+
+one when each bar (an epoch of a classifier, a group of students) ends and one every ``every`` (30) seconds while
+a bar runs, so a long notebook is never silent. Images per second are steps per second times the batch size
+(for students: student-images, one step trains every student of the group on a batch).
+
+Data. ``data_notice(cfg)`` says, before anything runs, when the data used will not be the data asked for
+(``dataset="auto"`` without CIFAR-10 in ``data_dir`` nor a network: scikit-learn digits), so the runner and the
+headless CLI can print it first and again in their final summary (:func:`announce`).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+ENV = "TADIST_PROGRESS"  # the file training bars append their progress to (unset: no file)
+
+
+# ----------------------------------------------------------------------------- inside the kernel
+class _Reporting:
+    """A tqdm bar that also appends its progress, throttled, to a JSON-lines file."""
+
+    def __init__(self, bar, path: str, total: int, desc: str, interval: float = 1.0):
+        self._bar, self._path, self._interval = bar, path, interval
+        self.total, self.desc, self.count, self.postfix = total, desc, 0, ""
+        self._t0 = self._last = time.perf_counter()
+        self._closed = False
+        self._write(done=False)
+
+    def _write(self, done: bool) -> None:
+        self._last = time.perf_counter()
+        line = json.dumps(dict(desc=self.desc, postfix=self.postfix, n=self.count, total=self.total,
+                               elapsed=round(self._last - self._t0, 3), done=done, pid=os.getpid()))
+        try:
+            with open(self._path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError:  # progress is a courtesy: never let it stop training
+            pass
+
+    def update(self, n: int = 1):
+        self.count += n
+        self._bar.update(n)
+        if time.perf_counter() - self._last >= self._interval:
+            self._write(done=False)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True):
+        self.postfix = s
+        self._bar.set_postfix_str(s, refresh=refresh)
+        self._write(done=False)
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._write(done=True)
+            self._bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __getattr__(self, name):
+        return getattr(self._bar, name)
+
+
+def bar(total: int, desc: str, disable: bool = False):
+    """A tqdm bar (``tqdm.auto``: a widget in Jupyter); reporting to ``$TADIST_PROGRESS`` when that is set."""
+    from tqdm.auto import tqdm
+    b = tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
+    path = os.environ.get(ENV)
+    return _Reporting(b, path, total, desc) if path else b
+
+
+# ----------------------------------------------------------------------------- in the runner
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+_EPOCH = re.compile(r"epoch (\d+)/(\d+)")
+_GROUP = re.compile(r"\(\d+ student\(s\)\)")  # train_students' bar: "students of S1 (14 student(s))"
+
+
+def progress_line(record: dict, batch_size: int | None = None, epoch_seconds: float | None = None) -> str:
+    """One terminal line for one progress record: model and epoch, percent, images/s, ETA of the model.
+
+    ``epoch_seconds``: how long this model's previous epoch took; the ETA then uses it (the pace measured over the
+    first batches of an epoch is noisy), else the current pace."""
+    desc, postfix = record.get("desc", ""), record.get("postfix", "")
+    n, total, elapsed = record.get("n", 0), max(1, record.get("total") or 1), record.get("elapsed", 0.0)
+    parts = [f"{desc} {postfix}".strip(), f"{100 * n / total:3.0f}%"]
+    rate = n / elapsed if elapsed > 0 and n else 0.0
+    if rate and batch_size:
+        unit = "student-img/s" if _GROUP.search(desc) else "img/s"  # a step of a student group trains each student
+        parts.append(f"{rate * batch_size:,.0f} {unit}")
+    if record.get("done"):
+        parts.append(f"took {_clock(elapsed)}")
+    elif rate:
+        per_epoch = epoch_seconds or total / rate
+        left = (total - n) / total * per_epoch if epoch_seconds else (total - n) / rate
+        m = _EPOCH.search(desc)  # a bar per epoch (teacher, baselines): the epochs still to come, at this pace
+        if m:
+            left += (int(m.group(2)) - int(m.group(1))) * per_epoch
+        model = desc[:m.start()].strip() if m else desc.split(" (")[0]
+        parts.append(f"ETA {model} {_clock(left)}")
+    return "  ".join(parts)
+
+
+class ProgressPrinter:
+    """Follow a progress file in a thread and print a line per finished bar, and every ``every`` s otherwise.
+
+    ``with ProgressPrinter(path, label, batch_size): run the notebook`` (sets ``$TADIST_PROGRESS`` meanwhile).
+    """
+
+    def __init__(self, path: Path, label: str, batch_size: int | None = None, every: float = 30.0,
+                 stream=None, poll: float = 0.5):
+        self.path, self.label, self.batch_size, self.every, self.poll = Path(path), label, batch_size, every, poll
+        self.stream = stream or sys.stdout
+        self.lines = 0
+        self._stop = threading.Event()
+        self._offset, self._last_print, self._pending = 0, time.monotonic(), None
+        self._epoch_seconds: dict[str, float] = {}  # model -> its last finished epoch's duration (per-epoch bars)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._previous_env = None
+
+    def _emit(self, record: dict) -> None:
+        model = _EPOCH.split(record.get("desc", ""))[0].strip()
+        line = progress_line(record, self.batch_size, None if record.get("done") else self._epoch_seconds.get(model))
+        if record.get("done") and _EPOCH.search(record.get("desc", "")):
+            self._epoch_seconds[model] = record.get("elapsed", 0.0)
+        print(f"  {self.label}  {line}", file=self.stream, flush=True)
+        self.lines += 1
+        self._last_print = time.monotonic()
+
+    def read(self) -> None:
+        """Print what the file gained since the last read (the last record of a running bar, when due)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except OSError:
+            return
+        complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
+        self._offset += len(complete)
+        for raw in complete.decode("utf-8", "replace").splitlines():
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if record.get("done"):
+                self._pending = None
+                self._emit(record)
+            else:
+                self._pending = record
+        if self._pending is not None and time.monotonic() - self._last_print >= self.every:
+            self._emit(self._pending)
+            self._pending = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            self.read()
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self._previous_env = os.environ.get(ENV)
+        os.environ[ENV] = str(self.path)  # the kernel papermill starts inherits it
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.read()
+        if self._previous_env is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = self._previous_env
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        return False
+
+
+# ----------------------------------------------------------------------------- which data
+def data_notice(cfg) -> str:
+    """Non-empty when the run will not use the data it asked for (today: ``auto`` falling back to digits).
+
+    For ``auto`` without CIFAR-10 in ``data_dir`` this tries the download the first notebook would try (and
+    keeps the files if it succeeds), so the answer is known before any notebook starts.
+    """
+    if cfg.dataset != "auto":
+        return ""
+    from . import data
+    if data.is_present(cfg.replace(dataset="cifar10")):
+        return ""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return data.load_raw(cfg)[5]
+
+
+def announce(notice: str, stream=None, final: bool = False) -> None:
+    """The data notice, loud: a banner first, one line again in the final summary."""
+    if not notice:
+        return
+    stream = stream or sys.stdout
+    if final:
+        print(f"!!! DATA: {notice}", file=stream, flush=True)
+    else:
+        bar_ = "!" * 100
+        print(f"{bar_}\n!!! DATA: {notice}\n{bar_}", file=stream, flush=True)
