@@ -1,4 +1,4 @@
-"""The benchmark runs end to end and writes a JSON with positive speeds and ratios for both cases."""
+"""The benchmark runs end to end and writes a JSON with positive speeds, ratios and operator counts."""
 import json
 
 import pytest
@@ -25,6 +25,14 @@ def test_quick_bench_writes_json(tmp_path):
         for path in ("reference", "fast"):
             assert c[path]["images_per_s"] > 0 and c[path]["wall_s"] > 0
     assert report["cases"]["students"]["students"] == 3  # --quick: S1, S01, S2 of the direct plan
+    # the fused path beside the loop, and the launch proxy: fewer operator calls per step when fused
+    students, ops = report["cases"]["students"], report["cases"]["ops"]
+    assert students["fused"]["images_per_s"] > 0 and students["fused"]["tflops"] > 0
+    assert students["fused_vs_loop"] > 0 and students["default_path"].startswith("fast")  # CPU: the loop
+    assert ops["students"] == 3
+    for k in ("aten_ops", "leaf_ops"):
+        assert 0 < ops["fused"][k] < ops["loop"][k]
+    assert ops["leaf_ops_ratio"] > 1.5  # 3 students (two architectures) -> 2 networks and 1 fused Adam
 
 
 def test_device_slug_is_a_file_name():
@@ -34,26 +42,6 @@ def test_device_slug_is_a_file_name():
     slug = device_slug(torch.device("cpu"))
     assert slug.startswith("cpu-") and slug.endswith(f"-{torch.get_num_threads()}t")
     assert all(ch.isalnum() or ch == "-" for ch in slug)
-
-
-def test_quick_bench_counts_operator_calls_and_times_the_fused_path(tmp_path):
-    """The proxy for a launch-bound GPU: the fused step needs fewer operator calls than the per-student loop."""
-    import torch
-    from tadist_utils import bench
-
-    threads = torch.get_num_threads()
-    try:
-        report = bench.main(["--quick", "--dataset", "digits", "--device", "cpu", "--threads", "1", "--cases",
-                             "students", "ops", "--out", str(tmp_path / "b.json")])
-    finally:
-        torch.set_num_threads(threads)
-    students, ops = report["cases"]["students"], report["cases"]["ops"]
-    assert students["fused"]["images_per_s"] > 0 and students["fused"]["tflops"] > 0
-    assert students["fused_vs_loop"] > 0 and students["default_path"].startswith("fast")  # CPU: the loop
-    assert ops["students"] == 3
-    for k in ("aten_ops", "leaf_ops"):
-        assert 0 < ops["fused"][k] < ops["loop"][k]
-    assert ops["leaf_ops_ratio"] > 1.5  # 3 students (two architectures) -> 2 networks and 1 fused Adam
 
 
 def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
