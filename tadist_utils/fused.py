@@ -80,16 +80,16 @@ class FusedTrainer:
 
     # ------------------------------------------------------------------ state in and out
     def _slots(self):
-        """(fused parameter, its key, fused network, [student parameter per student]) for every tensor."""
+        """(fused parameter, its key, fused network, its students' indices, their parameters) for every tensor."""
         for idx, net, _ in self.groups:
             own = [dict(self.runs[i].model.named_parameters()) for i in idx]
             for key, p in net.named_parameters():
-                yield p, key, net, [o[key] for o in own]
+                yield p, key, net, idx, [o[key] for o in own]
 
     def _fused_optimizer_state(self) -> dict:
         state = {}
-        for k, (p, key, net, parts) in enumerate(self._slots()):
-            per = [self._student_state(i, q) for i, q in zip(self._indices(net), parts)]
+        for k, (p, key, net, idx, parts) in enumerate(self._slots()):
+            per = [self.runs[i].optimizer.state.get(q) or None for i, q in zip(idx, parts)]
             if all(s is None for s in per):
                 continue
             if any(s is None for s in per) or len({float(s["step"]) for s in per}) != 1:
@@ -99,13 +99,6 @@ class FusedTrainer:
         group = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
         return dict(state=state, param_groups=[dict(group, params=list(range(len(self.optimizer.param_groups[0]["params"]))))])
 
-    def _indices(self, net) -> list[int]:
-        return next(idx for idx, n, _ in self.groups if n is net)
-
-    def _student_state(self, i: int, param) -> dict | None:
-        st = self.runs[i].optimizer.state.get(param)
-        return st if st else None
-
     @torch.no_grad()
     def store(self) -> None:
         """Write the fused state back into every student's model, optimiser, schedule and scaler."""
@@ -114,11 +107,11 @@ class FusedTrainer:
         fused_state = self.optimizer.state
         lr = self.optimizer.param_groups[0]["lr"]
         per_student: dict[int, dict] = {i: {} for i in range(len(self.runs))}
-        for p, key, net, parts in self._slots():
+        for p, key, net, idx, parts in self._slots():
             st = fused_state.get(p)
             if not st:
                 continue
-            for g, (i, q) in enumerate(zip(self._indices(net), parts)):
+            for g, (i, q) in enumerate(zip(idx, parts)):
                 per_student[i][q] = {name: (v.detach().cpu().clone() if name == "step" else net.part(v, key, g).clone())
                                      for name, v in st.items()}
         for i, r in enumerate(self.runs):
