@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .config import RunError
+from .errors import RunError
 
 MAGIC = b"TADIST-CHECKPOINT-1\n"  # then the SHA-256 digest (32 bytes) of the torch.save payload, then the payload
 

@@ -13,21 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .baselines import BASELINES
+from .errors import ConfigError, RunError  # noqa: F401  (re-exported: config.ConfigError is public)
 from .plans import EXPERIMENTS, PAPER_EXPERIMENTS
 
 
 DEFAULT_RESULTS_DIR = "results/run"  # the one default results folder: Config, the notebooks and reproduce all use it
-
-
-class ConfigError(ValueError):
-    """Bad user input, reported as one line before anything trains."""
-
-    def _render_traceback_(self):  # IPython/Jupyter/papermill: one line in any cell, not a traceback wall
-        return [f"{type(self).__name__}: {self}"]
-
-
-class RunError(ConfigError):
-    """Something found while running that the user has to fix (a full disk, a diverged loss): one line too."""
 
 
 MAX_EPOCHS = 10_000  # more is a typo (or a run that would never finish), not a schedule

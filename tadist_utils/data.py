@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)

@@ -9,10 +9,11 @@ import warnings
 
 import torch
 
+from .errors import ConfigError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then MPS, then CPU; an explicit device that is absent is a one-line error."""
-    from .config import ConfigError
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

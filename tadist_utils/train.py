@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint as ckpt_io
-from .config import RunError, default_threads
+from .config import default_threads
+from .errors import RunError
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer

@@ -8,7 +8,7 @@ pytest.importorskip("sklearn")  # the digits data set ships inside scikit-learn
 
 def test_quick_bench_writes_json(tmp_path):
     import torch
-    from tadist_utils import bench
+    from tadist_utils.analysis import bench
 
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
@@ -37,7 +37,7 @@ def test_quick_bench_writes_json(tmp_path):
 
 def test_device_slug_is_a_file_name():
     import torch
-    from tadist_utils.bench import device_slug
+    from tadist_utils.analysis.bench import device_slug
 
     slug = device_slug(torch.device("cpu"))
     assert slug.startswith("cpu-") and slug.endswith(f"-{torch.get_num_threads()}t")
@@ -47,7 +47,7 @@ def test_device_slug_is_a_file_name():
 def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
     """The issue's target, counted on the CPU: 15 students in 4 fused networks with one Adam."""
     import torch
-    from tadist_utils import bench
+    from tadist_utils.analysis import bench
     from tadist_utils.train import Context
 
     ctx = Context(torch.device("cpu"), None, channels_last=True, progress=False)
@@ -58,7 +58,7 @@ def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
 
 def test_paper_estimate_covers_every_group_of_the_paper_profile():
     import torch
-    from tadist_utils import bench
+    from tadist_utils.analysis import bench
     from tadist_utils.train import Context
 
     ctx = Context(torch.device("cpu"), None, progress=False)

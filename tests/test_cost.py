@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from tadist_utils import cost, models
+from tadist_utils import models
+from tadist_utils.analysis import cost
 
 
 def randomise_bn(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
@@ -150,7 +151,7 @@ def test_accuracy_vs_cost_plot(table):
     import matplotlib
     matplotlib.use("Agg")
     import pandas as pd
-    from tadist_utils import plots
+    from tadist_utils.analysis import plots
     rows = [("cifar10", "teacher", "teacher", 0, "test_accuracy", 90.0)]
     rows += [("cifar10", e, f"ensemble_{n}", s, "test_accuracy", 80.0 + n + s)
              for e in ("direct", "hierarchical") for n in (2, 8) for s in (0, 1)]

@@ -1,4 +1,4 @@
-"""Multi-seed statistics (tadist_utils.stats) against hand-computed values, and the plots drawn from them."""
+"""Multi-seed statistics (tadist_utils.analysis.stats) against hand-computed values, and the plots drawn from them."""
 import math
 
 import matplotlib
@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
-from tadist_utils import stats  # noqa: E402
+from tadist_utils.analysis import stats  # noqa: E402
 
 T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
 SEEDS = (0, 1, 2)
@@ -217,7 +217,7 @@ def test_markdown_table():
 
 # ------------------------------------------------------------------------- plots
 def test_accuracy_with_error_bars():
-    from tadist_utils import plots
+    from tadist_utils.analysis import plots
     df = make_results(extra=rows("kd", "ensemble_2", [50.0]) + rows("kd", "ensemble_4", [51.0]))
     fig = plots.accuracy_with_error_bars(df)
     ax = fig.axes[0]
@@ -236,7 +236,7 @@ def test_accuracy_with_error_bars():
 
 
 def test_paired_differences_plot():
-    from tadist_utils import plots
+    from tadist_utils.analysis import plots
     df = make_results()
     fig = plots.paired_differences(df, "direct")
     ax = fig.axes[0]

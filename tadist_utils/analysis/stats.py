@@ -63,10 +63,10 @@ import pandas as pd
 from scipy import stats as _st
 from statsmodels.stats.multitest import multipletests
 
-from . import baselines
-from .baselines import BASELINES
-from .plans import BUILDERS, EXPERIMENTS, PAPER_EXPERIMENTS, build
-from .results import PAPER_ACCURACY, students_label
+from .. import baselines
+from ..baselines import BASELINES
+from ..plans import BUILDERS, EXPERIMENTS, PAPER_EXPERIMENTS, build
+from ..results import PAPER_ACCURACY, students_label
 
 KNOWN_ORDER = ["teacher", *EXPERIMENTS, *BASELINES]
 LEVEL = 0.95

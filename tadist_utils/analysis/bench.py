@@ -1,10 +1,10 @@
 """Fast path vs the obvious way: same data, same settings, one process, one JSON.
 
-    python -m tadist_utils.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
-    python -m tadist_utils.bench --threads 1      # what to use on a CPU shared with other jobs (see below)
-    python -m tadist_utils.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
-    python -m tadist_utils.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
-    python -m tadist_utils.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
+    python -m tadist_utils.analysis.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
+    python -m tadist_utils.analysis.bench --threads 1      # what to use on a CPU shared with other jobs (see below)
+    python -m tadist_utils.analysis.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
+    python -m tadist_utils.analysis.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
+    python -m tadist_utils.analysis.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
 
 Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path
 (``fused.py``) on the same plan; ``ops``: operator calls per training step of the plan's teacher-fed
@@ -48,15 +48,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import models
-from .config import make_config
-from .data import DataBundle, Split, load_data
-from .engine import (autocast, describe, device_slug, grad_scaler, loadavg, resolve_device, resolve_fuse,
+from .. import models
+from ..config import make_config
+from ..data import DataBundle, Split, load_data
+from ..engine import (autocast, describe, device_slug, grad_scaler, loadavg, resolve_device, resolve_fuse,
                      resolve_precision, sync)
-from .experiments import lineages, student_groups
-from .fused import FusedTrainer
-from .plans import PAPER_EXPERIMENTS, TEACHER, build
-from .train import (Context, RunState, StudentJob, _classifier_step, batches, evaluate, init_seed, loop_step,
+from ..experiments import lineages, student_groups
+from ..fused import FusedTrainer
+from ..plans import PAPER_EXPERIMENTS, TEACHER, build
+from ..train import (Context, RunState, StudentJob, _classifier_step, batches, evaluate, init_seed, loop_step,
                     train_classifier, train_students)
 
 CASES = ("teacher", "students", "ops", "paper")
@@ -541,7 +541,7 @@ def main(argv=None) -> dict:
             benchmark="tadist fast path (device-resident data, batched augmentation, autocast, channels_last, "
                       "siblings trained together) vs a plain torchvision DataLoader/PIL fp32 loop",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            command="python -m tadist_utils.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            command="python -m tadist_utils.analysis.bench " + " ".join(sys.argv[1:] if argv is None else argv),
             machine=dict(**machine(device), loadavg_start=started),
             settings=dict(dataset=data.name, source=data.source, train_size=len(data.train), val_size=len(data.val),
                           epochs=args.epochs, batch_size=batch_size, teacher_optimizer=cfg.teacher_optimizer,

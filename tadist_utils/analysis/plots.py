@@ -15,9 +15,9 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from .models import catalogue
-from .plans import PAPER_EXPERIMENTS, TEACHER, build, level_names
-from .results import PAPER_ACCURACY
+from ..models import catalogue
+from ..plans import PAPER_EXPERIMENTS, TEACHER, build, level_names
+from ..results import PAPER_ACCURACY
 
 EXPERIMENT_ORDER = list(PAPER_EXPERIMENTS)
 STUDENT_ORDER = ["S1", "S01", "S2", "S11", "S22", "S33", "S44"] + [f"SS{i}{i}" for i in range(1, 9)]

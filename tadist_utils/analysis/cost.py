@@ -1,9 +1,9 @@
 """What compression buys: size, arithmetic, disk and latency of the teacher, each student and each ensemble.
 
-    python -m tadist_utils.cost                          # CPU, and CUDA too when there is a GPU
-    python -m tadist_utils.cost --device cpu --threads 1 --repeats 30
-    python -m tadist_utils.cost --quick                  # one timed run of everything: a smoke test, not timing
-    python -m tadist_utils.cost --models ensemble_8 --large-batch 16 --quick --out /tmp/c.json
+    python -m tadist_utils.analysis.cost                          # CPU, and CUDA too when there is a GPU
+    python -m tadist_utils.analysis.cost --device cpu --threads 1 --repeats 30
+    python -m tadist_utils.analysis.cost --quick                  # one timed run of everything: a smoke test, not timing
+    python -m tadist_utils.analysis.cost --models ensemble_8 --large-batch 16 --quick --out /tmp/c.json
 
 One row per (device, model, mode):
 
@@ -67,9 +67,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import models
-from . import engine
-from .engine import describe, loadavg, sync
+from .. import models
+from .. import engine
+from ..engine import describe, loadavg, sync
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
@@ -77,7 +77,7 @@ MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVE
 EXPORT_TOL = 1e-4  # max |exported - eager| allowed, relative to max(1, max |eager logits|)
 # Notebook 06 on the smoke profile: every row and export check made once, within seconds; not a timing.
 SMOKE_BUDGET = dict(repeats=1, warmup=0, large_batch=8, max_seconds=0.5)
-# what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.cost`)
+# what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
 PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": dict(repeats=5, warmup=1, max_seconds=2.0)}
 
 
@@ -374,7 +374,7 @@ def main(argv=None) -> pd.DataFrame:
     report = dict(
         what="tadist cost: what compression buys (parameters, MACs, fp32 state_dict bytes, forward latency)",
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        command="python -m tadist_utils.cost " + " ".join(sys.argv[1:] if argv is None else argv),
+        command="python -m tadist_utils.analysis.cost " + " ".join(sys.argv[1:] if argv is None else argv),
         machine=dict(devices=[dict(device=str(d), description=describe(d)) for d in devices],
                      torch=torch.__version__, python=platform.python_version(), platform=platform.platform(),
                      threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
