@@ -1,9 +1,12 @@
 """tadist: teacher-assistant knowledge distillation with dense-feature (chunked) students.
 
-Modules, one idea each: ``models`` (architectures), ``losses`` (chunked distillation),
-``plans`` (who learns from whom), ``data`` (device-resident datasets), ``train`` (loops),
-``checkpoint`` (atomic, resumable), ``experiments`` (the paper's pipeline), ``results`` (tables),
-``config`` (profiles), ``engine`` (device and precision), ``reproduce`` (papermill runner),
-``bench`` (fast path vs plain loop).
+The method, one idea a module (imports go one way: ``analysis`` -> these -> torch):
+``models`` (networks, fused ones included), ``losses`` (chunks and their regression), ``plans`` (who
+learns which chunk of whom), ``methods`` (the table of every method: plan, loss, teacher source),
+``baselines`` (end-to-end comparisons), ``data`` + ``cifar_pickles`` (datasets, device-resident batches),
+``train`` + ``fused`` (loops; many students as one network), ``checkpoint`` (atomic, resumable runs),
+``experiments`` (the pipeline's stages), ``results`` (tables), ``config`` (profiles), ``engine`` (device,
+precision), ``errors``. Entry points: ``reproduce`` (papermill runner), ``experiments`` (headless),
+``nbsetup`` + ``console`` (notebooks, terminal). Measuring it: ``tadist_utils.analysis``.
 """
 __version__ = "0.1.0"

@@ -1,7 +1,8 @@
 """Baselines that place the chunked ensembles against methods people already know.
 
-Each baseline trains the *same architecture* as a chunked ensemble (n students of level log2(n)+1,
-concatenated, one output layer) end to end on cross-entropy, so only the training signal differs:
+Each baseline (a ``methods.METHODS`` entry without a plan) trains the *same architecture* as a chunked
+ensemble (n students of level log2(n)+1, concatenated, one output layer) end to end on cross-entropy,
+so only the training signal differs:
 
 * ``labels``   - labels alone, no teacher.
 * ``kd``       - Hinton et al. (2015) logit distillation from the teacher (``losses.kd_loss``).
@@ -13,7 +14,7 @@ baseline like a fourth, fifth and sixth experiment.
 """
 from __future__ import annotations
 
-BASELINES = ("labels", "kd", "ta_chain")
+from .methods import BASELINES, METHODS  # noqa: F401  (BASELINES: the names, re-exported)
 
 
 def sizes(levels: int) -> list[int]:
@@ -21,19 +22,19 @@ def sizes(levels: int) -> list[int]:
     return [2 ** (lv - 1) for lv in range(1, levels + 1)]
 
 
-def lineage(baseline: str, n_students: int) -> str:
-    """Key shared by identical models: ``kd`` and ``ta_chain`` agree on the 1-student link."""
-    if baseline == "labels":
-        return f"Y>E{n_students}"
-    if baseline == "kd" or n_students == 1:
-        return f"T>KD>E{n_students}"
-    return lineage(baseline, n_students // 2) + f">KD>E{n_students}"
-
-
 def source(baseline: str, n_students: int) -> str | None:
     """Who the model distils from: None (labels), 'teacher', or the lineage key of the previous link."""
-    if baseline == "labels":
+    method = METHODS[baseline]
+    if method.source is None:
         return None
-    if baseline == "kd" or n_students == 1:
+    if method.source == "teacher" or n_students == 1:
         return "teacher"
     return lineage(baseline, n_students // 2)
+
+
+def lineage(baseline: str, n_students: int) -> str:
+    """Key shared by identical models: ``kd`` and ``ta_chain`` agree on the 1-student link (``T>KD>E1``)."""
+    src = source(baseline, n_students)
+    if src is None:
+        return f"Y>E{n_students}"
+    return ("T" if src == "teacher" else src) + f">{METHODS[baseline].loss.upper()}>E{n_students}"

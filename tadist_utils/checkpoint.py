@@ -8,15 +8,21 @@ load: a corrupted (or foreign) file is named in one line and retrained, never lo
 """
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import io
+import math
 import os
 import pickle
+import time
+from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
 
 from .errors import RunError
 
@@ -149,3 +155,86 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------- the resumable epoch runner
+@dataclass
+class RunState:
+    """Everything a resumable training run owns: checkpointed together, restored together."""
+    path: Path
+    spec: dict
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    best: dict | None = None  # {"metric": value, "epoch": e, "state": state_dict}
+    seconds: float = 0.0
+
+    def restore(self, log) -> bool:
+        saved = find_resumable(self.path, self.spec, log)
+        if saved is None:
+            return False
+        st = saved["state"]
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.epoch, self.history, self.best = saved["epoch"], saved["history"], saved["best"]
+        self.seconds = saved.get("seconds", 0.0)
+        if "rng" in saved:
+            set_rng_state(saved["rng"])
+        if not saved.get("done"):
+            log(f"[tadist] resuming {self.path.name} after epoch {self.epoch}")
+        return True
+
+    def save(self, epochs: int) -> None:
+        save_atomic(dict(spec=self.spec, epoch=self.epoch, done=self.epoch >= epochs, history=self.history,
+                                 best=self.best, seconds=self.seconds, rng=rng_state(),
+                                 state=dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                                            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())),
+                            self.path)
+
+    def record(self, metrics: dict, select: str | None) -> None:
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:  # stop before a diverged model is checkpointed or written to results.csv as empty cells
+            raise RunError(f"{self.path.stem.rsplit('-', 1)[0]}: {', '.join(f'{k} is {metrics[k]}' for k in bad)} "
+                           f"at epoch {self.epoch}; training diverged: lower the learning rate")
+        self.history.append(dict(epoch=self.epoch, **metrics))
+        if select and (self.best is None or metrics[select] > self.best["metric"]):
+            self.best = dict(metric=metrics[select], epoch=self.epoch, state=copy.deepcopy(self.model.state_dict()))
+
+    def finish(self) -> None:
+        """Load the weights chosen on the validation split (when selecting), in eval mode."""
+        if self.best is not None:
+            self.model.load_state_dict(self.best["state"])
+        self.model.eval()
+
+
+def run_epochs(run: RunState, epochs: int, train_epoch: Callable[[int], dict], validate: Callable[[], dict],
+               ctx, select: str | None = None, include_start: bool = False) -> RunState:
+    """Resume ``run`` if its checkpoint matches, train the remaining epochs, checkpoint after each (``ctx.log`` says so).
+
+    ``include_start``: on a fresh run, validate the model before any training and record it as epoch 0, so
+    the selection can keep the starting weights when no epoch beats them (fine-tuning that only hurts).
+    """
+    restored = run.restore(ctx.log)
+    if restored and run.epoch >= epochs:
+        run.finish()
+        return run
+    if include_start and not restored and run.epoch == 0:
+        run.model.eval()
+        run.record(validate(), select)
+    while run.epoch < epochs:
+        t0 = time.perf_counter()
+        run.model.train()
+        metrics = train_epoch(run.epoch)
+        run.model.eval()
+        metrics.update(validate())
+        run.epoch += 1
+        run.seconds += time.perf_counter() - t0
+        run.record(metrics, select)
+        run.save(epochs)
+    run.finish()
+    return run

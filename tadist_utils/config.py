@@ -12,9 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .baselines import BASELINES
+from .data import MIN_PER_CLASS, check_imagefolder
+from .engine import resolve_device
 from .errors import ConfigError, RunError  # noqa: F401  (re-exported: config.ConfigError is public)
-from .plans import EXPERIMENTS, PAPER_EXPERIMENTS
+from .losses import FEATURE_LOSSES
+from .methods import METHODS, PAPER_EXPERIMENTS
+from .models import STUDENT_LEVELS
 
 
 DEFAULT_RESULTS_DIR = "results/run"  # the one default results folder: Config, the notebooks and reproduce all use it
@@ -204,14 +207,13 @@ def validate(cfg: Config) -> None:
     for name in ("teacher_weight_decay", "student_weight_decay"):
         if not getattr(cfg, name) >= 0:
             raise ConfigError(f"{name} must be zero or positive, got {getattr(cfg, name)!r}")
-    bad = [e for e in cfg.experiments if e not in EXPERIMENTS + BASELINES]
+    bad = [e for e in cfg.experiments if e not in METHODS]
     if bad or not cfg.experiments:
-        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(EXPERIMENTS + BASELINES)}")
+        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
     if not 0 <= cfg.dense_drop < 1:
         raise ConfigError(f"dense_drop must be in [0, 1), got {cfg.dense_drop!r}")
     if not cfg.kd_temperature > 0 or not 0 <= cfg.kd_alpha <= 1:
         raise ConfigError(f"kd_temperature must be positive and kd_alpha in [0, 1], got {cfg.kd_temperature!r}, {cfg.kd_alpha!r}")
-    from .models import STUDENT_LEVELS
     if cfg.levels > max(STUDENT_LEVELS):
         raise ConfigError(f"levels={cfg.levels} needs a student architecture for every level; "
                           f"defined levels are {sorted(STUDENT_LEVELS)} (add one to models.STUDENT_LEVELS)")
@@ -224,13 +226,11 @@ def validate(cfg: Config) -> None:
         missing = [s for s in ("train", "test") if not (root / s).is_dir()]
         if missing:
             raise ConfigError(f"data_dir {str(root)!r} lacks {' and '.join(s + '/' for s in missing)} (ImageFolder layout)")
-    from .data import MIN_PER_CLASS, check_imagefolder
     classes = len(check_imagefolder(Path(cfg.data_dir))) if cfg.dataset == "imagefolder" else \
         100 if cfg.dataset == "cifar100" else 10
     if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
         raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
                           f"class are needed ({MIN_PER_CLASS * classes} for {classes} classes)")
-    from .losses import FEATURE_LOSSES
     if cfg.feature_loss not in FEATURE_LOSSES:
         raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(FEATURE_LOSSES)}")
     if cfg.teacher_optimizer not in ("adam", "sgd"):
@@ -241,7 +241,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"fuse_students must be auto, on or off, got {cfg.fuse_students!r}")
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
         raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
-    from .engine import resolve_device
     resolve_device(cfg.device)  # raises ConfigError for unknown or absent devices
     _check_writable(Path(cfg.results_dir))
 

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import socket
 import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config
+from . import cifar_pickles
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: config imports data, not the other way round
+    from .config import Config
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
@@ -81,78 +84,10 @@ class DataBundle:
 
 
 # ----------------------------------------------------------------------------------- loaders
-CIFAR_LAYOUT = {  # torchvision's extracted folders: (folder, train files, test file, meta file, label key, names key)
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
-                "labels", "label_names"),
-    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names"),
-}
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles CIFAR's files (dicts, lists, strings, numpy arrays) and refuses anything else.
-
-    ``pickle.load`` on a file someone sent you runs whatever that file names (``os.system``, ...). CIFAR's
-    batches only ever name numpy's array reconstruction, so every other global is refused before it is looked up.
-    """
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # the last: bytes in protocol 2
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never does")
-        if name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        if name == "encode":
-            import codecs
-            return codecs.encode
-        return np.zeros(0).__reduce__()[0] if name == "_reconstruct" else _frombuffer  # numpy's own, wherever it lives
-
-
-def _frombuffer(buf, dtype, shape, order):
-    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
-
-
-def _unpickle(path: Path) -> dict:
-    """One CIFAR pickle, loaded without running code from it; a refusal is one ConfigError naming the file."""
-    try:
-        with open(path, "rb") as fh:
-            d = _ArraysOnly(fh, encoding="latin1").load()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} is missing (an incomplete CIFAR folder; delete {path.parent} to download it again)") from None
-    except Exception as e:  # UnpicklingError (refused or corrupt), EOFError, ValueError, ...
-        raise ConfigError(f"refusing to load {path}: {type(e).__name__}: {e}; not a CIFAR file "
-                          f"(delete {path.parent} to download it again)") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"refusing to load {path}: not a CIFAR file (holds a {type(d).__name__}, not a dict)")
-    return d
-
-
-def _read_cifar_folder(name: str, root: Path) -> tuple[Split, Split, tuple[str, ...]]:
-    """Read torchvision's extracted CIFAR pickles directly, through an unpickler that only builds arrays."""
-    folder, train_files, test_file, meta_file, label_key, names_key = CIFAR_LAYOUT[name]
-    base = root / folder
-
-    def load(files: list[str]) -> Split:
-        images, labels = [], []
-        for f in files:
-            d = _unpickle(base / f)
-            try:
-                images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                labels += list(d[label_key])
-            except (KeyError, ValueError, TypeError) as e:
-                raise ConfigError(f"{base / f} is not a CIFAR batch ({type(e).__name__}: {e})") from None
-        return Split(torch.from_numpy(np.concatenate(images)), torch.as_tensor(labels, dtype=torch.int64))
-    meta = _unpickle(base / meta_file)
-    if names_key not in meta:
-        raise ConfigError(f"{base / meta_file} is not a CIFAR meta file (no {names_key!r})")
-    classes = tuple(meta[names_key])
-    return load(train_files), load([test_file]), classes
-
-
 def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
-    if (root / CIFAR_LAYOUT[name][0]).is_dir():  # already there: no network, no checksum pass over 170 MB
-        return _read_cifar_folder(name, root)
+    if (root / cifar_pickles.LAYOUT[name][0]).is_dir():  # already there: no network, no checksum pass over 170 MB
+        train, test, classes = cifar_pickles.read_folder(name, root)
+        return Split(*train), Split(*test), classes
     import torchvision
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     old = socket.getdefaulttimeout()
@@ -297,7 +232,7 @@ def is_present(cfg: Config) -> bool:
     if cfg.dataset == "cifar10":
         return _find_cifar10(root) is not None
     if cfg.dataset == "cifar100":
-        return (root / CIFAR_LAYOUT["cifar100"][0]).is_dir()
+        return (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir()
     return True
 
 

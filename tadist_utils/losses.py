@@ -8,9 +8,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-FEATURE_LOSSES = ("mse", "l1", "cosine")
-
-
 def chunk_slices(dim: int, n_chunks: int) -> list[tuple[int, int]]:
     """Contiguous equal chunks of a ``dim``-d vector: ``chunk_slices(512, 2) == [(0, 256), (256, 512)]``."""
     if n_chunks <= 0 or dim % n_chunks:
@@ -29,18 +26,26 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+# Each feature loss per row: (..., d) outputs and targets -> (...) losses, so one function serves a single
+# student's (batch, d) chunk and n students' (batch, n, d) chunks side by side. Adding a loss is one entry.
+FEATURE_LOSSES = {
+    "mse": lambda pred, target: (pred - target).square().mean(-1),  # the paper's
+    "l1": lambda pred, target: (pred - target).abs().mean(-1),
+    "cosine": lambda pred, target: 1 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8),
+}
+
+
+def _per_row(kind: str):
+    if kind not in FEATURE_LOSSES:
+        raise ValueError(f"unknown feature loss {kind!r}; choose one of {tuple(FEATURE_LOSSES)}")
+    return FEATURE_LOSSES[kind]
+
+
 def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Mean regression loss between a student's output and its chunk of the parent's feature."""
     if pred.shape != target.shape:
         raise ValueError(f"student output {tuple(pred.shape)} does not match its chunk {tuple(target.shape)}")
-    pred, target = _wide(pred), _wide(target)
-    if kind == "mse":
-        return F.mse_loss(pred, target)
-    if kind == "l1":
-        return F.l1_loss(pred, target)
-    if kind == "cosine":
-        return (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)).mean()
-    raise ValueError(f"unknown feature loss {kind!r}; choose one of {FEATURE_LOSSES}")
+    return _per_row(kind)(_wide(pred), _wide(target)).mean()
 
 
 def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "mse") -> torch.Tensor:
@@ -51,14 +56,8 @@ def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "
     """
     if pred.shape != target.shape or pred.shape[1] % n:
         raise ValueError(f"outputs {tuple(pred.shape)} and targets {tuple(target.shape)} are not {n} equal chunks")
-    pred, target = _wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1)
-    if kind == "mse":
-        return (pred - target).square().mean(dim=(0, 2))
-    if kind == "l1":
-        return (pred - target).abs().mean(dim=(0, 2))
-    if kind == "cosine":
-        return (1 - F.cosine_similarity(pred, target, dim=2, eps=1e-8)).mean(dim=0)
-    raise ValueError(f"unknown feature loss {kind!r}; choose one of {FEATURE_LOSSES}")
+    loss = _per_row(kind)
+    return loss(_wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1)).mean(0)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None,

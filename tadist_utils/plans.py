@@ -10,7 +10,7 @@ arXiv 2009.08825) on the hierarchical tree, each regressing its chunk of *every*
 Every node also has a *lineage key*: the chain of slices from the teacher down to it. Two nodes
 with the same key are the same model trained the same way, so it is trained once and shared
 (S1 across all experiments; S01 and S2 between single-TA and hierarchical). With
-``build(..., share_students=False)`` every student below S1 gets its experiment in its key
+``methods.build(..., share_students=False)`` every student below S1 gets its experiment in its key
 (``...@hierarchical``), so each experiment trains its own S01/S2, as the paper did; S1 (the TA, trained
 once in the paper too) and the teacher's direct students, unique to ``direct`` anyway, keep their keys.
 """
@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from .losses import chunk_slices
 
 TEACHER = "teacher"
-PAPER_EXPERIMENTS = ("direct", "single_ta", "hierarchical")
-EXPERIMENTS = PAPER_EXPERIMENTS + ("dense",)  # every chunked-student plan
 
 
 @dataclass(frozen=True)
@@ -142,17 +140,9 @@ def dense(levels: int = 4, feature_dim: int = 512) -> Plan:
     return _finish("dense", nodes, levels, feature_dim)
 
 
-BUILDERS = {"direct": direct, "single_ta": single_ta, "hierarchical": hierarchical, "dense": dense}
-
-
-def build(experiment: str, levels: int = 4, feature_dim: int = 512, share_students: bool = True) -> Plan:
-    """The plan of one experiment. ``share_students=False``: its students below S1 are its own (see the module doc)."""
-    if experiment not in BUILDERS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose from {', '.join(BUILDERS)}")
-    if levels < 1:
-        raise ValueError(f"levels must be at least 1, got {levels}")
-    plan = BUILDERS[experiment](levels, feature_dim)
-    return plan if share_students else _finish(experiment, list(plan.nodes), levels, feature_dim, own=experiment)
+def own_students(plan: Plan, levels: int) -> Plan:
+    """The same tree with every student below S1 keyed to this experiment alone (``share_students=False``)."""
+    return _finish(plan.experiment, list(plan.nodes), levels, plan.feature_dim, own=plan.experiment)
 
 
 def validate(plan: Plan, feature_dims: dict[str, int] | None = None) -> None:

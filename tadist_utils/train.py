@@ -10,12 +10,10 @@ features for the whole training split are computed once and indexed).
 """
 from __future__ import annotations
 
-import copy
-import math
 import os
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint as ckpt_io
+from .checkpoint import RunState, run_epochs
 from .config import default_threads
-from .errors import RunError
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer
@@ -96,89 +93,6 @@ def evaluate(model: nn.Module, loader: Batches, ctx: Context) -> float:
             correct += (model(x).argmax(1) == y).sum()
     model.train(was)
     return 100.0 * correct.item() / max(1, len(loader.split))
-
-
-# ------------------------------------------------------------------------- the epoch runner
-@dataclass
-class RunState:
-    """Everything a resumable training run owns: checkpointed together, restored together."""
-    path: Path
-    spec: dict
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    scaler: object
-    epoch: int = 0
-    history: list = field(default_factory=list)
-    best: dict | None = None  # {"metric": value, "epoch": e, "state": state_dict}
-    seconds: float = 0.0
-
-    def restore(self, log) -> bool:
-        saved = ckpt_io.find_resumable(self.path, self.spec, log)
-        if saved is None:
-            return False
-        st = saved["state"]
-        self.model.load_state_dict(st["model"])
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
-        self.epoch, self.history, self.best = saved["epoch"], saved["history"], saved["best"]
-        self.seconds = saved.get("seconds", 0.0)
-        if "rng" in saved:
-            ckpt_io.set_rng_state(saved["rng"])
-        if not saved.get("done"):
-            log(f"[tadist] resuming {self.path.name} after epoch {self.epoch}")
-        return True
-
-    def save(self, epochs: int) -> None:
-        ckpt_io.save_atomic(dict(spec=self.spec, epoch=self.epoch, done=self.epoch >= epochs, history=self.history,
-                                 best=self.best, seconds=self.seconds, rng=ckpt_io.rng_state(),
-                                 state=dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                                            scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict())),
-                            self.path)
-
-    def record(self, metrics: dict, select: str | None) -> None:
-        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:  # stop before a diverged model is checkpointed or written to results.csv as empty cells
-            raise RunError(f"{self.path.stem.rsplit('-', 1)[0]}: {', '.join(f'{k} is {metrics[k]}' for k in bad)} "
-                           f"at epoch {self.epoch}; training diverged: lower the learning rate")
-        self.history.append(dict(epoch=self.epoch, **metrics))
-        if select and (self.best is None or metrics[select] > self.best["metric"]):
-            self.best = dict(metric=metrics[select], epoch=self.epoch, state=copy.deepcopy(self.model.state_dict()))
-
-    def finish(self) -> None:
-        """Load the weights chosen on the validation split (when selecting), in eval mode."""
-        if self.best is not None:
-            self.model.load_state_dict(self.best["state"])
-        self.model.eval()
-
-
-def run_epochs(run: RunState, epochs: int, train_epoch: Callable[[int], dict], validate: Callable[[], dict],
-               ctx: Context, select: str | None = None, include_start: bool = False) -> RunState:
-    """Resume ``run`` if its checkpoint matches, train the remaining epochs, checkpoint after each.
-
-    ``include_start``: on a fresh run, validate the model before any training and record it as epoch 0, so
-    the selection can keep the starting weights when no epoch beats them (fine-tuning that only hurts).
-    """
-    restored = run.restore(ctx.log)
-    if restored and run.epoch >= epochs:
-        run.finish()
-        return run
-    if include_start and not restored and run.epoch == 0:
-        run.model.eval()
-        run.record(validate(), select)
-    while run.epoch < epochs:
-        t0 = time.perf_counter()
-        run.model.train()
-        metrics = train_epoch(run.epoch)
-        run.model.eval()
-        metrics.update(validate())
-        run.epoch += 1
-        run.seconds += time.perf_counter() - t0
-        run.record(metrics, select)
-        run.save(epochs)
-    run.finish()
-    return run
 
 
 def _classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch.Tensor:

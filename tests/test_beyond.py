@@ -9,7 +9,7 @@ from tadist_utils import baselines, models
 from tadist_utils.data import load_data
 from tadist_utils.experiments import Pipeline
 from tadist_utils.losses import feature_loss, kd_loss
-from tadist_utils.plans import build
+from tadist_utils.methods import build
 from tadist_utils.train import Context, StudentJob, batches, keep_mask, train_students
 
 sys.path.insert(0, str(Path(__file__).parent))

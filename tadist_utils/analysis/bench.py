@@ -55,7 +55,8 @@ from ..engine import (autocast, describe, device_slug, grad_scaler, loadavg, res
                      resolve_precision, sync)
 from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
-from ..plans import PAPER_EXPERIMENTS, TEACHER, build
+from ..methods import PAPER_EXPERIMENTS, build
+from ..plans import TEACHER
 from ..train import (Context, RunState, StudentJob, _classifier_step, batches, evaluate, init_seed, loop_step,
                     train_classifier, train_students)
 

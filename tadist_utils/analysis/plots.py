@@ -16,7 +16,8 @@ import seaborn as sns
 import torch
 
 from ..models import catalogue
-from ..plans import PAPER_EXPERIMENTS, TEACHER, build, level_names
+from ..methods import PAPER_EXPERIMENTS, build
+from ..plans import TEACHER, level_names
 from ..results import PAPER_ACCURACY
 
 EXPERIMENT_ORDER = list(PAPER_EXPERIMENTS)
@@ -66,7 +67,7 @@ def metrics_table(results: pd.DataFrame, experiment: str, seed: int | None = Non
 
 # ------------------------------------------------------------------------- 00 overview
 def plan_tree(experiment: str, levels: int = 4, ax=None):
-    """One distillation tree from ``plans.build(...).edges()``: who learns which slice of whom."""
+    """One distillation tree from ``methods.build(...).edges()``: who learns which slice of whom."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     pos = {TEACHER: (0.5, 0)}
     for lv in range(1, levels + 1):

@@ -65,7 +65,7 @@ from statsmodels.stats.multitest import multipletests
 
 from .. import baselines
 from ..baselines import BASELINES
-from ..plans import BUILDERS, EXPERIMENTS, PAPER_EXPERIMENTS, build
+from ..methods import EXPERIMENTS, PAPER_EXPERIMENTS, build
 from ..results import PAPER_ACCURACY, students_label
 
 KNOWN_ORDER = ["teacher", *EXPERIMENTS, *BASELINES]
@@ -99,7 +99,7 @@ def members(experiment: str, model: str, share_students: bool = True) -> tuple[s
     n = int(n)
     if experiment in BASELINES:
         return (baselines.lineage(experiment, n),)
-    if experiment in BUILDERS:
+    if experiment in EXPERIMENTS:
         plan = build(experiment, n.bit_length(), share_students=share_students)
         return tuple(plan.node(name).key for name in plan.ensembles[n])
     return None
