@@ -35,9 +35,13 @@ def run_cells(tmp_path, **overrides) -> dict:
     return namespace
 
 
-def test_the_cells_are_plain_python():
+def test_the_cells_are_plain_python_and_come_before_training():
     for source in method_cells():
-        assert "%" not in source.split("#")[0] and "!" not in source.splitlines()[0], "no IPython magics: exec runs them"
+        assert not any(line.lstrip().startswith(("%", "!")) for line in source.splitlines()), "exec runs them: no magics"
+    code = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    tagged = [i for i, c in enumerate(code) if "method" in c.metadata.get("tags", [])]
+    train = next(i for i, c in enumerate(code) if "run_experiment(" in c.source)
+    assert tagged and max(tagged) < train, "the method is shown before the package trains the experiment"
 
 
 @pytest.mark.parametrize("overrides", [
