@@ -1,6 +1,9 @@
 """Notebook plumbing: where relative paths point, which parameters were given (and that papermill passed no
 unknown ones), bad settings as one line, what is on disk.
 
+Every numbered notebook runs its parameters cell, then one call, ``cfg, cfgs = nbsetup.start(globals())``
+(``start`` below): the whole set-up the seven notebooks share, kept here once.
+
 Notebooks run with cwd = their own folder (papermill, nbval, Jupyter), on Colab with cwd = /content.
 Relative ``data_dir`` / ``results_dir`` therefore resolve against the repository root when the
 package is imported from a checkout, and against the cwd otherwise, so every way of running a
@@ -13,11 +16,12 @@ import contextlib
 import difflib
 import json
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from .config import FIELDS, Config, ConfigError
+from .config import FIELDS, Config, ConfigError, make_config
 from .results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
@@ -172,6 +176,58 @@ def summary(cfg: Config) -> pd.Series:
     keys = ["profile", "dataset", "seed", "device", "precision", "teacher_epochs", "student_epochs", "finetune_epochs",
             "finetune_mode", "feature_loss", "train_size", "val_size", "test_size", "batch_size", "results_dir"]
     return pd.Series({k: getattr(cfg, k) for k in keys}, name="value", dtype=object)
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def _show(obj) -> None:
+    """Display ``obj`` as a cell's last expression would (a table in Jupyter); print it elsewhere."""
+    try:
+        from IPython.display import display
+    except ImportError:
+        print(obj)
+    else:
+        display(obj)
+
+
+def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
+    """A notebook's set-up in one call, right after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
+
+    ``namespace`` is the notebook's globals: the parameters cell's variables (``PARAMETERS``) and IPython's
+    ``In``, where papermill's injected cell is found. In order, as the notebooks did cell by cell before:
+
+    1. ``check_parameters(In)``: a ``papermill -p`` name the notebook does not take stops here (papermill
+       itself only warns);
+    2. on Colab with ``use_drive``: mount Google Drive, where ``results_dir`` then lives;
+    3. ``make_config(profile, ...)``: the profile's defaults, then ``overrides``, then the parameters that
+       are not None; relative ``data_dir`` / ``results_dir`` resolve against the repository root;
+       ``per_seed``: one config per seed of ``seeds``;
+    4. ``summary(cfg)``: the settings a reader needs to interpret the numbers, shown as a table.
+
+    Bad settings are one ``ConfigError`` line, not a traceback. Returns ``(cfg, cfgs)``: ``cfgs`` holds one
+    config per seed to train in this notebook, ``cfg`` is the first of them (the one its figures show).
+    """
+    check_parameters(namespace.get("In"))
+    missing = [name for name in PARAMETERS if name not in namespace]
+    if missing:
+        raise _one_line(ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
+                                    f"parameters cell declares {', '.join(PARAMETERS)}"))
+    p = {name: namespace[name] for name in PARAMETERS}
+    drive = in_colab() and bool(p["use_drive"])
+    if drive:  # keep results_dir (and its checkpoints) on Google Drive
+        from google.colab import drive as google_drive
+        google_drive.mount("/content/drive")
+    with one_line_errors():
+        cfg = make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
+            dataset=p["dataset"], data_dir=repo_path(p["data_dir"]), seed=p["seed"], device=p["device"],
+            results_dir=results_path(p["results_dir"], drive=drive), teacher_epochs=p["teacher_epochs"],
+            student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])})
+        cfgs = per_seed(cfg, p["seeds"])
+    if show:
+        _show(summary(cfgs[0]).to_frame())
+    return cfgs[0], cfgs
 
 
 def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -50,3 +50,72 @@ def test_colab_links_come_from_one_constant():
         assert nbsetup.colab_badge_url(path.name) in text and nbsetup.pip_line() in text, path.name
     other = "https://github.com/someone/fork"
     assert nbsetup.sync_repo_url(url=other, write=False) == NOTEBOOKS  # a change of the constant reaches all of them
+
+
+# ------------------------------------------------------------------ issue 11: one set-up call, kept in nbsetup
+SETUP_CALL = "cfg, cfgs = nbsetup.start(globals())"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_then_one_set_up_call(path):
+    """The first code cell is the parameters cell (papermill injects its cell right after it); the next one is the
+    set-up: the Colab install line, the import, and one call. No other cell builds a config or checks parameters."""
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the parameters cell is the first code cell"
+    setup = code[1].source
+    assert setup.count("nbsetup.start(") == 1 and SETUP_CALL in setup, path.name
+    rest = "\n".join(c.source for c in code[2:])
+    for copied in ("nbsetup.start(", "make_config(", "check_parameters(", "one_line_errors(", "drive.mount("):
+        assert copied not in rest, f"{path.name}: {copied} belongs to nbsetup.start"
+
+
+def test_the_set_up_cell_is_the_same_everywhere():
+    cells = {[c for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"][1].source for p in NOTEBOOKS}
+    assert len(cells) == 1, "one set-up cell, the same in every notebook (edit nbsetup.start, not a copy)"
+
+
+def _namespace(tmp_path, history=("",), **params):
+    from tadist_utils import nbsetup
+    p = dict(profile="smoke", dataset="digits", data_dir="data", results_dir=str(tmp_path / "r"), use_drive=False,
+             seed=0, seeds=[], device="auto", teacher_epochs=None, student_epochs=None, finetune_epochs=None,
+             overrides={})
+    assert set(p) == set(nbsetup.PARAMETERS)
+    return {"In": list(history), **p, **params}
+
+
+def test_start_builds_the_config_from_the_parameters(tmp_path):
+    from tadist_utils import nbsetup
+    from tadist_utils.config import make_config
+    cfg, cfgs = nbsetup.start(_namespace(tmp_path, seeds=[3, 1, 3], teacher_epochs=2,
+                                         overrides='{"student_lr": 0.002}'), show=False)
+    assert [c.seed for c in cfgs] == [3, 1] and cfg is cfgs[0]
+    assert (cfg.teacher_epochs, cfg.student_lr, cfg.results_dir) == (2, 0.002, str(tmp_path / "r"))
+    assert cfg.data_dir == nbsetup.repo_path("data")  # relative: against the repository root
+    assert cfg.student_epochs == make_config("smoke").student_epochs  # None keeps the profile's default
+    cfg, cfgs = nbsetup.start(_namespace(tmp_path, results_dir=None), show=False)
+    assert cfg.results_dir == nbsetup.results_path(None) and cfgs == [cfg]
+
+
+@pytest.mark.parametrize("params, history, message", [
+    (dict(teacher_epochs=-3), ("",), "teacher_epochs must be a positive integer, got -3"),
+    ({}, ("", "# Parameters\nteacher_epoch = 3\n"), "unknown notebook parameter(s): teacher_epoch (did you mean"),
+    (dict(seeds=["a"]), ("",), "seeds must be a list of integers"),
+    (dict(overrides="[1]"), ("",), "overrides must be a mapping"),
+], ids=["bad-value", "papermill-misspelled", "seeds", "overrides"])
+def test_start_stops_with_one_line(tmp_path, params, history, message):
+    from tadist_utils import nbsetup
+    from tadist_utils.config import ConfigError
+    with pytest.raises(ConfigError) as e:
+        nbsetup.start(_namespace(tmp_path, history, **params), show=False)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert e.value._render_traceback_() == [f"ConfigError: {e.value}"]  # what Jupyter shows: one line
+    assert not (tmp_path / "r").exists()
+
+
+def test_start_names_a_missing_parameter(tmp_path):
+    from tadist_utils import nbsetup
+    from tadist_utils.config import ConfigError
+    ns = _namespace(tmp_path)
+    del ns["seeds"]
+    with pytest.raises(ConfigError, match="the parameters cell does not set seeds"):
+        nbsetup.start(ns, show=False)
