@@ -245,7 +245,6 @@ def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 if __name__ == "__main__":
-    import sys
     if sys.argv[1:] != ["--sync-repo-url"]:
         sys.exit("usage: python -m tadist_utils.nbsetup --sync-repo-url  (rewrite the notebooks' Colab links from REPO_URL)")
     for p in sync_repo_url():

@@ -83,8 +83,8 @@ def test_every_notebook_declares_the_parameters_its_config_cell_checks():
     import papermill as pm
     for path in NOTEBOOKS:
         assert tuple(pm.inspect_notebook(str(path))) == nbsetup.PARAMETERS, path.name
-        config_cell = next(c.source for c in nbformat.read(path, as_version=4).cells if "make_config(" in c.source)
-        assert "nbsetup.check_parameters(In)" in config_cell and "nbsetup.one_line_errors()" in config_cell, path.name
+        config_cell = next(c.source for c in nbformat.read(path, as_version=4).cells if "nbsetup.start(" in c.source)
+        assert "nbsetup.start(globals())" in config_cell, path.name  # check_parameters(In), one_line_errors() inside
 
 
 def test_the_runner_injects_only_declared_parameters():
@@ -126,7 +126,7 @@ def papermill_run(tmp_path, monkeypatch):
                                 cwd=str(ROOT / "notebooks"), progress_bar=False, log_output=False,
                                 parameters=dict(profile="smoke", dataset="digits", results_dir=str(tmp_path / "r"),
                                                 **params))
-        assert e.value.ename == "ConfigError" and "make_config(" in e.value.source  # stopped at the config cell
+        assert e.value.ename == "ConfigError" and "nbsetup.start(" in e.value.source  # stopped at the set-up cell
         assert e.value.traceback == [f"ConfigError: {e.value.evalue}"]             # one line, no traceback
         assert not (tmp_path / "r").exists()                                        # nothing was written
         return e.value.evalue

@@ -48,7 +48,7 @@ def test_failure_names_notebook_and_cell_and_keeps_the_partial_notebook(tmp_path
     assert f"cell In [{failed[0].execution_count}] `{failed[0].source.splitlines()[0]}`" in lines[0]
     ran = code[:code.index(failed[0])]
     assert ran and all(c.execution_count is not None for c in ran)
-    assert any(c.outputs for c in ran if "make_config(" in c.source)  # the settings table of the config cell
+    assert any(c.outputs for c in ran if "nbsetup.start(" in c.source)  # the settings table of the set-up cell
     assert all(c.execution_count is None and not c.outputs for c in code[code.index(failed[0]) + 1:])
 
 
