@@ -244,12 +244,12 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
         num_cpus: int | None = None, cpus_per_cell: float = 1.0, gpus_per_cell: float | None = None,
         retries: int = 2, progress: bool = True) -> dict:
     """Plan, run on Ray (started here unless one is running or ``address`` names a cluster), merge; the summary."""
-    try:
+    root = Path(sets.get("results_dir") or DEFAULT_ROOT)
+    cells, stages = plan(profile, seeds, {k: v for k, v in sets.items() if k != "results_dir"}, grid, root, cpus_per_cell)
+    try:  # after the settings are checked: a bad one is named first, Ray or not
         import ray
     except ImportError:
         raise ConfigError(INSTALL) from None
-    root = Path(sets.get("results_dir") or DEFAULT_ROOT)
-    cells, stages = plan(profile, seeds, {k: v for k, v in sets.items() if k != "results_dir"}, grid, root, cpus_per_cell)
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
@@ -353,10 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         grid = parse_grid([p for group in args.grid for p in group])
         if args.retries < 0 or args.cpus_per_cell <= 0 or (args.gpus_per_cell or 0) < 0:
             raise ConfigError("--retries, --cpus-per-cell and --gpus-per-cell must not be negative")
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise ConfigError(INSTALL) from None
         summary = run(args.profile, args.seeds, sets, grid, address=args.address, num_cpus=args.num_cpus,
                       cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell, retries=args.retries,
                       progress=not args.quiet)
