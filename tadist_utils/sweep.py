@@ -136,19 +136,23 @@ def link_files(src: Path, dst: Path, replace: bool = False) -> None:
         os.replace(tmp, target)
 
 
+def _header(run: str) -> str:
+    return f"--- attempt of sweep {run} started"
+
+
 @contextlib.contextmanager
-def _logged(folder: Path):
+def _logged(folder: Path, run: str):
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        print(f"--- attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} on pid {os.getpid()}", flush=True)
+        print(f"{_header(run)} {time.strftime('%Y-%m-%d %H:%M:%S')} on pid {os.getpid()}", flush=True)
         yield
 
 
-def stage_task(profile: str, seed: int, sets: dict, s1: bool) -> dict:
+def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> dict:
     """First stage: train (or load) the teacher, and S1 when asked, into this stage's folder."""
     from .experiments import Pipeline
     t0, ck = time.perf_counter(), _checkpoints(sets["results_dir"], seed)
-    with _logged(Path(sets["results_dir"])):
+    with _logged(Path(sets["results_dir"]), run):
         before = _snapshot(ck)
         try:
             cfg = make_config(profile, seed=seed, **sets)
@@ -162,15 +166,15 @@ def stage_task(profile: str, seed: int, sets: dict, s1: bool) -> dict:
     return dict(checkpoints=str(ck), trained=_snapshot(ck) != before, seconds=time.perf_counter() - t0, error=None)
 
 
-def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str = "") -> dict:
+def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str = "", run: str = "") -> dict:
     """One cell: the headless CLI's run of one config, in its own folder, after linking in its stage's models."""
     from .experiments import Pipeline
     folder, t0 = Path(sets["results_dir"]), time.perf_counter()
     ck = _checkpoints(sets["results_dir"], seed)
     if stage and stage.get("error"):
         return dict(status="failed", error=f"its first stage failed: {stage['error']}", seconds=0.0)
-    with _logged(folder):
-        attempts = (folder / "log.txt").read_text().count("--- attempt started")
+    with _logged(folder, run):
+        attempts = (folder / "log.txt").read_text().count(_header(run))
         if stage:
             link_files(Path(stage["checkpoints"]), ck)
         before = _snapshot(ck)
@@ -200,10 +204,13 @@ def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
 
 # ----------------------------------------------------------------------------- merging
 def merge(root: Path, cells: list[dict]) -> list[Path]:
-    """Cells' results, history, manifest and checkpoints into one folder per setting, in (seed, grid) order."""
+    """Cells' results, history, manifest and checkpoints into one folder per setting, in (seed, grid) order.
+
+    Failed cells are left out (their own folders keep what they wrote): a partial run is not a result."""
     from .results import ResultsStore, _write_atomic
     import pandas as pd
     folders = []
+    cells = [c for c in cells if c.get("status") != "failed"]
     for name in dict.fromkeys(c["folder"] for c in cells):
         dest = root / name if name else root
         store = ResultsStore(dest)
@@ -260,9 +267,9 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
             gpus_per_cell = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
         opts = dict(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=retries, retry_exceptions=True)
         stage_fn, cell_fn = ray.remote(stage_task).options(**opts), ray.remote(cell_task).options(**opts)
-        kill = os.environ.get(KILL_ENV, "")
-        refs = {s["id"]: stage_fn.remote(profile, s["seed"], s["sets"], s["s1"]) for s in stages}
-        pending = {cell_fn.remote(profile, c["seed"], c["sets"], refs.get(c["stage"]), kill): c for c in cells}
+        kill, run_id = os.environ.get(KILL_ENV, ""), f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        refs = {s["id"]: stage_fn.remote(profile, s["seed"], s["sets"], s["s1"], run_id) for s in stages}
+        pending = {cell_fn.remote(profile, c["seed"], c["sets"], refs.get(c["stage"]), kill, run_id): c for c in cells}
         from tqdm.auto import tqdm
         with tqdm(total=len(cells), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True) as bar:
             while pending:
@@ -272,7 +279,7 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
                     c.update(ray.get(done[0]))
                 except Exception as e:  # every retry used up, or its stage failed
                     c.update(status="failed", error=_one_line(e), seconds=None)
-                c.setdefault("attempts", _attempts(c))
+                c.setdefault("attempts", _attempts(c, run_id))
                 bar.set_postfix_str(f"{c['id']}: {c['status']}", refresh=False)
                 bar.update(1)
         stage_info = []
@@ -298,9 +305,9 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     return summary
 
 
-def _attempts(c: dict) -> int:
+def _attempts(c: dict, run: str) -> int:
     log = Path(c["sets"]["results_dir"]) / "log.txt"
-    return log.read_text().count("--- attempt started") if log.exists() else 0
+    return log.read_text().count(_header(run)) if log.exists() else 0
 
 
 def report(summary: dict) -> str:
@@ -312,13 +319,14 @@ def report(summary: dict) -> str:
              f"{' (and S1)' if any(s['s1'] for s in shared) else ''} between cells"]
     width = max(len(c["id"]) for c in cells)
     for c in cells:
-        secs = "" if c["seconds"] is None else f"{c['seconds']:7.1f}s"
+        secs = " " * 8 if c["seconds"] is None else f"{c['seconds']:7.1f}s"
         tries = f"  {c['attempts']} attempts" if (c["attempts"] or 0) > 1 else ""
         lines.append(f"  {c['id']:<{width}}  {c['status']:<6} {secs}{tries}" + (f"  {c['error']}" if c["error"] else ""))
     for s in summary["stages"]:
         if s["error"]:
             lines.append(f"  stage {s['id']} failed: {s['error']}")
-    lines.append(f"merged results: {', '.join(summary['merged'])}; every cell: {summary['root']}/sweep.json")
+    lines.append(f"merged results: {', '.join(summary['merged']) or 'none (every cell failed)'}; "
+                 f"every cell: {summary['root']}/sweep.json")
     return "\n".join(lines)
 
 

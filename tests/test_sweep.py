@@ -56,6 +56,27 @@ def test_plan_folders_and_shared_stages(tmp_path):
         sweep.plan("smoke", [0], {}, {"student_rate": ["1"]}, tmp_path)
 
 
+def test_merge_per_setting_leaves_failed_cells_out(tmp_path):
+    from tadist_utils.results import ResultsStore
+    cells = []
+    for seed, lr, status in [(0, "1e-3", "ran"), (1, "1e-3", "reused"), (0, "3e-3", "failed")]:
+        d = tmp_path / "cells" / f"seed{seed}-student_lr={lr}"
+        store = ResultsStore(d)
+        store.add_results([dict(dataset="digits", experiment="direct", model="S1", seed=seed, metric="x", value=seed)])
+        store.manifest_json.write_text(json.dumps(dict(config=dict(seed=seed, results_dir=str(d)),
+                                                       stages={f"stage{seed}": {}})))
+        (d / "checkpoints" / f"seed{seed}").mkdir(parents=True)
+        (d / "checkpoints" / f"seed{seed}" / "teacher-0.pt").write_bytes(b"weights")
+        cells.append(dict(folder=f"student_lr={lr}", seed=seed, status=status, sets=dict(results_dir=str(d))))
+    assert sweep.merge(tmp_path, cells) == [tmp_path / "student_lr=1e-3"]  # 3e-3's only cell failed: no folder
+    merged = tmp_path / "student_lr=1e-3"
+    assert pd.read_csv(merged / "results.csv").seed.tolist() == [0, 1]
+    manifest = json.loads((merged / "manifest.json").read_text())
+    assert manifest["config"] == dict(seed=1, results_dir=str(merged)) and set(manifest["stages"]) == {"stage0", "stage1"}
+    ck = merged / "checkpoints" / "seed1" / "teacher-0.pt"
+    assert ck.stat().st_ino == (tmp_path / "cells" / "seed1-student_lr=1e-3" / "checkpoints" / "seed1" / "teacher-0.pt").stat().st_ino
+
+
 # ----------------------------------------------------------------------------- on a local Ray instance
 @pytest.fixture(scope="module")
 def ray_cpu():
