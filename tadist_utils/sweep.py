@@ -83,7 +83,7 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
     if "threads" not in sets and make_config(profile, **{**base, "results_dir": str(root)}).threads is None:
         base["threads"] = str(max(1, int(cpus)))  # not every idle core for each of several cells on one machine
     cells, stages = [], {}
-    for seed, combo in itertools.product(seeds, itertools.product(*grid.values())):
+    for seed, combo in itertools.product(dict.fromkeys(seeds), itertools.product(*grid.values())):
         values = dict(zip(grid, combo))
         cid = _safe("-".join([f"seed{seed}"] + [f"{k}={v}" for k, v in values.items()]))
         folder = _safe("-".join(f"{k}={v}" for k, v in values.items() if k not in SAME_FOLDER))
@@ -258,9 +258,12 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     except ImportError:
         raise ConfigError(INSTALL) from None
     started = not ray.is_initialized()
-    if started:
+    if started:  # a local instance's workers import this very package (a checkout run without installing it)
+        here = str(Path(__file__).resolve().parents[1])
+        env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in (here, os.environ.get("PYTHONPATH")) if p)}}
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                 logging_level="ERROR", log_to_driver=False)
+                 logging_level="ERROR", log_to_driver=False, runtime_env=env)
     t0 = time.perf_counter()
     try:
         if gpus_per_cell is None:  # a GPU for each cell where the cluster has GPUs; --gpus-per-cell 0.25 shares one
