@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, make_config
+from .config import Config, ConfigError, make_config
 from .plans import EXPERIMENTS, build
 
 DEFAULT_ROOT = "results/sweep"
@@ -251,7 +251,10 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
         num_cpus: int | None = None, cpus_per_cell: float = 1.0, gpus_per_cell: float | None = None,
         retries: int = 2, progress: bool = True) -> dict:
     """Plan, run on Ray (started here unless one is running or ``address`` names a cluster), merge; the summary."""
-    root = Path(sets.get("results_dir") or DEFAULT_ROOT)
+    # absolute paths: a worker on another node (or in another folder) reads and writes the same places
+    root = Path(sets.get("results_dir") or DEFAULT_ROOT).resolve()
+    if "data_dir" not in grid:
+        sets = {**sets, "data_dir": str(Path(sets.get("data_dir") or Config.data_dir).resolve())}
     cells, stages = plan(profile, seeds, {k: v for k, v in sets.items() if k != "results_dir"}, grid, root, cpus_per_cell)
     try:  # after the settings are checked: a bad one is named first, Ray or not
         import ray
