@@ -214,7 +214,7 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
     for name in dict.fromkeys(c["folder"] for c in cells):
         dest = root / name if name else root
         store = ResultsStore(dest)
-        manifest = store.manifest()
+        manifest, experiments = store.manifest(), {}
         for c in sorted((c for c in cells if c["folder"] == name), key=lambda c: c["seed"]):
             src = ResultsStore(c["sets"]["results_dir"])
             if not src.results_csv.exists():
@@ -224,9 +224,11 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
             m = src.manifest()
             stages = {**manifest.get("stages", {}), **m.get("stages", {})}
             manifest.update({k: v for k, v in m.items() if k != "stages"}, stages=stages)
+            experiments.update(dict.fromkeys(m.get("config", {}).get("experiments", [])))
             link_files(_checkpoints(c["sets"]["results_dir"], c["seed"]), _checkpoints(str(dest), c["seed"]), replace=True)
         if manifest:
-            manifest["config"] = {**manifest.get("config", {}), "results_dir": str(dest)}
+            # the folder's config: the last cell's (as after a run of several seeds), with every experiment merged
+            manifest["config"] = {**manifest.get("config", {}), "results_dir": str(dest), "experiments": list(experiments)}
             manifest["sweep"] = str(root / "sweep.json")
             text = json.dumps(manifest, indent=2, default=str)
             with store.lock:

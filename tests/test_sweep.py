@@ -72,7 +72,7 @@ def test_merge_per_setting_leaves_failed_cells_out(tmp_path):
     merged = tmp_path / "student_lr=1e-3"
     assert pd.read_csv(merged / "results.csv").seed.tolist() == [0, 1]
     manifest = json.loads((merged / "manifest.json").read_text())
-    assert manifest["config"] == dict(seed=1, results_dir=str(merged)) and set(manifest["stages"]) == {"stage0", "stage1"}
+    assert manifest["config"] == dict(seed=1, results_dir=str(merged), experiments=[]) and set(manifest["stages"]) == {"stage0", "stage1"}
     ck = merged / "checkpoints" / "seed1" / "teacher-0.pt"
     assert ck.stat().st_ino == (tmp_path / "cells" / "seed1-student_lr=1e-3" / "checkpoints" / "seed1" / "teacher-0.pt").stat().st_ino
 
@@ -115,6 +115,7 @@ def test_merged_results_equal_the_headless_cli_run_sequentially(swept, tmp_path)
         pd.testing.assert_frame_equal(_metrics(root, name), _metrics(seq, name))
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["config"]["results_dir"] == str(root) and manifest["dataset"]["name"] == "digits"
+    assert manifest["config"]["experiments"] == ["direct", "hierarchical"]  # both cells' experiments, as in one run
     assert {"teacher", "direct", "hierarchical"} <= set(manifest["stages"])
     assert sorted(p.name for p in (root / "checkpoints" / "seed1").glob("*.pt")) == \
         sorted(p.name for p in (seq / "checkpoints" / "seed1").glob("*.pt"))  # notebook 06 finds them as after a run
