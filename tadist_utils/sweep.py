@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from .config import Config, ConfigError, make_config
-from .plans import EXPERIMENTS, build
+from .methods import EXPERIMENTS, build
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
