@@ -51,33 +51,15 @@ from torch.utils.data import DataLoader, Dataset
 from .. import models
 from ..config import make_config
 from ..data import DataBundle, Split, load_data
-from ..engine import (autocast, describe, device_slug, grad_scaler, loadavg, resolve_device, resolve_fuse,
-                     resolve_precision, sync)
+from ..engine import autocast, device_slug, grad_scaler, resolve_device, resolve_fuse, resolve_precision
 from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..plans import PAPER_EXPERIMENTS, TEACHER, build
+from .machine import describe_machine, loadavg, sync
 from ..train import (Context, RunState, StudentJob, _classifier_step, batches, evaluate, init_seed, loop_step,
                     train_classifier, train_students)
 
 CASES = ("teacher", "students", "ops", "paper")
-
-
-# ----------------------------------------------------------------------------- helpers
-def machine(device: torch.device) -> dict:
-    import torchvision
-    return dict(device=str(device), description=describe(device), torch=torch.__version__,
-                torchvision=torchvision.__version__, python=platform.python_version(), platform=platform.platform(),
-                threads=torch.get_num_threads(), cpu_count=os.cpu_count(), cpu_flags=cpu_flags())
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide speed here (bf16 autocast is ~12x slower without native bf16)."""
-    try:
-        line = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
-    except OSError:
-        return []
-    have = set(line.split(":", 1)[-1].split())
-    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -542,7 +524,7 @@ def main(argv=None) -> dict:
                       "siblings trained together) vs a plain torchvision DataLoader/PIL fp32 loop",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             command="python -m tadist_utils.analysis.bench " + " ".join(sys.argv[1:] if argv is None else argv),
-            machine=dict(**machine(device), loadavg_start=started),
+            machine=dict(**describe_machine(device), loadavg_start=started),
             settings=dict(dataset=data.name, source=data.source, train_size=len(data.train), val_size=len(data.val),
                           epochs=args.epochs, batch_size=batch_size, teacher_optimizer=cfg.teacher_optimizer,
                           teacher_lr=cfg.teacher_lr,
