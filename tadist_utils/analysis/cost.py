@@ -65,7 +65,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 
 from .. import models
 from ..engine import describe, device_slug
@@ -131,6 +130,8 @@ def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 2
     have passed since the first timed run (its untimed passes included): the teacher at batch 256 on one
     CPU thread takes seconds.
     """
+    # imported here: torch.utils.benchmark pulls in cpp_extension, which logs a CUDA_HOME warning on some machines
+    from torch.utils.benchmark import Timer
     model.eval()
     x = torch.randn(batch, 3, image_size, image_size, device=device)
     timer = Timer("model(x)", globals=dict(model=model, x=x), num_threads=torch.get_num_threads())
