@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import re
 import warnings
+from typing import Sequence
 
 import torch
 
@@ -116,23 +116,14 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
-# ----------------------------------------------------------------------------- measuring (bench.py, cost.py)
-def sync(device: torch.device) -> None:
-    """GPU work is asynchronous: wait for it before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# ----------------------------------------------------------------------------- naming result files (analysis)
+def device_slug(device: torch.device | Sequence[torch.device]) -> str:
+    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3': how result files of a machine are named.
 
-
-def loadavg() -> list[float] | None:
-    """1/5/15-minute load: this CPU may be shared, and readers of a timing should know how busy it was."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def device_slug(device: torch.device) -> str:
-    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3': how result files of a machine are named."""
+    Several devices are joined by '+': 'cpu-amd-epyc-16t+cuda-nvidia-h100-80gb-hbm3'.
+    """
+    if not isinstance(device, torch.device):
+        return "+".join(device_slug(d) for d in device)
     name = describe(device)
     if device.type == "cpu":
         name = re.sub(r"\s*\(\d+ threads?\)$", "", name) + f" {torch.get_num_threads()}t"

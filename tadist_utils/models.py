@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 # "M" is a 2x2 max-pool; an int is a 3x3 conv (pad 1) + BatchNorm + ReLU with that many channels.
 TEACHER_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -261,30 +262,22 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, image_size: int = 32) -> int:
-    """Multiply-accumulates of one forward pass on one image (convolutions and linear layers)."""
-    total = 0
+    """Multiply-accumulates of one forward pass on one image (convolutions and linear layers).
 
-    def conv_hook(m: nn.Conv2d, _inp, out):
-        nonlocal total
-        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        total += out.shape[1] * out.shape[2] * out.shape[3] * k
-
-    def linear_hook(m: nn.Linear, _inp, out):
-        nonlocal total
-        total += m.in_features * m.out_features
-
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-accumulate of every conv and
+    matmul; bias additions, BatchNorm, activations and pooling are not counted) on a zero 1x3xHxW image, in eval
+    mode, on the CPU; the model's mode is restored afterwards. ``torchinfo``'s ``total_mult_adds`` is not used
+    because it also counts each bias and BatchNorm weight as a mult-add, which would change every
+    ``macs_per_image`` written so far (tests/test_analysis_macs.py shows the difference).
+    """
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, image_size, image_size))
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
-    return total
+    return counter.get_total_flops() // 2
 
 
 def catalogue(num_classes: int = 10) -> list[dict]:

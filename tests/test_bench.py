@@ -42,6 +42,9 @@ def test_device_slug_is_a_file_name():
     slug = device_slug(torch.device("cpu"))
     assert slug.startswith("cpu-") and slug.endswith(f"-{torch.get_num_threads()}t")
     assert all(ch.isalnum() or ch == "-" for ch in slug)
+    # one function names bench's files (a device) and cost's (a list of devices): the same slug, joined by '+'
+    assert device_slug([torch.device("cpu")]) == slug
+    assert device_slug([torch.device("cpu"), torch.device("cpu")]) == f"{slug}+{slug}"
 
 
 def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():

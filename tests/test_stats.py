@@ -1,4 +1,4 @@
-"""Multi-seed statistics (tadist_utils.analysis.stats) against hand-computed values, and the plots drawn from them."""
+"""Multi-seed statistics (analysis.stats and the modules it gathers) against hand-computed values, and their plots."""
 import math
 
 import matplotlib
@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
-from tadist_utils.analysis import stats  # noqa: E402
+from tadist_utils.analysis import paper_claims, stats  # noqa: E402
 
 T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
 SEEDS = (0, 1, 2)
@@ -340,8 +340,8 @@ def test_identical_by_construction_comes_from_lineage_not_from_ties():
     ties = comp[comp.conclusion == 2].set_index("comparison")
     # two different models tied on every seed (chance, on a small test set): an ordinary comparison, counted
     assert not ties.identical.any() and set(ties.outcome) == {"unclear"} and (ties.family == 2).all()
-    assert "tied on every seed" in stats._evidence(ties.reset_index(), 0.95)
-    assert "identical by construction" not in stats._evidence(ties.reset_index(), 0.95)
+    assert "tied on every seed" in paper_claims._evidence(ties.reset_index(), 0.95)
+    assert "identical by construction" not in paper_claims._evidence(ties.reset_index(), 0.95)
 
 
 def test_lineage_that_disagrees_with_the_data_warns_and_compares():

@@ -1,6 +1,17 @@
 """Measuring and reading results, beside the method (which never imports from here).
 
-``stats`` (intervals and paired tests over seeds), ``plots`` (the notebooks' figures), ``cost``
-(parameters, MACs, latency, export of trained models), ``bench`` (the fast path against a plain
-reference, operator calls per step, the paper profile's wall time).
+``stats``             the notebooks' one import for statistics over seeds (re-exports the next three);
+``seed_summary``      per-seed values, mean / sd / Student-t interval per (experiment, model), the README tables;
+``paired_tests``      paired differences over seeds, t-tests with Holm's correction, models identical by construction;
+``paper_claims``      the paper's three conclusions: their comparisons and one verdict each;
+``plots``             the notebooks' one import for figures (re-exports the next two, and ``save``);
+``run_plots``         figures and tables of notebooks 00-04: plans, data, one experiment's run;
+``comparison_plots``  figures of notebooks 05-06: experiments side by side, over seeds, against cost;
+``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``);
+``export_checks``     TorchScript and ONNX round trips of a model, checked against eager PyTorch;
+``bench``             the fast path against a plain reference, as a command (``python -m ...bench``) and a JSON;
+``reference_loop``    the plain torchvision/PIL fp32 training loop the bench measures against;
+``training_speed``    the bench's teacher and students cases: reference vs per-student loop vs fused, wall time;
+``step_profile``      the bench's ops and paper cases: operator calls per step, the paper profile's time;
+``machine``           what a measurement records about the machine: GPU sync, load average, CPU flags.
 """

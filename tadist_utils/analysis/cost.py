@@ -11,14 +11,15 @@ One row per (device, model, mode):
   ``ensemble_1/2/4/8`` (``models.Ensemble`` of 1, 2, 4, 8 students of levels 1..4).
 * ``mode`` of an ensemble: ``sequential`` is ``models.Ensemble.forward`` itself: a Python loop over
   the students, ``torch.cat`` of their features, then the output layer. ``together`` is
-  :class:`FusedEnsemble`: the same students fused into *one* wide network whose layers run all
+  ``models.FusedEnsemble``: the same students fused into *one* wide network whose layers run all
   students at once (grouped convolutions), with the same logits.
 * ``parameters`` / ``macs`` come from ``models.count_params`` / ``models.count_macs`` (multiply-
   accumulates of one 32x32 image); ``disk_bytes`` is the size of ``torch.save(state_dict)`` (fp32,
   BatchNorm buffers included, so a little above ``4 * parameters``).
 * ``latency_ms_b1`` / ``latency_ms_b256``: median wall time of one forward pass at batch 1 / 256,
-  eval mode, ``torch.inference_mode``, fp32, contiguous memory, after warm-up runs, with
-  ``torch.cuda.synchronize`` around each timed run on a GPU. ``images_per_s_b256 = 256 / latency``.
+  eval mode, ``torch.inference_mode``, fp32, contiguous memory, after warm-up runs; each timed run is
+  one ``torch.utils.benchmark.Timer.timeit(1)``, which synchronises the GPU around it and runs the pass
+  twice untimed first (see ``latency``). ``images_per_s_b256 = 256 / latency``.
   (``--large-batch`` changes 256, and the column names with it.)
 * export checks, for every ensemble in both modes: TorchScript (``torch.jit.trace``, saved, loaded
   back, run on a batch of another size than the one traced) and, when ``onnx`` and ``onnxruntime``
@@ -27,7 +28,7 @@ One row per (device, model, mode):
   to the logits' scale). ONNX is optional (not in requirements.txt): without it the row says
   ``skipped: ...``. TorchScript is deprecated in torch >= 2.10 (``FutureWarning`` on every
   trace/save/load); it is still what a C++ or mobile deployment loads without Python, so it is used
-  with those warnings silenced locally (``_quiet_jit``) rather than everywhere.
+  with those warnings silenced locally (``export_checks._quiet_jit``) rather than everywhere.
 
 Timing is honest only on an otherwise idle machine: the JSON records torch threads, the device's
 name, the torch version and the load average before and after. Writes
@@ -48,7 +49,6 @@ inference-only rewrite); the table keeps BatchNorm (``fold_bn=False``) so that *
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -57,7 +57,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -68,21 +67,18 @@ import torch
 from torch import nn
 
 from .. import models
-from .. import engine
-from ..engine import describe, loadavg, sync
+from ..engine import describe, device_slug
+from .export_checks import EXPORT_TOL, export_onnx, export_torchscript, onnx_available
+from .machine import loadavg
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
                + [f"ensemble_{n}" for n in ENSEMBLE_LEVELS])
-EXPORT_TOL = 1e-4  # max |exported - eager| allowed, relative to max(1, max |eager logits|)
 # Notebook 06 on the smoke profile: every row and export check made once, within seconds; not a timing.
 SMOKE_BUDGET = dict(repeats=1, warmup=0, large_batch=8, max_seconds=0.5)
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
 PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": dict(repeats=5, warmup=1, max_seconds=2.0)}
-
-
-# FusedEnsemble lives with the other networks (models.py); re-exported here for callers of cost.FusedEnsemble.
-FusedEnsemble = models.FusedEnsemble
+TIMEIT_WARMUP = 2  # untimed passes torch.utils.benchmark.Timer.timeit(1) runs before its timed one
 
 
 def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:
@@ -109,7 +105,7 @@ def variants(names: Iterable[str] = MODEL_NAMES, num_classes: int = 10, seed: in
             n = int(name.removeprefix("ensemble_"))
             ens = build_ensemble(n, num_classes).eval()
             yield name, n, ENSEMBLE_LEVELS[n], "sequential", ens
-            yield name, n, ENSEMBLE_LEVELS[n], "together", FusedEnsemble(ens).eval()
+            yield name, n, ENSEMBLE_LEVELS[n], "together", models.FusedEnsemble(ens).eval()
         else:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
 
@@ -126,100 +122,29 @@ def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 2
             max_seconds: float | None = None, image_size: int = 32) -> dict:
     """Median milliseconds of one forward pass on a random batch, after ``warmup`` untimed passes.
 
-    Stops early, after at least 3 timed runs (or all of them if fewer were asked), once
-    ``max_seconds`` of timed runs have passed: the teacher at batch 256 on one CPU thread takes seconds.
+    Each timed run is one ``torch.utils.benchmark.Timer.timeit(1)`` (on torch's current thread count; the
+    Timer synchronises the GPU around the timed pass). ``timeit`` itself runs the pass twice untimed before
+    each timed one, so those count towards ``warmup`` (only the excess is run beforehand) and at least two
+    untimed passes precede the first timed run even when ``warmup`` is 0 or 1.
+    Stops early, after at least 3 timed runs (or all of them if fewer were asked), once ``max_seconds``
+    have passed since the first timed run (its untimed passes included): the teacher at batch 256 on one
+    CPU thread takes seconds.
     """
+    # imported here: torch.utils.benchmark pulls in cpp_extension, which logs a CUDA_HOME warning on some machines
+    from torch.utils.benchmark import Timer
     model.eval()
     x = torch.randn(batch, 3, image_size, image_size, device=device)
+    timer = Timer("model(x)", globals=dict(model=model, x=x), num_threads=torch.get_num_threads())
     times: list[float] = []
     with torch.inference_mode():
-        for _ in range(warmup):
+        for _ in range(warmup - TIMEIT_WARMUP):
             model(x)
-        sync(device)
         start = time.perf_counter()
         for i in range(max(1, repeats)):
-            sync(device)
-            t0 = time.perf_counter()
-            model(x)
-            sync(device)
-            times.append(time.perf_counter() - t0)
+            times.append(timer.timeit(1).raw_times[0])
             if max_seconds is not None and i + 1 >= min(3, repeats) and time.perf_counter() - start > max_seconds:
                 break
     return dict(ms=1000 * statistics.median(times), min_ms=1000 * min(times), runs=len(times))
-
-
-# ----------------------------------------------------------------------------- exporting
-@contextlib.contextmanager
-def _quiet_jit():
-    """torch >= 2.10 marks torch.jit deprecated with a FutureWarning on every call; silence only those."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        yield
-
-
-def _check(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, bool]:
-    diff = float((reference.float() - other.float()).abs().max())
-    return diff, diff <= EXPORT_TOL * max(1.0, float(reference.abs().max()))
-
-
-def export_torchscript(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dict:
-    """Trace at batch 2, save, load back, run on a batch of 5: file size and max |loaded - eager|."""
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(seed)
-    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
-    path = folder / f"{name}.ts.pt"
-    with _quiet_jit(), torch.inference_mode():
-        traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(path))
-        loaded = torch.jit.load(str(path), map_location="cpu")
-        diff, ok = _check(model(probe), loaded(probe))
-    size = path.stat().st_size
-    path.unlink()
-    return dict(torchscript_bytes=size, torchscript_max_abs_diff=diff, torchscript_ok=ok)
-
-
-def onnx_available() -> str | None:
-    """None when ONNX export can be checked, else why not."""
-    missing = []
-    for mod in ("onnx", "onnxruntime"):
-        try:
-            __import__(mod)
-        except Exception:  # ImportError, or a broken install
-            missing.append(mod)
-    return f"skipped: {' and '.join(missing)} not installed" if missing else None
-
-
-def export_onnx(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dict:
-    """ONNX (dynamic batch) run by onnxruntime on CPU, or the reason it was skipped or failed."""
-    skipped = onnx_available()
-    if skipped:
-        return dict(onnx_status=skipped, onnx_bytes=None, onnx_max_abs_diff=None, onnx_ok=None)
-    import onnxruntime as ort
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(seed)
-    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
-    path = folder / f"{name}.onnx"
-    try:
-        with _quiet_jit(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            # dynamo=False: the TorchScript-based exporter needs only `onnx` (the torch.export-based default
-            # needs onnxscript too); torch >= 2.9 warns that it is legacy (DeprecationWarning, silenced here).
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["images"],
-                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        out = session.run(None, {"images": probe.numpy()})[0]
-        with torch.inference_mode():
-            diff, ok = _check(model(probe), torch.from_numpy(np.asarray(out)))
-        size = path.stat().st_size
-        for f in folder.glob(f"{name}.onnx*"):  # external data files, if the exporter wrote any
-            f.unlink()
-        return dict(onnx_status="ok" if ok else "mismatch", onnx_bytes=size, onnx_max_abs_diff=diff, onnx_ok=ok)
-    except Exception as e:  # noqa: BLE001 - the exporter's many failure types all mean "could not check"
-        return dict(onnx_status=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
-                    onnx_bytes=None, onnx_max_abs_diff=None, onnx_ok=False)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -310,11 +235,6 @@ def export_failures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- CLI
-def device_slug(devices: Sequence[torch.device]) -> str:
-    """'cpu-amd-epyc-1t', 'cpu-...-16t+cuda-nvidia-h100-80gb-hbm3': the output file's name."""
-    return "+".join(engine.device_slug(dev) for dev in devices)
-
-
 def format_table(df: pd.DataFrame, large_batch: int = 256) -> str:
     """The table as text: sizes in M / MB, latencies in ms, images/s, and the export checks in short."""
     big = large_batch
@@ -342,7 +262,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--device", nargs="+", default=["all"], help="cpu, cuda, cuda:N or all (default: CPU, "
                    "and CUDA when available)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per measurement; the median is reported")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 3; --quick 1)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs before the first timed one (default 3; "
+                   "--quick 1; at least 2: Timer.timeit runs two before each timed run)")
     p.add_argument("--max-seconds", type=float, default=30.0,
                    help="stop a measurement's timed runs after this long (at least 3 runs; 0: never)")
     p.add_argument("--quick", action="store_true", help="one timed run per measurement: a smoke test, not timing")

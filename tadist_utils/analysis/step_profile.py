@@ -1,0 +1,151 @@
+"""The bench's ``ops`` and ``paper`` cases: what one training step costs, counted and timed.
+
+``bench_ops``: operator calls per training step of a plan's teacher-fed students, per-student loop vs fused
+(``torch.profiler``; on a GPU, where these students are launch-bound, this is what the speed follows, and it
+can be counted on any machine). ``bench_paper``: the ``paper`` profile's wall time for one seed, estimated from
+a few timed steps of every training group.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .. import models
+from ..config import make_config
+from ..engine import autocast, grad_scaler
+from ..experiments import lineages, student_groups
+from ..fused import FusedTrainer
+from ..methods import PAPER_EXPERIMENTS, build
+from ..plans import TEACHER
+from ..train import Context, RunState, _classifier_step, init_seed, loop_step
+from .machine import sync
+
+
+# ----------------------------------------------------------------------------- launches: operator calls per step
+def student_runs(nodes, ctx: Context, lr: float = 1e-3, total_steps: int = 1000) -> list[RunState]:
+    """Fresh students with the optimiser and schedule train_students gives them."""
+    runs = []
+    for n in nodes:
+        torch.manual_seed(init_seed(0, n.key))
+        net = ctx.model(models.student(n.level)).train()
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        runs.append(RunState(Path(), {}, net, opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps),
+                             grad_scaler(ctx.device, ctx.amp_dtype)))
+    return runs
+
+
+def student_step(runs, wanted, ctx: Context, fuse: bool):
+    """A callable ``(x, targets) -> losses``: one training step of every student, fused or one by one."""
+    if fuse:
+        trainer = FusedTrainer(runs, wanted, ctx)
+        trainer.train()
+        return lambda x, targets: trainer.step(x, targets)
+    nets = [ctx.fast(r.model) for r in runs]
+    return lambda x, targets: loop_step(runs, nets, wanted, x, targets, None, "mse", ctx)
+
+
+def count_ops(fn, device: torch.device) -> dict:
+    """Operator calls of one call of ``fn`` (after one untimed call): what a launch-bound GPU step pays for.
+
+    ``aten_ops``: every ATen operator the dispatcher ran (nested calls included); ``leaf_ops``: those
+    that call no other operator, i.e. the ones doing the work (about one kernel each on a GPU);
+    ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    events = prof.events()
+    aten = [e for e in events if e.name.startswith("aten::")]
+    leaf = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+    out = dict(aten_ops=len(aten), leaf_ops=len(leaf))
+    if device.type == "cuda":
+        out["gpu_kernels"] = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return out
+
+
+def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int) -> dict:
+    """Operator calls per training step of a plan's teacher-fed students: the per-student loop vs fused."""
+    nodes = [n for n in build(experiment, levels).nodes if n.parent == TEACHER]
+    wanted = [((0, n.start, n.stop),) for n in nodes]
+    x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
+    if ctx.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    targets = [torch.randn(batch_size, 512, device=ctx.device)]
+    case = dict(what=f"one training step of the '{experiment}' plan's {len(nodes)} teacher-fed students, batch "
+                     f"{batch_size}, the teacher's features cached (as without augmentation)", students=len(nodes))
+    for path, fuse in (("loop", False), ("fused", True)):
+        step = student_step(student_runs(nodes, ctx), wanted, ctx, fuse)
+        case[path] = count_ops(lambda: step(x, targets), ctx.device)
+    for k in case["fused"]:
+        case[f"{k}_ratio"] = round(case["loop"][k] / max(1, case["fused"][k]), 2)
+    return case
+
+# ----------------------------------------------------------------------------- the paper profile, estimated
+def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = None) -> dict:
+    """Seconds per step of every training group of the ``paper`` profile, extrapolated to its whole schedule.
+
+    Times ``steps`` steps (after one untimed) of the teacher and of each group of students exactly as the
+    pipeline forms them (a generation at a time when fused, siblings otherwise), with augmentation, so
+    every parent runs its forward pass each batch. Weights are random: speed does not depend on them.
+    Validation, checkpoints and the output layers' fine-tuning (a linear layer on features computed
+    once) are left out; they add a few per cent.
+    """
+    cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
+    train_images = 50_000 - cfg.val_size  # CIFAR-10's training set less the validation split
+    bs, step_ctx = batch_size or cfg.batch_size, replace(ctx, fuse=fuse)
+    steps_per_epoch = -(-train_images // bs)
+    x = torch.randn(bs, 3, 32, 32, device=ctx.device)
+    x = x.contiguous(memory_format=torch.channels_last) if ctx.channels_last else x
+    y = torch.randint(0, 10, (bs,), device=ctx.device)
+
+    def per_step(fn) -> float:
+        fn()
+        sync(ctx.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(ctx.device)
+        return (time.perf_counter() - t0) / steps
+
+    teacher = ctx.model(models.teacher()).train()
+    opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10_000)
+    scaler = grad_scaler(ctx.device, ctx.amp_dtype)
+    t_step = per_step(lambda: _classifier_step(teacher, opt, sched, scaler, x, y, ctx))
+    rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
+                 seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
+    teacher.eval()
+    plans = [build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS]
+    nodes, guide_keys = lineages(plans)
+    trained = {"T": teacher}
+    for group, guides, parent_keys in student_groups(nodes, guide_keys, fuse):
+        for k in guides:
+            if k not in trained:
+                trained[k] = ctx.model(models.student(nodes[k].level)).eval()
+        runs = student_runs(group, step_ctx, total_steps=10_000)
+        wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
+        step = student_step(runs, wanted, step_ctx, fuse)
+
+        def one():
+            with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+                targets = [trained[k].features(x).float() for k in guides]
+            step(x, targets)
+
+        s = per_step(one)
+        label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
+        rows.append(dict(group=f"students of {label}", models=len(group), s_per_step=round(s, 4),
+                         epochs=cfg.student_epochs, seconds=round(s * steps_per_epoch * cfg.student_epochs, 1)))
+    total = sum(r["seconds"] for r in rows)
+    return dict(what=f"the paper profile's training steps (batch {bs}, {train_images} images an epoch, teacher "
+                     f"{cfg.teacher_epochs} epochs, students {cfg.student_epochs}, share_students="
+                     f"{cfg.share_students}), {'fused' if fuse else 'per-student loop'}; {steps} timed steps a group",
+                fused=fuse, groups=rows, students=sum(r["models"] for r in rows[1:]),
+                student_seconds_per_epoch=round(sum(r["seconds"] / r["epochs"] for r in rows[1:]), 1),
+                estimated_seed_seconds=round(total, 1), estimated_seed_minutes=round(total / 60, 1))
