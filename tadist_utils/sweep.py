@@ -87,6 +87,10 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
         values = dict(zip(grid, combo))
         cid = _safe("-".join([f"seed{seed}"] + [f"{k}={v}" for k, v in values.items()]))
         folder = _safe("-".join(f"{k}={v}" for k, v in values.items() if k not in SAME_FOLDER))
+        twin = next((c for c in cells if c["id"] == cid), None)
+        if twin is not None:  # _safe() made two settings one folder name: their results would overwrite each other
+            raise ConfigError(f"--grid values {twin['values']} and {values} give the same cell folder {cid!r}; "
+                              f"write them differently (characters other than letters, digits and . = + - become _)")
         cell_sets = {**base, **values, "results_dir": str(root / "cells" / cid)}
         cfg = make_config(profile, seed=seed, **cell_sets)
         conf = cfg.as_dict()
@@ -210,10 +214,12 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
     from .results import ResultsStore, _write_atomic
     import pandas as pd
     folders = []
+    failed = [c for c in cells if c.get("status") == "failed"]
     cells = [c for c in cells if c.get("status") != "failed"]
     for name in dict.fromkeys(c["folder"] for c in cells):
         dest = root / name if name else root
         store = ResultsStore(dest)
+        _drop_failed(store, [c for c in failed if c["folder"] == name], {c["seed"] for c in cells if c["folder"] == name})
         manifest, experiments = store.manifest(), {}
         for c in sorted((c for c in cells if c["folder"] == name), key=lambda c: c["seed"]):
             src = ResultsStore(c["sets"]["results_dir"])
@@ -235,6 +241,32 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
                 _write_atomic(lambda tmp: tmp.write_text(text), store.manifest_json)
         folders.append(dest)
     return folders
+
+
+def _drop_failed(store, failed: list[dict], merged_seeds: set) -> None:
+    """Remove what an earlier sweep merged for the cells that failed now: kept, those rows would sit beside this
+    sweep's under this sweep's manifest as if they were its results. A seed none of whose cells merged loses all
+    its rows; otherwise only the failed cells' experiments (their names from the grid or --set; all if unknown)."""
+    from .results import _write_csv_atomic
+    import pandas as pd
+    if not failed:
+        return
+    with store.lock:
+        for path in (store.results_csv, store.history_csv):
+            if not path.exists() or not path.stat().st_size:
+                continue
+            df = pd.read_csv(path)
+            drop = pd.Series(False, index=df.index)
+            for c in failed:
+                rows = df.seed.astype(str) == str(c["seed"])
+                names = c.get("values", {}).get("experiments") or c["sets"].get("experiments")
+                if c["seed"] in merged_seeds and names and "experiment" in df:
+                    rows &= df.experiment.isin([e.strip() for e in str(names).split(",")])
+                elif c["seed"] in merged_seeds:
+                    continue  # history has no experiment column: a merged cell of this seed rewrote what it shares
+                drop |= rows
+            if drop.any():
+                _write_csv_atomic(df[~drop], path)
 
 
 # ----------------------------------------------------------------------------- the driver

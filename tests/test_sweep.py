@@ -54,6 +54,8 @@ def test_plan_folders_and_shared_stages(tmp_path):
     assert stages == [] and all(c["stage"] is None for c in cells)  # another teacher per cell: nothing to share
     with pytest.raises(ConfigError, match="unknown setting"):
         sweep.plan("smoke", [0], {}, {"student_rate": ["1"]}, tmp_path)
+    with pytest.raises(ConfigError, match="same cell folder"):  # '/' and ' ' both become '_': one folder for two
+        sweep.plan("smoke", [0], {"dataset": "digits"}, sweep.parse_grid(["data_dir=/tmp/a b,/tmp/a_b"]), tmp_path)
 
 
 def test_merge_per_setting_leaves_failed_cells_out(tmp_path):
@@ -75,6 +77,34 @@ def test_merge_per_setting_leaves_failed_cells_out(tmp_path):
     assert manifest["config"] == dict(seed=1, results_dir=str(merged), experiments=[]) and set(manifest["stages"]) == {"stage0", "stage1"}
     ck = merged / "checkpoints" / "seed1" / "teacher-0.pt"
     assert ck.stat().st_ino == (tmp_path / "cells" / "seed1-student_lr=1e-3" / "checkpoints" / "seed1" / "teacher-0.pt").stat().st_ino
+
+
+def test_merge_drops_what_an_earlier_sweep_left_for_a_cell_that_failed_now(tmp_path):
+    """Sweep 1 merged seeds 0 and 1; sweep 2 (another setting, same results_dir) fails seed 1's cell: the merged
+    folder must not keep sweep 1's seed-1 rows beside sweep 2's seed 0 under sweep 2's manifest."""
+    from tadist_utils.results import ResultsStore
+
+    def cells(value, failed=()):
+        out = []
+        for seed in (0, 1):
+            d = tmp_path / "cells" / f"seed{seed}"
+            store = ResultsStore(d)
+            store.add_results([dict(dataset="digits", experiment=e, model="m", seed=seed, metric="x", value=value)
+                               for e in ("teacher", "direct")])
+            store.add_history([dict(dataset="digits", key="T", model="teacher", seed=seed, epoch=1, metric="x",
+                                    value=value)])
+            store.manifest_json.write_text(json.dumps(dict(config=dict(seed=seed, teacher_lr=value))))
+            out.append(dict(folder="", seed=seed, status="failed" if seed in failed else "ran",
+                            sets=dict(results_dir=str(d), experiments="direct")))
+        return out
+
+    sweep.merge(tmp_path, cells(1.0))
+    assert sorted(pd.read_csv(tmp_path / "results.csv").seed.unique()) == [0, 1]
+    sweep.merge(tmp_path, cells(2.0, failed=(1,)))
+    merged = pd.read_csv(tmp_path / "results.csv")
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["teacher_lr"] == 2.0
+    assert merged.seed.tolist() == [0, 0] and set(merged.value) == {2.0}  # nothing of sweep 1's seed 1 is left
+    assert pd.read_csv(tmp_path / "history.csv").seed.tolist() == [0]
 
 
 # ----------------------------------------------------------------------------- on a local Ray instance
