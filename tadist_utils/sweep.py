@@ -295,6 +295,8 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     except ImportError:
         raise ConfigError(INSTALL) from None
     started = not ray.is_initialized()
+    if started and address:
+        _check_address(address)  # ray.init would retry an address where nothing answers for minutes, silently
     if started:  # a local instance's workers import this very package (a checkout run without installing it)
         here = str(Path(__file__).resolve().parents[1])
         env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(
@@ -343,6 +345,28 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _check_address(address: str, timeout: float = 10.0) -> None:
+    """A ``host:port`` or ``ray://host:port`` address must answer a TCP connection: one ConfigError line if not."""
+    if address in ("auto", "local"):
+        return  # Ray finds (or refuses) these itself, at once
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--address expects auto, host:port or ray://host:port, got {address!r}")
+    import socket
+    hosts = [host.strip("[]")]
+    if hosts[0] in ("localhost", "127.0.0.1", "::1"):  # Ray itself dials this machine's node IP for these
+        import ray.util
+        hosts.append(ray.util.get_node_ip_address())
+    for h in hosts:
+        try:
+            socket.create_connection((h, int(port)), timeout=timeout).close()
+            return
+        except OSError as e:
+            why = e.strerror or str(e)
+    raise ConfigError(f"--address {address}: nothing answers at {host}:{port} ({why}); "
+                      f"is the cluster up (`ray start --head`) and the address right?")
 
 
 def _attempts(c: dict, run: str) -> int:

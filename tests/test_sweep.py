@@ -43,6 +43,18 @@ def test_bad_input_is_one_line_before_ray_starts(argv, says, capsys, tmp_path):
     assert rc == 2 and len(err.splitlines()) == 1 and says in err, err
 
 
+def test_an_address_where_nothing_answers_is_one_line_not_a_hang(capsys, tmp_path):
+    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    import socket
+    with socket.socket() as s:  # a port nothing listens on: bound, never listened
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        rc = sweep.main(["--profile", "smoke", "--set", "dataset=digits", f"results_dir={tmp_path}",
+                         "--address", f"127.0.0.1:{port}", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "nothing answers" in err, err
+
+
 def test_plan_folders_and_shared_stages(tmp_path):
     grid = sweep.parse_grid(["student_lr=1e-3,3e-3", "experiments=direct,kd"])
     cells, stages = sweep.plan("smoke", [0, 1], {"dataset": "digits"}, grid, tmp_path)
