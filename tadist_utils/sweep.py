@@ -29,13 +29,13 @@ import itertools
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from .config import Config, ConfigError, make_config
 from .methods import EXPERIMENTS, build
+from .sweep_files import _checkpoints, _snapshot, link_files, merge
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
@@ -116,30 +116,6 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
 
 
 # ----------------------------------------------------------------------------- inside the Ray tasks
-def _checkpoints(results_dir: str, seed: int) -> Path:
-    return Path(results_dir) / "checkpoints" / f"seed{seed}"
-
-
-def _snapshot(folder: Path) -> dict:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.pt")} if folder.is_dir() else {}
-
-
-def link_files(src: Path, dst: Path, replace: bool = False) -> None:
-    """Hard-link (copy where links fail) every checkpoint of ``src`` into ``dst``; existing ones kept unless ``replace``."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in sorted(Path(src).glob("*.pt")):
-        target = dst / f.name
-        if target.exists() and (not replace or target.stat().st_ino == f.stat().st_ino):
-            continue
-        tmp = dst / f".{f.name}.link-{os.getpid()}"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(f, tmp)
-        except OSError:
-            shutil.copy2(f, tmp)
-        os.replace(tmp, target)
-
-
 def _header(run: str) -> str:
     return f"--- attempt of sweep {run} started"
 
@@ -204,69 +180,6 @@ def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
         (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in _snapshot(ck).items()}))
         sys.stdout.flush()
         os._exit(1)
-
-
-# ----------------------------------------------------------------------------- merging
-def merge(root: Path, cells: list[dict]) -> list[Path]:
-    """Cells' results, history, manifest and checkpoints into one folder per setting, in (seed, grid) order.
-
-    Failed cells are left out (their own folders keep what they wrote): a partial run is not a result."""
-    from .results import ResultsStore, _write_atomic
-    import pandas as pd
-    folders = []
-    failed = [c for c in cells if c.get("status") == "failed"]
-    cells = [c for c in cells if c.get("status") != "failed"]
-    for name in dict.fromkeys(c["folder"] for c in cells):
-        dest = root / name if name else root
-        store = ResultsStore(dest)
-        _drop_failed(store, [c for c in failed if c["folder"] == name], {c["seed"] for c in cells if c["folder"] == name})
-        manifest, experiments = store.manifest(), {}
-        for c in sorted((c for c in cells if c["folder"] == name), key=lambda c: c["seed"]):
-            src = ResultsStore(c["sets"]["results_dir"])
-            if not src.results_csv.exists():
-                continue  # failed before writing anything
-            store.add_results(pd.read_csv(src.results_csv).to_dict("records"))
-            store.add_history(src.history().to_dict("records"))
-            m = src.manifest()
-            stages = {**manifest.get("stages", {}), **m.get("stages", {})}
-            manifest.update({k: v for k, v in m.items() if k != "stages"}, stages=stages)
-            experiments.update(dict.fromkeys(m.get("config", {}).get("experiments", [])))
-            link_files(_checkpoints(c["sets"]["results_dir"], c["seed"]), _checkpoints(str(dest), c["seed"]), replace=True)
-        if manifest:
-            # the folder's config: the last cell's (as after a run of several seeds), with every experiment merged
-            manifest["config"] = {**manifest.get("config", {}), "results_dir": str(dest), "experiments": list(experiments)}
-            manifest["sweep"] = str(root / "sweep.json")
-            text = json.dumps(manifest, indent=2, default=str)
-            with store.lock:
-                _write_atomic(lambda tmp: tmp.write_text(text), store.manifest_json)
-        folders.append(dest)
-    return folders
-
-
-def _drop_failed(store, failed: list[dict], merged_seeds: set) -> None:
-    """Remove what an earlier sweep merged for the cells that failed now: kept, those rows would sit beside this
-    sweep's under this sweep's manifest as if they were its results. A seed none of whose cells merged loses all
-    its rows; otherwise only the failed cells' experiments (their names from the grid or --set; all if unknown)."""
-    from .results import _write_csv_atomic
-    import pandas as pd
-    if not failed:
-        return
-    with store.lock:
-        for path in (store.results_csv, store.history_csv):
-            if not path.exists() or not path.stat().st_size:
-                continue
-            df = pd.read_csv(path)
-            drop = pd.Series(False, index=df.index)
-            for c in failed:
-                rows = df.seed.astype(str) == str(c["seed"])
-                names = c.get("values", {}).get("experiments") or c["sets"].get("experiments")
-                if c["seed"] in merged_seeds and names and "experiment" in df:
-                    rows &= df.experiment.isin([e.strip() for e in str(names).split(",")])
-                elif c["seed"] in merged_seeds:
-                    continue  # history has no experiment column: a merged cell of this seed rewrote what it shares
-                drop |= rows
-            if drop.any():
-                _write_csv_atomic(df[~drop], path)
 
 
 # ----------------------------------------------------------------------------- the driver
