@@ -200,7 +200,9 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     """Plan, run on Ray (started here unless one is running or ``address`` names a cluster), merge; the summary."""
     # absolute paths: a worker on another node (or in another folder) reads and writes the same places
     root = Path(sets.get("results_dir") or DEFAULT_ROOT).resolve()
-    if "data_dir" not in grid:
+    if "data_dir" in grid:
+        grid = {**grid, "data_dir": [str(Path(v).resolve()) for v in grid["data_dir"]]}
+    else:
         sets = {**sets, "data_dir": str(Path(sets.get("data_dir") or Config.data_dir).resolve())}
     cells, stages = plan(profile, seeds, {k: v for k, v in sets.items() if k != "results_dir"}, grid, root, cpus_per_cell)
     try:  # after the settings are checked: a bad one is named first, Ray or not
