@@ -31,6 +31,35 @@ def case(name, args, message, marks=()):
     return pytest.param(args, message, id=name, marks=marks)
 
 
+# These cases run the real ``python -m tadist_utils.reproduce`` process (exit status through sys.exit, stderr of a
+# fresh interpreter, the CIFAR download really failing through a dead proxy); the rest call reproduce.main in-process
+# with the same assertions (a subprocess launch is ~2 s of CPU each, mostly importing torch).
+IN_A_SUBPROCESS = {"profile", "unknown-flag", "cifar10-absent", "cifar100-absent"}
+
+
+def run_runner(argv, name, capsys, monkeypatch) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of the runner with ``argv``, offline, from the repository root."""
+    if name in IN_A_SUBPROCESS:
+        r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", *argv], cwd=ROOT,
+                           env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300)
+        return r.returncode, r.stdout, r.stderr
+    import warnings
+    for key, value in {**OFFLINE, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}.items():
+        monkeypatch.setenv(key, value)  # restored afterwards, should main get as far as setting PYTHONPATH
+    monkeypatch.chdir(ROOT)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rc = reproduce.main(argv)
+        except SystemExit as e:  # argparse's errors leave through _Parser.exit, as in the process
+            rc = e.code
+    out, err = capsys.readouterr()
+    # a warning would be a second stderr line in the process (deprecations are hidden there by default)
+    shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    return rc, out, err + "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown)
+
+
 RUNNER_CASES = [  # (id, arguments ({tmp}: the test's tmp_path), what the one line must say)
     case("profile", ["--profile", "nope"], "unknown profile 'nope'; choose from smoke, quick, paper"),
     case("experiment", ["--set", "experiments=nope"], "unknown experiment(s) ['nope']"),
@@ -62,19 +91,19 @@ RUNNER_CASES = [  # (id, arguments ({tmp}: the test's tmp_path), what the one li
 
 
 @pytest.mark.parametrize("args, message", RUNNER_CASES)
-def test_runner_bad_input_is_one_line_before_anything_runs(args, message, tmp_path):
+def test_runner_bad_input_is_one_line_before_anything_runs(args, message, tmp_path, request, capsys, monkeypatch):
     (tmp_path / "flat").mkdir()                   # a folder without train/ and test/
     (tmp_path / "empty").mkdir()                  # no CIFAR here, and OFFLINE: none to download
     (tmp_path / "a_file").write_text("x")         # results_dir below a file
     (tmp_path / "ro").mkdir(mode=0o555)           # results_dir in a read-only folder
     base = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00"]
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]  # later flags win over the base ones
-    r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", *base, *args], cwd=ROOT,
-                       env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert r.stderr.endswith("\n") and r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), r.stderr
-    assert message.replace("{tmp}", str(tmp_path)) in r.stderr
-    assert "Traceback" not in r.stderr + r.stdout and r.stdout == ""  # nothing started
+    name = request.node.callspec.id
+    returncode, stdout, stderr = run_runner([*base, *args], name, capsys, monkeypatch)
+    assert returncode == 2, stdout + stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1 and stderr.startswith("error: "), stderr
+    assert message.replace("{tmp}", str(tmp_path)) in stderr
+    assert "Traceback" not in stderr + stdout and stdout == ""  # nothing started
     assert not (tmp_path / "r").exists() and not list(tmp_path.rglob("executed"))
 
 

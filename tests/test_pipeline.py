@@ -56,8 +56,8 @@ def test_separate_students_train_each_experiments_own_s01_s2(smoke_cfg):
     assert manifest["config"]["share_students"] is False and manifest["environment"]["deterministic_algorithms"]
 
 
-def test_exact_metrics_are_reproducible_on_cpu(smoke_cfg, tmp_path):
-    a = Pipeline(smoke_cfg(experiments=("direct",), levels=2)).run()
+def test_exact_metrics_are_reproducible_on_cpu(smoke_cfg, tmp_path, direct_levels2_run):
+    a = direct_levels2_run[1].copy()  # smoke_cfg(experiments=("direct",), levels=2), trained from scratch once
     b = Pipeline(smoke_cfg(experiments=("direct",), levels=2, results_dir=str(tmp_path / "other"))).run()
     key = ["experiment", "model", "metric"]
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)

@@ -27,9 +27,13 @@ def _mtimes(cfg):
     return {p.name: p.stat().st_mtime_ns for p in cfg.checkpoint_dir.rglob("*.pt")}
 
 
-def test_checkpoint_reuse_skips_retraining_and_changes_retrain(smoke_cfg):
+def test_checkpoint_reuse_skips_retraining_and_changes_retrain(smoke_cfg, direct_levels2_run):
+    import shutil
+    trained, first = direct_levels2_run  # the first run, from scratch (shared): trained here on a copy of it
     cfg = smoke_cfg(experiments=("direct",), levels=2)
-    first = Pipeline(cfg).run()
+    shutil.copytree(trained.results_dir, cfg.results_dir)
+    assert cfg.replace(results_dir=trained.results_dir) == trained  # the same settings but for the folder
+    first = first.copy()
     before = _mtimes(cfg)
     assert len(before) == 1 + 3 + 2  # teacher, S1 S01 S2, two fine-tuned ensembles
     again = Pipeline(cfg).run()
