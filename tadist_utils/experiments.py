@@ -34,7 +34,8 @@ from .train import (Context, StudentJob, batches, evaluate, extract, finetune_he
                     train_students)
 
 
-def _hash(obj) -> str:
+def spec_hash(obj) -> str:
+    """12 hex digits of a spec (any JSON-able dict): names checkpoints, ties a model to its parent's spec."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -94,7 +95,7 @@ class Pipeline:
         return self._data
 
     def _path(self, name: str, key: str) -> Path:
-        return self.cfg.checkpoint_dir / f"seed{self.cfg.seed}" / f"{name}-{_hash(key)[:8]}.pt"
+        return self.cfg.checkpoint_dir / f"seed{self.cfg.seed}" / f"{name}-{spec_hash(key)[:8]}.pt"
 
     def _common(self) -> dict:
         c, x = self.cfg, self.ctx  # the engine settings that change the weights (as resolved), not just the speed
@@ -146,7 +147,7 @@ class Pipeline:
     def student_spec(self, node: Node) -> dict:
         c = self.cfg
         parent_key = node.key.rsplit(">", 1)[0]
-        spec = dict(model=node.key, level=node.level, parent=_hash(self._specs[parent_key]), epochs=c.student_epochs,
+        spec = dict(model=node.key, level=node.level, parent=spec_hash(self._specs[parent_key]), epochs=c.student_epochs,
                     lr=c.student_lr, weight_decay=c.student_weight_decay, loss=c.feature_loss,
                     **{**self._common(), "augment": c.student_augment})
         if len(node.targets) > 1:
@@ -203,7 +204,7 @@ class Pipeline:
         ev = {s: batches(self.data, s, c.eval_batch_size, self.ctx) for s in ("train", "val", "test")}
         metrics = dict(val_accuracy_before_finetune=evaluate(ens, ev["val"], self.ctx),
                        test_accuracy_before_finetune=evaluate(ens, ev["test"], self.ctx))
-        spec = dict(model="ensemble", students=[_hash(self._specs[k]) for k in keys], mode=c.finetune_mode,
+        spec = dict(model="ensemble", students=[spec_hash(self._specs[k]) for k in keys], mode=c.finetune_mode,
                     epochs=c.finetune_epochs, lr=c.finetune_lr, select_from=0, **self._common())
         key = "E:" + "|".join(keys)
         path = self._path(f"ensemble{n_students}", key + c.finetune_mode)
@@ -245,7 +246,7 @@ class Pipeline:
         torch.manual_seed(init_seed(c.seed, key))
         net = self.ctx.model(models.Ensemble([models.student(level) for _ in range(n_students)], self.data.num_classes))
         source_spec = None if src is None else self._specs["T"] if src == "teacher" else self._baseline_specs[src]
-        spec = dict(model=key, source=_hash(source_spec),
+        spec = dict(model=key, source=spec_hash(source_spec),
                     epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
                     kd=[c.kd_temperature, c.kd_alpha] if src else None, **{**self._common(), "augment": c.student_augment})
         run = train_classifier(net, self.data, self.ctx, name=f"{baseline} {n_students} student(s)",

@@ -124,9 +124,17 @@ class ResultsStore:
             m = json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
             m.update(config=cfg.as_dict(), dataset=data_info, environment=env)
             m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **(extra or {}))
-            text = json.dumps(m, indent=2, default=str)
-            _write_atomic(lambda tmp: tmp.write_text(text), self.manifest_json)
+            self._write_manifest(m)
         return m
+
+    def replace_manifest(self, m: dict) -> None:
+        """Write a whole manifest (a merge of several runs' manifests: ``sweep_files.merge``)."""
+        with self.lock:
+            self._write_manifest(m)
+
+    def _write_manifest(self, m: dict) -> None:  # the caller holds the lock
+        text = json.dumps(m, indent=2, default=str)
+        _write_atomic(lambda tmp: tmp.write_text(text), self.manifest_json)
 
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import itertools
 import json
 import os
@@ -34,6 +33,7 @@ import time
 from pathlib import Path
 
 from .config import Config, ConfigError, make_config
+from .experiments import spec_hash
 from .methods import EXPERIMENTS, build
 from .sweep_files import _checkpoints, _snapshot, link_files, merge
 
@@ -46,10 +46,6 @@ NOT_TEACHER = {"experiments", "levels", "student_epochs", "student_lr", "student
 S1_FIELDS = ("student_epochs", "student_lr", "student_weight_decay", "student_augment", "feature_loss")
 SAME_FOLDER = ("experiments",)  # grid keys whose cells merge into one folder: the experiment is a results column
 KILL_ENV = "TADIST_SWEEP_KILL"  # "<cell>@teacher|students": that cell's first attempt dies there (tests)
-
-
-def _key(d: dict) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _safe(text: str) -> str:
@@ -94,8 +90,8 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
         cell_sets = {**base, **values, "results_dir": str(root / "cells" / cid)}
         cfg = make_config(profile, seed=seed, **cell_sets)
         conf = cfg.as_dict()
-        teacher = _key({k: v for k, v in conf.items() if k not in NOT_TEACHER})
-        s1 = _key({"teacher": teacher, **{k: conf[k] for k in S1_FIELDS}}) \
+        teacher = spec_hash({k: v for k, v in conf.items() if k not in NOT_TEACHER})[:8]
+        s1 = spec_hash({"teacher": teacher, **{k: conf[k] for k in S1_FIELDS}})[:8] \
             if any(e in EXPERIMENTS for e in cfg.experiments) else None
         cells.append(dict(id=cid, seed=seed, values=values, sets=cell_sets, folder=folder, teacher=teacher, s1=s1,
                           stage=None))

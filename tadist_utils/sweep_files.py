@@ -2,10 +2,13 @@
 cells' results merged into one results folder per setting (``sweep.py`` runs the cells)."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
+
+import pandas as pd
+
+from .results import ResultsStore, _write_csv_atomic
 
 
 def _checkpoints(results_dir: str, seed: int) -> Path:
@@ -36,8 +39,6 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
     """Cells' results, history, manifest and checkpoints into one folder per setting, in (seed, grid) order.
 
     Failed cells are left out (their own folders keep what they wrote): a partial run is not a result."""
-    from .results import ResultsStore, _write_atomic
-    import pandas as pd
     folders = []
     failed = [c for c in cells if c.get("status") == "failed"]
     cells = [c for c in cells if c.get("status") != "failed"]
@@ -61,9 +62,7 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
             # the folder's config: the last cell's (as after a run of several seeds), with every experiment merged
             manifest["config"] = {**manifest.get("config", {}), "results_dir": str(dest), "experiments": list(experiments)}
             manifest["sweep"] = str(root / "sweep.json")
-            text = json.dumps(manifest, indent=2, default=str)
-            with store.lock:
-                _write_atomic(lambda tmp: tmp.write_text(text), store.manifest_json)
+            store.replace_manifest(manifest)
         folders.append(dest)
     return folders
 
@@ -72,8 +71,6 @@ def _drop_failed(store, failed: list[dict], merged_seeds: set) -> None:
     """Remove what an earlier sweep merged for the cells that failed now: kept, those rows would sit beside this
     sweep's under this sweep's manifest as if they were its results. A seed none of whose cells merged loses all
     its rows; otherwise only the failed cells' experiments (their names from the grid or --set; all if unknown)."""
-    from .results import _write_csv_atomic
-    import pandas as pd
     if not failed:
         return
     with store.lock:
