@@ -26,16 +26,19 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-# Each feature loss per row: (..., d) outputs and targets -> (...) losses, so one function serves a single
-# student's (batch, d) chunk and n students' (batch, n, d) chunks side by side. Adding a loss is one entry.
+# Each feature loss twice, as the fewest kernels for each shape: one student's chunk, (batch, d) -> the mean
+# loss; n students' chunks side by side, (batch, n, m) -> their n mean losses. Adding a loss is one entry.
 FEATURE_LOSSES = {
-    "mse": lambda pred, target: (pred - target).square().mean(-1),  # the paper's
-    "l1": lambda pred, target: (pred - target).abs().mean(-1),
-    "cosine": lambda pred, target: 1 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8),
+    "mse": (F.mse_loss,  # the paper's
+            lambda pred, target: (pred - target).square().mean(dim=(0, 2))),
+    "l1": (F.l1_loss,
+           lambda pred, target: (pred - target).abs().mean(dim=(0, 2))),
+    "cosine": (lambda pred, target: (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)).mean(),
+               lambda pred, target: (1 - F.cosine_similarity(pred, target, dim=2, eps=1e-8)).mean(dim=0)),
 }
 
 
-def _per_row(kind: str):
+def _loss(kind: str):
     if kind not in FEATURE_LOSSES:
         raise ValueError(f"unknown feature loss {kind!r}; choose one of {tuple(FEATURE_LOSSES)}")
     return FEATURE_LOSSES[kind]
@@ -45,7 +48,7 @@ def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") ->
     """Mean regression loss between a student's output and its chunk of the parent's feature."""
     if pred.shape != target.shape:
         raise ValueError(f"student output {tuple(pred.shape)} does not match its chunk {tuple(target.shape)}")
-    return _per_row(kind)(_wide(pred), _wide(target)).mean()
+    return _loss(kind)[0](_wide(pred), _wide(target))
 
 
 def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "mse") -> torch.Tensor:
@@ -56,8 +59,15 @@ def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "
     """
     if pred.shape != target.shape or pred.shape[1] % n:
         raise ValueError(f"outputs {tuple(pred.shape)} and targets {tuple(target.shape)} are not {n} equal chunks")
-    loss = _per_row(kind)
-    return loss(_wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1)).mean(0)
+    return _loss(kind)[1](_wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1))
+
+
+def guided_loss(pred: torch.Tensor, targets: list[torch.Tensor], wanted, keep: list[bool] | None = None,
+                kind: str = "mse") -> torch.Tensor:
+    """One student's loss: the mean ``feature_loss`` over its targets, ``wanted`` = (guide, start, stop) each, that
+    ``keep`` leaves in this step (all when None). One target: the paper's students; several: densely guided ones."""
+    chosen = [t for t, k in zip(wanted, keep) if k] if keep is not None else wanted
+    return sum(feature_loss(pred, targets[gi][:, a:b], kind) for gi, a, b in chosen) / len(chosen)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None,
