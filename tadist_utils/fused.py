@@ -24,7 +24,7 @@ import torch
 
 from . import models
 from .engine import autocast, grad_scaler
-from .losses import chunk_losses, feature_loss
+from .losses import chunk_losses, guided_loss
 
 
 def _arch(model: models.ConvNet) -> tuple:
@@ -144,9 +144,7 @@ class FusedTrainer:
             d = out.shape[1] // len(idx)
             per = []
             for g, (i, w) in enumerate(zip(idx, wanted)):
-                chosen = [t for t, k in zip(w, keep[i]) if k] if keep is not None and len(w) > 1 else w
-                o = out[:, g * d:(g + 1) * d]
-                per.append(sum(feature_loss(o, targets[gi][:, a:b], self.loss) for gi, a, b in chosen) / len(chosen))
+                per.append(guided_loss(out[:, g * d:(g + 1) * d], targets, w, keep and keep[i], self.loss))
             losses.append(torch.stack(per))
         losses = torch.cat(losses)[self.order] if len(self.groups) > 1 else losses[0]
         self.optimizer.zero_grad(set_to_none=True)

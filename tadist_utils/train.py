@@ -26,7 +26,7 @@ from .config import default_threads
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer
-from .losses import feature_loss, kd_loss
+from .losses import feature_loss, guided_loss, kd_loss
 
 
 @dataclass
@@ -214,6 +214,14 @@ class StudentJob:
     targets: tuple[tuple[int, int, int], ...] = ()
 
 
+def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
+                path: Path | None = None, spec: dict | None = None) -> RunState:
+    """A student's own Adam, cosine schedule over ``steps`` and scaler: what every student trains with."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
+
+
 def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
     """Which of ``n`` targets a densely guided step keeps: each dropped with chance ``drop``, never all."""
     keep = (torch.rand(n, generator=g) >= drop).tolist()
@@ -232,8 +240,7 @@ def loop_step(runs: list[RunState], nets: list, wanted, x: torch.Tensor, targets
     for i, (r, net) in enumerate(zip(runs, nets)):
         with autocast(ctx.device, ctx.amp_dtype):
             out = net(x)
-        chosen = [t for t, k in zip(wanted[i], keep[i]) if k] if keep else wanted[i]
-        l = sum(feature_loss(out, targets[gi][:, a:b], loss) for gi, a, b in chosen) / len(chosen)
+        l = guided_loss(out, targets, wanted[i], keep and keep[i], loss)
         r.optimizer.zero_grad(set_to_none=True)
         r.scaler.scale(l).backward()
         r.scaler.step(r.optimizer)
@@ -262,9 +269,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
     steps = max(1, epochs * len(train))
     runs = []
     for job in jobs:
-        opt = torch.optim.Adam(job.model.parameters(), lr=lr, weight_decay=weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        run = RunState(job.path, job.spec, job.model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
+        run = student_run(job.model, ctx, lr=lr, weight_decay=weight_decay, steps=steps, path=job.path, spec=job.spec)
         run.restore(ctx.log)
         runs.append(run)
     todo = [(j, r) for j, r in zip(jobs, runs) if r.epoch < epochs]

@@ -17,7 +17,7 @@ from tadist_utils.data import load_data
 from tadist_utils.engine import grad_scaler
 from tadist_utils.fused import FusedTrainer
 from tadist_utils.losses import chunk_losses, feature_loss
-from tadist_utils.train import Context, RunState, StudentJob, keep_mask, train_students
+from tadist_utils.train import Context, RunState, StudentJob, keep_mask, loop_step, train_students
 
 CPU = torch.device("cpu")
 LEVELS = (2, 3, 3, 4, 4, 4)  # mixed architectures (one fused network per level), out of chunk order
@@ -34,18 +34,8 @@ def runs_for(students, lr=1e-3, weight_decay=1e-4, t_max=10):
 
 
 def separate_step(runs, wanted, x, targets, loss, keep=None):
-    """The per-student loop of train.train_students, written out."""
-    out = []
-    for i, r in enumerate(runs):
-        chosen = [t for t, k in zip(wanted[i], keep[i]) if k] if keep else wanted[i]
-        pred = r.model(x)
-        l = sum(feature_loss(pred, targets[g][:, a:b], loss) for g, a, b in chosen) / len(chosen)
-        r.optimizer.zero_grad(set_to_none=True)
-        l.backward()
-        r.optimizer.step()
-        r.scheduler.step()
-        out.append(l.detach())
-    return torch.stack(out)
+    """The per-student loop of train.train_students (``train.loop_step``), in float64 without autocast."""
+    return loop_step(runs, [r.model for r in runs], wanted, x, targets, keep, loss, Context(CPU, None, progress=False))
 
 
 def assert_same_state(a, b, tol=1e-9):
