@@ -14,7 +14,7 @@ baseline like a fourth, fifth and sixth experiment.
 """
 from __future__ import annotations
 
-from .methods import BASELINES, METHODS  # noqa: F401  (BASELINES: the names, re-exported)
+from .methods import METHODS
 
 
 def sizes(levels: int) -> list[int]:

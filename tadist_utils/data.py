@@ -58,7 +58,7 @@ class DataBundle:
     std: torch.Tensor = field(default=None)
     source: str = ""
     notice: str = ""  # non-empty when something the user should know happened (fallback, clamping)
-    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)  # not copied by replace()
 
     @property
     def num_classes(self) -> int:

@@ -292,12 +292,16 @@ class Pipeline:
         self._manifest(experiment, time.perf_counter() - t0)
         return pd.DataFrame(rows)
 
+    def plans(self, experiments: tuple[str, ...] | None = None) -> list[Plan]:
+        """The plans of the chunked methods among ``experiments`` (default: the config's), baselines left out."""
+        return [build(e, self.cfg.levels, share_students=self.cfg.share_students)
+                for e in experiments or self.cfg.experiments if METHODS[e].chunked]
+
     def run(self, experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Teacher and every requested experiment (default: the config's); the full results table."""
         experiments = experiments or self.cfg.experiments
         self.teacher()
-        self.students([build(e, self.cfg.levels, share_students=self.cfg.share_students)
-                       for e in experiments if METHODS[e].chunked])  # every plan's students first: fused together
+        self.students(self.plans(experiments))  # every plan's students first: fused together
         for e in experiments:
             self.run_experiment(e)
         return self.store.results()

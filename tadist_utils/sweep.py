@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .config import Config, ConfigError, make_config
 from .experiments import spec_hash
+from .results import _write_atomic
 from .methods import EXPERIMENTS, build
 from .sweep_files import _checkpoints, _snapshot, link_files, merge
 
@@ -150,7 +151,6 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
     if stage and stage.get("error"):
         return dict(status="failed", error=f"its first stage failed: {stage['error']}", seconds=0.0)
     with _logged(folder, run):
-        attempts = (folder / "log.txt").read_text().count(_header(run))
         if stage:
             link_files(Path(stage["checkpoints"]), ck)
         before = _snapshot(ck)
@@ -159,15 +159,12 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
             pipe = Pipeline(cfg)
             pipe.teacher()
             _maybe_die(kill, folder, "teacher", ck)
-            pipe.students([build(e, cfg.levels, share_students=cfg.share_students) for e in cfg.experiments
-                           if e in EXPERIMENTS])  # what run() does first; run() then reuses them
+            pipe.students(pipe.plans())  # what run() does first; run() then reuses them
             _maybe_die(kill, folder, "students", ck)
             pipe.run()
         except ConfigError as e:  # the user's to fix: retrying would fail the same way
-            return dict(status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0,
-                        attempts=attempts)
-    return dict(status="ran" if _snapshot(ck) != before else "reused", error=None, attempts=attempts,
-                seconds=time.perf_counter() - t0)
+            return dict(status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
+    return dict(status="ran" if _snapshot(ck) != before else "reused", error=None, seconds=time.perf_counter() - t0)
 
 
 def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
@@ -232,7 +229,7 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
                     c.update(ray.get(done[0]))
                 except Exception as e:  # every retry used up, or its stage failed
                     c.update(status="failed", error=_one_line(e), seconds=None)
-                c.setdefault("attempts", _attempts(c, run_id))
+                c["attempts"] = _attempts(c, run_id)  # from the headers the attempts wrote to log.txt
                 bar.set_postfix_str(f"{c['id']}: {c['status']}", refresh=False)
                 bar.update(1)
         stage_info = []
@@ -254,7 +251,8 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
                                                  "stage", "folder")} | {"results_dir": c["sets"]["results_dir"]}
                           for c in cells])
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.json").write_text(json.dumps(summary, indent=2, default=str))
+    text = json.dumps(summary, indent=2, default=str)
+    _write_atomic(lambda tmp: tmp.write_text(text), root / "sweep.json")
     return summary
 
 
