@@ -13,8 +13,9 @@ launch-bound, this is what the speed follows, and it can be counted on any machi
 ``paper`` profile's wall time for one seed, estimated from a few timed steps of every training group.
 Each speed also comes as achieved TFLOP/s (6 FLOPs per multiply-accumulate of ``models.count_macs``).
 
-The default run takes 2.5 minutes on a 2-core AVX512-BF16 EPYC at --threads 1 (7 minutes with torch's
-default 2 threads while other jobs share the cores: two threads that must meet at every kernel
+Timed on 2026-11-22, before the ops case and the fused path joined the default, its teacher and students
+cases took 2.5 minutes on a 2-core AVX512-BF16 EPYC at --threads 1 (results/benchmarks/cpu-amd-epyc-1t.json;
+7 minutes with torch's default 2 threads while other jobs share the cores: two threads that must meet at every kernel
 wait on each other's time slices, which hits the students' many small kernels hardest). The
 accuracy check above takes about 4 minutes there (1 thread): both teachers train for 3 epochs.
 

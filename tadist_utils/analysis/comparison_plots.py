@@ -19,13 +19,6 @@ def ensembles(results: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFr
     return d.assign(students=_n_students(d.model))
 
 
-def accuracy_spread(results: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Mean, sd and number of seeds of every ensemble: which differences are larger than seed noise."""
-    d = ensembles(results, metric)
-    t = d.groupby(["experiment", "students"]).value.agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
-    return t.unstack("students").round(2)
-
-
 def accuracy_vs_students(results: pd.DataFrame, paper: bool = True):
     """Ours (mean +- sd over seeds) per experiment, with the paper's CIFAR-10 numbers dashed."""
     d = ensembles(results)

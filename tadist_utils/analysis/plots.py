@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .comparison_plots import (accuracy_spread, accuracy_vs_cost, accuracy_vs_params, accuracy_vs_students,
+from .comparison_plots import (accuracy_vs_cost, accuracy_vs_params, accuracy_vs_students,
                                accuracy_with_error_bars, ensembles, loss_per_student, paired_differences)
 from .run_plots import (EXPERIMENT_ORDER, PAPER_TEACHER, STUDENT_ORDER, architecture_table, chunking, ensemble_figure,
                         ensemble_table, feature_figure, metrics_table, overview_figure, plan_tree, sample_grid,
                         student_curves, student_history, teacher_accuracy, teacher_curves)
 
-__all__ = ["EXPERIMENT_ORDER", "PAPER_TEACHER", "STUDENT_ORDER", "accuracy_spread", "accuracy_vs_cost",
+__all__ = ["EXPERIMENT_ORDER", "PAPER_TEACHER", "STUDENT_ORDER", "accuracy_vs_cost",
            "accuracy_vs_params", "accuracy_vs_students", "accuracy_with_error_bars", "architecture_table", "chunking",
            "ensemble_figure", "ensemble_table", "ensembles", "feature_figure", "loss_per_student", "metrics_table",
            "overview_figure", "paired_differences", "plan_tree", "sample_grid", "save", "student_curves",
