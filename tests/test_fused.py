@@ -158,10 +158,12 @@ def test_train_students_fused_matches_the_loop(tiny, tmp_path):
         assert rf.optimizer.state_dict()["state"][0]["step"] == rl.optimizer.state_dict()["state"][0]["step"]
 
 
-def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch):
-    """Killed after 3 of 6 students saved epoch 2: they resume at different epochs, fused per epoch."""
+@pytest.mark.parametrize("epochs", [2, 3])
+def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch, epochs):
+    """Killed after 3 of 6 students saved epoch 2. With 2 epochs those three are finished and skipped, the others
+    resume at epoch 1; with 3, the six resume at epochs 1 and 2, so the fused set changes between epochs."""
     _, data, teacher, _ = tiny
-    whole = train(student_jobs(tmp_path, "whole"), data, teacher, fuse=True)
+    whole = train(student_jobs(tmp_path, "whole"), data, teacher, fuse=True, epochs=epochs)
     saves = {"n": 0}
     real_save = RunState.save
 
@@ -173,18 +175,22 @@ def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(RunState, "save", dying_save)
     with pytest.raises(KeyboardInterrupt):
-        train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True)
+        train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True, epochs=epochs)
     monkeypatch.setattr(RunState, "save", real_save)
-    resumed = train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True)
+    built = []
+    monkeypatch.setattr(FusedTrainer, "__init__", lambda self, runs, *a, _init=FusedTrainer.__init__, **k:
+                        built.append(len(runs)) or _init(self, runs, *a, **k))
+    resumed = train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True, epochs=epochs)
+    assert built == ([3] if epochs == 2 else [3, 6])  # a new fused set only when the set of students changes
     for rw, rr in zip(whole, resumed):
-        assert len(rr.history) == 2
+        assert len(rr.history) == epochs
         for hw, hr in zip(rw.history, rr.history):
             assert hr["val_loss"] == pytest.approx(hw["val_loss"], rel=1e-4)
     # everything finished: a third call trains nothing and returns the same weights
     again_jobs = student_jobs(tmp_path, "killed")
     counted = {"n": 0}
     monkeypatch.setattr(FusedTrainer, "step", lambda *a, **k: counted.__setitem__("n", counted["n"] + 1))
-    again = train(again_jobs, data, teacher, fuse=True)
+    again = train(again_jobs, data, teacher, fuse=True, epochs=epochs)
     assert counted["n"] == 0
     for rr, ra in zip(resumed, again):
         for p, q in zip(rr.model.state_dict().values(), ra.model.state_dict().values()):
