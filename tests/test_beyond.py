@@ -36,7 +36,9 @@ def test_dense_loss_is_the_mean_over_kept_targets(smoke_cfg, tmp_path, monkeypat
     net = models.student(3)
     seen = []
     real = feature_loss
-    monkeypatch.setattr("tadist_utils.train.feature_loss", lambda o, t, k="mse": seen.append(real(o, t, k)) or seen[-1])
+    spy = lambda o, t, k="mse": seen.append(real(o, t, k)) or seen[-1]  # noqa: E731
+    monkeypatch.setattr("tadist_utils.losses.feature_loss", spy)  # the step's (losses.guided_loss)
+    monkeypatch.setattr("tadist_utils.train.feature_loss", spy)  # the validation loss
     job = StudentJob("x", net, 0, 128, tmp_path / "x.pt", {"n": 1}, targets=((0, 128, 256), (1, 0, 128)))
     run, = train_students([a.features, b.features], [job], data, ctx, epochs=1, lr=1e-3, weight_decay=0.0,
                           batch_size=64, augment=False, seed=0, drop=0.0)
