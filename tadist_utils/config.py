@@ -92,6 +92,18 @@ class Config:
         return Path(self.results_dir) / "checkpoints"
 
 
+# Fields that change no number in results.csv: which experiments and seed a run covers (columns of its rows), where
+# its files are, and how fast or visibly it runs (float rounding aside). Every other field is a *setting*: rows
+# record a hash of them (``Pipeline.settings``), and a results folder keeps one set of settings a dataset.
+NOT_SETTINGS = frozenset({"profile", "experiments", "seed", "dataset", "data_dir", "results_dir", "device", "compile",
+                          "channels_last", "fuse_students", "deterministic", "threads", "progress", "eval_batch_size"})
+
+
+def settings_fields(cfg: Config) -> dict:
+    """The config fields that shape results (everything but ``NOT_SETTINGS``), by name."""
+    return {k: v for k, v in cfg.as_dict().items() if k not in NOT_SETTINGS}
+
+
 PROFILES: dict[str, dict] = {
     # seconds on a CPU: tiny subset, one epoch of everything. For CI and for checking a set-up. One thread: at these
     # sizes a second one gains nothing, and beside any other job two spinning threads per process were 7x slower.

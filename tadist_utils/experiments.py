@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 
 from . import baselines, models
-from .config import Config, validate
+from .config import Config, settings_fields, validate
 from .data import DataBundle, load_data
 from .engine import describe
 from .methods import BEYOND, METHODS, build  # noqa: F401  (BEYOND: notebook 06 imports it from here)
 from .plans import TEACHER, Node, Plan
-from .results import ResultsStore
+from .results import ResultsStore, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
                     train_students)
 
@@ -84,6 +84,7 @@ class Pipeline:
         self._loss: dict[str, dict] = {}  # key -> final losses of each student trained or loaded
         self._baselines: dict[str, tuple] = {}  # lineage key -> (model, metrics)
         self._baseline_specs: dict[str, dict] = {}
+        self._settings: dict | None = None
 
     # ---------------------------------------------------------------- data and paths
     @property
@@ -103,17 +104,32 @@ class Pipeline:
                     precision=str(x.amp_dtype).replace("torch.", "") if x.amp_dtype else "fp32",
                     compile=bool(x.compile), channels_last=bool(x.channels_last))
 
+    def settings(self) -> dict:
+        """What made this run's numbers, and its hash (every results row's ``settings``): the config's settings
+        (``config.settings_fields``), the data's fingerprint and the precision as resolved on this device."""
+        if self._settings is None:
+            common = self._common()
+            s = dict(settings_fields(self.cfg), data=common["data"], precision=common["precision"])
+            self._settings = dict(hash=spec_hash(s), **s)
+        return self._settings
+
     def _manifest(self, stage: str, seconds: float, **extra) -> None:
         self.store.update_manifest(stage, self.cfg, self.data.describe(), f"{self.ctx.device} ({describe(self.ctx.device)})",
-                                   seconds, extra)
+                                   seconds, extra, settings=self.settings())
+
+    def _add_results(self, rows: list[dict]) -> None:
+        """Rows into results.csv; rows of other settings moved aside (``results.py``) are said in one line."""
+        moved = self.store.add_results(rows)
+        if moved:
+            self.ctx.log(f"[tadist] NOTICE: {superseded_notice(moved, self.settings())}")
 
     def _history_rows(self, key: str, name: str, history: list[dict]) -> list[dict]:
         return [dict(dataset=self.data.name, key=key, model=name, seed=self.cfg.seed, epoch=h["epoch"], metric=m,
-                     value=v) for h in history for m, v in h.items() if m != "epoch"]
+                     value=v, settings=self.settings()["hash"]) for h in history for m, v in h.items() if m != "epoch"]
 
     def _rows(self, experiment: str, model: str, **metrics) -> list[dict]:
-        return [dict(dataset=self.data.name, experiment=experiment, model=model, seed=self.cfg.seed, metric=m, value=v)
-                for m, v in metrics.items()]
+        return [dict(dataset=self.data.name, experiment=experiment, model=model, seed=self.cfg.seed, metric=m, value=v,
+                     settings=self.settings()["hash"]) for m, v in metrics.items()]
 
     # ---------------------------------------------------------------- teacher
     def teacher_spec(self) -> dict:
@@ -133,7 +149,7 @@ class Pipeline:
                                weight_decay=c.teacher_weight_decay, batch_size=c.batch_size, augment=c.augment,
                                seed=c.seed, optimizer=c.teacher_optimizer)
         test = evaluate(net, batches(self.data, "test", c.eval_batch_size, self.ctx), self.ctx)
-        self.store.add_results(self._rows("teacher", "teacher", test_accuracy=test, val_accuracy=run.best["metric"],
+        self._add_results(self._rows("teacher", "teacher", test_accuracy=test, val_accuracy=run.best["metric"],
                                           selected_epoch=run.best["epoch"], parameters=models.count_params(net),
                                           train_seconds=run.seconds))
         self.store.add_history(self._history_rows("T", "teacher", run.history))
@@ -270,7 +286,7 @@ class Pipeline:
         for size in baselines.sizes(self.cfg.levels):
             _, metrics = self.baseline_model(baseline, size)
             rows += self._rows(baseline, f"ensemble_{size}", **metrics)
-        self.store.add_results(rows)
+        self._add_results(rows)
         self._manifest(baseline, time.perf_counter() - t0)
         return pd.DataFrame(rows)
 
@@ -288,7 +304,7 @@ class Pipeline:
         for size in plan.ensembles:
             _, metrics = self.ensemble(plan, size)
             rows += self._rows(experiment, f"ensemble_{size}", **metrics)
-        self.store.add_results(rows)
+        self._add_results(rows)
         self._manifest(experiment, time.perf_counter() - t0)
         return pd.DataFrame(rows)
 

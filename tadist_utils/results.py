@@ -6,6 +6,12 @@
 Writes are atomic and keyed upserts, so re-running a stage replaces its rows instead of adding more. Each
 read-modify-write holds ``<results_dir>/.results.lock`` (a ``filelock`` file lock), so processes writing one
 folder at once (several seeds, notebooks run side by side) lose no rows and no manifest stages.
+
+One folder, one set of settings a dataset: every row carries ``settings``, a hash of what made it (the config
+fields that shape a number, the data's fingerprint, the precision; ``Pipeline.settings``). Rows written under new
+settings move the dataset's rows of any other settings (or of an older version that recorded none) to
+``<results_dir>/superseded/`` with the manifest they belonged to, so a table never mixes runs made differently
+and nothing is deleted.
 """
 from __future__ import annotations
 
@@ -66,10 +72,27 @@ def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     _write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
 
+SUPERSEDED = "superseded"  # <results_dir>/superseded/: rows and manifests of earlier settings, moved, not deleted
+
+
 def _upsert(path: Path, rows: list[dict], keys: list[str]) -> pd.DataFrame:
+    """Rows into ``path`` by key; the rows' datasets' rows of other settings go to ``superseded/`` first.
+
+    Returns the rows moved aside (empty when none)."""
     new = pd.DataFrame(rows)
+    stale = new.iloc[:0]
     if path.exists() and path.stat().st_size:
         old = pd.read_csv(path)
+        if "settings" in new:
+            mine = old.dataset.astype(str).isin(new.dataset.astype(str))
+            settings = old["settings"] if "settings" in old else pd.Series(float("nan"), index=old.index)
+            stale = old[mine & ~settings.astype(str).isin(new.settings.astype(str))]
+            if len(stale):  # written to superseded/ before it leaves path: a crash between leaves a copy, not a loss
+                aside = path.parent / SUPERSEDED / path.name
+                kept = pd.read_csv(aside) if aside.exists() and aside.stat().st_size else None
+                aside.parent.mkdir(exist_ok=True)
+                _write_csv_atomic(pd.concat([kept, stale], ignore_index=True) if kept is not None else stale, aside)
+                old = old.drop(stale.index)
         merged = pd.concat([old, new], ignore_index=True)
         merged[keys] = merged[keys].astype(str)
         merged = merged.drop_duplicates(subset=keys, keep="last")
@@ -77,7 +100,7 @@ def _upsert(path: Path, rows: list[dict], keys: list[str]) -> pd.DataFrame:
         merged = new
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_csv_atomic(merged, path)
-    return merged
+    return stale
 
 
 class ResultsStore:
@@ -98,10 +121,28 @@ class ResultsStore:
     def manifest_json(self) -> Path:
         return self.dir / "manifest.json"
 
-    def add_results(self, rows: list[dict]) -> None:
-        if rows:
-            with self.lock:
-                _upsert(self.results_csv, rows, RESULT_KEYS)
+    def add_results(self, rows: list[dict]) -> dict | None:
+        """Upsert rows; if that moved rows of other settings aside (module docstring), what moved, else None.
+
+        The manifest those rows belonged to is copied beside them and loses its stages of other settings."""
+        if not rows:
+            return None
+        with self.lock:
+            stale = _upsert(self.results_csv, rows, RESULT_KEYS)
+            if not len(stale):
+                return None
+            old = self.manifest()
+            previous = old.get("settings") or {}
+            tag = previous.get("hash") or "unrecorded"
+            if old:
+                text = json.dumps(old, indent=2, default=str)
+                _write_atomic(lambda tmp: tmp.write_text(text), self.dir / SUPERSEDED / f"manifest-{tag}.json")
+                current = {str(r.get("settings")) for r in rows}
+                old["stages"] = {k: v for k, v in old.get("stages", {}).items() if str(v.get("settings")) in current}
+                self._write_manifest(old)
+        return dict(rows=len(stale), datasets=sorted(set(stale.dataset.astype(str))),
+                    settings=sorted(set(stale["settings"].astype(str))) if "settings" in stale else ["unrecorded"],
+                    previous=previous, folder=str(self.dir / SUPERSEDED))
 
     def add_history(self, rows: list[dict]) -> None:
         if rows:
@@ -117,13 +158,20 @@ class ResultsStore:
     def history(self) -> pd.DataFrame:
         return pd.read_csv(self.history_csv) if self.history_csv.exists() else pd.DataFrame(columns=HISTORY_KEYS + ["value"])
 
-    def update_manifest(self, stage: str, cfg, data_info: dict, device: str, seconds: float, extra: dict | None = None) -> dict:
-        """Record which config, data, versions and machine produced this directory, stage by stage."""
+    def update_manifest(self, stage: str, cfg, data_info: dict, device: str, seconds: float, extra: dict | None = None,
+                        settings: dict | None = None) -> dict:
+        """Record which config, data, versions and machine produced this directory, stage by stage.
+
+        ``settings``: ``Pipeline.settings()``, what the rows' ``settings`` hash stands for; each stage names it."""
         env = environment(device)  # outside the lock: it runs git
         with self.lock:
             m = json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
             m.update(config=cfg.as_dict(), dataset=data_info, environment=env)
-            m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **(extra or {}))
+            tag = {}
+            if settings:
+                m["settings"] = settings
+                tag = dict(settings=settings["hash"])
+            m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **tag, **(extra or {}))
             self._write_manifest(m)
         return m
 
@@ -138,6 +186,17 @@ class ResultsStore:
 
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
+
+
+def superseded_notice(moved: dict, settings: dict) -> str:
+    """One line: which rows ``add_results`` moved aside, and which settings changed (from the old manifest)."""
+    before = moved.get("previous") or {}
+    changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items()
+               if k != "hash" and before and before.get(k) != v]
+    why = ("settings changed: " + ", ".join(changed)) if changed else \
+        "they were made under other settings" if before else "they were made by a version that did not record its settings"
+    return (f"{moved['rows']} result row(s) for {', '.join(moved['datasets'])} in this results_dir were moved to "
+            f"{moved['folder']}/ ({why}); tables show only this run's settings")
 
 
 def _now() -> str:

@@ -59,6 +59,9 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
             experiments.update(dict.fromkeys(m.get("config", {}).get("experiments", [])))
             link_files(_checkpoints(c["sets"]["results_dir"], c["seed"]), _checkpoints(str(dest), c["seed"]), replace=True)
         if manifest:
+            current = manifest.get("settings", {}).get("hash")
+            if current:  # stages of an earlier sweep under other settings: their rows were moved to superseded/
+                manifest["stages"] = {k: v for k, v in manifest.get("stages", {}).items() if v.get("settings") == current}
             # the folder's config: the last cell's (as after a run of several seeds), with every experiment merged
             manifest["config"] = {**manifest.get("config", {}), "results_dir": str(dest), "experiments": list(experiments)}
             manifest["sweep"] = str(root / "sweep.json")

@@ -1,0 +1,99 @@
+"""One results folder, one set of settings a dataset: rows made under other settings are moved aside, not mixed.
+
+Before, a ``results_dir`` reused with changed settings kept the rows of experiments not re-run beside the new
+ones, and the tables averaged them together. Rows now carry ``settings`` (a hash of what made them).
+"""
+import json
+import shutil
+
+import pandas as pd
+
+from tadist_utils.config import NOT_SETTINGS, FIELDS, settings_fields
+from tadist_utils.experiments import Pipeline
+from tadist_utils.results import SUPERSEDED, ResultsStore, superseded_notice
+
+
+def _rows(settings, seed=0, dataset="digits", experiment="direct", value=1.0):
+    row = dict(dataset=dataset, experiment=experiment, model="ensemble_1", seed=seed, metric="test_accuracy", value=value)
+    return [dict(row, settings=settings)] if settings is not None else [row]
+
+
+def test_rows_of_other_settings_move_aside_with_their_manifest(tmp_path):
+    store = ResultsStore(tmp_path)
+    assert store.add_results(_rows("A", seed=0)) is None
+    assert store.add_results(_rows("A", seed=1)) is None  # another seed, same settings: both kept
+    assert store.add_results(_rows("A", dataset="cifar10")) is None
+    store._write_manifest(dict(settings=dict(hash="A", student_lr=0.001),
+                               stages=dict(teacher=dict(settings="A"), direct=dict(settings="A"))))
+    moved = store.add_results(_rows("B", seed=0, value=2.0))
+    assert moved["rows"] == 2 and moved["datasets"] == ["digits"] and moved["settings"] == ["A"]
+    now = store.results()
+    assert set(zip(now.dataset, now.settings)) == {("digits", "B"), ("cifar10", "A")}  # other datasets untouched
+    aside = pd.read_csv(tmp_path / SUPERSEDED / "results.csv")
+    assert sorted(aside.seed) == [0, 1] and set(aside.settings) == {"A"}
+    assert json.loads((tmp_path / SUPERSEDED / "manifest-A.json").read_text())["stages"].keys() == {"teacher", "direct"}
+    assert store.manifest()["stages"] == {}  # the stages belonged to the rows that moved
+    assert "student_lr 0.001 -> 0.002" in superseded_notice(moved, dict(hash="B", student_lr=0.002))
+    # a second move appends: nothing that was set aside is lost
+    store.add_results(_rows("C", seed=0, value=3.0))
+    assert sorted(pd.read_csv(tmp_path / SUPERSEDED / "results.csv").value) == [1.0, 1.0, 2.0]
+
+
+def test_rows_of_a_version_that_recorded_no_settings_are_superseded(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.add_results(_rows(None))
+    store.add_history([dict(dataset="digits", key="T", model="teacher", seed=0, epoch=1, metric="train_loss", value=1.0)])
+    moved = store.add_results(_rows("A"))
+    assert moved["settings"] == ["unrecorded"] and "did not record its settings" in superseded_notice(moved, {})
+    store.add_history([dict(dataset="digits", key="T", model="teacher", seed=0, epoch=1, metric="train_loss", value=2.0,
+                            settings="A")])
+    assert store.history().value.tolist() == [2.0]
+    assert pd.read_csv(tmp_path / SUPERSEDED / "history.csv").value.tolist() == [1.0]
+
+
+def test_settings_name_every_field_that_shapes_a_number():
+    fields = settings_fields(Pipeline.__init__.__globals__["Config"]())
+    assert set(fields) | NOT_SETTINGS == set(FIELDS) and not set(fields) & NOT_SETTINGS
+    for shaping in ("student_lr", "student_epochs", "levels", "feature_loss", "train_size", "batch_size", "precision",
+                    "augment", "finetune_lr", "share_students", "dense_drop"):
+        assert shaping in fields
+
+
+def test_a_rerun_under_other_settings_moves_the_old_rows_aside(tmp_path, capsys, direct_levels2_run):
+    cfg, first = direct_levels2_run
+    shutil.copytree(cfg.results_dir, tmp_path / "results")
+    cfg = cfg.replace(results_dir=str(tmp_path / "results"))
+    capsys.readouterr()
+    again = Pipeline(cfg).run()  # same settings (checkpoints reused): nothing moves
+    assert "NOTICE" not in capsys.readouterr().out and not (tmp_path / "results" / SUPERSEDED).exists()
+    assert again.settings.nunique() == 1 and set(again.settings) == set(first.settings)
+
+    other = Pipeline(cfg.replace(finetune_lr=2e-3))  # teacher and students reused, the output layers fine-tuned anew
+    other.teacher()
+    out = capsys.readouterr().out
+    assert "were moved to" in out and "finetune_lr 0.001 -> 0.002" in out
+    assert set(other.store.results().experiment) == {"teacher"}  # direct's rows were made with the old finetune_lr
+    now = other.run()
+    assert set(now.settings) == {other.settings()["hash"]} != set(first.settings)
+    aside = pd.read_csv(tmp_path / "results" / SUPERSEDED / "results.csv")
+    assert set(aside.experiment) == {"teacher", "direct"} and set(aside.settings) == set(first.settings)
+    assert other.store.manifest()["settings"]["finetune_lr"] == 2e-3
+
+
+def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path):
+    from tadist_utils.sweep_files import merge
+    dest = ResultsStore(tmp_path)
+    dest.add_results(_rows("A", seed=0) + _rows("A", seed=0, experiment="hierarchical"))
+    dest._write_manifest(dict(settings=dict(hash="A"), stages=dict(hierarchical=dict(settings="A"))))
+    cells = []
+    for seed in (0, 1):
+        cell = ResultsStore(tmp_path / "cells" / f"seed{seed}")
+        cell.add_results(_rows("B", seed=seed))
+        cell._write_manifest(dict(settings=dict(hash="B"), config=dict(experiments=["direct"]),
+                                  stages=dict(direct=dict(settings="B"))))
+        cells.append(dict(folder="", seed=seed, sets=dict(results_dir=str(cell.dir)), status="ran"))
+    merge(tmp_path, cells)
+    now = dest.results()
+    assert set(now.settings) == {"B"} and set(now.experiment) == {"direct"} and sorted(now.seed) == [0, 1]
+    assert set(pd.read_csv(tmp_path / SUPERSEDED / "results.csv").experiment) == {"direct", "hierarchical"}
+    assert set(dest.manifest()["stages"]) == {"direct"}  # the earlier sweep's hierarchical stage went with its rows
