@@ -9,7 +9,6 @@ load: a corrupted (or foreign) file is named in one line and retrained, never lo
 from __future__ import annotations
 
 import copy
-import errno
 import hashlib
 import io
 import math
@@ -24,6 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .atomic import write_atomic
 from .errors import RunError
 
 MAGIC = b"TADIST-CHECKPOINT-1\n"  # then the SHA-256 digest (32 bytes) of the torch.save payload, then the payload
@@ -31,14 +31,6 @@ MAGIC = b"TADIST-CHECKPOINT-1\n"  # then the SHA-256 digest (32 bytes) of the to
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupted, or not ours)."""
-
-
-def disk_full(error: BaseException, path: Path) -> RunError | None:
-    """A one-line RunError for a full disk (or quota) while writing ``path``; None for any other error."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return RunError(f"no space left on the device to write {path} ({error.strerror}); nothing was half-written "
-                        "and earlier files are intact: free some space and run again (training resumes)")
-    return None
 
 
 def _alive(pid: int) -> bool:
@@ -81,23 +73,17 @@ def save_atomic(obj: dict, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getbuffer()
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(MAGIC + hashlib.sha256(payload).digest())
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-    except BaseException as e:  # a full disk, Ctrl-C: no half-written temporary stays behind (a SIGKILL is handled above)
-        tmp.unlink(missing_ok=True)
-        full = disk_full(e, path)
-        if full is not None:
-            raise full from None
-        raise
+    write_atomic(write, path, unique=False)  # ".<name>.tmp-<PID>": remove_stale_temporaries reads the PID
 
 
 def load(path: Path) -> dict:

@@ -109,8 +109,24 @@ def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Sp
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def _is_image(entry: os.DirEntry) -> bool:
+    return os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()
+
+
+def _image_entries(folder: Path) -> list[os.DirEntry]:
+    """``folder``'s images sorted by name, as ``os.scandir`` entries: no Path object, no stat to list them (CIFAR-10's
+    60,000 files: ~0.1 s, against ~1.6 s with Path.iterdir + is_file), one stat call for an entry's ``stat()``."""
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if _is_image(e)), key=lambda e: os.path.normcase(e.name))
+
+
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return [folder / e.name for e in _image_entries(folder)]
+
+
+def _has_image(folder: Path) -> bool:
+    with os.scandir(folder) as it:
+        return any(map(_is_image, it))  # stops at the first image: no listing of the whole folder
 
 
 def check_imagefolder(root: Path) -> list[str]:
@@ -130,7 +146,7 @@ def check_imagefolder(root: Path) -> list[str]:
                                                     extra and f"not in train/: {', '.join(extra)}"])))
     for split in ("train", "test"):
         for cls in classes:
-            if not _image_files(root / split / cls):
+            if not _has_image(root / split / cls):
                 raise ConfigError(f"{root / split / cls} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return classes
 
@@ -159,9 +175,9 @@ def _folder_key(root: Path, classes: list[str]) -> str:
     h = hashlib.sha256()
     for split in ("train", "test"):
         for cls in classes:
-            for path in _image_files(root / split / cls):
-                st = path.stat()
-                h.update(f"{split}/{cls}/{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            for entry in _image_entries(root / split / cls):
+                st = entry.stat()
+                h.update(f"{split}/{cls}/{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

@@ -1,5 +1,5 @@
 """Notebook plumbing: where relative paths point, which parameters were given (and that papermill passed no
-unknown ones), bad settings as one line, what is on disk.
+unknown ones), what is on disk.
 
 Every numbered notebook runs its parameters cell, then one call, ``cfg, cfgs = nbsetup.start(globals())``
 (``start`` below): the whole set-up the seven notebooks share, kept here once.
@@ -12,7 +12,6 @@ notebook reads and writes the same folders as ``python -m tadist_utils.reproduce
 from __future__ import annotations
 
 import ast
-import contextlib
 import difflib
 import json
 import re
@@ -87,21 +86,6 @@ def sync_repo_url(folder: Path | None = None, url: str = REPO_URL, branch: str =
     return changed
 
 
-def _one_line(error: Exception) -> Exception:
-    """Make IPython / Jupyter / papermill show ``error`` as one line instead of a traceback."""
-    error._render_traceback_ = lambda: [f"{type(error).__name__}: {error}"]
-    return error
-
-
-@contextlib.contextmanager
-def one_line_errors():
-    """A ConfigError raised inside the block is shown as one line in a notebook, not a traceback wall."""
-    try:
-        yield
-    except ConfigError as e:
-        raise _one_line(e) from None
-
-
 def injected_parameters(history) -> list[str]:
     """Names assigned by the last cell papermill injected (its source starts with ``# Parameters``), in order."""
     source = next((s for s in reversed(list(history or [])) if isinstance(s, str)
@@ -134,9 +118,9 @@ def check_parameters(history, declared=PARAMETERS) -> None:
                 return f"{name} (a Config field: pass it inside overrides)"
             match = difflib.get_close_matches(name, declared, 1) or difflib.get_close_matches(name, FIELDS, 1)
             return f"{name} (did you mean {match[0]}?)" if match else name
-        raise _one_line(ConfigError(
+        raise ConfigError(
             f"unknown notebook parameter(s): {', '.join(map(hint, unknown))}; this notebook takes "
-            f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'"))
+            f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'")
 
 
 def parse_overrides(overrides) -> dict:
@@ -206,25 +190,26 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
        ``per_seed``: one config per seed of ``seeds``;
     4. ``summary(cfg)``: the settings a reader needs to interpret the numbers, shown as a table.
 
-    Bad settings are one ``ConfigError`` line, not a traceback. Returns ``(cfg, cfgs)``: ``cfgs`` holds one
-    config per seed to train in this notebook, ``cfg`` is the first of them (the one its figures show).
+    Bad settings raise ``ConfigError``, which a notebook shows as one line, not a traceback (its
+    ``_render_traceback_``, errors.py; tests/test_bad_input.py runs a notebook with papermill to check it).
+    Returns ``(cfg, cfgs)``: ``cfgs`` holds one config per seed to train in this notebook, ``cfg`` is the
+    first of them (the one its figures show).
     """
     check_parameters(namespace.get("In"))
     missing = [name for name in PARAMETERS if name not in namespace]
     if missing:
-        raise _one_line(ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
-                                    f"parameters cell declares {', '.join(PARAMETERS)}"))
+        raise ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
+                          f"parameters cell declares {', '.join(PARAMETERS)}")
     p = {name: namespace[name] for name in PARAMETERS}
     drive = in_colab() and bool(p["use_drive"])
     if drive:  # keep results_dir (and its checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
-    with one_line_errors():
-        cfg = make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
-            dataset=p["dataset"], data_dir=repo_path(p["data_dir"]), seed=p["seed"], device=p["device"],
-            results_dir=results_path(p["results_dir"], drive=drive), teacher_epochs=p["teacher_epochs"],
-            student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])})
-        cfgs = per_seed(cfg, p["seeds"])
+    cfg = make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
+        dataset=p["dataset"], data_dir=repo_path(p["data_dir"]), seed=p["seed"], device=p["device"],
+        results_dir=results_path(p["results_dir"], drive=drive), teacher_epochs=p["teacher_epochs"],
+        student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])})
+    cfgs = per_seed(cfg, p["seeds"])
     if show:
         _show(summary(cfgs[0]).to_frame())
     return cfgs[0], cfgs

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 import subprocess
-import uuid
 from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock
+
+from .atomic import write_atomic
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
 HISTORY_KEYS = ["dataset", "key", "model", "seed", "epoch", "metric"]
@@ -53,23 +53,8 @@ PAPER_LOSS = {
 PAPER_FEATURE_LOSS = "mse"  # the loss behind PAPER_LOSS: a table of another loss is not comparable with it
 
 
-def _write_atomic(write, path: Path) -> None:
-    """``write(tmp)`` to a uniquely named temporary beside ``path``, then rename; a full disk is one RunError line."""
-    from .checkpoint import disk_full
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        full = disk_full(e, path)
-        if full is not None:
-            raise full from None
-        raise
-
-
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
-    _write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
+    write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
 
 SUPERSEDED = "superseded"  # <results_dir>/superseded/: rows and manifests of earlier settings, moved, not deleted
@@ -182,7 +167,7 @@ class ResultsStore:
 
     def _write_manifest(self, m: dict) -> None:  # the caller holds the lock
         text = json.dumps(m, indent=2, default=str)
-        _write_atomic(lambda tmp: tmp.write_text(text), self.manifest_json)
+        write_atomic(lambda tmp: tmp.write_text(text), self.manifest_json)
 
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}

@@ -32,9 +32,9 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import write_atomic
 from .config import Config, ConfigError, make_config
 from .experiments import spec_hash
-from .results import _write_atomic
 from .methods import EXPERIMENTS, build
 from .sweep_files import _checkpoints, _snapshot, link_files, merge
 
@@ -252,7 +252,7 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
                           for c in cells])
     root.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2, default=str)
-    _write_atomic(lambda tmp: tmp.write_text(text), root / "sweep.json")
+    write_atomic(lambda tmp: tmp.write_text(text), root / "sweep.json")
     return summary
 
 

@@ -113,7 +113,7 @@ def test_every_notebook_declares_the_parameters_its_config_cell_checks():
     for path in NOTEBOOKS:
         assert tuple(pm.inspect_notebook(str(path))) == nbsetup.PARAMETERS, path.name
         config_cell = next(c.source for c in nbformat.read(path, as_version=4).cells if "nbsetup.start(" in c.source)
-        assert "nbsetup.start(globals())" in config_cell, path.name  # check_parameters(In), one_line_errors() inside
+        assert "nbsetup.start(globals())" in config_cell, path.name  # check_parameters(In) inside
 
 
 def test_the_runner_injects_only_declared_parameters():

@@ -92,3 +92,29 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
     idle = lambda self, *a, **k: "0.0 0.0 0.0 1/200 1\n" if str(self) == "/proc/loadavg" else real(self, *a, **k)  # noqa: E731
     monkeypatch.setattr(Path, "read_text", idle)
     assert config.default_threads() == cores  # only this process: every core
+
+
+def test_only_image_files_are_listed(tmp_path):
+    """What an ImageFolder listing counts (data._image_files, the cache key, the check that a class has images):
+    files with an image suffix, any case, sorted by name; not a text file, a hidden '.jpg', a folder named a.png."""
+    from tadist_utils import data
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            (d / "notes.txt").write_text("x")
+            (d / ".jpg").write_bytes(b"x")
+            (d / "a.png").mkdir()
+            if cls == "cat":
+                (d / "b.PNG").write_bytes(b"x")
+                (d / "a.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"train/dog holds no images"):
+        data.check_imagefolder(tmp_path)
+    assert [p.name for p in data._image_files(tmp_path / "train" / "cat")] == ["a.jpg", "b.PNG"]
+    (tmp_path / "train" / "dog" / "c.webp").write_bytes(b"x")
+    (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"x")
+    key = data._folder_key(tmp_path, data.check_imagefolder(tmp_path))
+    (tmp_path / "test" / "dog" / "junk.txt").write_text("more")
+    assert data._folder_key(tmp_path, ["cat", "dog"]) == key  # a file that is not an image changes nothing
+    (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"xy")
+    assert data._folder_key(tmp_path, ["cat", "dog"]) != key  # an image that changed does

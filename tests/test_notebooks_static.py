@@ -65,7 +65,7 @@ def test_parameters_then_one_set_up_call(path):
     setup = code[1].source
     assert setup.count("nbsetup.start(") == 1 and SETUP_CALL in setup, path.name
     rest = "\n".join(c.source for c in code[2:])
-    for copied in ("nbsetup.start(", "make_config(", "check_parameters(", "one_line_errors(", "drive.mount("):
+    for copied in ("nbsetup.start(", "make_config(", "check_parameters(", "drive.mount("):
         assert copied not in rest, f"{path.name}: {copied} belongs to nbsetup.start"
 
 

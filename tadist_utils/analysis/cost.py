@@ -51,8 +51,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -69,7 +67,7 @@ from torch import nn
 from .. import models
 from ..engine import describe, device_slug
 from .export_checks import EXPORT_TOL, export_onnx, export_torchscript, onnx_available
-from .machine import loadavg
+from .machine import describe_machine, loadavg
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
@@ -297,8 +295,7 @@ def main(argv=None) -> pd.DataFrame:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command="python -m tadist_utils.analysis.cost " + " ".join(sys.argv[1:] if argv is None else argv),
         machine=dict(devices=[dict(device=str(d), description=describe(d)) for d in devices],
-                     torch=torch.__version__, python=platform.python_version(), platform=platform.platform(),
-                     threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+                     **{k: v for k, v in describe_machine(devices[0]).items() if k not in ("device", "description")},
                      cudnn_allow_tf32=torch.backends.cudnn.allow_tf32 if torch.cuda.is_available() else None,
                      cudnn_benchmark=torch.backends.cudnn.benchmark if torch.cuda.is_available() else None,
                      loadavg_start=started, loadavg_end=loadavg()),

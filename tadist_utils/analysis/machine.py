@@ -38,7 +38,9 @@ def cpu_flags() -> list[str]:
 
 
 def describe_machine(device: torch.device) -> dict:
-    """The bench report's ``machine``: device, torch/torchvision/python versions, threads, cores, CPU flags."""
+    """The bench report's ``machine``: device, torch/torchvision/python versions, threads, cores, CPU flags.
+
+    ``cost`` records the same, with its devices (it may measure several) listed under ``devices``."""
     import torchvision
     return dict(device=str(device), description=describe(device), torch=torch.__version__,
                 torchvision=torchvision.__version__, python=platform.python_version(), platform=platform.platform(),
