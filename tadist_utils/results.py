@@ -121,7 +121,7 @@ class ResultsStore:
             tag = previous.get("hash") or "unrecorded"
             if old:
                 text = json.dumps(old, indent=2, default=str)
-                _write_atomic(lambda tmp: tmp.write_text(text), self.dir / SUPERSEDED / f"manifest-{tag}.json")
+                write_atomic(lambda tmp: tmp.write_text(text), self.dir / SUPERSEDED / f"manifest-{tag}.json")
                 current = {str(r.get("settings")) for r in rows}
                 old["stages"] = {k: v for k, v in old.get("stages", {}).items() if str(v.get("settings")) in current}
                 self._write_manifest(old)
