@@ -190,7 +190,7 @@ class Pipeline:
             label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
             for k in guides:
                 self._parent(k).eval()
-            runs = train_students([self._parent(k).features for k in guides], jobs, self.data, self.ctx,
+            runs = train_students([self._parent(k) for k in guides], jobs, self.data, self.ctx,
                                   epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
                                   batch_size=c.batch_size, augment=c.student_augment, seed=c.seed, loss=c.feature_loss,
                                   group=f"students of {label}", drop=c.dense_drop)

@@ -17,8 +17,13 @@ fused student, where separate scalers would skip it for one.
 Between epochs the state lives in the ordinary per-student modules, optimisers, schedules and
 scalers: ``FusedTrainer`` copies it in when an epoch starts and ``store`` copies it out, so
 checkpoints, resume, skipping finished students and ``models.Ensemble`` see plain students.
+
+``fused_guides`` does the same for the frozen parents whose features the students regress every step
+(with augmentation): parents that are students of one architecture run as one ``FusedStudents``.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -153,6 +158,43 @@ class FusedTrainer:
         self.scaler.update()
         self.scheduler.step()
         return losses.detach()
+
+
+def fused_guides(guides: list, ctx, fold_bn: bool = False) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """``x -> [features of each guide]``: guides that are frozen students of one architecture run as one network.
+
+    ``guides``: models (their ``features`` are the targets) or feature functions. Students (``models.ConvNet``
+    without a classifier) in eval mode that share an architecture, dtype and device, two or more, become one
+    ``models.FusedStudents`` in eval mode (a copy: BatchNorm uses their running statistics, weights as they
+    are now, which is why only frozen guides belong here), whose output columns are split back per guide.
+    The rest (the teacher, a lone student, a function) run as before. Same function, fewer launches.
+    ``fold_bn`` folds the fused networks' BatchNorms into their convolutions (fewer launches again, but the
+    weights change, so under bf16 autocast the targets round differently from the separate forwards: off
+    in training, measured by ``analysis.step_profile.bench_guide_ops``).
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, g in enumerate(guides):
+        if isinstance(g, models.ConvNet) and g.classifier is None and not g.training:
+            p = next(g.parameters())
+            groups.setdefault((_arch(g), p.dtype, p.device), []).append(i)
+    nets = []  # (guide indices, their fused network)
+    for idx in groups.values():
+        if len(idx) > 1:
+            net = models.FusedStudents([guides[i] for i in idx], fold_bn=fold_bn)
+            nets.append((idx, ctx.model(net).eval().requires_grad_(False)))
+    fused = {i for idx, _ in nets for i in idx}
+    alone = [(i, g.features if isinstance(g, torch.nn.Module) else g) for i, g in enumerate(guides) if i not in fused]
+
+    def forward(x: torch.Tensor) -> list[torch.Tensor]:
+        out: list = [None] * len(guides)
+        for i, fn in alone:
+            out[i] = fn(x)
+        for idx, net in nets:
+            for i, f in zip(idx, net(x).split([guides[i].feature_dim for i in idx], dim=1)):
+                out[i] = f
+        return out
+
+    return forward
 
 
 def _gather(targets: list[torch.Tensor], slices: list[tuple[int, int, int]]) -> torch.Tensor:

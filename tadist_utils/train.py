@@ -25,7 +25,7 @@ from .checkpoint import RunState, run_epochs
 from .config import default_threads
 from .data import Batches, DataBundle
 from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
-from .fused import FusedTrainer
+from .fused import FusedTrainer, fused_guides
 from .losses import feature_loss, guided_loss, kd_loss
 
 
@@ -255,14 +255,18 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                    group: str = "", drop: float = 0.0) -> list[RunState]:
     """Train sibling students together: one batch, one parent forward (or a cached one), every step.
 
-    ``guides``: the parent's feature function, or a list of them (ancestors first, parent last) for
-    densely guided students, whose loss is the mean over the targets kept at that step (``drop``).
+    ``guides``: the parent (a frozen model, whose ``features`` are the targets, or a feature function), or
+    a list of them (ancestors first, parent last) for densely guided students or a fused generation; a
+    densely guided student's loss is the mean over the targets kept at that step (``drop``). With
+    ``ctx.fuse`` and augmentation, guides that are students of one architecture run as one network
+    each step (``fused.fused_guides``: the same features, fewer launches).
     Each student keeps its own optimizer, schedule and checkpoint, so finished students are skipped
     and unfinished ones resume at their own epoch. With ``ctx.fuse`` the students of one epoch step as
     fused networks (``fused.FusedTrainer``), otherwise one after another (``loop_step``): the same maths.
     Reports mean train loss and val loss (against the parent: a student's last target) per epoch.
     """
     guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
+    feats = [g.features if isinstance(g, nn.Module) else g for g in guides]
     parent = len(guides) - 1
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
@@ -276,9 +280,10 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
     if todo:
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
             parents = {(j.targets or ((parent, j.start, j.stop),))[-1][0] for j, _ in todo}
-            val_targets = {gi: extract(guides[gi], val, ctx) for gi in parents}
+            val_targets = {gi: extract(feats[gi], val, ctx) for gi in parents}
             full = batches(data, "train", batch_size * 4, ctx)
-            cached = None if augment else [extract(g, full, ctx) for g in guides]
+            cached = None if augment else [extract(f, full, ctx) for f in feats]
+        guide_forward = fused_guides(guides, ctx) if ctx.fuse and cached is None else lambda x: [f(x) for f in feats]
         fast = {} if ctx.fuse else {id(j): ctx.fast(j.model) for j, _ in todo}
         first = min(r.epoch for _, r in todo)
         total = sum(epochs - r.epoch for _, r in todo) * len(train)
@@ -309,7 +314,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                         target = [c[idx] for c in cached]
                     else:
                         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                            target = [g(x).float() for g in guides]
+                            target = [t.float() for t in guide_forward(x)]
                     keep = [keep_mask(len(w), drop, m) if len(w) > 1 else [True] for w, m in zip(wanted, masks)] \
                         if dense else None
                     if fused is not None:

@@ -59,6 +59,25 @@ def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
     assert case["aten_ops_ratio"] >= 5 and case["leaf_ops_ratio"] >= 5, case
 
 
+def test_fused_guides_cut_the_operator_calls_of_the_paper_generations_with_student_guides():
+    """The parents' forward fused into the step: the paper's level-3 (2 guides) and level-4 (4 guides) generations."""
+    import torch
+    from tadist_utils.analysis import bench
+    from tadist_utils.train import Context
+
+    ctx = Context(torch.device("cpu"), None, channels_last=True, progress=False)
+    case = bench.bench_guide_ops(ctx, batch_size=2, time_batch=2, repeats=1, loop=False)  # the loop: the CLI's
+    assert [(g["students"], g["guides"]) for g in case["generations"]] == [(4, 2), (8, 4)]
+    for g in case["generations"]:
+        fw = g["guides_forward"]
+        for k in ("aten_ops", "leaf_ops"):
+            assert fw["fused_folded"][k] < fw["fused"][k] < fw["separate"][k]
+            assert g["fused_guides"][k] < g["fused"][k]
+            # what fusing the guides saves is what their forward saves: the students' step is the same
+            assert g["fused"][k] - g["fused_guides"][k] == fw["separate"][k] - fw["fused"][k]
+        assert all(t > 0 for t in g["guides_forward_cpu_s"].values())
+
+
 def test_paper_estimate_covers_every_group_of_the_paper_profile():
     import torch
     from tadist_utils.analysis import bench

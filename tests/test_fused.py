@@ -198,3 +198,90 @@ def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch, epochs):
     # and the students assemble into an Ensemble as before
     ens = models.Ensemble([r.model for r in again[1:3]], num_classes=10).eval()
     assert ens(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+# ----------------------------------------------------------------------------- the guides' forward, fused
+def frozen(net, seed):
+    """A guide as the pipeline hands it over: BatchNorm running statistics of its own, eval mode, no grad."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.2)
+                m.bias.normal_(0, 0.2)
+    return net.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def fused_forwards(monkeypatch):
+    """Counts the guides' fused forward passes (FusedStudents in eval mode) and how many students each ran."""
+    calls = []
+    real = models.FusedStudents.features
+    monkeypatch.setattr(models.FusedStudents, "features", lambda self, x: (
+        calls.append(self.n_students) if not self.training else None) or real(self, x))
+    return calls
+
+
+def test_fused_guides_equal_the_separate_forwards_float64(fused_forwards):
+    """The teacher, three level-3 students (one network), two level-4 ones (another) and a lone level-2."""
+    from tadist_utils.fused import fused_guides
+    levels = (3, 4, 3, 2, 4, 3)
+    guides = [frozen(models.student(lv).double(), i) for i, lv in enumerate(levels)]
+    guides.insert(2, frozen(models.teacher(10).double(), 9))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    ctx = Context(CPU, None, progress=False, fuse=True)
+    with torch.no_grad():
+        want = [g.features(x) for g in guides]
+        for fold_bn in (False, True):  # BatchNorm folded into the convs (an option, off in training): the same too
+            fused_forwards.clear()
+            got = fused_guides(guides, ctx, fold_bn=fold_bn)(x)
+            assert sorted(fused_forwards) == [2, 3]  # two fused networks ran; the teacher and the level-2 alone
+            assert [t.shape for t in got] == [t.shape for t in want]
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-12)
+    # float32, channels-last (the CPU's and the GPUs' layout): equal to float rounding
+    guides32 = [copy.deepcopy(g).float().to(memory_format=torch.channels_last) for g in guides]
+    x32 = x.float().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = fused_guides(guides32, Context(CPU, None, channels_last=True, progress=False, fuse=True))(x32)
+        for g, w in zip(got, [g.features(x32) for g in guides32]):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+    # a guide in train mode (batch statistics, its buffers updated) is never fused: a frozen copy would differ
+    guides[0].train()
+    fused_forwards.clear()
+    with torch.no_grad():
+        fused_guides(guides, ctx)(x)
+    assert sorted(fused_forwards) == [2, 2]
+
+
+def test_train_students_with_fused_guides_gives_the_same_students_float64(tmp_path, monkeypatch, fused_forwards):
+    """Augmented batches, so the guides run every step; float64 throughout (the batches too): fused guides
+    (models passed) and separate forwards (feature functions passed) give the same students to 1e-9.
+    Two steps of 10 images: float64 convolutions are slow on a CPU."""
+    from tadist_utils.data import Batches
+    data = load_data(make_config("smoke", dataset="digits", train_size=20, val_size=8, test_size=8, progress=False))
+    monkeypatch.setattr(Batches, "normalise", lambda self, x: (x.double() - self.mean.double()) * self.inv_std.double())
+    mini_teacher = frozen(models.ConvNet([64, "M"], None, classifier=10).double(), 7)  # another architecture
+    guides = [frozen(models.student(4).double(), 10 + i) for i in range(3)] + [mini_teacher]
+    guides.insert(1, frozen(models.student(3).double(), 20))  # a lone level-3 guide between the fused ones
+    targets = [((0, 0, 64), (3, 0, 64)), ((2, 0, 64), (1, 64, 128)), ((4, 0, 64),)]  # drop=0.5: dense, some dropped
+
+    def run(guides, tag):
+        jobs = []
+        for i, t in enumerate(targets):
+            torch.manual_seed(200 + i)
+            jobs.append(StudentJob(f"s{i}", models.student(4).double(), 0, 64, tmp_path / f"{tag}{i}.pt", {}, t))
+        ctx = Context(CPU, None, progress=False, fuse=True, log=lambda *_: None)
+        return train_students(guides, jobs, data, ctx, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=10,
+                              augment=True, seed=0, drop=0.5)
+
+    separate = run([g.features for g in guides], "separate")
+    assert fused_forwards == []
+    fused = run(guides, "fused")
+    assert fused_forwards == [3] * 2  # one fused forward of the three level-4 guides a step, 2 steps
+    for rs, rf in zip(separate, fused):
+        for (k, p), q in zip(rs.model.state_dict().items(), rf.model.state_dict().values()):
+            torch.testing.assert_close(q, p, atol=1e-9, rtol=1e-9, msg=lambda m: f"{k}: {m}")
+        assert rf.history[-1]["train_loss"] == pytest.approx(rs.history[-1]["train_loss"], rel=1e-9)

@@ -5,11 +5,14 @@
     python -m tadist_utils.analysis.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
     python -m tadist_utils.analysis.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
     python -m tadist_utils.analysis.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
+    python -m tadist_utils.analysis.bench --cases guides --threads 1 --out results/benchmarks/guides-cpu-1t.json
 
 Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path
 (``fused.py``) on the same plan; ``ops``: operator calls per training step of the plan's teacher-fed
 students, per-student loop vs fused (``torch.profiler``; on a GPU, where these students are
-launch-bound, this is what the speed follows, and it can be counted on any machine); ``paper``: the
+launch-bound, this is what the speed follows, and it can be counted on any machine); ``guides``: the
+same count for the paper profile's generations whose parents are several students, their forward pass
+included, run one by one or fused (``fused.fused_guides``), and that forward's CPU time; ``paper``: the
 ``paper`` profile's wall time for one seed, estimated from a few timed steps of every training group.
 Each speed also comes as achieved TFLOP/s (6 FLOPs per multiply-accumulate of ``models.count_macs``).
 
@@ -48,10 +51,10 @@ from ..data import load_data
 from ..engine import device_slug, resolve_device, resolve_fuse, resolve_precision
 from ..train import Context
 from .machine import describe_machine, loadavg
-from .step_profile import bench_ops, bench_paper
+from .step_profile import bench_guide_ops, bench_ops, bench_paper
 from .training_speed import bench_students, bench_teacher, warm_up
 
-CASES = ("teacher", "students", "ops", "paper")
+CASES = ("teacher", "students", "ops", "guides", "paper")
 
 
 # ----------------------------------------------------------------------------- main
@@ -59,7 +62,9 @@ def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time the package's training engine against a plain torchvision loop.")
     p.add_argument("--cases", nargs="+", choices=CASES, default=["teacher", "students", "ops"],
                    help="teacher, students (reference / per-student loop / fused), ops (operator calls per step), "
-                        "paper (the paper profile's wall time, estimated from timed steps; not run by default)")
+                        "guides (operator calls per step with the parents' forward, separate vs fused, and its "
+                        "CPU time; not run by default), paper (the paper profile's wall time, estimated from "
+                        "timed steps; not run by default)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default 256; --quick 32)")
     p.add_argument("--epochs", type=int, default=1, help="epochs for the teacher and for the students")
     p.add_argument("--teacher-optimizer", choices=("adam", "sgd"), default=None,
@@ -87,6 +92,9 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--student-repeats", type=int, default=2,
                    help="timed runs of the loop and of the fused path, alternating (the reference runs once)")
     p.add_argument("--paper-steps", type=int, default=3, help="timed steps per group for the paper estimate")
+    p.add_argument("--guides-time-batch", type=int, default=128,
+                   help="images per timed forward of the guides case (default 128, the paper's batch size)")
+    p.add_argument("--guides-repeats", type=int, default=6, help="timed rounds of the guides' forward (1 with --quick)")
     p.add_argument("--fuse", choices=("auto", "on", "off", "both"), default="auto",
                    help="the paper estimate's student path (auto: the device's default; both: each)")
     p.add_argument("--quick", action="store_true", help="two batches of everything, no warm-up: for CI, not for timing")
@@ -152,6 +160,9 @@ def main(argv=None) -> dict:
                                                          repeats=1 if args.quick else args.student_repeats)
         if "ops" in args.cases:
             report["cases"]["ops"] = bench_ops(ctx, args.experiment, levels, batch_size)
+        if "guides" in args.cases:
+            report["cases"]["ops_guides"] = bench_guide_ops(ctx, batch_size, time_batch=args.guides_time_batch,
+                                                            repeats=1 if args.quick else args.guides_repeats)
         if "paper" in args.cases:
             fuses = {"both": (False, True), "on": (True,), "off": (False,)}.get(
                 args.fuse, (resolve_fuse("auto", device),))
@@ -181,6 +192,15 @@ def print_table(report: dict) -> None:
             for path in ("loop", "fused"):
                 print(f"{name:<10}{path:<11}{case[path]['aten_ops']:>9} aten ops {case[path]['leaf_ops']:>7} leaf ops / step"
                       + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x fewer)" if path == "fused" else ""))
+            continue
+        if name == "ops_guides":
+            for g in case["generations"]:
+                head = f"{name:<12}{g['students']:>3} students, {g['guides']} guides"
+                for path in ("loop", "fused", "fused_guides"):
+                    print(f"{head}  {path:<13}{g[path]['aten_ops']:>7} aten {g[path]['leaf_ops']:>7} leaf ops / step")
+                t = g["guides_forward_cpu_s"]
+                print(f"{head}  fused guides: {g['leaf_ops_fused_vs_fused_guides']}x fewer leaf ops than fused "
+                      f"students alone; guides' forward CPU s {t['separate']} separate, {t['fused']} fused")
             continue
         if name.startswith("paper"):
             for r in case["groups"]:

@@ -2,8 +2,10 @@
 
 ``bench_ops``: operator calls per training step of a plan's teacher-fed students, per-student loop vs fused
 (``torch.profiler``; on a GPU, where these students are launch-bound, this is what the speed follows, and it
-can be counted on any machine). ``bench_paper``: the ``paper`` profile's wall time for one seed, estimated from
-a few timed steps of every training group.
+can be counted on any machine). ``bench_guide_ops``: the same count for the paper profile's generations whose
+guides (parents) are several students, the guides' forward included, with the guides run separately or as one
+network (``fused.fused_guides``), and that forward's CPU time either way. ``bench_paper``: the ``paper``
+profile's wall time for one seed, estimated from a few timed steps of every training group.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .. import models
 from ..config import make_config
 from ..engine import autocast, grad_scaler
 from ..experiments import lineages, student_groups
-from ..fused import FusedTrainer
+from ..fused import FusedTrainer, fused_guides
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
 from ..train import Context, RunState, _classifier_step, init_seed, loop_step, student_run
@@ -85,13 +87,84 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int) -> di
         case[f"{k}_ratio"] = round(case["loop"][k] / max(1, case["fused"][k]), 2)
     return case
 
+def guide_forward(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False):
+    """``x -> targets`` as ``train_students`` computes them each augmented step: one forward per guide, or fused."""
+    run = fused_guides(guides, ctx, fold_bn) if fuse else lambda x: [g.features(x) for g in guides]
+
+    def forward(x):
+        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+            return [t.float() for t in run(x)]
+    return forward
+
+
+def _paper_generations(ctx: Context):
+    """The paper profile's fused generations whose guides are two or more students: (group, guide models, wanted)."""
+    cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
+    nodes, guide_keys = lineages([build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
+    for group, guides, _ in student_groups(nodes, guide_keys, fuse=True):
+        if sum(k != "T" for k in guides) < 2:
+            continue
+        torch.manual_seed(0)
+        models_ = [ctx.model(models.teacher()) if k == "T" else ctx.model(models.student(nodes[k].level))
+                   for k in guides]
+        wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
+        yield group, [m.eval().requires_grad_(False) for m in models_], wanted
+
+
+def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeats: int = 5, loop: bool = True) -> dict:
+    """Operator calls per augmented training step (the guides' forward included) of the paper profile's
+    generations with several student guides: the per-student loop, fused students with separate guides, fused
+    students with fused guides. Also the guides' forward alone: its operator calls, and its CPU seconds at
+    ``time_batch`` images (separate, fused, and fused with BatchNorm folded (``fold_bn``, not what training
+    uses), taking turns in one process, ``repeats`` rounds in rotating order, the median). ``loop=False``
+    leaves the per-student loop (the reference, and most of the profiling time) out."""
+    x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
+    xt = torch.randn(time_batch, 3, 32, 32, device=ctx.device)
+    if ctx.channels_last:
+        x, xt = (t.contiguous(memory_format=torch.channels_last) for t in (x, xt))
+    out = dict(what=f"one augmented training step (guides' forward + students' step) of each paper-profile "
+                    f"generation whose guides are several students, batch {batch_size}; guides' forward CPU "
+                    f"seconds at batch {time_batch}, median of {repeats} rounds taking turns", generations=[])
+    for group, guides, wanted in _paper_generations(ctx):
+        row = dict(students=len(group), levels=sorted({n.level for n in group}), guides=len(guides))
+        forwards = {"separate": guide_forward(guides, ctx, False), "fused": guide_forward(guides, ctx, True),
+                    "fused_folded": guide_forward(guides, ctx, True, fold_bn=True)}
+        row["guides_forward"] = {k: count_ops(lambda: fw(x), ctx.device) for k, fw in forwards.items()}
+        paths = (("loop", False, False),) * loop + (("fused", True, False), ("fused_guides", True, True))
+        for path, fuse, fuse_guides in paths:
+            step_ctx = replace(ctx, fuse=fuse)
+            step = student_step(student_runs(group, step_ctx), wanted, step_ctx, fuse)
+            fw = forwards["fused" if fuse_guides else "separate"]
+            row[path] = count_ops(lambda: step(x, fw(x)), ctx.device)
+        for k in ("aten_ops", "leaf_ops"):
+            row[f"{k}_fused_vs_fused_guides"] = round(row["fused"][k] / max(1, row["fused_guides"][k]), 2)
+            if loop:
+                row[f"{k}_loop_vs_fused_guides"] = round(row["loop"][k] / max(1, row["fused_guides"][k]), 2)
+        names, times = list(forwards), {k: [] for k in forwards}
+        for fw in forwards.values():
+            fw(xt)  # warm-up
+        for i in range(repeats):  # taking turns, the first of each round rotating
+            for k in names[i % len(names):] + names[:i % len(names)]:
+                sync(ctx.device)
+                t0 = time.process_time()
+                forwards[k](xt)
+                sync(ctx.device)
+                times[k].append(time.process_time() - t0)
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        row["guides_forward_cpu_s"] = {k: round(v, 4) for k, v in med.items()}
+        row["guides_forward_cpu_ratio"] = round(med["separate"] / max(med["fused"], 1e-9), 2)  # > 1: fused faster
+        out["generations"].append(row)
+    return out
+
+
 # ----------------------------------------------------------------------------- the paper profile, estimated
 def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = None) -> dict:
     """Seconds per step of every training group of the ``paper`` profile, extrapolated to its whole schedule.
 
     Times ``steps`` steps (after one untimed) of the teacher and of each group of students exactly as the
     pipeline forms them (a generation at a time when fused, siblings otherwise), with augmentation, so
-    every parent runs its forward pass each batch. Weights are random: speed does not depend on them.
+    every parent runs its forward pass each batch (same-architecture parents as one network when fused, as
+    ``train_students`` runs them). Weights are random: speed does not depend on them.
     Validation, checkpoints and the output layers' fine-tuning (a linear layer on features computed
     once) are left out (not measured here), so the estimate is a lower bound.
     """
@@ -130,11 +203,10 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
         runs = student_runs(group, step_ctx, total_steps=10_000)
         wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
         step = student_step(runs, wanted, step_ctx, fuse)
+        targets = guide_forward([trained[k] for k in guides], step_ctx, fuse)  # as train_students runs them
 
         def one():
-            with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                targets = [trained[k].features(x).float() for k in guides]
-            step(x, targets)
+            step(x, targets(x))
 
         s = per_step(one)
         label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
