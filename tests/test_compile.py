@@ -9,6 +9,7 @@ implementation (tests/test_fused.py's docstring), so those biases (and the Batch
 shift) are allowed ``lr`` per step.
 """
 import copy
+import shutil
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ from tadist_utils import models
 from tadist_utils.engine import Compiled, grad_scaler
 from tadist_utils.fused import FusedTrainer
 from tadist_utils.train import Context, RunState
+
+pytestmark = pytest.mark.skipif(not any(map(shutil.which, ("g++", "clang++", "c++"))),
+                                reason="inductor compiles CPU kernels with a C++ compiler; none on PATH")
 
 CPU = torch.device("cpu")
 LR = 1e-3
