@@ -66,7 +66,7 @@ class Config:
     device: str = "auto"               # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"            # auto (bf16 on capable GPUs, fp16+scaler on older ones, fp32 on CPU) | fp32 | bf16 | fp16
     channels_last: bool = True
-    compile: bool = False              # torch.compile the models (slow first epoch, faster after)
+    compile: bool = False              # torch.compile the training steps (engine.Compiled; CUDA graphs on CUDA, unmeasured there; slower on the CPU: README)
     fuse_students: str = "auto"        # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
     deterministic: bool = False        # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
     threads: int | None = None         # CPU threads for torch; None: the cores no other process is running on (default_threads)

@@ -86,6 +86,33 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None):
     return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16 and device.type == "cuda"))
 
 
+class Compiled:
+    """``torch.compile(module)`` for the hot loop, used for one input shape only: the first it is called with.
+
+    The training loops call it with full batches, then once an epoch with the smaller last batch: that one
+    runs eagerly (the same maths, in eager rounding), so each module is compiled once, as a static-shape
+    graph, instead of again for the odd size (``dynamic=False``: no symbolic-shape kernels either).
+
+    On CUDA the mode is ``"reduce-overhead"``: inductor's kernels replayed as CUDA graphs (cudagraph
+    trees), which is what a launch-bound step of tiny students needs; the step's outputs are consumed
+    before the next step starts (loss, backward), as CUDA graphs require. NOT YET MEASURED ON A GPU: the
+    CPU runs inductor's default mode, and only that is tested (``tests/test_compile.py``). The optimiser
+    step stays eager: the fused path's Adam is already ``fused=True`` (one multi-tensor kernel), and a
+    compiled step would need a tensor learning rate (the schedule changes it every step) in the
+    checkpointed optimiser state.
+    """
+
+    def __init__(self, module: torch.nn.Module, device: torch.device):
+        self.module, self.shape = module, None
+        self.compiled = torch.compile(module, dynamic=False,
+                                      mode="reduce-overhead" if device.type == "cuda" else None)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shape is None:
+            self.shape = x.shape
+        return self.compiled(x) if x.shape == self.shape else self.module(x)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

@@ -24,7 +24,7 @@ from torch import nn
 from .checkpoint import RunState, run_epochs
 from .config import default_threads
 from .data import Batches, DataBundle
-from .engine import autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
+from .engine import Compiled, autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
 from .fused import FusedTrainer, fused_guides
 from .losses import feature_loss, guided_loss, kd_loss
 
@@ -60,8 +60,10 @@ class Context:
         return prepare(m, self.device, self.channels_last)
 
     def fast(self, m: nn.Module):
-        """The module to call in the hot loop: compiled when asked, the module itself otherwise."""
-        return torch.compile(m) if self.compile else m
+        """The module to call in the hot loop: compiled when asked (``engine.Compiled``), the module itself otherwise.
+
+        Checkpoints and evaluation use the module itself, so its state dict keeps its own keys."""
+        return Compiled(m, self.device) if self.compile else m
 
 
 def init_seed(seed: int, key: str) -> int:

@@ -6,6 +6,7 @@
     python -m tadist_utils.analysis.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
     python -m tadist_utils.analysis.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
     python -m tadist_utils.analysis.bench --cases guides --threads 1 --out results/benchmarks/guides-cpu-1t.json
+    python -m tadist_utils.analysis.bench --cases ops --compile --threads 1  # also the fused step compiled (Config.compile)
 
 Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path
 (``fused.py``) on the same plan; ``ops``: operator calls per training step of the plan's teacher-fed
@@ -97,6 +98,8 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--guides-repeats", type=int, default=6, help="timed rounds of the guides' forward (1 with --quick)")
     p.add_argument("--fuse", choices=("auto", "on", "off", "both"), default="auto",
                    help="the paper estimate's student path (auto: the device's default; both: each)")
+    p.add_argument("--compile", action="store_true", help="ops case: also count the fused step under Config.compile "
+                   "(torch.compile; its first call takes minutes on a CPU)")
     p.add_argument("--quick", action="store_true", help="two batches of everything, no warm-up: for CI, not for timing")
     p.add_argument("--out", default="results/benchmarks", help="a directory (file named by device) or a .json path")
     return p.parse_args(argv)
@@ -159,7 +162,7 @@ def main(argv=None) -> dict:
             report["cases"]["students"] = bench_students(data, cfg, ctx, tmp, args.experiment, teacher,
                                                          repeats=1 if args.quick else args.student_repeats)
         if "ops" in args.cases:
-            report["cases"]["ops"] = bench_ops(ctx, args.experiment, levels, batch_size)
+            report["cases"]["ops"] = bench_ops(ctx, args.experiment, levels, batch_size, args.compile)
         if "guides" in args.cases:
             report["cases"]["ops_guides"] = bench_guide_ops(ctx, batch_size, time_batch=args.guides_time_batch,
                                                             repeats=1 if args.quick else args.guides_repeats)
@@ -189,9 +192,12 @@ def print_table(report: dict) -> None:
     print(f"\n{'case':<10}{'path':<11}{'wall s':>9}{'CPU s':>9}{'images/s':>10}{'speedup':>9}{'CPU ratio':>11}")
     for name, case in report["cases"].items():
         if name == "ops":
-            for path in ("loop", "fused"):
-                print(f"{name:<10}{path:<11}{case[path]['aten_ops']:>9} aten ops {case[path]['leaf_ops']:>7} leaf ops / step"
-                      + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x fewer)" if path == "fused" else ""))
+            for path in ("loop", "fused", "fused_compiled")[:2 + ("fused_compiled" in case)]:
+                p = path.replace("fused_compiled", "compiled")
+                print(f"{name:<10}{p:<11}{case[path]['aten_ops']:>9} aten ops {case[path]['leaf_ops']:>7} leaf ops / step"
+                      + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x fewer)" if path == "fused" else "")
+                      + (f"   ({case['compiled_aten_ops_ratio']}x / {case['compiled_leaf_ops_ratio']}x fewer than fused)"
+                         if path == "fused_compiled" else ""))
             continue
         if name == "ops_guides":
             for g in case["generations"]:

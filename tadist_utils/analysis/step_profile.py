@@ -70,8 +70,12 @@ def count_ops(fn, device: torch.device) -> dict:
     return out
 
 
-def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int) -> dict:
-    """Operator calls per training step of a plan's teacher-fed students: the per-student loop vs fused."""
+def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compiled: bool = False) -> dict:
+    """Operator calls per training step of a plan's teacher-fed students: the per-student loop vs fused.
+
+    ``compiled``: also the fused step with ``Config.compile`` (``fused_compiled``; torch.compile's first call,
+    untimed here, takes minutes on a CPU). The profiler counts the ATen operators still dispatched: inductor's
+    fused kernels run outside the dispatcher, so they do not show, while the convolutions it calls do."""
     nodes = [n for n in build(experiment, levels).nodes if n.parent == TEACHER]
     wanted = [((0, n.start, n.stop),) for n in nodes]
     x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
@@ -80,11 +84,14 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int) -> di
     targets = [torch.randn(batch_size, 512, device=ctx.device)]
     case = dict(what=f"one training step of the '{experiment}' plan's {len(nodes)} teacher-fed students, batch "
                      f"{batch_size}, the teacher's features cached (as without augmentation)", students=len(nodes))
-    for path, fuse in (("loop", False), ("fused", True)):
-        step = student_step(student_runs(nodes, ctx), wanted, ctx, fuse)
+    paths = [("loop", False, ctx), ("fused", True, ctx)] + [("fused_compiled", True, replace(ctx, compile=True))] * compiled
+    for path, fuse, path_ctx in paths:
+        step = student_step(student_runs(nodes, path_ctx), wanted, path_ctx, fuse)
         case[path] = count_ops(lambda: step(x, targets), ctx.device)
     for k in case["fused"]:
         case[f"{k}_ratio"] = round(case["loop"][k] / max(1, case["fused"][k]), 2)
+        if compiled:
+            case[f"compiled_{k}_ratio"] = round(case["fused"][k] / max(1, case["fused_compiled"][k]), 2)
     return case
 
 def guide_forward(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False):
