@@ -53,6 +53,12 @@ PAPER_LOSS = {
 PAPER_FEATURE_LOSS = "mse"  # the loss behind PAPER_LOSS: a table of another loss is not comparable with it
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """results.csv or history.csv as written: ``settings`` as text, for a hash of 12 hex digits can read as a
+    number ('012345678901' -> 12345678901, '123e45678901' -> inf) and would then never equal its run's hash."""
+    return pd.read_csv(path, dtype={"settings": str})
+
+
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
@@ -67,14 +73,14 @@ def _upsert(path: Path, rows: list[dict], keys: list[str]) -> pd.DataFrame:
     new = pd.DataFrame(rows)
     stale = new.iloc[:0]
     if path.exists() and path.stat().st_size:
-        old = pd.read_csv(path)
+        old = read_table(path)
         if "settings" in new:
             mine = old.dataset.astype(str).isin(new.dataset.astype(str))
             settings = old["settings"] if "settings" in old else pd.Series(float("nan"), index=old.index)
             stale = old[mine & ~settings.astype(str).isin(new.settings.astype(str))]
             if len(stale):  # written to superseded/ before it leaves path: a crash between leaves a copy, not a loss
                 aside = path.parent / SUPERSEDED / path.name
-                kept = pd.read_csv(aside) if aside.exists() and aside.stat().st_size else None
+                kept = read_table(aside) if aside.exists() and aside.stat().st_size else None
                 aside.parent.mkdir(exist_ok=True)
                 _write_csv_atomic(pd.concat([kept, stale], ignore_index=True) if kept is not None else stale, aside)
                 old = old.drop(stale.index)
@@ -138,10 +144,10 @@ class ResultsStore:
         if not self.results_csv.exists():
             raise FileNotFoundError(f"{self.results_csv} does not exist yet: run the training notebooks (or "
                                     "`python -m tadist_utils.reproduce`) first")
-        return pd.read_csv(self.results_csv)
+        return read_table(self.results_csv)
 
     def history(self) -> pd.DataFrame:
-        return pd.read_csv(self.history_csv) if self.history_csv.exists() else pd.DataFrame(columns=HISTORY_KEYS + ["value"])
+        return read_table(self.history_csv) if self.history_csv.exists() else pd.DataFrame(columns=HISTORY_KEYS + ["value"])
 
     def update_manifest(self, stage: str, cfg, data_info: dict, device: str, seconds: float, extra: dict | None = None,
                         settings: dict | None = None) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import ResultsStore, _write_csv_atomic
+from .results import ResultsStore, _write_csv_atomic, read_table
 
 
 def _checkpoints(results_dir: str, seed: int) -> Path:
@@ -51,7 +51,7 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
             src = ResultsStore(c["sets"]["results_dir"])
             if not src.results_csv.exists():
                 continue  # failed before writing anything
-            store.add_results(pd.read_csv(src.results_csv).to_dict("records"))
+            store.add_results(src.results().to_dict("records"))
             store.add_history(src.history().to_dict("records"))
             m = src.manifest()
             stages = {**manifest.get("stages", {}), **m.get("stages", {})}
@@ -80,7 +80,7 @@ def _drop_failed(store, failed: list[dict], merged_seeds: set) -> None:
         for path in (store.results_csv, store.history_csv):
             if not path.exists() or not path.stat().st_size:
                 continue
-            df = pd.read_csv(path)
+            df = read_table(path)
             drop = pd.Series(False, index=df.index)
             for c in failed:
                 rows = df.seed.astype(str) == str(c["seed"])

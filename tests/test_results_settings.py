@@ -97,3 +97,19 @@ def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path):
     assert set(now.settings) == {"B"} and set(now.experiment) == {"direct"} and sorted(now.seed) == [0, 1]
     assert set(pd.read_csv(tmp_path / SUPERSEDED / "results.csv").experiment) == {"direct", "hierarchical"}
     assert set(dest.manifest()["stages"]) == {"direct"}  # the earlier sweep's hierarchical stage went with its rows
+
+
+def test_a_hash_that_reads_as_a_number_stays_one_string(tmp_path):
+    """12 hex digits are all digits about once in 280 hashes, and digits-e-digits (a float) about as often:
+    read back as numbers ('012345678901' -> 12345678901, '123e45678901' -> inf) they no longer equal the run's own
+    hash, and every later write superseded the run's own rows."""
+    store = ResultsStore(tmp_path)
+    history = dict(dataset="digits", key="T", model="teacher", seed=0, epoch=1, metric="train_loss", value=1.0)
+    for i, h in enumerate(("012345678901", "123e45678901", "123456789012")):
+        assert (store.add_results(_rows(h, seed=0)) is None) == (i == 0)  # the previous hash's rows move, once
+        assert store.add_results(_rows(h, seed=1)) is None  # same settings, another seed: nothing moves
+        store.add_history([dict(history, settings=h)])
+        store.add_history([dict(history, settings=h, epoch=2)])
+        assert store.results().settings.tolist() == [h, h] and store.history().settings.tolist() == [h, h]
+    aside = ResultsStore(tmp_path / SUPERSEDED).results()  # what moved keeps its hash too
+    assert aside.settings.tolist() == ["012345678901"] * 2 + ["123e45678901"] * 2
