@@ -66,8 +66,9 @@ def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 SUPERSEDED = "superseded"  # <results_dir>/superseded/: rows and manifests of earlier settings, moved, not deleted
 
 
-def _upsert(path: Path, rows: list[dict], keys: list[str]) -> pd.DataFrame:
-    """Rows into ``path`` by key; the rows' datasets' rows of other settings go to ``superseded/`` first.
+def _upsert(path: Path, rows: list[dict], keys: list[str], before_move=None) -> pd.DataFrame:
+    """Rows into ``path`` by key; the rows' datasets' rows of other settings go to ``superseded/`` first
+    (``before_move()`` is called just before, if any do).
 
     Returns the rows moved aside (empty when none)."""
     new = pd.DataFrame(rows)
@@ -79,10 +80,14 @@ def _upsert(path: Path, rows: list[dict], keys: list[str]) -> pd.DataFrame:
             settings = old["settings"] if "settings" in old else pd.Series(float("nan"), index=old.index)
             stale = old[mine & ~settings.astype(str).isin(new.settings.astype(str))]
             if len(stale):  # written to superseded/ before it leaves path: a crash between leaves a copy, not a loss
+                if before_move:
+                    before_move()
                 aside = path.parent / SUPERSEDED / path.name
                 kept = read_table(aside) if aside.exists() and aside.stat().st_size else None
                 aside.parent.mkdir(exist_ok=True)
-                _write_csv_atomic(pd.concat([kept, stale], ignore_index=True) if kept is not None else stale, aside)
+                # a move cut short by a crash is made again; the rows it had copied already are not copied twice
+                both = pd.concat([kept, stale], ignore_index=True).drop_duplicates() if kept is not None else stale
+                _write_csv_atomic(both, aside)
                 old = old.drop(stale.index)
         merged = pd.concat([old, new], ignore_index=True)
         merged[keys] = merged[keys].astype(str)
@@ -118,22 +123,31 @@ class ResultsStore:
         The manifest those rows belonged to is copied beside them and loses its stages of other settings."""
         if not rows:
             return None
-        with self.lock:
-            stale = _upsert(self.results_csv, rows, RESULT_KEYS)
+        with self.lock:  # the manifest is copied aside before the rows leave results.csv (a crash loses neither)
+            stale = _upsert(self.results_csv, rows, RESULT_KEYS, before_move=self._manifest_aside)
             if not len(stale):
                 return None
             old = self.manifest()
             previous = old.get("settings") or {}
-            tag = previous.get("hash") or "unrecorded"
             if old:
-                text = json.dumps(old, indent=2, default=str)
-                write_atomic(lambda tmp: tmp.write_text(text), self.dir / SUPERSEDED / f"manifest-{tag}.json")
                 current = {str(r.get("settings")) for r in rows}
                 old["stages"] = {k: v for k, v in old.get("stages", {}).items() if str(v.get("settings")) in current}
                 self._write_manifest(old)
         return dict(rows=len(stale), datasets=sorted(set(stale.dataset.astype(str))),
                     settings=sorted(set(stale["settings"].astype(str))) if "settings" in stale else ["unrecorded"],
                     previous=previous, folder=str(self.dir / SUPERSEDED))
+
+    def _manifest_aside(self) -> None:
+        """Copy the manifest to superseded/manifest-<its settings hash>.json (.2, .3, ... if that name is taken)."""
+        m = self.manifest()
+        if m:
+            stem = self.dir / SUPERSEDED / f"manifest-{(m.get('settings') or {}).get('hash') or 'unrecorded'}"
+            n = 1
+            while (target := stem.with_name(stem.name + (f".{n}" if n > 1 else "") + ".json")).exists():
+                n += 1
+            text = json.dumps(m, indent=2, default=str)
+            target.parent.mkdir(exist_ok=True)
+            write_atomic(lambda tmp: tmp.write_text(text), target)
 
     def add_history(self, rows: list[dict]) -> None:
         if rows:

@@ -113,3 +113,26 @@ def test_a_hash_that_reads_as_a_number_stays_one_string(tmp_path):
         assert store.results().settings.tolist() == [h, h] and store.history().settings.tolist() == [h, h]
     aside = ResultsStore(tmp_path / SUPERSEDED).results()  # what moved keeps its hash too
     assert aside.settings.tolist() == ["012345678901"] * 2 + ["123e45678901"] * 2
+
+
+def test_a_move_cut_short_by_a_crash_loses_nothing_and_copies_nothing_twice(tmp_path, monkeypatch):
+    import tadist_utils.results as results
+    store = ResultsStore(tmp_path)
+    store.add_results(_rows("A", seed=0) + _rows("A", seed=1))
+    store._write_manifest(dict(settings=dict(hash="A"), stages=dict(direct=dict(settings="A"))))
+    write = results._write_csv_atomic
+
+    def crash_on_results_csv(df, path):
+        if path == store.results_csv:
+            raise KeyboardInterrupt  # killed after superseded/results.csv was written, before results.csv
+        write(df, path)
+    monkeypatch.setattr(results, "_write_csv_atomic", crash_on_results_csv)
+    try:
+        store.add_results(_rows("B"))
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert json.loads((tmp_path / SUPERSEDED / "manifest-A.json").read_text())["stages"] == dict(direct=dict(settings="A"))
+    assert store.add_results(_rows("B"))["rows"] == 2  # run again: the move is made again
+    assert sorted(store.results().settings) == ["B"]
+    assert sorted(pd.read_csv(tmp_path / SUPERSEDED / "results.csv").seed) == [0, 1]  # once each
