@@ -136,3 +136,12 @@ def test_a_move_cut_short_by_a_crash_loses_nothing_and_copies_nothing_twice(tmp_
     assert store.add_results(_rows("B"))["rows"] == 2  # run again: the move is made again
     assert sorted(store.results().settings) == ["B"]
     assert sorted(pd.read_csv(tmp_path / SUPERSEDED / "results.csv").seed) == [0, 1]  # once each
+
+
+def test_a_manifest_set_aside_twice_under_one_hash_keeps_both(tmp_path):
+    store = ResultsStore(tmp_path)
+    for i, h in enumerate("ABAC"):  # back to A's settings, then on: both of A's manifests are kept
+        store.add_results(_rows(h))
+        store._write_manifest(dict(settings=dict(hash=h), stages={f"run{i}": dict(settings=h)}))
+    copies = {p.name: list(json.loads(p.read_text())["stages"]) for p in (tmp_path / SUPERSEDED).glob("manifest-*")}
+    assert copies == {"manifest-A.json": ["run0"], "manifest-B.json": ["run1"], "manifest-A.2.json": ["run2"]}
