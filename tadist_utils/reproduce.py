@@ -137,6 +137,21 @@ def _manifest_notice(results_dir: Path) -> str:
         return ""
 
 
+def _superseded(results_dir: Path) -> dict:
+    """What ``<results_dir>/superseded/`` holds (name -> size), compared before and after the notebooks run."""
+    from .results import SUPERSEDED
+    folder = results_dir / SUPERSEDED
+    return {p.name: p.stat().st_size for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+def superseded_notice(before: dict, results_dir: Path) -> str:
+    """One line if the notebooks moved rows of other settings aside: their NOTICE is inside a kernel, unseen here."""
+    if _superseded(results_dir) == before:
+        return ""
+    return (f"NOTICE: rows made under other settings were moved to {results_dir / 'superseded'}/ during this run (the "
+            "executed notebook that moved them says which and why); 05 and 06 show only this run's settings")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="python -m tadist_utils.reproduce", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []
     print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
-    t_all = time.perf_counter()
+    t_all, superseded = time.perf_counter(), _superseded(results_dir)
     for cfg in configs:
         executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
         executed.mkdir(parents=True, exist_ok=True)
@@ -216,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
     console.announce(notice or _manifest_notice(results_dir), final=True)
+    if moved := superseded_notice(superseded, results_dir):
+        print(moved, flush=True)
     if failures:
         print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "
               f"{results_dir / 'executed'}:", file=sys.stderr)

@@ -145,3 +145,16 @@ def test_a_manifest_set_aside_twice_under_one_hash_keeps_both(tmp_path):
         store._write_manifest(dict(settings=dict(hash=h), stages={f"run{i}": dict(settings=h)}))
     copies = {p.name: list(json.loads(p.read_text())["stages"]) for p in (tmp_path / SUPERSEDED).glob("manifest-*")}
     assert copies == {"manifest-A.json": ["run0"], "manifest-B.json": ["run1"], "manifest-A.2.json": ["run2"]}
+
+
+
+def test_reproduce_says_when_its_notebooks_moved_rows_aside(tmp_path, monkeypatch, capsys):
+    """The notebooks' NOTICE is printed inside their kernels: the runner's terminal showed none of it."""
+    from tadist_utils import reproduce
+    store = ResultsStore(tmp_path)
+    store.add_results(_rows("A"))
+    notebook = iter([_rows("A", seed=1), _rows("B")])  # a notebook that keeps the settings, then one that does not
+    monkeypatch.setattr(reproduce, "run_one", lambda *a: store.add_results(next(notebook)) and None)
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path), "--quiet", "--only"]
+    assert reproduce.main(argv + ["01"]) == 0 and "NOTICE" not in capsys.readouterr().out
+    assert reproduce.main(argv + ["02"]) == 0 and f"moved to {tmp_path / SUPERSEDED}/" in capsys.readouterr().out
