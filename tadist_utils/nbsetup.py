@@ -220,12 +220,25 @@ def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     A results folder reused for another dataset keeps that dataset's rows; mixing them in one table
     would average CIFAR-10 with digits.
+
+    A folder whose rows of that dataset have several ``settings`` (results.py moves rows of other settings aside,
+    so: rows pasted in by hand, or folders copied together) shows those of the manifest's settings, with a NOTICE.
     """
     store = ResultsStore(cfg.results_dir)
     results, history = store.results(), store.history()
-    name = store.manifest().get("dataset", {}).get("name")
+    manifest = store.manifest()
+    name = manifest.get("dataset", {}).get("name")
     if name is not None:
         results, history = results[results.dataset == name], history[history.dataset == name]
+    def tags(df):  # rows of a version that recorded no settings: "unrecorded"
+        return df.settings.fillna("unrecorded").astype(str) if "settings" in df else pd.Series("unrecorded", df.index)
+    kinds = set(tags(results))
+    if len(kinds) > 1:
+        mine = str((manifest.get("settings") or {}).get("hash"))
+        shown = f"showing only the manifest's ({mine})" if mine in kinds else "showing them all, mixed"
+        print(f"[tadist] NOTICE: {store.results_csv} holds rows of {len(kinds)} settings for one dataset; {shown}")
+        if mine in kinds:
+            results, history = results[tags(results) == mine], history[tags(history) == mine]
     return results.reset_index(drop=True), history.reset_index(drop=True)
 
 

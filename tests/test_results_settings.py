@@ -158,3 +158,23 @@ def test_reproduce_says_when_its_notebooks_moved_rows_aside(tmp_path, monkeypatc
     argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path), "--quiet", "--only"]
     assert reproduce.main(argv + ["01"]) == 0 and "NOTICE" not in capsys.readouterr().out
     assert reproduce.main(argv + ["02"]) == 0 and f"moved to {tmp_path / SUPERSEDED}/" in capsys.readouterr().out
+
+
+def test_a_folder_holding_rows_of_two_settings_shows_the_manifests(tmp_path, capsys):
+    """Rows pasted together by hand (or folders copied into one): 05 averaged both settings as one (seen: 'n=1')."""
+    from types import SimpleNamespace
+
+    from tadist_utils.nbsetup import load
+    pd.DataFrame(_rows(None, value=5.0) + _rows("A", value=1.0) + _rows("B", value=2.0)
+                 + _rows("A", dataset="cifar10", value=3.0)).to_csv(tmp_path / "results.csv", index=False)
+    history = dict(dataset="digits", key="T", model="teacher", seed=0, epoch=1, metric="train_loss")
+    pd.DataFrame([dict(history, value=1.0, settings="A"), dict(history, value=2.0, settings="B")]).to_csv(
+        tmp_path / "history.csv", index=False)
+    store, cfg = ResultsStore(tmp_path), SimpleNamespace(results_dir=str(tmp_path))
+    store._write_manifest(dict(dataset=dict(name="digits"), settings=dict(hash="B")))
+    results, hist = load(cfg)
+    assert results.value.tolist() == [2.0] and hist.value.tolist() == [2.0] and "3 settings" in capsys.readouterr().out
+    store._write_manifest(dict(dataset=dict(name="digits"), settings=dict(hash="C")))  # none of the rows': all shown
+    assert load(cfg)[0].value.tolist() == [5.0, 1.0, 2.0] and "mixed" in capsys.readouterr().out
+    store._write_manifest(dict(dataset=dict(name="cifar10"), settings=dict(hash="A")))  # one settings: as before
+    assert load(cfg)[0].value.tolist() == [3.0] and "NOTICE" not in capsys.readouterr().out
