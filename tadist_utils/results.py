@@ -134,7 +134,7 @@ class ResultsStore:
                 old["stages"] = {k: v for k, v in old.get("stages", {}).items() if str(v.get("settings")) in current}
                 self._write_manifest(old)
         return dict(rows=len(stale), datasets=sorted(set(stale.dataset.astype(str))),
-                    settings=sorted(set(stale["settings"].astype(str))) if "settings" in stale else ["unrecorded"],
+                    settings=sorted(set(stale["settings"].fillna("unrecorded").astype(str))) if "settings" in stale else ["unrecorded"],
                     previous=previous, folder=str(self.dir / SUPERSEDED))
 
     def _manifest_aside(self) -> None:
@@ -194,12 +194,14 @@ class ResultsStore:
 
 
 def superseded_notice(moved: dict, settings: dict) -> str:
-    """One line: which rows ``add_results`` moved aside, and which settings changed (from the old manifest)."""
+    """One line: which rows ``add_results`` moved aside, and which settings changed (from the old manifest, when
+    the rows were made under its settings: another process, or another dataset, may have written it since)."""
+    recorded = [s for s in moved["settings"] if s != "unrecorded"]
     before = moved.get("previous") or {}
     changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items()
-               if k != "hash" and before and before.get(k) != v]
+               if k != "hash" and before.get("hash") in recorded and before.get(k) != v]
     why = ("settings changed: " + ", ".join(changed)) if changed else \
-        "they were made under other settings" if before else "they were made by a version that did not record its settings"
+        "they were made under other settings" if recorded else "they were made by a version that did not record its settings"
     return (f"{moved['rows']} result row(s) for {', '.join(moved['datasets'])} in this results_dir were moved to "
             f"{moved['folder']}/ ({why}); tables show only this run's settings")
 

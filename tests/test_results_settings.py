@@ -178,3 +178,18 @@ def test_a_folder_holding_rows_of_two_settings_shows_the_manifests(tmp_path, cap
     assert load(cfg)[0].value.tolist() == [5.0, 1.0, 2.0] and "mixed" in capsys.readouterr().out
     store._write_manifest(dict(dataset=dict(name="cifar10"), settings=dict(hash="A")))  # one settings: as before
     assert load(cfg)[0].value.tolist() == [3.0] and "NOTICE" not in capsys.readouterr().out
+
+
+def test_rows_with_and_without_settings_move_aside_with_a_true_notice(tmp_path):
+    """A folder holding rows of an older version beside newer ones (a sweep merged old cells in, or a hand edit):
+    the move listed their settings with NaN among strings and raised TypeError; and a manifest that does not
+    belong to the moved rows (a process of other settings wrote it meanwhile) was read as theirs."""
+    store = ResultsStore(tmp_path)
+    pd.DataFrame(_rows(None, seed=0) + _rows("A", seed=1)).to_csv(store.results_csv, index=False)
+    moved = store.add_results(_rows("B", seed=2))
+    assert moved["rows"] == 2 and moved["settings"] == ["A", "unrecorded"]
+    assert "made under other settings" in superseded_notice(moved, dict(hash="B"))
+    store._write_manifest(dict(settings=dict(hash="C", student_lr=0.003)))  # not B's, whose rows move now
+    moved = store.add_results(_rows("D"))
+    assert moved["settings"] == ["B"] and superseded_notice(moved, dict(hash="D", student_lr=0.001)).endswith(
+        "(they were made under other settings); tables show only this run's settings")
