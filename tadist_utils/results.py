@@ -254,7 +254,8 @@ def accuracy_table(df: pd.DataFrame, seed: int | None = None, metric: str = "tes
         rows.append(row)
         rows.append({"experiment": f"{exp} (paper)", "teacher": PAPER_ACCURACY[exp]["teacher"],
                      **{students_label(n): PAPER_ACCURACY[exp][n] for n in (1, 2, 4, 8)}})
-    return pd.DataFrame(rows).set_index("experiment").round(2)
+    columns = ["experiment", "teacher"] + [students_label(n) for n in (1, 2, 4, 8)]  # no experiment yet: no rows
+    return pd.DataFrame(rows, columns=columns).set_index("experiment").round(2)
 
 
 def students_label(n: int) -> str:
@@ -277,4 +278,4 @@ def loss_table(df: pd.DataFrame, seed: int | None = None, metric: str = "final_t
         rows.append({"experiment": exp, "loss": feature_loss, **{m: ours.get(m, float("nan")) for m in order}})
         rows.append({"experiment": f"{exp} (paper)", "loss": PAPER_FEATURE_LOSS,
                      **{m: PAPER_LOSS[exp].get(m, float("nan")) for m in order}})
-    return pd.DataFrame(rows).set_index("experiment").round(4)
+    return pd.DataFrame(rows, columns=["experiment", "loss"] + order).set_index("experiment").round(4)

@@ -193,3 +193,14 @@ def test_rows_with_and_without_settings_move_aside_with_a_true_notice(tmp_path):
     moved = store.add_results(_rows("D"))
     assert moved["settings"] == ["B"] and superseded_notice(moved, dict(hash="D", student_lr=0.001)).endswith(
         "(they were made under other settings); tables show only this run's settings")
+
+
+def test_tables_of_a_folder_that_holds_only_the_teacher_are_empty(tmp_path):
+    """After a settings change, a re-run of 01 alone leaves the teacher's rows only: 05 failed on its first table
+    (KeyError: 'experiment') instead of showing empty ones."""
+    from tadist_utils.results import accuracy_table, loss_table
+    teacher = pd.DataFrame([dict(dataset="digits", experiment="teacher", model="teacher", seed=0, metric=m, value=1.0,
+                                 settings="A") for m in ("test_accuracy", "final_train_loss")])
+    acc, loss = accuracy_table(teacher), loss_table(teacher)
+    assert acc.empty and list(acc.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
+    assert loss.empty and list(loss.columns[:3]) == ["loss", "S1", "S01"]
