@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import ResultsStore, _write_csv_atomic, read_table
+from .results import ResultsStore, _write_csv_atomic, read_table, superseded_notice
 
 
 def _checkpoints(results_dir: str, seed: int) -> Path:
@@ -51,9 +51,11 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
             src = ResultsStore(c["sets"]["results_dir"])
             if not src.results_csv.exists():
                 continue  # failed before writing anything
-            store.add_results(src.results().to_dict("records"))
-            store.add_history(src.history().to_dict("records"))
             m = src.manifest()
+            moved = store.add_results(src.results().to_dict("records"))
+            if moved:  # said as a run says it (Pipeline._add_results)
+                print(f"[tadist] NOTICE: {superseded_notice(moved, m.get('settings') or {})}", flush=True)
+            store.add_history(src.history().to_dict("records"))
             stages = {**manifest.get("stages", {}), **m.get("stages", {})}
             manifest.update({k: v for k, v in m.items() if k != "stages"}, stages=stages)
             experiments.update(dict.fromkeys(m.get("config", {}).get("experiments", [])))

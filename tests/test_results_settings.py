@@ -80,7 +80,7 @@ def test_a_rerun_under_other_settings_moves_the_old_rows_aside(tmp_path, capsys,
     assert other.store.manifest()["settings"]["finetune_lr"] == 2e-3
 
 
-def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path):
+def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path, capsys):
     from tadist_utils.sweep_files import merge
     dest = ResultsStore(tmp_path)
     dest.add_results(_rows("A", seed=0) + _rows("A", seed=0, experiment="hierarchical"))
@@ -93,6 +93,7 @@ def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path):
                                   stages=dict(direct=dict(settings="B"))))
         cells.append(dict(folder="", seed=seed, sets=dict(results_dir=str(cell.dir)), status="ran"))
     merge(tmp_path, cells)
+    assert capsys.readouterr().out.count("NOTICE: 2 result row(s) for digits") == 1  # said once, as a run says it
     now = dest.results()
     assert set(now.settings) == {"B"} and set(now.experiment) == {"direct"} and sorted(now.seed) == [0, 1]
     assert set(pd.read_csv(tmp_path / SUPERSEDED / "results.csv").experiment) == {"direct", "hierarchical"}
