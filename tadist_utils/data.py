@@ -10,6 +10,7 @@ device in one batched op: no worker processes, no PIL in the loop.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import socket
 import warnings
 from dataclasses import dataclass, field
@@ -147,14 +148,26 @@ def _imagefolder(root: Path) -> tuple[Split | Listed, Split | Listed, tuple[str,
     return train, test, tuple(listing.classes)
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8), labels), read from the CSV it ships, without importing it:
+    scikit-learn and SciPy cost ~1 s of CPU in every process and notebook kernel that loads digits."""
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is not None and csv.is_file():
+        d = np.loadtxt(csv, delimiter=",")
+        return d[:, :-1].reshape(-1, 8, 8), d[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # another release's layout (or not installed: its ImportError)
+    d = load_digits()
+    return d.images, d.target
+
+
 def _digits() -> tuple[Split, Split, tuple[str, ...]]:
     """scikit-learn's 8x8 digits (ships inside the package), upsampled to 32x32 RGB; fixed 80/20 split."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
     x = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    y = torch.tensor(d.target, dtype=torch.int64)
+    y = torch.tensor(target, dtype=torch.int64)
     test_idx, train_idx = stratified_split(y, len(y) // 5, seed=0)
     return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]), tuple(str(i) for i in range(10))
 

@@ -78,6 +78,14 @@ def test_imagefolder_decodes_resizes_and_caches(tmp_path):
     assert load_data(cfg).fingerprint() == b.fingerprint()
 
 
+def test_digits_read_without_scikit_learn_are_scikit_learns_digits():
+    """The digits come from the CSV scikit-learn ships, read directly (no sklearn/SciPy import): the same arrays."""
+    from sklearn.datasets import load_digits
+    images, target = data_mod.digits_arrays()
+    d = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images) and np.array_equal(target, d.target)
+
+
 def test_a_capped_imagefolder_decodes_only_the_picked_images_and_gets_the_same_ones(tmp_path, monkeypatch):
     """Caps pick from the labels (the class folders) before decoding: of 60 images a 6/4/4 run decodes 14, writes
     no cache, and gets exactly the images, order and fingerprint that a run reading the full decoded cache gets."""
