@@ -48,7 +48,8 @@ def check_data(cfg) -> None:
     An explicitly requested CIFAR that is absent is downloaded now (a machine without network would otherwise
     learn that in the second notebook, after 00 ran). Data already in ``data_dir`` (an ImageFolder tree, the
     CIFAR-10 JPEG copy, torchvision's CIFAR files) is read once here, so an undecodable image, a missing class or
-    a refused file is named before anything runs (the decoded ImageFolder is cached for the notebooks).
+    a refused file is named before anything runs (a run using every image caches the decoded folder for the
+    notebooks; a capped run decodes only its images, here and in each notebook).
     ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is always there.
     """
     from . import data
