@@ -1,7 +1,8 @@
 """Datasets as uint8 tensors held on the training device, with batching and augmentation done there.
 
 Loading decodes every image once into an ``(N, 3, 32, 32)`` uint8 tensor (CIFAR through
-torchvision, any ImageFolder directory, or scikit-learn's digits as an offline fallback). A fixed,
+torchvision, any ImageFolder directory, or scikit-learn's digits as an offline fallback); an ImageFolder
+decodes only the images its splits keep (``imagefolder.py``). A fixed,
 stratified validation split is carved from the training set; the test set is never used for model
 selection. ``Batches`` shuffles with ``randperm`` and does random-crop / flip / normalisation on the
 device in one batched op: no worker processes, no PIL in the loop.
@@ -9,10 +10,9 @@ device in one batched op: no worker processes, no PIL in the loop.
 from __future__ import annotations
 
 import hashlib
-import os
+import importlib.util
 import socket
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import cifar_pickles
 from .errors import ConfigError
+from .imagefolder import PARTS, Listing, decode
 
 if TYPE_CHECKING:  # annotations only: config imports data, not the other way round
     from .config import Config
@@ -106,116 +107,67 @@ def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Sp
     return split(train), split(test), tuple(train.classes)
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+@dataclass
+class Listed:
+    """ImageFolder images listed, not yet decoded: positions ``index`` in the ``part`` (train/test) of ``listing``,
+    in this split's order. The validation split and size caps pick from the labels; ``decode_picked`` decodes."""
+    listing: Listing
+    part: str
+    index: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> "Listed":
+        return Listed(self.listing, self.part, self.index[idx], self.labels[idx])
 
 
-def _is_image(entry: os.DirEntry) -> bool:
-    return os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()
+def decode_picked(*splits: Split | Listed) -> tuple[Split, ...]:
+    """``splits`` with each ``Listed`` one decoded: the whole folder at once (and cached) when the splits use
+    every image, else only the picked files (a capped run on all of CIFAR-10 decodes thousands, not 60,000)."""
+    listed = [s for s in splits if isinstance(s, Listed)]
+    if not listed:
+        return splits
+    listing = listed[0].listing
+    if sum(map(len, listed)) == len(listing):
+        every = {part: Split(*xy) for part, xy in listing.decode_all().items()}
+        return tuple(every[s.part].subset(s.index) if isinstance(s, Listed) else s for s in splits)
+    return tuple(Split(decode([listing.files[s.part][0][i] for i in s.index.tolist()]), s.labels)
+                 if isinstance(s, Listed) else s for s in splits)
 
 
-def _image_entries(folder: Path) -> list[os.DirEntry]:
-    """``folder``'s images sorted by name, as ``os.scandir`` entries: no Path object, no stat to list them (CIFAR-10's
-    60,000 files: ~0.1 s, against ~1.6 s with Path.iterdir + is_file), one stat call for an entry's ``stat()``."""
-    with os.scandir(folder) as it:
-        return sorted((e for e in it if _is_image(e)), key=lambda e: os.path.normcase(e.name))
+def _imagefolder(root: Path) -> tuple[Split | Listed, Split | Listed, tuple[str, ...]]:
+    """An ImageFolder tree: from its decoded cache while that matches the tree (file list, sizes, mtimes), else
+    listed for ``decode_picked`` (so any change decodes again)."""
+    listing = Listing.of(root)
+    every = listing.cached()
+    if every is not None:
+        return Split(*every["train"]), Split(*every["test"]), tuple(listing.classes)
+    train, test = (Listed(listing, p, torch.arange(len(listing.files[p][1])), listing.files[p][1]) for p in PARTS)
+    return train, test, tuple(listing.classes)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return [folder / e.name for e in _image_entries(folder)]
-
-
-def _has_image(folder: Path) -> bool:
-    with os.scandir(folder) as it:
-        return any(map(_is_image, it))  # stops at the first image: no listing of the whole folder
-
-
-def check_imagefolder(root: Path) -> list[str]:
-    """The class names of an ImageFolder tree, or one ConfigError: at least two classes, every class folder
-    holding images in train/ and test/, and the same classes in both (a cheap listing, no decoding)."""
-    root = Path(root)
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise ConfigError(f"{root / 'train'} has no class folders (ImageFolder layout: train/<class>/<image>)")
-    if len(classes) < 2:
-        raise ConfigError(f"{root / 'train'} has one class folder ({classes[0]}); classification needs at least two")
-    test = sorted(p.name for p in (root / "test").iterdir() if p.is_dir())
-    if test != classes:
-        missing, extra = sorted(set(classes) - set(test)), sorted(set(test) - set(classes))
-        raise ConfigError(f"{root / 'test'} does not have the classes of train/: "
-                          + "; ".join(filter(None, [missing and f"missing {', '.join(missing)}",
-                                                    extra and f"not in train/: {', '.join(extra)}"])))
-    for split in ("train", "test"):
-        for cls in classes:
-            if not _has_image(root / split / cls):
-                raise ConfigError(f"{root / split / cls} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return classes
-
-
-def _decode_folder(folder: Path, classes: list[str]) -> Split:
-    from PIL import Image
-    images, labels = [], []
-    for label, cls in enumerate(classes):
-        for path in _image_files(folder / cls):
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    if im.size != (32, 32):
-                        im = im.resize((32, 32), Image.BILINEAR)
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except Exception as e:  # truncated, not an image at all, unsupported mode: name the file
-                raise ConfigError(f"cannot decode image {path} ({type(e).__name__}: {e}); fix or remove it") from None
-            labels.append(label)
-    if not images:
-        raise ConfigError(f"no images found under {folder}")
-    return Split(torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy()), torch.tensor(labels))
-
-
-def _folder_key(root: Path, classes: list[str]) -> str:
-    """Covers every image file's path, size and modification time: a changed, added or removed image changes it."""
-    h = hashlib.sha256()
-    for split in ("train", "test"):
-        for cls in classes:
-            for entry in _image_entries(root / split / cls):
-                st = entry.stat()
-                h.update(f"{split}/{cls}/{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def _imagefolder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
-    """Decode an ImageFolder tree once (resized to 32x32) and cache it as ``.tadist-cache.npz`` beside it.
-
-    The cache is used only while its key matches the tree (file list, sizes, mtimes); any change decodes again.
-    """
-    classes = check_imagefolder(root)
-    key = _folder_key(root, classes)
-    cache = root / ".tadist-cache.npz"
-    if cache.exists():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                if "key" in z and str(z["key"]) == key and list(z["classes"]) == classes:
-                    return (Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
-                            Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])), tuple(classes))
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # unreadable cache: decode again and rewrite it
-    train, test = _decode_folder(root / "train", classes), _decode_folder(root / "test", classes)
-    tmp = root / f".tadist-cache.tmp-{os.getpid()}.npz"
-    try:
-        np.savez(tmp, key=np.array(key), classes=np.array(classes), train_x=train.images.numpy(),
-                 train_y=train.labels.numpy(), test_x=test.images.numpy(), test_y=test.labels.numpy())
-        tmp.replace(cache)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only or full dataset directory just means decoding again next time
-    return train, test, tuple(classes)
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (images (1797, 8, 8), labels), read from the CSV it ships, without importing it:
+    scikit-learn and SciPy cost ~1 s of CPU in every process and notebook kernel that loads digits."""
+    spec = importlib.util.find_spec("sklearn")
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is not None and csv.is_file():
+        d = np.loadtxt(csv, delimiter=",")
+        return d[:, :-1].reshape(-1, 8, 8), d[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits  # another release's layout (or not installed: its ImportError)
+    d = load_digits()
+    return d.images, d.target
 
 
 def _digits() -> tuple[Split, Split, tuple[str, ...]]:
     """scikit-learn's 8x8 digits (ships inside the package), upsampled to 32x32 RGB; fixed 80/20 split."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32)[:, None] / 16.0
     x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
     x = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    y = torch.tensor(d.target, dtype=torch.int64)
+    y = torch.tensor(target, dtype=torch.int64)
     test_idx, train_idx = stratified_split(y, len(y) // 5, seed=0)
     return Split(x[train_idx], y[train_idx]), Split(x[test_idx], y[test_idx]), tuple(str(i) for i in range(10))
 
@@ -252,8 +204,8 @@ def is_present(cfg: Config) -> bool:
     return True
 
 
-def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]:
-    """(name, source, train, test, classes, notice) before any splitting."""
+def load_raw(cfg: Config) -> tuple[str, str, Split | Listed, Split | Listed, tuple[str, ...], str]:
+    """(name, source, train, test, classes, notice) before any splitting; an ImageFolder not decoded yet."""
     root = Path(cfg.data_dir)
     name = cfg.dataset
     if name == "imagefolder":
@@ -305,6 +257,7 @@ def load_data(cfg: Config) -> DataBundle:
         train = train.subset(stratified_split(train.labels, cfg.train_size, seed=1235)[0])
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_split(test.labels, cfg.test_size, seed=1236)[0])
+    train, val, test = decode_picked(train, val, test)
     if len(train) < MIN_PER_CLASS * len(classes):
         raise ConfigError(f"{len(train)} training image(s) left after the validation split is too few: "
                           f"at least {MIN_PER_CLASS} per class are needed ({MIN_PER_CLASS * len(classes)} "

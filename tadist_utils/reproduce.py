@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 from . import console
-from .config import DEFAULT_RESULTS_DIR, ConfigError, make_config
+from .errors import ConfigError
+
+RESULTS_DIR_HELP = "results/run"  # config.DEFAULT_RESULTS_DIR (a test checks), spelt here: config imports torch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -48,7 +50,8 @@ def check_data(cfg) -> None:
     An explicitly requested CIFAR that is absent is downloaded now (a machine without network would otherwise
     learn that in the second notebook, after 00 ran). Data already in ``data_dir`` (an ImageFolder tree, the
     CIFAR-10 JPEG copy, torchvision's CIFAR files) is read once here, so an undecodable image, a missing class or
-    a refused file is named before anything runs (the decoded ImageFolder is cached for the notebooks).
+    a refused file is named before anything runs (a run using every image caches the decoded folder for the
+    notebooks; a capped run decodes only its images, here and in each notebook).
     ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is always there.
     """
     from . import data
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
     ap.add_argument("--data-dir", help="dataset folder (default: data)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
-    ap.add_argument("--results-dir", help=f"default: {DEFAULT_RESULTS_DIR} (config.DEFAULT_RESULTS_DIR, as for the notebooks)")
+    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP} (config.DEFAULT_RESULTS_DIR, as for the notebooks)")
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
     ap.add_argument("--quiet", action="store_true", help="no live training progress, one line per notebook")
     args = ap.parse_args(argv)
+    from .config import DEFAULT_RESULTS_DIR, make_config  # torch (~2 s): not for a bad flag or --help
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:

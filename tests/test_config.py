@@ -95,9 +95,9 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
 
 
 def test_only_image_files_are_listed(tmp_path):
-    """What an ImageFolder listing counts (data._image_files, the cache key, the check that a class has images):
+    """What an ImageFolder listing counts (imagefolder.image_files, the cache key, the check that a class has images):
     files with an image suffix, any case, sorted by name; not a text file, a hidden '.jpg', a folder named a.png."""
-    from tadist_utils import data
+    from tadist_utils import imagefolder as data
     for split in ("train", "test"):
         for cls in ("cat", "dog"):
             d = tmp_path / split / cls
@@ -110,11 +110,11 @@ def test_only_image_files_are_listed(tmp_path):
                 (d / "a.jpg").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"train/dog holds no images"):
         data.check_imagefolder(tmp_path)
-    assert [p.name for p in data._image_files(tmp_path / "train" / "cat")] == ["a.jpg", "b.PNG"]
+    assert [p.name for p in data.image_files(tmp_path / "train" / "cat")] == ["a.jpg", "b.PNG"]
     (tmp_path / "train" / "dog" / "c.webp").write_bytes(b"x")
     (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"x")
-    key = data._folder_key(tmp_path, data.check_imagefolder(tmp_path))
+    key = data.Listing.of(tmp_path).key
     (tmp_path / "test" / "dog" / "junk.txt").write_text("more")
-    assert data._folder_key(tmp_path, ["cat", "dog"]) == key  # a file that is not an image changes nothing
+    assert data.Listing.of(tmp_path).key == key  # a file that is not an image changes nothing
     (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"xy")
-    assert data._folder_key(tmp_path, ["cat", "dog"]) != key  # an image that changed does
+    assert data.Listing.of(tmp_path).key != key  # an image that changed does

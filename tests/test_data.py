@@ -78,6 +78,38 @@ def test_imagefolder_decodes_resizes_and_caches(tmp_path):
     assert load_data(cfg).fingerprint() == b.fingerprint()
 
 
+def test_digits_read_without_scikit_learn_are_scikit_learns_digits():
+    """The digits come from the CSV scikit-learn ships, read directly (no sklearn/SciPy import): the same arrays."""
+    from sklearn.datasets import load_digits
+    images, target = data_mod.digits_arrays()
+    d = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images) and np.array_equal(target, d.target)
+
+
+def test_a_capped_imagefolder_decodes_only_the_picked_images_and_gets_the_same_ones(tmp_path, monkeypatch):
+    """Caps pick from the labels (the class folders) before decoding: of 60 images a 6/4/4 run decodes 14, writes
+    no cache, and gets exactly the images, order and fingerprint that a run reading the full decoded cache gets."""
+    for split, per_class in (("train", 20), ("test", 10)):
+        for c, colour in (("cat", 10), ("dog", 120), ("emu", 230)):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(np.full((32, 32, 3), colour + i, np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    capped = make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path), train_size=6, val_size=4,
+                         test_size=4, results_dir=str(tmp_path / "r"))
+    decoded = []
+    real_decode = data_mod.decode
+    monkeypatch.setattr(data_mod, "decode", lambda paths: decoded.extend(paths) or real_decode(paths))
+    lazy = load_data(capped)
+    assert len(decoded) == len(set(decoded)) == 6 + 4 + 4 and not (tmp_path / ".tadist-cache.npz").exists()
+    load_data(capped.replace(train_size=None, test_size=None))  # every image used: all decoded once, cached
+    assert (tmp_path / ".tadist-cache.npz").exists()
+    from_cache = load_data(capped)
+    for part in ("train", "val", "test"):
+        a, b = getattr(lazy, part), getattr(from_cache, part)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels), part
+    assert lazy.fingerprint() == from_cache.fingerprint() and torch.equal(lazy.mean, from_cache.mean)
+
+
 def test_a_last_training_batch_of_one_image_joins_the_batch_before(smoke_cfg):
     """Batch norm cannot train on one image: 65 images at batch size 64 are one batch of 65 in training."""
     b = load_data(smoke_cfg())
