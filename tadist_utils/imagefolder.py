@@ -33,10 +33,6 @@ def image_entries(folder: Path) -> list[os.DirEntry]:
         return sorted((e for e in it if _is_image(e)), key=lambda e: os.path.normcase(e.name))
 
 
-def image_files(folder: Path) -> list[Path]:
-    return [folder / e.name for e in image_entries(folder)]
-
-
 def _has_image(folder: Path) -> bool:
     with os.scandir(folder) as it:
         return any(map(_is_image, it))  # stops at the first image: no listing of the whole folder

@@ -147,7 +147,7 @@ def _superseded(results_dir: Path) -> dict:
     return {p.name: p.stat().st_size for p in folder.iterdir()} if folder.is_dir() else {}
 
 
-def superseded_notice(before: dict, results_dir: Path) -> str:
+def moved_aside_line(before: dict, results_dir: Path) -> str:
     """One line if the notebooks moved rows of other settings aside: their NOTICE is inside a kernel, unseen here."""
     if _superseded(results_dir) == before:
         return ""
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
     console.announce(notice or _manifest_notice(results_dir), final=True)
-    if moved := superseded_notice(superseded, results_dir):
+    if moved := moved_aside_line(superseded, results_dir):
         print(moved, flush=True)
     if failures:
         print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "

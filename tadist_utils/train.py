@@ -224,6 +224,19 @@ def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: floa
     return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
 
 
+def guide_targets(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False) -> Callable[[torch.Tensor], list]:
+    """``x -> [each guide's features, float32]``, frozen (no grad, under autocast): what a student regresses each
+    augmented step. ``guides``: models (their ``features``) or feature functions; with ``fuse``, same-architecture
+    student guides run as one network (``fused.fused_guides``: the same features, fewer launches)."""
+    run = fused_guides(guides, ctx, fold_bn) if fuse else \
+        (lambda x: [(g.features if isinstance(g, nn.Module) else g)(x) for g in guides])
+
+    def targets(x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+            return [t.float() for t in run(x)]
+    return targets
+
+
 def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
     """Which of ``n`` targets a densely guided step keeps: each dropped with chance ``drop``, never all."""
     keep = (torch.rand(n, generator=g) >= drop).tolist()
@@ -285,7 +298,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
             val_targets = {gi: extract(feats[gi], val, ctx) for gi in parents}
             full = batches(data, "train", batch_size * 4, ctx)
             cached = None if augment else [extract(f, full, ctx) for f in feats]
-        guide_forward = fused_guides(guides, ctx) if ctx.fuse and cached is None else lambda x: [f(x) for f in feats]
+        guide_forward = guide_targets(guides, ctx, fuse=ctx.fuse) if cached is None else None
         fast = {} if ctx.fuse else {id(j): ctx.fast(j.model) for j, _ in todo}
         first = min(r.epoch for _, r in todo)
         total = sum(epochs - r.epoch for _, r in todo) * len(train)
@@ -315,8 +328,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                     if cached is not None:
                         target = [c[idx] for c in cached]
                     else:
-                        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                            target = [t.float() for t in guide_forward(x)]
+                        target = guide_forward(x)
                     keep = [keep_mask(len(w), drop, m) if len(w) > 1 else [True] for w, m in zip(wanted, masks)] \
                         if dense else None
                     if fused is not None:

@@ -95,7 +95,7 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
 
 
 def test_only_image_files_are_listed(tmp_path):
-    """What an ImageFolder listing counts (imagefolder.image_files, the cache key, the check that a class has images):
+    """What an ImageFolder listing counts (imagefolder.image_entries, the cache key, the check that a class has images):
     files with an image suffix, any case, sorted by name; not a text file, a hidden '.jpg', a folder named a.png."""
     from tadist_utils import imagefolder as data
     for split in ("train", "test"):
@@ -110,7 +110,7 @@ def test_only_image_files_are_listed(tmp_path):
                 (d / "a.jpg").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"train/dog holds no images"):
         data.check_imagefolder(tmp_path)
-    assert [p.name for p in data.image_files(tmp_path / "train" / "cat")] == ["a.jpg", "b.PNG"]
+    assert [e.name for e in data.image_entries(tmp_path / "train" / "cat")] == ["a.jpg", "b.PNG"]
     (tmp_path / "train" / "dog" / "c.webp").write_bytes(b"x")
     (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"x")
     key = data.Listing.of(tmp_path).key

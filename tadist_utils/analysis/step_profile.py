@@ -17,12 +17,12 @@ import torch
 
 from .. import models
 from ..config import make_config
-from ..engine import autocast, grad_scaler
+from ..engine import grad_scaler
 from ..experiments import lineages, student_groups
-from ..fused import FusedTrainer, fused_guides
+from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
-from ..train import Context, RunState, _classifier_step, init_seed, loop_step, student_run
+from ..train import Context, RunState, _classifier_step, guide_targets, init_seed, loop_step, student_run
 from .machine import sync
 
 
@@ -94,16 +94,6 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compi
             case[f"compiled_{k}_ratio"] = round(case["fused"][k] / max(1, case["fused_compiled"][k]), 2)
     return case
 
-def guide_forward(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False):
-    """``x -> targets`` as ``train_students`` computes them each augmented step: one forward per guide, or fused."""
-    run = fused_guides(guides, ctx, fold_bn) if fuse else lambda x: [g.features(x) for g in guides]
-
-    def forward(x):
-        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-            return [t.float() for t in run(x)]
-    return forward
-
-
 def _paper_generations(ctx: Context):
     """The paper profile's fused generations whose guides are two or more students: (group, guide models, wanted)."""
     cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
@@ -134,8 +124,8 @@ def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeat
                     f"seconds at batch {time_batch}, median of {repeats} rounds taking turns", generations=[])
     for group, guides, wanted in _paper_generations(ctx):
         row = dict(students=len(group), levels=sorted({n.level for n in group}), guides=len(guides))
-        forwards = {"separate": guide_forward(guides, ctx, False), "fused": guide_forward(guides, ctx, True),
-                    "fused_folded": guide_forward(guides, ctx, True, fold_bn=True)}
+        forwards = {"separate": guide_targets(guides, ctx, False), "fused": guide_targets(guides, ctx, True),
+                    "fused_folded": guide_targets(guides, ctx, True, fold_bn=True)}
         row["guides_forward"] = {k: count_ops(lambda: fw(x), ctx.device) for k, fw in forwards.items()}
         paths = (("loop", False, False),) * loop + (("fused", True, False), ("fused_guides", True, True))
         for path, fuse, fuse_guides in paths:
@@ -210,7 +200,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
         runs = student_runs(group, step_ctx, total_steps=10_000)
         wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
         step = student_step(runs, wanted, step_ctx, fuse)
-        targets = guide_forward([trained[k] for k in guides], step_ctx, fuse)  # as train_students runs them
+        targets = guide_targets([trained[k] for k in guides], step_ctx, fuse)  # as train_students runs them
 
         def one():
             step(x, targets(x))
