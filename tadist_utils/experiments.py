@@ -262,14 +262,16 @@ class Pipeline:
         torch.manual_seed(init_seed(c.seed, key))
         net = self.ctx.model(models.Ensemble([models.student(level) for _ in range(n_students)], self.data.num_classes))
         source_spec = None if src is None else self._specs["T"] if src == "teacher" else self._baseline_specs[src]
+        kd = METHODS[baseline].loss == "kd"  # "ce": the labels alone, whatever the source
         spec = dict(model=key, source=spec_hash(source_spec),
                     epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
-                    kd=[c.kd_temperature, c.kd_alpha] if src else None, **{**self._common(), "augment": c.student_augment})
+                    kd=[c.kd_temperature, c.kd_alpha] if kd else None, **{**self._common(), "augment": c.student_augment})
         run = train_classifier(net, self.data, self.ctx, name=f"{baseline} {n_students} student(s)",
                                path=self._path(f"{baseline}{n_students}", key), spec=spec, epochs=c.student_epochs,
                                lr=c.student_lr, weight_decay=c.student_weight_decay, batch_size=c.batch_size,
                                augment=c.student_augment, seed=c.seed, optimizer="adam",
-                               distill_from=teacher, kd_temperature=c.kd_temperature, kd_alpha=c.kd_alpha)
+                               distill_from=teacher if kd else None, kd_temperature=c.kd_temperature,
+                               kd_alpha=c.kd_alpha)
         net.requires_grad_(False)
         test = evaluate(net, batches(self.data, "test", c.eval_batch_size, self.ctx), self.ctx)
         metrics = dict(val_accuracy=run.best["metric"], test_accuracy=test, selected_epoch=run.best["epoch"],

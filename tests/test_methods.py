@@ -64,3 +64,26 @@ def test_a_registered_method_is_accepted_built_and_run(reversed_direct, tmp_path
     rows = pipe.run_experiment("reversed")
     assert trained == ["reversed"]
     assert list(rows.model[rows.model.str.startswith("ensemble")]) == ["ensemble_1", "ensemble_2"]
+
+
+@pytest.mark.parametrize("loss, distils", [("kd", True), ("ce", False)])
+def test_a_baselines_loss_entry_decides_whether_it_distils(loss, distils, tmp_path, monkeypatch):
+    """The table's ``loss`` is what the baseline trains on: "ce" means labels alone even with a source."""
+    from tadist_utils import experiments
+    monkeypatch.setitem(methods.METHODS, "mine", methods.Method("mine", "a baseline", None, loss=loss))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def train_classifier(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+    monkeypatch.setattr(experiments, "train_classifier", train_classifier)
+    teacher = object()
+    monkeypatch.setattr(Pipeline, "teacher", lambda self: teacher)
+    pipe = Pipeline(make_config("smoke", dataset="digits", levels=1, results_dir=str(tmp_path)))
+    pipe._specs["T"] = {"model": "teacher"}
+    with pytest.raises(Stop):
+        pipe.baseline_model("mine", 1)
+    assert (seen["distill_from"] is teacher) == distils and (seen["spec"]["kd"] is not None) == distils
