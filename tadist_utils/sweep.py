@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from .atomic import write_atomic
-from .config import Config, ConfigError, make_config
+from .config import PROFILES, Config, ConfigError, make_config
 from .experiments import spec_hash
 from .methods import EXPERIMENTS, build
 from .sweep_files import _checkpoints, _snapshot, link_files, merge
@@ -77,7 +77,7 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
         raise ConfigError(f"{', '.join(clash)} given both in --set and --grid")
     base = dict(sets)
     base.setdefault("progress", "false")  # the sweep draws one bar over cells; each cell logs to its log.txt
-    if "threads" not in sets and make_config(profile, **{**base, "results_dir": str(root)}).threads is None:
+    if "threads" not in sets and PROFILES.get(profile, {}).get("threads") is None:  # (an unknown profile: below)
         base["threads"] = str(max(1, int(cpus)))  # not every idle core for each of several cells on one machine
     cells, stages = [], {}
     for seed, combo in itertools.product(dict.fromkeys(seeds), itertools.product(*grid.values())):
@@ -155,16 +155,23 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
             link_files(Path(stage["checkpoints"]), ck)
         before = _snapshot(ck)
         try:
-            cfg = make_config(profile, seed=seed, **sets)
-            pipe = Pipeline(cfg)
-            pipe.teacher()
-            _maybe_die(kill, folder, "teacher", ck)
-            pipe.students(pipe.plans())  # what run() does first; run() then reuses them
-            _maybe_die(kill, folder, "students", ck)
+            pipe = Pipeline(make_config(profile, seed=seed, **sets))
+            if kill:  # tests: the named cell's first attempt dies once its teacher, then its students, are saved
+                for point in ("teacher", "students"):
+                    setattr(pipe, point, _dying(getattr(pipe, point), kill, folder, point, ck))
             pipe.run()
         except ConfigError as e:  # the user's to fix: retrying would fail the same way
             return dict(status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
     return dict(status="ran" if _snapshot(ck) != before else "reused", error=None, seconds=time.perf_counter() - t0)
+
+
+def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
+    """``stage`` (a pipeline method), then ``_maybe_die`` at ``point``: fault injection kept off the real path."""
+    def run(*args, **kwargs):
+        out = stage(*args, **kwargs)
+        _maybe_die(kill, folder, point, ck)
+        return out
+    return run
 
 
 def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
