@@ -268,17 +268,29 @@ def load_data(cfg: Config) -> DataBundle:
 
 
 # ----------------------------------------------------------------------------------- batching
-def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
+def augment_draws(n: int, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The random numbers of one batch's augmentation, drawn on the host: (3, n) int64 rows of crop offsets
+    (row, column) and flips (0/1). Drawn in the order ``augment_batch`` always drew them, so a seed gives the
+    same crops as before."""
+    off = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    return torch.cat([off, flip[None].long()])
+
+
+def crop_flip(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip of a uint8 batch, from ``augment_draws`` on its device."""
     n, c, h, w = x.shape
-    off = torch.randint(0, 2 * pad + 1, (2, n), generator=g).to(x.device)
-    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
-    rows = off[0, :, None] + torch.arange(h, device=x.device)                       # (n, h)
-    cols = off[1, :, None] + torch.arange(w, device=x.device)                       # (n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows = draws[0, :, None] + torch.arange(h, device=x.device)                     # (n, h)
+    cols = draws[1, :, None] + torch.arange(w, device=x.device)                     # (n, w)
+    cols = torch.where(draws[2, :, None].bool(), cols.flip(1), cols)
     return padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
+    return crop_flip(x, augment_draws(len(x), g, pad).to(x.device), pad)
 
 
 class Batches:
@@ -313,13 +325,25 @@ class Batches:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self):
+        """An epoch's order and augmentation are drawn on the host first and copied to the device once: a copy
+        from host memory waits for the device (PyTorch syncs the stream after it), so one per batch would stall
+        a GPU's queue every step (``analysis.host_traffic`` counts them; ``tests/test_host_traffic.py``)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.split)
-        order = torch.randperm(n, generator=g).to(self.device) if self.shuffle else torch.arange(n, device=self.device)
-        starts = self._starts()
-        for k, i in enumerate(starts):
-            idx = order[i:i + self.batch_size] if k < len(starts) - 1 else order[i:]
+        bounds = [(i, min(i + self.batch_size, n)) for i in self._starts()]
+        if bounds:  # a last batch of one joins the one before it (``_starts``)
+            bounds[-1] = (bounds[-1][0], n)
+        if not (self.shuffle or self.augment):  # evaluation: in order, nothing drawn
+            order, draws = torch.arange(n, device=self.device), None
+        else:
+            plan = (torch.randperm(n, generator=g) if self.shuffle else torch.arange(n))[None]
+            if self.augment and bounds:  # batch by batch, in the generator order the per-batch draws always had
+                plan = torch.cat([plan, torch.cat([augment_draws(b - a, g) for a, b in bounds], dim=1)])
+            plan = plan.to(self.device)  # the epoch's one copy to the device
+            order, draws = plan[0], plan[1:]
+        for a, b in bounds:
+            idx = order[a:b]
             x = self.split.images[idx]
             if self.augment:
-                x = augment_batch(x, g)
+                x = crop_flip(x, draws[:, a:b])
             yield self.normalise(x), self.split.labels[idx], idx

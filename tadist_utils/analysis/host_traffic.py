@@ -1,0 +1,68 @@
+"""Host round trips per training step, counted without a GPU: what stalls a GPU's queue besides launches.
+
+A GPU runs kernels while the host queues the next ones, as long as the host never waits for it. Two things
+make it wait: reading a device value on the host (``.item()``, ``.tolist()``, ``float(t)``, a copy to the
+CPU), and copying ordinary (pageable) host memory to the device, after which PyTorch synchronises the stream
+(a ``non_blocking=False`` copy). One of either per step stops the host from running ahead, which is what
+CUDA graphs and a launch-bound step of tiny students need most.
+
+They can be counted on any machine: the loop runs on ``meta``, PyTorch's device with shapes and no data,
+and ``HostTraffic`` (a dispatch mode) counts every copy between the host and that device and every value
+read back from it, answering reads with zeros so the loop goes on. ``per_step`` compares runs of two
+lengths, so the set-up and each epoch's ends (one loss read, one validation) cancel out.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+DEVICE = torch.device("meta")  # the stand-in accelerator
+_aten = torch.ops.aten
+_READS = {_aten._local_scalar_dense.default, _aten.nonzero.default, _aten.masked_select.default}  # value-dependent
+
+
+class HostTraffic(TorchDispatchMode):
+    """Counts ``reads`` (device values the host waits for) and ``copies`` (host memory copied to the device)."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads, self.copies = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if func in _READS and any(t.device == DEVICE for t in tensors):
+            self.reads += 1
+            if func is _aten._local_scalar_dense.default:
+                return False if args[0].dtype == torch.bool else 0  # no data on meta: the loop goes on with zeros
+        if func in (_aten._to_copy.default, _aten.copy_.default):
+            src = args[0] if func is _aten._to_copy.default else args[1]
+            dst = (kwargs.get("device") or src.device) if func is _aten._to_copy.default else args[0].device
+            if src.device == DEVICE and torch.device(dst).type == "cpu":
+                self.reads += 1
+                if func is _aten._to_copy.default:
+                    return torch.zeros(src.shape, dtype=kwargs.get("dtype") or src.dtype)
+                return args[0].zero_()
+            if src.device.type == "cpu" and torch.device(dst) == DEVICE:
+                self.copies += 1
+        return func(*args, **kwargs)
+
+
+def count(fn: Callable[[], object]) -> dict:
+    """``reads`` and ``copies`` made by one call of ``fn`` (which should put its device tensors on ``DEVICE``)."""
+    with HostTraffic() as traffic:
+        fn()
+    return dict(reads=traffic.reads, copies=traffic.copies)
+
+
+def per_step(run: Callable[[int], object], steps: tuple[int, int] = (2, 4)) -> dict:
+    """Host round trips that each training step adds: ``run(n)`` trains one epoch of ``n`` steps on ``DEVICE``.
+
+    Counted for two epoch lengths; the difference over the extra steps is what one step costs, with the
+    set-up and the epoch's ends (the same in both) left out."""
+    short, long = (count(lambda n=n: run(n)) for n in steps)
+    extra = steps[1] - steps[0]
+    return {k: (long[k] - short[k]) / extra for k in short}

@@ -1,0 +1,133 @@
+"""No host round trip in any hot loop: a training step never makes the host wait for the device.
+
+The real loops (teacher, KD baseline, fine-tuning, students one by one and fused, guided by one parent or by
+several fused ones, dense targets with drop) run on the meta device, counted by ``analysis.host_traffic``:
+each extra step must add no value read back and no host-to-device copy. Before the epoch's augmentation was
+drawn up front, every augmented step copied its crops and flips to the device (2 copies a step)."""
+import copy
+
+import pytest
+import torch
+
+from tadist_utils import models
+from tadist_utils.analysis import host_traffic
+from tadist_utils.analysis.host_traffic import DEVICE, HostTraffic, per_step
+from tadist_utils.data import Batches, DataBundle, Split, augment_batch
+from tadist_utils.train import Context, StudentJob, finetune_head, train_classifier, train_students
+
+BATCH = 4
+CTX = dict(progress=False, log=lambda line: None)
+
+
+def bundle(n: int) -> DataBundle:
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10)
+    return DataBundle("t", tuple("abcdefghij"), split, split, split, mean=torch.full((3,), 0.5),
+                      std=torch.full((3,), 0.25))
+
+
+def no_round_trips(run) -> None:
+    assert per_step(run) == dict(reads=0, copies=0)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_teacher_steps(tmp_path, augment, optimizer):  # meta tensors hold no data: the full VGG16 costs nothing
+    teacher = Context(DEVICE, None, **CTX).model(models.teacher(10))
+
+    def run(steps):
+        train_classifier(copy.deepcopy(teacher), bundle(steps * BATCH), Context(DEVICE, None, **CTX), name="t",
+                         path=tmp_path / f"t{steps}.pt", spec={}, epochs=1, lr=0.01, weight_decay=5e-4,
+                         batch_size=BATCH, augment=augment, seed=0, optimizer=optimizer)
+    no_round_trips(run)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_kd_baseline_steps(tmp_path, augment):
+    ctx = Context(DEVICE, None, **CTX)
+    source, model = ctx.model(models.teacher(10)).eval(), ctx.model(models.Ensemble([models.student(2) for _ in range(2)], 10))
+
+    def run(steps):
+        train_classifier(copy.deepcopy(model), bundle(steps * BATCH), ctx, name="kd", path=tmp_path / f"k{steps}.pt",
+                         spec={}, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=BATCH, augment=augment, seed=0,
+                         optimizer="adam", distill_from=source)
+    no_round_trips(run)
+
+
+def test_finetune_steps(tmp_path):
+    ctx = Context(DEVICE, None, **CTX)
+    head = torch.nn.Linear(512, 10).to(DEVICE)
+
+    def run(steps):
+        data = bundle(steps * BATCH)
+        feats = {s: torch.zeros(len(getattr(data, s)), 512, device=DEVICE) for s in ("train", "val")}
+        finetune_head(copy.deepcopy(head), feats, data, ctx, name="h", path=tmp_path / f"h{steps}.pt", spec={},
+                      epochs=1, lr=1e-3, batch_size=BATCH, seed=0)
+    no_round_trips(run)
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["loop", "fused"])
+@pytest.mark.parametrize("augment", [True, False])
+def test_student_steps(tmp_path, fuse, augment):
+    ctx = Context(DEVICE, None, **CTX, fuse=fuse)
+    parent = ctx.model(models.student(2)).eval()
+    kids = [ctx.model(models.student(3)) for _ in range(2)]
+
+    def run(steps):
+        jobs = [StudentJob(f"s{i}-{steps}", copy.deepcopy(k), 128 * i, 128 * (i + 1), tmp_path / f"s{i}-{steps}.pt", {})
+                for i, k in enumerate(kids)]
+        train_students(parent, jobs, bundle(steps * BATCH), ctx, epochs=1, lr=1e-3, weight_decay=0.0,
+                       batch_size=BATCH, augment=augment, seed=0)
+    no_round_trips(run)
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["loop", "fused"])
+def test_densely_guided_steps_with_fused_guides(tmp_path, fuse):
+    # two frozen level-2 guides of one architecture (one fused network when fused), targets dropped at random
+    ctx = Context(DEVICE, None, **CTX, fuse=fuse)
+    guides = [ctx.model(models.student(2)).eval() for _ in range(2)]
+    kid = ctx.model(models.student(3))
+
+    def run(steps):
+        jobs = [StudentJob(f"d-{steps}", copy.deepcopy(kid), 0, 128, tmp_path / f"d{steps}.pt", {},
+                           targets=((0, 0, 128), (1, 128, 256)))]
+        train_students(guides, jobs, bundle(steps * BATCH), ctx, epochs=1, lr=1e-3, weight_decay=0.0,
+                       batch_size=BATCH, augment=True, seed=0, drop=0.5)
+    no_round_trips(run)
+
+
+def test_the_counter_sees_what_a_gpu_would_wait_for():
+    """The counter itself: a per-batch copy to the device and a per-step read are each counted once a step."""
+    def run(steps):
+        x = torch.zeros(4, device=DEVICE)
+        for _ in range(steps):
+            x += torch.ones(4).to(DEVICE)       # a host-to-device copy
+            float(x.sum())                      # a read
+            x.tolist()                          # a copy back to the host
+            torch.ones(4, device=DEVICE).sum()  # made on the device: neither
+    assert per_step(run) == dict(reads=2, copies=1)
+    assert host_traffic.count(lambda: torch.ones(3).to(DEVICE).cpu()) == dict(reads=1, copies=1)
+
+
+def test_batches_draw_the_same_epoch_as_per_batch_draws():
+    """One copy an epoch gives the very batches the per-batch draws gave (same generator order)."""
+    data = bundle(25)
+    loader = Batches(data.train, data, 8, torch.device("cpu"), shuffle=True, augment=True, seed=3)
+    loader.set_epoch(2)
+    g = torch.Generator().manual_seed(3 * 100_003 + 2)
+    order = torch.randperm(25, generator=g)
+    got = list(loader)
+    assert len(got) == len(loader) == 3  # 25 = 8 + 8 + 9: a last batch of one joins the one before it
+    for (x, y, idx), (a, b) in zip(got, [(0, 8), (8, 16), (16, 25)]):
+        want = order[a:b]
+        assert torch.equal(idx, want) and torch.equal(y, data.train.labels[want])
+        assert torch.equal(x, loader.normalise(augment_batch(data.train.images[want], g)))
+
+
+def test_an_epoch_of_batches_copies_once():
+    data = bundle(64)
+    loader = Batches(data.train, data, 8, DEVICE, shuffle=True, augment=True, seed=0)  # the split goes over once
+    with HostTraffic() as traffic:
+        batches = list(loader)
+    assert len(batches) == 8 and batches[0][0].device == DEVICE
+    assert (traffic.reads, traffic.copies) == (0, 1)
