@@ -115,3 +115,63 @@ def test_a_plain_torch_file_without_the_hash_is_not_loaded(tmp_path):
     torch.save(dict(spec={}, state={}), path)  # right content, but no content hash: never trusted
     with pytest.raises(ck.CheckpointError, match="no content hash"):
         ck.load(path)
+
+
+# ----------------------------------------------------------------------------- what a RunState file holds
+def _adam_run(path, seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.BatchNorm1d(64))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    return ck.RunState(path, {"m": 1}, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False))
+
+
+def _epoch(run, metric):
+    run.model.train()
+    run.optimizer.zero_grad()
+    run.model(torch.randn(8, 64)).square().mean().backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    run.epoch += 1
+    run.record(dict(val_accuracy=metric), "val_accuracy")
+
+
+def _weights(state: dict) -> int:
+    return sum(v.numel() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("metrics, best_copy", [((1.0, 2.0), False), ((2.0, 1.0), True)],
+                         ids=["best-is-current", "best-is-earlier"])
+def test_a_running_checkpoint_writes_the_best_weights_only_when_they_are_not_the_current_ones(tmp_path, metrics,
+                                                                                               best_copy):
+    run = _adam_run(tmp_path / "r.pt")
+    for m in metrics:
+        _epoch(run, m)
+    run.save(epochs=5)
+    saved = ck.load(tmp_path / "r.pt")
+    assert ("state" in saved["best"]) == best_copy and "optimizer" in saved["state"]
+    again = _adam_run(tmp_path / "r.pt", seed=1)  # other weights, overwritten by the restore
+    assert again.restore(lambda line: None) and again.epoch == 2 and again.history == run.history
+    assert again.best["epoch"] == run.best["epoch"] and again.best["metric"] == run.best["metric"]
+    for k, v in run.best["state"].items():  # the chosen weights come back either way
+        assert torch.equal(again.best["state"][k], v), k
+    assert again.optimizer.state_dict()["state"][0]["step"] == 2
+
+
+def test_a_finished_checkpoint_keeps_only_the_chosen_weights(tmp_path):
+    run = _adam_run(tmp_path / "f.pt")
+    for m in (1.0, 3.0, 2.0):  # the best epoch is the second, not the last
+        _epoch(run, m)
+    chosen = {k: v.clone() for k, v in run.best["state"].items()}
+    run.save(epochs=3)
+    saved = ck.load(tmp_path / "f.pt")
+    assert set(saved["state"]) == {"model"} and "state" not in saved["best"]
+    tensors = [v for v in saved["state"]["model"].values()]
+    assert _weights(saved["state"]["model"]) == _weights(run.model.state_dict())  # one copy, not four
+    assert len(tensors) == len(run.model.state_dict())
+    fresh = _adam_run(tmp_path / "f.pt", seed=1)
+    assert fresh.restore(lambda line: None) and fresh.epoch == 3 and fresh.best["epoch"] == 2
+    fresh.finish()
+    for k, v in chosen.items():
+        assert torch.equal(fresh.model.state_dict()[k], v), k
+    assert not fresh.model.training
