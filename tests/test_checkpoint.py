@@ -175,3 +175,22 @@ def test_a_finished_checkpoint_keeps_only_the_chosen_weights(tmp_path):
     for k, v in chosen.items():
         assert torch.equal(fresh.model.state_dict()[k], v), k
     assert not fresh.model.training
+
+
+def test_a_file_of_the_earlier_layout_still_resumes(tmp_path):
+    """Before, every file held the model, the optimiser state and the best epoch's copy, finished or not."""
+    run = _adam_run(tmp_path / "old.pt")
+    for m in (2.0, 1.0):
+        _epoch(run, m)
+    ck.save_atomic(dict(spec=run.spec, epoch=2, done=False, history=run.history, best=run.best, seconds=1.0,
+                        rng=ck.rng_state(), state=dict(model=run.model.state_dict(),
+                                                       optimizer=run.optimizer.state_dict(),
+                                                       scheduler=run.scheduler.state_dict(),
+                                                       scaler=run.scaler.state_dict())), tmp_path / "old.pt")
+    again = _adam_run(tmp_path / "old.pt", seed=1)
+    assert again.restore(lambda line: None) and again.epoch == 2 and again.best["epoch"] == 1
+    assert again.scheduler.state_dict() == run.scheduler.state_dict()
+    for k, v in run.best["state"].items():
+        assert torch.equal(again.best["state"][k], v), k
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[k], v), k
