@@ -109,6 +109,20 @@ def test_the_counter_sees_what_a_gpu_would_wait_for():
     assert host_traffic.count(lambda: torch.ones(3).to(DEVICE).cpu()) == dict(reads=1, copies=1)
 
 
+def test_the_counter_sees_host_data_that_reaches_the_device_inside_an_op():
+    """Host data made into a device tensor (``torch.tensor(list, device=...)``, a list or host tensor as an index)
+    is copied inside the op, where a dispatch mode alone sees nothing; printing a device tensor reads it. A
+    host scalar in arithmetic is a kernel argument, not a copy."""
+    x = torch.zeros(4, device=DEVICE)
+    assert host_traffic.count(lambda: torch.tensor([1.0, 2.0], device=DEVICE)) == dict(reads=0, copies=1)
+    assert host_traffic.count(lambda: torch.as_tensor([True, False], device=DEVICE)) == dict(reads=0, copies=1)
+    assert host_traffic.count(lambda: x.new_tensor([1.0])) == dict(reads=0, copies=1)
+    assert host_traffic.count(lambda: x[[0, 2]]) == dict(reads=0, copies=1)
+    assert host_traffic.count(lambda: x[torch.tensor([0, 2])]) == dict(reads=0, copies=1)
+    assert host_traffic.count(lambda: repr(x)) == dict(reads=1, copies=0)
+    assert host_traffic.count(lambda: (x[1:3] * torch.tensor(2.0), x[0] + 1)) == dict(reads=0, copies=0)
+
+
 def test_batches_draw_the_same_epoch_as_per_batch_draws():
     """One copy an epoch gives the very batches the per-batch draws gave (same generator order)."""
     data = bundle(25)
