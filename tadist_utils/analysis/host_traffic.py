@@ -7,21 +7,47 @@ CPU), and copying ordinary (pageable) host memory to the device, after which PyT
 CUDA graphs and a launch-bound step of tiny students need most.
 
 They can be counted on any machine: the loop runs on ``meta``, PyTorch's device with shapes and no data,
-and ``HostTraffic`` (a dispatch mode) counts every copy between the host and that device and every value
-read back from it, answering reads with zeros so the loop goes on. ``per_step`` compares runs of two
-lengths, so the set-up and each epoch's ends (one loss read, one validation) cancel out.
+and ``HostTraffic`` (a dispatch mode, with a function mode for host data that only an op's inside copies)
+counts every copy between the host and that device and every value read back from it, answering reads with
+zeros so the loop goes on. ``per_step`` compares runs of two lengths, so the set-up and each epoch's ends
+(one loss read, one validation) cancel out.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 DEVICE = torch.device("meta")  # the stand-in accelerator
 _aten = torch.ops.aten
 _READS = {_aten._local_scalar_dense.default, _aten.nonzero.default, _aten.masked_select.default}  # value-dependent
+_FROM_HOST = {"tensor", "as_tensor", "asarray", "new_tensor"}  # host data (a list, a number, an array) made a tensor
+
+
+class _HostData(TorchFunctionMode):
+    """What never reaches a dispatch mode: host data made into a device tensor (``torch.tensor(list, device=...)``,
+    a list as an index) is copied inside the op, and printing a device tensor reads it."""
+
+    def __init__(self, traffic: "HostTraffic"):
+        super().__init__()
+        self.traffic = traffic
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name in _FROM_HOST and isinstance(out, torch.Tensor) and out.device == DEVICE:
+            data = args[1] if name == "new_tensor" else args[0] if args else next(iter(kwargs.values()), None)
+            self.traffic.copies += not isinstance(data, torch.Tensor)  # a tensor's copy is seen as ``_to_copy``
+        elif name in ("__getitem__", "__setitem__") and args[0].device == DEVICE:
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            self.traffic.copies += any(isinstance(i, list) for i in index)
+        elif name == "__repr__" and args[0].device == DEVICE:
+            self.traffic.reads += 1
+        return out
 
 
 class HostTraffic(TorchDispatchMode):
@@ -30,6 +56,15 @@ class HostTraffic(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.reads, self.copies = 0, 0
+        self._host_data = _HostData(self)
+
+    def __enter__(self):
+        self._host_data.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self._host_data.__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -48,6 +83,8 @@ class HostTraffic(TorchDispatchMode):
                 return args[0].zero_()
             if src.device.type == "cpu" and torch.device(dst) == DEVICE:
                 self.copies += 1
+        elif any(t.device == DEVICE for t in tensors) and any(t.device.type == "cpu" and t.dim() for t in tensors):
+            self.copies += 1  # a host tensor (not a scalar) as an operand, e.g. an index: copied inside the op
         return func(*args, **kwargs)
 
 
