@@ -13,5 +13,6 @@
 ``reference_loop``    the plain torchvision/PIL fp32 training loop the bench measures against;
 ``training_speed``    the bench's teacher and students cases: reference vs per-student loop vs fused, wall time;
 ``step_profile``      the bench's ops and paper cases: operator calls per step, the paper profile's time;
+``host_traffic``      host round trips per training step (reads back, copies to the device), counted on ``meta``;
 ``machine``           what a measurement records about the machine: GPU sync, load average, CPU flags.
 """
