@@ -2,6 +2,7 @@
 environment variable. It must leave its few files in OUT, say how far each seed got, and resume when run again."""
 import json
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -21,7 +22,9 @@ def test_the_gpu_check_runs_end_to_end_in_miniature_and_resumes(tmp_path):
     first = _run(tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.log", "seeds.tgz"]
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.log", "seeds.tgz", "syncs.log"]
+    summary = (out / "syncs.log").read_text().strip().splitlines()[-1]  # e.g. "17 passed, 2 xfailed in 9.1s"
+    assert re.search(r"\d+ passed", summary) and not re.search(r"\b\d+ failed", summary), summary
     assert json.loads((out / "bench.json").read_text())["cases"]["ops"]["fused"]["aten_ops"] > 0
     with tarfile.open(out / "seeds.tgz") as tgz:
         names = set(tgz.getnames())
@@ -30,13 +33,13 @@ def test_the_gpu_check_runs_end_to_end_in_miniature_and_resumes(tmp_path):
     for s in (0, 1):
         assert f"seed {s}: 3 models with a test accuracy; teacher" in first.stdout, first.stdout
     again = _run(tmp_path)  # the bench is not repeated; every model is reused from its checkpoint
-    assert again.returncode == 0 and "bench (at most" not in again.stdout
+    assert again.returncode == 0 and "bench (at most" not in again.stdout and "synchronisations" not in again.stdout
     assert "seed 0: 3 models with a test accuracy" in again.stdout
     assert "resuming" not in (tmp_path / "work" / "seed0.log").read_text()
 
 
 def test_a_seed_cut_off_by_its_deadline_is_reported_not_hidden(tmp_path):
-    run = _run(tmp_path, SEEDS="0", SEEDS_S="1", BENCH_S="1")
+    run = _run(tmp_path, SEEDS="0", SEEDS_S="1", BENCH_S="1", SYNC_S="1")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "bench did not finish" in run.stdout and "seed 0: 0 models with a test accuracy; teacher not finished" \
         in run.stdout, run.stdout

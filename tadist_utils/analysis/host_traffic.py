@@ -11,9 +11,16 @@ and ``HostTraffic`` (a dispatch mode, with a function mode for host data that on
 counts every copy between the host and that device and every value read back from it, answering reads with
 zeros so the loop goes on. ``per_step`` compares runs of two lengths, so the set-up and each epoch's ends
 (one loss read, one validation) cancel out.
+
+On a GPU the same checks count the synchronisations themselves: with ``TADIST_TRAFFIC_DEVICE=cuda`` the device is
+the GPU and ``count`` reports ``syncs``, the calls ``torch.cuda.set_sync_debug_mode`` flags (a read back and a
+pageable copy alike), so ``tests/test_host_traffic.py`` run there checks on the real thing what ``meta`` stands in for
+(``.ci/gpu-check`` does; not yet run on a GPU).
 """
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Callable
 
 import torch
@@ -21,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-DEVICE = torch.device("meta")  # the stand-in accelerator
+DEVICE = torch.device(os.environ.get("TADIST_TRAFFIC_DEVICE", "meta"))  # the stand-in accelerator, or a real GPU
 _aten = torch.ops.aten
 _READS = {_aten._local_scalar_dense.default, _aten.nonzero.default, _aten.masked_select.default}  # value-dependent
 _FROM_HOST = {"tensor", "as_tensor", "asarray", "new_tensor"}  # host data (a list, a number, an array) made a tensor
@@ -89,17 +96,36 @@ class HostTraffic(TorchDispatchMode):
 
 
 def count(fn: Callable[[], object]) -> dict:
-    """``reads`` and ``copies`` made by one call of ``fn`` (which should put its device tensors on ``DEVICE``)."""
+    """What one call of ``fn`` (whose device tensors are on ``DEVICE``) makes the host wait for: ``reads`` and
+    ``copies`` on ``meta``; on a GPU, ``syncs`` (the calls that synchronise with it)."""
+    if DEVICE.type == "cuda":
+        return dict(syncs=_cuda_syncs(fn))
     with HostTraffic() as traffic:
         fn()
     return dict(reads=traffic.reads, copies=traffic.copies)
 
 
+def _cuda_syncs(fn: Callable[[], object]) -> int:
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")  # each synchronising call warns ("called a synchronizing CUDA operation")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def per_step(run: Callable[[int], object], steps: tuple[int, int] = (2, 4)) -> dict:
     """Host round trips that each training step adds: ``run(n)`` trains one epoch of ``n`` steps on ``DEVICE``.
 
-    Counted for two epoch lengths; the difference over the extra steps is what one step costs, with the
-    set-up and the epoch's ends (the same in both) left out."""
+    Counted for two epoch lengths, after an uncounted run of ``steps[0] - 1`` (one-time set-up: a GPU's libraries,
+    caches; a length of its own, so that a run which resumes from its own checkpoint starts afresh); the difference
+    over the extra steps is what one step costs, with the epoch's ends (the same in both) left out."""
+    if not 2 <= steps[0] < steps[1]:
+        raise ValueError(f"steps must be two lengths, 2 <= short < long; got {steps}")
+    count(lambda: run(steps[0] - 1))  # counted and dropped: meta answers reads only inside the count
     short, long = (count(lambda n=n: run(n)) for n in steps)
     extra = steps[1] - steps[0]
     return {k: (long[k] - short[k]) / extra for k in short}
