@@ -41,5 +41,14 @@ def test_the_gpu_check_runs_end_to_end_in_miniature_and_resumes(tmp_path):
 def test_a_seed_cut_off_by_its_deadline_is_reported_not_hidden(tmp_path):
     run = _run(tmp_path, SEEDS="0", SEEDS_S="1", BENCH_S="1", SYNC_S="1")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "bench did not finish" in run.stdout and "seed 0: 0 models with a test accuracy; teacher not finished" \
-        in run.stdout, run.stdout
+    assert "bench did not finish" in run.stdout and "synchronisation check failed or ran out of time" in run.stdout
+    assert "seed 0: stopped at its deadline" in run.stdout, run.stdout
+    assert "seed 0: 0 models with a test accuracy; teacher not finished" in run.stdout, run.stdout
+
+
+def test_a_seed_that_fails_says_why(tmp_path):
+    (tmp_path / "work").mkdir()
+    for done in ("syncs.done", "bench.done"):  # finished before: skipped, as on a second call
+        (tmp_path / "work" / done).touch()
+    run = _run(tmp_path, SEEDS="0", SETS="experiments=nonsense")
+    assert run.returncode == 0 and "seed 0: exit 2: error:" in run.stdout and "nonsense" in run.stdout, run.stdout
