@@ -49,11 +49,15 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
             warnings.warn("precision='bf16' on a CPU without native bf16 (no AVX512-BF16 or AMX): autocast emulates "
                           "it, measured ~12x slower than fp32 on an AVX2-only EPYC; use precision='auto' or 'fp32'",
                           stacklevel=2)
+        if device.type == "cuda" and not cuda_has_bf16(device):
+            warnings.warn(f"precision='bf16' on {torch.cuda.get_device_name(device)}, which has no bf16 units (before "
+                          "Ampere): it is emulated; use precision='auto' (fp16 with a grad scaler there) or 'fp32'",
+                          stacklevel=2)
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
     if device.type == "cpu" and cpu_has_bf16():
         return torch.bfloat16
     return None
@@ -65,6 +69,14 @@ def resolve_fuse(setting: str, device: torch.device) -> bool:
     if setting in ("on", "off"):
         return setting == "on"
     return device.type != "cpu"
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """bf16 in hardware: Ampere (compute capability 8) and later, or ROCm. Not ``torch.cuda.is_bf16_supported()``,
+    which by default also says yes where bf16 is only emulated (a T4, Colab's free GPU: sm 7.5)."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def cpu_has_bf16() -> bool:
