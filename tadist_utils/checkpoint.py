@@ -143,6 +143,27 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+_HOW_IT_RUNS = ("fused", "foreach", "capturable")  # an optimiser's implementation, not its state
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping the implementation the optimiser was built with.
+
+    PyTorch takes ``fused``/``foreach`` from the saved groups, so a checkpoint written on a CPU (or before
+    optimisers were fused on CUDA) would make a GPU's fused optimiser unfused again, which a GradScaler then
+    calls with arguments only fused steps take (an error), and a GPU's checkpoint would ask a Mac for a fused
+    kernel. Adam's step counter moves where the kept implementation wants it (on the device when fused)."""
+    groups = [dict(saved, **{k: g[k] for k in _HOW_IT_RUNS if k in g})
+              for saved, g in zip(state["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict(dict(state, param_groups=groups))
+    for g in optimizer.param_groups:
+        if not (g.get("fused") or g.get("capturable")):  # unfused steps count on the host
+            for p in g["params"]:
+                st = optimizer.state.get(p, {})
+                if isinstance(st.get("step"), torch.Tensor):
+                    st["step"] = st["step"].cpu()
+
+
 # ------------------------------------------------------------------------- the resumable epoch runner
 @dataclass
 class RunState:
@@ -165,7 +186,7 @@ class RunState:
         st = saved["state"]
         self.model.load_state_dict(st["model"])
         if "optimizer" in st:  # a finished run keeps its chosen weights alone (``save``)
-            self.optimizer.load_state_dict(st["optimizer"])
+            load_optimizer(self.optimizer, st["optimizer"])
             self.scheduler.load_state_dict(st["scheduler"])
             self.scaler.load_state_dict(st["scaler"])
         self.epoch, self.history, self.best = saved["epoch"], saved["history"], saved["best"]

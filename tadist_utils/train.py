@@ -24,7 +24,8 @@ from torch import nn
 from .checkpoint import RunState, run_epochs
 from .config import default_threads
 from .data import Batches, DataBundle
-from .engine import Compiled, autocast, grad_scaler, prepare, resolve_device, resolve_fuse, resolve_precision
+from .engine import (Compiled, autocast, fused_optimizer, grad_scaler, prepare, resolve_device, resolve_fuse,
+                     resolve_precision)
 from .fused import FusedTrainer, fused_guides
 from .losses import feature_loss, guided_loss, kd_loss
 
@@ -127,10 +128,11 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
     params = list(params if params is not None else model.parameters())
     steps = max(1, epochs * len(train))
     if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
+                              **fused_optimizer(ctx.device))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
     else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(ctx.device))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     run = RunState(path, spec, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
     fast = ctx.fast(model)
@@ -177,7 +179,7 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
     The layer as given (epoch 0, before fine-tuning) takes part in the selection: when no epoch beats it on
     the validation split, the starting weights are kept."""
     x_train, y_train = features["train"], data.train.labels.to(ctx.device)
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, **fused_optimizer(ctx.device))
     steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
     run = RunState(path, spec, head, opt, sched, grad_scaler(ctx.device, None))
@@ -219,7 +221,7 @@ class StudentJob:
 def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
                 path: Path | None = None, spec: dict | None = None) -> RunState:
     """A student's own Adam, cosine schedule over ``steps`` and scaler: what every student trains with."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **fused_optimizer(ctx.device))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
 

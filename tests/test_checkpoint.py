@@ -194,3 +194,35 @@ def test_a_file_of_the_earlier_layout_still_resumes(tmp_path):
         assert torch.equal(again.best["state"][k], v), k
     for k, v in run.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("saved_fused, resumed_fused", [(False, True), (True, False), (True, True)])
+def test_a_resumed_optimiser_keeps_the_implementation_it_was_built_with(tmp_path, saved_fused, resumed_fused):
+    """Runs on a GPU build fused optimisers (``engine.fused_optimizer``); checkpoints written before, or on a CPU,
+    hold unfused ones. ``load_state_dict`` alone takes ``fused`` from the file: a fused optimiser resumed from an
+    unfused file became unfused, and the GradScaler (fp16) then called it as a fused one: an AssertionError."""
+    def run_with(fused, seed=0):
+        run = _adam_run(tmp_path / "o.pt", seed)
+        run.optimizer = torch.optim.Adam(run.model.parameters(), lr=0.1, fused=fused)
+        run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=10)
+        run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4)  # enabled: the fp16 path
+        return run
+
+    def scaled_step(run, x):
+        run.optimizer.zero_grad()
+        run.scaler.scale(run.model(x).square().mean()).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
+    run = run_with(saved_fused)
+    _epoch(run, 1.0)
+    run.save(epochs=5)
+    again = run_with(resumed_fused, seed=1)
+    assert again.restore(lambda line: None)
+    assert bool(again.optimizer.param_groups[0]["fused"]) == resumed_fused
+    scaled_step(again, x)  # raised before, for an unfused file resumed fused
+    scaled_step(run, x)
+    for k, v in run.model.state_dict().items():  # the same step, in either implementation's rounding
+        torch.testing.assert_close(again.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert float(again.optimizer.state_dict()["state"][0]["step"]) == 2

@@ -17,7 +17,7 @@ import torch
 
 from .. import models
 from ..config import make_config
-from ..engine import grad_scaler
+from ..engine import fused_optimizer, grad_scaler
 from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
@@ -183,7 +183,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
         return (time.perf_counter() - t0) / steps
 
     teacher = ctx.model(models.teacher()).train()
-    opt = torch.optim.Adam(teacher.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(teacher.parameters(), lr=1e-3, **fused_optimizer(ctx.device))  # as training builds it
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10_000)
     scaler = grad_scaler(ctx.device, ctx.amp_dtype)
     t_step = per_step(lambda: _classifier_step(teacher, opt, sched, scaler, x, y, ctx))
