@@ -114,8 +114,10 @@ class Pipeline:
         return self._settings
 
     def _manifest(self, stage: str, seconds: float, **extra) -> None:
-        self.store.update_manifest(stage, self.cfg, self.data.describe(), f"{self.ctx.device} ({describe(self.ctx.device)})",
-                                   seconds, extra, settings=self.settings())
+        """One stage's time and outcome, keyed by seed: the seeds of a folder each keep their own (``seed0/teacher``)."""
+        self.store.update_manifest(f"seed{self.cfg.seed}/{stage}", self.cfg, self.data.describe(),
+                                   f"{self.ctx.device} ({describe(self.ctx.device)})", seconds, extra,
+                                   settings=self.settings())
 
     def _add_results(self, rows: list[dict]) -> None:
         """Rows into results.csv; rows of other settings moved aside (``results.py``) are said in one line."""
