@@ -130,6 +130,15 @@ def test_latency_stops_after_max_seconds():
     assert r["runs"] == 3 and 0 < r["min_ms"] <= r["ms"]
 
 
+def test_latency_runs_each_pass_it_times_once():
+    """``Timer.timeit(1)`` ran two untimed passes before each timed one: 12 passes for 2 warm-ups and 4 samples."""
+    calls = []
+    net = models.student(4).eval()
+    net.register_forward_hook(lambda *args: calls.append(1))
+    r = cost.latency(net, 2, torch.device("cpu"), repeats=4, warmup=2)
+    assert len(calls) == 6 and r["runs"] == 4
+
+
 def test_cli_quick_writes_json_and_csv(tmp_path, capsys):
     out = tmp_path / "c.json"
     cost.main(["--device", "cpu", "--quick", "--models", "ensemble_2", "--large-batch", "2", "--out", str(out)])

@@ -18,8 +18,8 @@ One row per (device, model, mode):
   BatchNorm buffers included, so a little above ``4 * parameters``).
 * ``latency_ms_b1`` / ``latency_ms_b256``: median wall time of one forward pass at batch 1 / 256,
   eval mode, ``torch.inference_mode``, fp32, contiguous memory, after warm-up runs; each timed run is
-  one ``torch.utils.benchmark.Timer.timeit(1)``, which synchronises the GPU around it and runs the pass
-  twice untimed first (see ``latency``). ``images_per_s_b256 = 256 / latency``.
+  one pass between two clock reads, the GPU synchronised around it (see ``latency``).
+  ``images_per_s_b256 = 256 / latency``.
   (``--large-batch`` changes 256, and the column names with it.)
 * export checks, for every ensemble in both modes: TorchScript (``torch.jit.trace``, saved, loaded
   back, run on a batch of another size than the one traced) and, when ``onnx`` and ``onnxruntime``
@@ -67,7 +67,7 @@ from torch import nn
 from .. import models
 from ..engine import describe, device_slug
 from .export_checks import EXPORT_TOL, export_onnx, export_torchscript, onnx_available
-from .machine import describe_machine, loadavg
+from .machine import describe_machine, loadavg, sync
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
@@ -76,7 +76,6 @@ MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVE
 SMOKE_BUDGET = dict(repeats=1, warmup=0, large_batch=8, max_seconds=0.5)
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
 PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": dict(repeats=5, warmup=1, max_seconds=2.0)}
-TIMEIT_WARMUP = 2  # untimed passes torch.utils.benchmark.Timer.timeit(1) runs before its timed one
 
 
 def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:
@@ -120,26 +119,25 @@ def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 2
             max_seconds: float | None = None, image_size: int = 32) -> dict:
     """Median milliseconds of one forward pass on a random batch, after ``warmup`` untimed passes.
 
-    Each timed run is one ``torch.utils.benchmark.Timer.timeit(1)`` (on torch's current thread count; the
-    Timer synchronises the GPU around the timed pass). ``timeit`` itself runs the pass twice untimed before
-    each timed one, so those count towards ``warmup`` (only the excess is run beforehand) and at least two
-    untimed passes precede the first timed run even when ``warmup`` is 0 or 1.
+    Each timed run is one pass between two reads of the clock, the GPU synchronised before both (on torch's
+    current thread count). ``torch.utils.benchmark.Timer.timeit(1)``, used before, ran two untimed passes
+    before every timed one: three passes for one sample, two thirds of the cost table's time.
     Stops early, after at least 3 timed runs (or all of them if fewer were asked), once ``max_seconds``
-    have passed since the first timed run (its untimed passes included): the teacher at batch 256 on one
-    CPU thread takes seconds.
+    have passed since the first timed run: the teacher at batch 256 on one CPU thread takes seconds.
     """
-    # imported here: torch.utils.benchmark pulls in cpp_extension, which logs a CUDA_HOME warning on some machines
-    from torch.utils.benchmark import Timer
     model.eval()
     x = torch.randn(batch, 3, image_size, image_size, device=device)
-    timer = Timer("model(x)", globals=dict(model=model, x=x), num_threads=torch.get_num_threads())
     times: list[float] = []
     with torch.inference_mode():
-        for _ in range(warmup - TIMEIT_WARMUP):
+        for _ in range(warmup):
             model(x)
         start = time.perf_counter()
         for i in range(max(1, repeats)):
-            times.append(timer.timeit(1).raw_times[0])
+            sync(device)
+            t0 = time.perf_counter()
+            model(x)
+            sync(device)
+            times.append(time.perf_counter() - t0)
             if max_seconds is not None and i + 1 >= min(3, repeats) and time.perf_counter() - start > max_seconds:
                 break
     return dict(ms=1000 * statistics.median(times), min_ms=1000 * min(times), runs=len(times))
@@ -261,7 +259,7 @@ def parse(argv) -> argparse.Namespace:
                    "and CUDA when available)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per measurement; the median is reported")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs before the first timed one (default 3; "
-                   "--quick 1; at least 2: Timer.timeit runs two before each timed run)")
+                   "--quick 1)")
     p.add_argument("--max-seconds", type=float, default=30.0,
                    help="stop a measurement's timed runs after this long (at least 3 runs; 0: never)")
     p.add_argument("--quick", action="store_true", help="one timed run per measurement: a smoke test, not timing")
