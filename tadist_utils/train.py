@@ -219,9 +219,13 @@ class StudentJob:
 
 
 def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
-                path: Path | None = None, spec: dict | None = None) -> RunState:
-    """A student's own Adam, cosine schedule over ``steps`` and scaler: what every student trains with."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **fused_optimizer(ctx.device))
+                path: Path | None = None, spec: dict | None = None, fused: bool | None = None) -> RunState:
+    """A student's own Adam, cosine schedule over ``steps`` and scaler: what every student trains with.
+
+    ``fused``: the Adam implementation; None: what ``engine.fused_optimizer`` picks for the device (the bench
+    counts a CUDA step's operators on a CPU with ``True``)."""
+    how = fused_optimizer(ctx.device) if fused is None else {"fused": fused}
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **how)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
 

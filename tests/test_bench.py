@@ -30,9 +30,9 @@ def test_quick_bench_writes_json(tmp_path):
     assert students["fused"]["images_per_s"] > 0 and students["fused"]["tflops"] > 0
     assert students["fused_vs_loop"] > 0 and students["default_path"].startswith("fast")  # CPU: the loop
     assert ops["students"] == 3
-    for k in ("aten_ops", "leaf_ops"):
+    for k in ("aten_ops", "leaf_ops", "device_ops"):
         assert 0 < ops["fused"][k] < ops["loop"][k]
-    assert ops["leaf_ops_ratio"] > 1.5  # 3 students (two architectures) -> 2 networks and 1 fused Adam
+    assert ops["device_ops_ratio"] > 1.3  # 3 students (two architectures) -> 2 networks: at most about 3/2
 
 
 def test_device_slug_is_a_file_name():
@@ -47,8 +47,10 @@ def test_device_slug_is_a_file_name():
     assert device_slug([torch.device("cpu"), torch.device("cpu")]) == f"{slug}+{slug}"
 
 
-def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
-    """The issue's target, counted on the CPU: 15 students in 4 fused networks with one Adam."""
+def test_ops_of_the_direct_plans_15_students_fall_to_those_of_4_networks_when_fused():
+    """15 students of 4 architectures become 4 fused networks with one Adam: the device operators of a step fall
+    by about 15/4, the most grouped convolutions can do (the issue's 5x was met only with the CPU's per-tensor
+    Adam in the loop, 6.6x; counted with each looped student's Adam fused, as on CUDA, it is 3.9x)."""
     import torch
     from tadist_utils.analysis import bench
     from tadist_utils.train import Context
@@ -56,7 +58,25 @@ def test_ops_of_the_direct_plans_15_students_fall_at_least_5x_when_fused():
     ctx = Context(torch.device("cpu"), None, channels_last=True, progress=False)
     case = bench.bench_ops(ctx, "direct", levels=4, batch_size=2)
     assert case["students"] == 15
-    assert case["aten_ops_ratio"] >= 5 and case["leaf_ops_ratio"] >= 5, case
+    assert 3.5 <= case["device_ops_ratio"] <= 4.5, case
+    assert case["aten_ops_ratio"] >= 3.5 and case["leaf_ops_ratio"] >= 3.5, case
+
+
+def test_device_ops_count_kernels_not_views_allocations_or_reads():
+    """By hand: a view, an allocation and a read back launch nothing; add, sum and a matmul's backward do."""
+    import torch
+    from tadist_utils.analysis.step_profile import DeviceOps
+
+    a, w = torch.ones(2, 3), torch.ones(3, 1, requires_grad=True)
+    with DeviceOps() as counter:
+        b = a.view(6).reshape(2, 3) + 1  # add (the views are free)
+        torch.empty(4)                    # allocation: free
+        loss = (b @ w).sum()              # mm, sum
+        loss.item()                       # a read: host traffic, not a kernel
+    assert counter.n == 3
+    with DeviceOps() as counter:
+        loss.backward()  # the seed gradient (ones_like), sum's backward (expand: a view), w's (b.t() @ grad): mm
+    assert counter.n == 2 and torch.equal(w.grad, torch.full((3, 1), 4.0))
 
 
 def test_fused_guides_cut_the_operator_calls_of_the_paper_generations_with_student_guides():

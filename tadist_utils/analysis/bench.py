@@ -194,16 +194,19 @@ def print_table(report: dict) -> None:
         if name == "ops":
             for path in ("loop", "fused", "fused_compiled")[:2 + ("fused_compiled" in case)]:
                 p = path.replace("fused_compiled", "compiled")
-                print(f"{name:<10}{p:<11}{case[path]['aten_ops']:>9} aten ops {case[path]['leaf_ops']:>7} leaf ops / step"
-                      + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x fewer)" if path == "fused" else "")
-                      + (f"   ({case['compiled_aten_ops_ratio']}x / {case['compiled_leaf_ops_ratio']}x fewer than fused)"
-                         if path == "fused_compiled" else ""))
+                c = case[path]
+                print(f"{name:<10}{p:<11}{c['aten_ops']:>9} aten {c['leaf_ops']:>7} leaf {c['device_ops']:>6} device ops"
+                      f" / step" + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x / "
+                                    f"{case['device_ops_ratio']}x fewer)" if path == "fused" else "")
+                      + (f"   ({case['compiled_aten_ops_ratio']}x / {case['compiled_leaf_ops_ratio']}x / "
+                         f"{case['compiled_device_ops_ratio']}x fewer than fused)" if path == "fused_compiled" else ""))
             continue
         if name == "ops_guides":
             for g in case["generations"]:
                 head = f"{name:<12}{g['students']:>3} students, {g['guides']} guides"
                 for path in ("loop", "fused", "fused_guides"):
-                    print(f"{head}  {path:<13}{g[path]['aten_ops']:>7} aten {g[path]['leaf_ops']:>7} leaf ops / step")
+                    print(f"{head}  {path:<13}{g[path]['aten_ops']:>7} aten {g[path]['leaf_ops']:>7} leaf "
+                          f"{g[path]['device_ops']:>6} device ops / step")
                 t = g["guides_forward_cpu_s"]
                 print(f"{head}  fused guides: {g['leaf_ops_fused_vs_fused_guides']}x fewer leaf ops than fused "
                       f"students alone; guides' forward CPU s {t['separate']} separate, {t['fused']} fused")

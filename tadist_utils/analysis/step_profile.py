@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import models
 from ..config import make_config
@@ -27,14 +28,37 @@ from .machine import sync
 
 
 # ----------------------------------------------------------------------------- launches: operator calls per step
-def student_runs(nodes, ctx: Context, lr: float = 1e-3, total_steps: int = 1000) -> list[RunState]:
-    """Fresh students with the optimiser and schedule train_students gives them."""
+def student_runs(nodes, ctx: Context, lr: float = 1e-3, total_steps: int = 1000,
+                 fused: bool | None = None) -> list[RunState]:
+    """Fresh students with the optimiser and schedule train_students gives them (``fused``: ``train.student_run``)."""
     runs = []
     for n in nodes:
         torch.manual_seed(init_seed(0, n.key))
         net = ctx.model(models.student(n.level)).train()
-        runs.append(student_run(net, ctx, lr=lr, steps=total_steps, path=Path()))
+        runs.append(student_run(net, ctx, lr=lr, steps=total_steps, path=Path(), fused=fused))
     return runs
+
+
+_aten = torch.ops.aten
+# ops that launch no kernel on a GPU: allocation, metadata, a read back to the host (``HostTraffic`` counts those)
+_NO_KERNEL = {_aten.empty, _aten.empty_strided, _aten.empty_like, _aten.new_empty, _aten.new_empty_strided,
+              _aten._unsafe_view, _aten.as_strided_, _aten.set_, _aten.resize_, _aten.lift_fresh,
+              _aten._local_scalar_dense}
+
+
+class DeviceOps(TorchDispatchMode):
+    """Counts the operators that reach the device's kernels (below autograd, as a GPU would launch them): what
+    the profiler's leaf count also holds, minus a CPU kernel's own inner calls (its allocations, a per-tensor
+    optimiser's loop), views and other metadata-only ops, and the profiler's markers."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if isinstance(func, torch._ops.OpOverload) and func.namespace == "aten":
+            self.n += not (func.is_view or func.overloadpacket in _NO_KERNEL)
+        return func(*args, **(kwargs or {}))
 
 
 def student_step(runs, wanted, ctx: Context, fuse: bool):
@@ -51,8 +75,9 @@ def count_ops(fn, device: torch.device) -> dict:
     """Operator calls of one call of ``fn`` (after one untimed call): what a launch-bound GPU step pays for.
 
     ``aten_ops``: every ATen operator the dispatcher ran (nested calls included); ``leaf_ops``: those
-    that call no other operator, i.e. the ones doing the work (about one kernel each on a GPU);
-    ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
+    that call no other operator, i.e. the ones doing the work, with a CPU kernel's inner allocations;
+    ``device_ops``: the operators that reach a kernel (``DeviceOps``: about one launch each on a GPU, the
+    closest count to one a CPU can make); ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
     """
     from torch.profiler import ProfilerActivity, profile
     fn()
@@ -64,7 +89,11 @@ def count_ops(fn, device: torch.device) -> dict:
     events = prof.events()
     aten = [e for e in events if e.name.startswith("aten::")]
     leaf = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
-    out = dict(aten_ops=len(aten), leaf_ops=len(leaf))
+    counter = DeviceOps()
+    with counter:
+        fn()
+        sync(device)
+    out = dict(aten_ops=len(aten), leaf_ops=len(leaf), device_ops=counter.n)
     if device.type == "cuda":
         out["gpu_kernels"] = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
     return out
@@ -83,10 +112,11 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compi
         x = x.contiguous(memory_format=torch.channels_last)
     targets = [torch.randn(batch_size, 512, device=ctx.device)]
     case = dict(what=f"one training step of the '{experiment}' plan's {len(nodes)} teacher-fed students, batch "
-                     f"{batch_size}, the teacher's features cached (as without augmentation)", students=len(nodes))
+                     f"{batch_size}, the teacher's features cached (as without augmentation); each looped student "
+                     f"with a fused Adam, as on CUDA (engine.fused_optimizer)", students=len(nodes))
     paths = [("loop", False, ctx), ("fused", True, ctx)] + [("fused_compiled", True, replace(ctx, compile=True))] * compiled
     for path, fuse, path_ctx in paths:
-        step = student_step(student_runs(nodes, path_ctx), wanted, path_ctx, fuse)
+        step = student_step(student_runs(nodes, path_ctx, fused=True), wanted, path_ctx, fuse)
         case[path] = count_ops(lambda: step(x, targets), ctx.device)
     for k in case["fused"]:
         case[f"{k}_ratio"] = round(case["loop"][k] / max(1, case["fused"][k]), 2)
@@ -130,10 +160,10 @@ def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeat
         paths = (("loop", False, False),) * loop + (("fused", True, False), ("fused_guides", True, True))
         for path, fuse, fuse_guides in paths:
             step_ctx = replace(ctx, fuse=fuse)
-            step = student_step(student_runs(group, step_ctx), wanted, step_ctx, fuse)
+            step = student_step(student_runs(group, step_ctx, fused=True), wanted, step_ctx, fuse)  # Adams as on CUDA
             fw = forwards["fused" if fuse_guides else "separate"]
             row[path] = count_ops(lambda: step(x, fw(x)), ctx.device)
-        for k in ("aten_ops", "leaf_ops"):
+        for k in ("aten_ops", "leaf_ops", "device_ops"):
             row[f"{k}_fused_vs_fused_guides"] = round(row["fused"][k] / max(1, row["fused_guides"][k]), 2)
             if loop:
                 row[f"{k}_loop_vs_fused_guides"] = round(row["loop"][k] / max(1, row["fused_guides"][k]), 2)
