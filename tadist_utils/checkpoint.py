@@ -153,6 +153,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
     optimisers were fused on CUDA) would make a GPU's fused optimiser unfused again, which a GradScaler then
     calls with arguments only fused steps take (an error), and a GPU's checkpoint would ask a Mac for a fused
     kernel. Adam's step counter moves where the kept implementation wants it (on the device when fused)."""
+    if len(state["param_groups"]) != len(optimizer.param_groups):
+        optimizer.load_state_dict(state)  # PyTorch's own error (zip below would drop the extra groups silently)
     groups = [dict(saved, **{k: g[k] for k in _HOW_IT_RUNS if k in g})
               for saved, g in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict(dict(state, param_groups=groups))

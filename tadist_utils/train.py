@@ -110,6 +110,23 @@ def _classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torc
     return loss.detach()
 
 
+def zero_momentum(opt: torch.optim.Optimizer) -> None:
+    """Start a fused SGD's missing momentum buffers at zero, which is what its first step makes of them (dampening 0:
+    ``0.9 * 0 + g == g``, bit for bit).
+
+    Fused SGD allocates them with ``torch.empty_like`` on its first step, and its kernel returns without writing
+    anything when the GradScaler found an overflow (fp16's first steps often do, from a scale of 2**16): the
+    buffers keep uninitialised memory and every later step builds on it (NaN or huge weights). Unfused SGD is
+    not called at all on such a step, so it needs nothing."""
+    if not isinstance(opt, torch.optim.SGD):
+        return
+    for g in opt.param_groups:
+        if g.get("fused") and g["momentum"] != 0 and g["dampening"] == 0:
+            for p in g["params"]:
+                if p.requires_grad and opt.state[p].get("momentum_buffer") is None:
+                    opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
 # ------------------------------------------------------------------------- classifiers
 def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: str, path: Path, spec: dict,
                      epochs: int, lr: float, weight_decay: float, batch_size: int, augment: bool, seed: int,
@@ -140,6 +157,7 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
 
     def train_epoch(epoch: int) -> dict:
         train.set_epoch(epoch)
+        zero_momentum(opt)  # here, not at construction: a resumed state may hold no buffers either
         total, n = torch.zeros((), device=ctx.device), 0
         with ctx.bar(len(train), f"{name} epoch {epoch + 1}/{epochs}") as bar:
             for x, y, idx in train:

@@ -226,3 +226,13 @@ def test_a_resumed_optimiser_keeps_the_implementation_it_was_built_with(tmp_path
     for k, v in run.model.state_dict().items():  # the same step, in either implementation's rounding
         torch.testing.assert_close(again.model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
     assert float(again.optimizer.state_dict()["state"][0]["step"]) == 2
+
+
+def test_load_optimizer_refuses_a_state_of_more_parameter_groups():
+    """As ``load_state_dict`` does: zipping the groups would drop the file's extra ones and load the rest silently."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    two = torch.optim.Adam([{"params": a.parameters()}, {"params": b.parameters()}])
+    (a(torch.ones(1, 2)).sum() + b(torch.ones(1, 2)).sum()).backward()
+    two.step()
+    with pytest.raises(ValueError, match="number of parameter groups"):
+        ck.load_optimizer(torch.optim.Adam(a.parameters()), two.state_dict())

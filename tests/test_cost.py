@@ -183,12 +183,13 @@ def test_accuracy_vs_cost_plot(table):
 
 
 def test_smoke_spends_a_small_budget_on_the_cost_table():
-    """Notebook 06 on smoke used to time every model for seconds (9-13 minutes of CI); now one run each, no warm-up."""
+    """Notebook 06 on smoke used to time every model for seconds (9-13 minutes of CI); now one run each after one
+    warm-up pass (a cold first pass read about 5x slow; Timer.timeit used to run two before each run)."""
     import nbformat
     from pathlib import Path
     from tadist_utils.config import make_config
     b = cost.PROFILE_BUDGETS["smoke"]
-    assert b["repeats"] == 1 and b["warmup"] == 0 and b["large_batch"] <= 16 and b["max_seconds"] <= 1
+    assert b["repeats"] == 1 and b["warmup"] <= 1 and b["large_batch"] <= 16 and b["max_seconds"] <= 1
     assert "paper" not in cost.PROFILE_BUDGETS  # the paper profile measures in full
     nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "06_beyond.ipynb", as_version=4)
     assert any("**cost.PROFILE_BUDGETS.get(cfg.profile, {})" in c.source for c in nb.cells)

@@ -79,3 +79,42 @@ def test_finetune_that_lowers_val_accuracy_keeps_the_ensemble_before_finetuning(
     again = finetune_head(torch.nn.Linear(4, 2), feats, data, ctx, name="ft", path=tmp_path / "ft.pt",
                           spec={"t": 1}, epochs=3, lr=0.5, batch_size=32, seed=0)  # reused from the checkpoint
     assert again.best["epoch"] == 0 and [h["epoch"] for h in again.history] == [0, 1, 2, 3]
+
+
+def test_fused_sgd_survives_a_first_step_the_grad_scaler_skips(tmp_path, monkeypatch):
+    """On CUDA the teacher's SGD is fused (``engine.fused_optimizer``). Fused SGD allocates its momentum buffers with
+    ``torch.empty_like`` on its first step and, when the GradScaler found an overflow (fp16's first steps often do),
+    writes nothing into them: the next step built on uninitialised memory. Here the overflow is forced
+    (first step only), uninitialised memory is NaN (as a sanitizer poisons it), and fused SGD runs on the CPU:
+    the run must equal the unfused one."""
+    import copy
+
+    from tadist_utils.data import DataBundle, Split
+    from tadist_utils.train import train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(16) % 10)
+    data = DataBundle("t", tuple("abcdefghij"), split, split, split, mean=torch.full((3,), 0.5),
+                      std=torch.full((3,), 0.25))
+    torch.manual_seed(0)
+    model = models.Ensemble([models.student(2)], 10)
+    poisoned = lambda t, *a, **k: torch.full_like(t, float("nan"), *a, **k)  # noqa: E731
+    monkeypatch.setattr(torch, "empty_like", poisoned)
+
+    class FirstStepOverflows(torch.amp.GradScaler):
+        def scale(self, outputs):
+            first, self.scaled = not hasattr(self, "scaled"), True
+            return super().scale(outputs) * (float("inf") if first else 1.0)
+
+    monkeypatch.setattr("tadist_utils.train.grad_scaler", lambda device, dtype: FirstStepOverflows("cpu"))
+    weights = {}
+    for fused in (False, True):
+        monkeypatch.setattr("tadist_utils.train.fused_optimizer", lambda device: {"fused": fused})
+        run = train_classifier(copy.deepcopy(model), data, Context(torch.device("cpu"), None, progress=False,
+                               log=lambda line: None), name="t", path=tmp_path / f"t{fused}.pt", spec={}, epochs=2,
+                               lr=0.01, weight_decay=5e-4, batch_size=4, augment=False, seed=0, optimizer="sgd")
+        assert bool(run.optimizer.param_groups[0]["fused"]) == fused
+        assert run.scaler.get_scale() == 2.0 ** 15  # the first step was skipped (and no other)
+        weights[fused] = run.model.state_dict()
+    for k, v in weights[False].items():
+        torch.testing.assert_close(weights[True][k], v, rtol=1e-5, atol=1e-6, msg=k)

@@ -73,7 +73,7 @@ ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their 
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
                + [f"ensemble_{n}" for n in ENSEMBLE_LEVELS])
 # Notebook 06 on the smoke profile: every row and export check made once, within seconds; not a timing.
-SMOKE_BUDGET = dict(repeats=1, warmup=0, large_batch=8, max_seconds=0.5)
+SMOKE_BUDGET = dict(repeats=1, warmup=1, large_batch=8, max_seconds=0.5)  # one warm pass: a cold one reads 5x slow
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
 PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": dict(repeats=5, warmup=1, max_seconds=2.0)}
 
