@@ -55,6 +55,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
                           stacklevel=2)
         return torch.bfloat16
     if precision == "fp16":
+        if device.type == "cpu" and not cpu_has_fp16():
+            warnings.warn("precision='fp16' on a CPU without native fp16 (no AVX512-FP16 or AMX-FP16): autocast emulates "
+                          "it, a teacher step measured ~30x slower than fp32 on an AVX512-BF16 EPYC, and a CPU gets "
+                          "no grad scaler; use precision='auto' or 'fp32'", stacklevel=2)
         return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if cuda_has_bf16(device) else torch.float16
@@ -79,12 +83,21 @@ def cuda_has_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def cpu_has_bf16() -> bool:
+def _cpu_flags() -> str:
     try:
-        flags = open("/proc/cpuinfo").read()
+        return open("/proc/cpuinfo").read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_bf16() -> bool:
+    flags = _cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_fp16() -> bool:
+    flags = _cpu_flags()
+    return "avx512_fp16" in flags or "amx_fp16" in flags
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -96,6 +109,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def grad_scaler(device: torch.device, dtype: torch.dtype | None):
     """A GradScaler only where fp16 needs one; otherwise a disabled scaler with the same interface."""
     return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16 and device.type == "cuda"))
+
+
+def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, scaler) -> None:
+    """One training step from a loss: backward (scaled under fp16), the optimiser's step (a skipped update when
+    the scaler found the gradients overflowed), the scale's update, the schedule's step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
 
 
 def fused_optimizer(device: torch.device) -> dict:

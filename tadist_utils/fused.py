@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from . import models
-from .engine import autocast, grad_scaler
+from .engine import autocast, grad_scaler, scaled_step
 from .losses import chunk_losses, guided_loss
 
 
@@ -152,11 +152,7 @@ class FusedTrainer:
                 per.append(guided_loss(out[:, g * d:(g + 1) * d], targets, w, keep and keep[i], self.loss))
             losses.append(torch.stack(per))
         losses = torch.cat(losses)[self.order] if len(self.groups) > 1 else losses[0]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses.sum()).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
+        scaled_step(losses.sum(), self.optimizer, self.scheduler, self.scaler)
         return losses.detach()
 
 

@@ -25,7 +25,7 @@ from .checkpoint import RunState, run_epochs
 from .config import default_threads
 from .data import Batches, DataBundle
 from .engine import (Compiled, autocast, fused_optimizer, grad_scaler, prepare, resolve_device, resolve_fuse,
-                     resolve_precision)
+                     resolve_precision, scaled_step)
 from .fused import FusedTrainer, fused_guides
 from .losses import feature_loss, guided_loss, kd_loss
 
@@ -102,11 +102,7 @@ def _classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torc
     with autocast(ctx.device, ctx.amp_dtype):
         out = model(x)
     loss = F.cross_entropy(out.float(), y) if loss_fn is None else loss_fn(out, y)
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    sched.step()
+    scaled_step(loss, opt, sched, scaler)
     return loss.detach()
 
 
@@ -280,11 +276,7 @@ def loop_step(runs: list[RunState], nets: list, wanted, x: torch.Tensor, targets
         with autocast(ctx.device, ctx.amp_dtype):
             out = net(x)
         l = guided_loss(out, targets, wanted[i], keep and keep[i], loss)
-        r.optimizer.zero_grad(set_to_none=True)
-        r.scaler.scale(l).backward()
-        r.scaler.step(r.optimizer)
-        r.scaler.update()
-        r.scheduler.step()
+        scaled_step(l, r.optimizer, r.scheduler, r.scaler)
         losses.append(l.detach())
     return torch.stack(losses)
 

@@ -1,5 +1,6 @@
 """The benchmark runs end to end and writes a JSON with positive speeds, ratios and operator counts."""
 import json
+import warnings
 
 import pytest
 
@@ -126,6 +127,22 @@ def test_forced_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
         assert engine.resolve_precision("bf16", cpu) is torch.bfloat16
     monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
     assert engine.resolve_precision("auto", cpu) is torch.bfloat16
+
+
+def test_forced_fp16_on_a_cpu_without_native_fp16_warns(monkeypatch):
+    """On this project's EPYC (AVX512-BF16, no AVX512-FP16) a teacher step took 18.4 s under fp16 autocast against
+    0.57 s in fp32 and 0.35 s in bf16 (interleaved, 1 thread); and a CPU gets no grad scaler (engine.grad_scaler)."""
+    import torch
+    from tadist_utils import engine
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine, "cpu_has_fp16", lambda: False)
+    with pytest.warns(UserWarning, match="without native fp16"):
+        assert engine.resolve_precision("fp16", cpu) is torch.float16
+    monkeypatch.setattr(engine, "cpu_has_fp16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert engine.resolve_precision("fp16", cpu) is torch.float16
 
 
 @pytest.mark.parametrize("capability, auto", [((7, 5), "float16"), ((7, 0), "float16"), ((8, 0), "bfloat16"),

@@ -6,6 +6,7 @@ of pure rounding noise, which Adam scales up to a full step in either implementa
 only be compared loosely; the train_students tests below do that).
 """
 import copy
+import math
 import warnings
 
 import pytest
@@ -198,6 +199,41 @@ def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch, epochs):
     # and the students assemble into an Ensemble as before
     ens = models.Ensemble([r.model for r in again[1:3]], num_classes=10).eval()
     assert ens(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_fused_students_under_fp16_and_a_grad_scaler_as_on_a_t4(tiny, tmp_path, monkeypatch):
+    """Colab's free T4 has no bf16: ``auto`` gives fp16 autocast, a GradScaler and fused Adam there, a combination no
+    GPU lent to this project has run. The CPU has all three, so they run together here (the students only: fp16
+    autocast is emulated on this CPU, a VGG16 step 29x slower than fp32). A first scale of 2**20 makes the first
+    steps overflow: skipped for every student at once, then training goes on; each student's checkpoint gets the
+    fused scaler's state, and the losses stay finite."""
+    _, data, _, _ = tiny
+    scalers = []
+
+    def scaler(device, dtype):
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0 ** 20, enabled=dtype == torch.float16))
+        return scalers[-1]
+
+    for module in ("train", "fused"):
+        monkeypatch.setattr(f"tadist_utils.{module}.grad_scaler", scaler)
+    jobs = [StudentJob(f"s{i}", models.student(lv), a, b, tmp_path / f"fp16-s{i}.pt", dict(job=i))  # the smallest:
+            for i, (lv, (_, a, b)) in enumerate(zip((3, 4, 4), (SLICES[1], SLICES[3], SLICES[4])))]  # 2 networks
+    before = [copy.deepcopy(j.model.state_dict()) for j in jobs]
+    ctx = Context(CPU, torch.float16, progress=False, fuse=True, log=lambda *_: None)
+    pixels = lambda x: x.flatten(1)[:, :512]  # noqa: E731  a parent whose features cost nothing (not a fp16 VGG16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = train_students(pixels, jobs, data, ctx, epochs=3, lr=1e-3, weight_decay=0.0, batch_size=16,
+                              augment=False, seed=0)
+    # a fused optimiser is called even on a skipped step (its kernel skips), so PyTorch's "lr_scheduler.step() before
+    # optimizer.step()" warning, which an unfused one's skipped first step draws, does not reach a T4's notebooks
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]
+    fused_scale = scalers[-1].get_scale()  # the FusedTrainer's, made last
+    assert fused_scale < 2.0 ** 20  # some steps overflowed and were skipped
+    for r, w in zip(runs, before):
+        assert all(math.isfinite(h[k]) for h in r.history for k in ("train_loss", "val_loss"))
+        assert r.scaler.get_scale() == fused_scale  # stored back into every student
+        assert any(not torch.equal(v, w[k]) for k, v in r.model.state_dict().items() if v.is_floating_point())
 
 
 # ----------------------------------------------------------------------------- the guides' forward, fused

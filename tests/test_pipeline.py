@@ -75,3 +75,4 @@ def test_headless_cli_runs_and_refuses_bad_input(tmp_path, capsys):
                  "device=cpu", f"results_dir={out}", "experiments=direct"]) == 0
     df = pd.read_csv(out / "results.csv")
     assert sorted(df[(df.model == "ensemble_1") & (df.metric == "test_accuracy")].seed) == [0, 1]
+

@@ -1,4 +1,5 @@
 """Training loops: students learn a fixed parent; finished models are reused, changed ones retrained."""
+import pytest
 import torch
 
 from tadist_utils import models
@@ -81,6 +82,7 @@ def test_finetune_that_lowers_val_accuracy_keeps_the_ensemble_before_finetuning(
     assert again.best["epoch"] == 0 and [h["epoch"] for h in again.history] == [0, 1, 2, 3]
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the unfused run's skipped first step
 def test_fused_sgd_survives_a_first_step_the_grad_scaler_skips(tmp_path, monkeypatch):
     """On CUDA the teacher's SGD is fused (``engine.fused_optimizer``). Fused SGD allocates its momentum buffers with
     ``torch.empty_like`` on its first step and, when the GradScaler found an overflow (fp16's first steps often do),
