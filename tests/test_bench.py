@@ -74,7 +74,10 @@ def test_device_ops_count_kernels_not_views_allocations_or_reads():
         torch.empty(4)                    # allocation: free
         loss = (b @ w).sum()              # mm, sum
         loss.item()                       # a read: host traffic, not a kernel
-    assert counter.n == 3
+        c = a.clone()                     # clone: a copy kernel
+        c.unsqueeze_(0).squeeze_(0).t_()  # in-place restrides: no kernel (``is_view`` is False for them)
+        c.detach_()
+    assert counter.n == 4
     with DeviceOps() as counter:
         loss.backward()  # the seed gradient (ones_like), sum's backward (expand: a view), w's (b.t() @ grad): mm
     assert counter.n == 2 and torch.equal(w.grad, torch.full((3, 1), 4.0))

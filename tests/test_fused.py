@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tadist_utils import models
 from tadist_utils.config import make_config
@@ -205,8 +206,8 @@ def test_fused_students_under_fp16_and_a_grad_scaler_as_on_a_t4(tiny, tmp_path, 
     """Colab's free T4 has no bf16: ``auto`` gives fp16 autocast, a GradScaler and fused Adam there, a combination no
     GPU lent to this project has run. The CPU has all three, so they run together here (the students only: fp16
     autocast is emulated on this CPU, a VGG16 step 29x slower than fp32). A first scale of 2**20 makes the first
-    steps overflow: skipped for every student at once, then training goes on; each student's checkpoint gets the
-    fused scaler's state, and the losses stay finite."""
+    steps overflow: skipped for every student at once, then training goes on; each student's own scaler and Adam
+    get the fused ones' state back (its Adam counts only the steps taken), and the losses stay finite."""
     _, data, _, _ = tiny
     scalers = []
 
@@ -221,18 +222,31 @@ def test_fused_students_under_fp16_and_a_grad_scaler_as_on_a_t4(tiny, tmp_path, 
     before = [copy.deepcopy(j.model.state_dict()) for j in jobs]
     ctx = Context(CPU, torch.float16, progress=False, fuse=True, log=lambda *_: None)
     pixels = lambda x: x.flatten(1)[:, :512]  # noqa: E731  a parent whose features cost nothing (not a fp16 VGG16)
-    with warnings.catch_warnings(record=True) as caught:
+    seen = set()
+
+    class ConvDtypes(TorchDispatchMode):  # below autocast: the dtypes the convolutions really run in
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                seen.add((args[0].dtype, args[1].dtype, args[-1]))
+            return func(*args, **(kwargs or {}))
+
+    with warnings.catch_warnings(record=True) as caught, ConvDtypes():
         warnings.simplefilter("always")
         runs = train_students(pixels, jobs, data, ctx, epochs=3, lr=1e-3, weight_decay=0.0, batch_size=16,
                               augment=False, seed=0)
+    assert {d for d in seen if d[2] > 1} == {(torch.float16, torch.float16, 2)}  # the fused level-4 pair, in fp16
     # a fused optimiser is called even on a skipped step (its kernel skips), so PyTorch's "lr_scheduler.step() before
     # optimizer.step()" warning, which an unfused one's skipped first step draws, does not reach a T4's notebooks
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
     fused_scale = scalers[-1].get_scale()  # the FusedTrainer's, made last
     assert fused_scale < 2.0 ** 20  # some steps overflowed and were skipped
+    skipped = math.log2(2.0 ** 20 / fused_scale)  # each halves the scale (growth_interval 2000: it never grows here)
+    assert skipped == int(skipped)
     for r, w in zip(runs, before):
         assert all(math.isfinite(h[k]) for h in r.history for k in ("train_loss", "val_loss"))
         assert r.scaler.get_scale() == fused_scale  # stored back into every student
+        # every student's Adam skipped exactly the skipped steps (the schedule steps on every one), stored back
+        assert {float(s["step"]) for s in r.optimizer.state.values()} == {r.scheduler.last_epoch - skipped}
         assert any(not torch.equal(v, w[k]) for k, v in r.model.state_dict().items() if v.is_floating_point())
 
 

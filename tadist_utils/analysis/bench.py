@@ -195,11 +195,12 @@ def print_table(report: dict) -> None:
             for path in ("loop", "fused", "fused_compiled")[:2 + ("fused_compiled" in case)]:
                 p = path.replace("fused_compiled", "compiled")
                 c = case[path]
-                print(f"{name:<10}{p:<11}{c['aten_ops']:>9} aten {c['leaf_ops']:>7} leaf {c['device_ops']:>6} device ops"
-                      f" / step" + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x / "
-                                    f"{case['device_ops_ratio']}x fewer)" if path == "fused" else "")
+                print(f"{name:<10}{p:<11}{c['aten_ops']:>9} aten {c['leaf_ops']:>7} leaf {c.get('device_ops', '-'):>6} "
+                      f"device ops / step"
+                      + (f"   ({case['aten_ops_ratio']}x / {case['leaf_ops_ratio']}x / "
+                         f"{case['device_ops_ratio']}x fewer)" if path == "fused" else "")
                       + (f"   ({case['compiled_aten_ops_ratio']}x / {case['compiled_leaf_ops_ratio']}x / "
-                         f"{case['compiled_device_ops_ratio']}x fewer than fused)" if path == "fused_compiled" else ""))
+                         f"- fewer than fused)" if path == "fused_compiled" else ""))
             continue
         if name == "ops_guides":
             for g in case["generations"]:

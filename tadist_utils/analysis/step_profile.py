@@ -41,15 +41,24 @@ def student_runs(nodes, ctx: Context, lr: float = 1e-3, total_steps: int = 1000,
 
 _aten = torch.ops.aten
 # ops that launch no kernel on a GPU: allocation, metadata, a read back to the host (``HostTraffic`` counts those)
-_NO_KERNEL = {_aten.empty, _aten.empty_strided, _aten.empty_like, _aten.new_empty, _aten.new_empty_strided,
-              _aten._unsafe_view, _aten.as_strided_, _aten.set_, _aten.resize_, _aten.lift_fresh,
-              _aten._local_scalar_dense}
+# (in-place view ops such as ``squeeze_`` or ``detach_`` only restride: ``is_view`` is False for them)
+_NO_KERNEL = {_aten.empty, _aten.empty_strided, _aten.empty_like, _aten.empty_permuted, _aten.new_empty,
+              _aten.new_empty_strided, _aten._unsafe_view, _aten.as_strided_, _aten.set_, _aten.resize_,
+              _aten.resize_as_, _aten.lift_fresh, _aten._local_scalar_dense, _aten.detach_, _aten.squeeze_,
+              _aten.unsqueeze_, _aten.t_, _aten.transpose_, _aten.swapdims_, _aten.swapaxes_}
 
 
 class DeviceOps(TorchDispatchMode):
     """Counts the operators that reach the device's kernels (below autograd, as a GPU would launch them): what
     the profiler's leaf count also holds, minus a CPU kernel's own inner calls (its allocations, a per-tensor
-    optimiser's loop), views and other metadata-only ops, and the profiler's markers."""
+    optimiser's loop), views and other metadata-only ops, and the profiler's markers.
+
+    A lower bound on CUDA's launches, by a roughly constant factor per layer (so loop/fused ratios hold better than
+    absolute counts): a cuDNN convolution with a bias adds it in a second kernel and its backward sums the bias
+    gradient in a third next to dgrad and wgrad (one CPU ``convolution``/``convolution_backward`` each here); a
+    ``_foreach_*``/fused optimiser op launches once per ~36 tensors (multi_tensor_apply); cuDNN may itself run
+    several kernels for one call. Code compiled by ``torch.compile`` is not counted: dynamo runs the eager ops while
+    a dispatch mode is active."""
 
     def __init__(self):
         super().__init__()
@@ -71,13 +80,14 @@ def student_step(runs, wanted, ctx: Context, fuse: bool):
     return lambda x, targets: loop_step(runs, nets, wanted, x, targets, None, "mse", ctx)
 
 
-def count_ops(fn, device: torch.device) -> dict:
+def count_ops(fn, device: torch.device, device_ops: bool = True) -> dict:
     """Operator calls of one call of ``fn`` (after one untimed call): what a launch-bound GPU step pays for.
 
     ``aten_ops``: every ATen operator the dispatcher ran (nested calls included); ``leaf_ops``: those
     that call no other operator, i.e. the ones doing the work, with a CPU kernel's inner allocations;
     ``device_ops``: the operators that reach a kernel (``DeviceOps``: about one launch each on a GPU, the
-    closest count to one a CPU can make); ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
+    closest count to one a CPU can make; ``device_ops=False`` for a compiled ``fn``, which a dispatch mode
+    would run eagerly); ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
     """
     from torch.profiler import ProfilerActivity, profile
     fn()
@@ -89,11 +99,13 @@ def count_ops(fn, device: torch.device) -> dict:
     events = prof.events()
     aten = [e for e in events if e.name.startswith("aten::")]
     leaf = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
-    counter = DeviceOps()
-    with counter:
-        fn()
-        sync(device)
-    out = dict(aten_ops=len(aten), leaf_ops=len(leaf), device_ops=counter.n)
+    out = dict(aten_ops=len(aten), leaf_ops=len(leaf))
+    if device_ops:
+        counter = DeviceOps()
+        with counter:
+            fn()
+            sync(device)
+        out["device_ops"] = counter.n
     if device.type == "cuda":
         out["gpu_kernels"] = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
     return out
@@ -117,10 +129,10 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compi
     paths = [("loop", False, ctx), ("fused", True, ctx)] + [("fused_compiled", True, replace(ctx, compile=True))] * compiled
     for path, fuse, path_ctx in paths:
         step = student_step(student_runs(nodes, path_ctx, fused=True), wanted, path_ctx, fuse)
-        case[path] = count_ops(lambda: step(x, targets), ctx.device)
+        case[path] = count_ops(lambda: step(x, targets), ctx.device, device_ops=path != "fused_compiled")
     for k in case["fused"]:
         case[f"{k}_ratio"] = round(case["loop"][k] / max(1, case["fused"][k]), 2)
-        if compiled:
+        if compiled and k in case["fused_compiled"]:
             case[f"compiled_{k}_ratio"] = round(case["fused"][k] / max(1, case["fused_compiled"][k]), 2)
     return case
 
