@@ -158,6 +158,19 @@ def test_the_counter_sees_what_a_gpu_would_wait_for():
 
 
 @ON_META
+@pytest.mark.parametrize("every", [1, 2, 3, 5, 7])
+def test_a_round_trip_every_few_steps_shows(every):
+    """A read every k-th step (a loss printed now and then) is one too many on a GPU's queue: it must show."""
+    def run(steps):
+        x = torch.zeros(4, device=DEVICE)
+        for i in range(1, steps + 1):
+            x += 1
+            if i % every == 0:
+                float(x.sum())
+    assert per_step(run)["reads"] > 0
+
+
+@ON_META
 def test_the_counter_sees_host_data_that_reaches_the_device_inside_an_op():
     """Host data made into a device tensor (``torch.tensor(list, device=...)``, a list or host tensor as an index)
     is copied inside the op, where a dispatch mode alone sees nothing; printing a device tensor reads it. A

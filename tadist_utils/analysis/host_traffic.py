@@ -117,12 +117,14 @@ def _cuda_syncs(fn: Callable[[], object]) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def per_step(run: Callable[[int], object], steps: tuple[int, int] = (2, 4)) -> dict:
+def per_step(run: Callable[[int], object], steps: tuple[int, int] = (2, 7)) -> dict:
     """Host round trips that each training step adds: ``run(n)`` trains one epoch of ``n`` steps on ``DEVICE``.
 
     Counted for two epoch lengths, after an uncounted run of ``steps[0] - 1`` (one-time set-up: a GPU's libraries,
     caches; a length of its own, so that a run which resumes from its own checkpoint starts afresh); the difference
-    over the extra steps is what one step costs, with the epoch's ends (the same in both) left out."""
+    over the extra steps is what one step costs, with the epoch's ends (the same in both) left out. 2 and 7 steps:
+    a round trip every k-th step shows for every k up to 7 (as 1/5 a step, or more); with 2 and 4 one every 5th
+    step did not."""
     if not 2 <= steps[0] < steps[1]:
         raise ValueError(f"steps must be two lengths, 2 <= short < long; got {steps}")
     count(lambda: run(steps[0] - 1))  # counted and dropped: meta answers reads only inside the count
