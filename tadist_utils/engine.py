@@ -83,21 +83,21 @@ def cuda_has_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def _cpu_flags() -> str:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none, e.g. macOS)."""
     try:
-        return open("/proc/cpuinfo").read()
+        line = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
     except OSError:
-        return ""
+        return set()
+    return set(line.split(":", 1)[-1].split())
 
 
 def cpu_has_bf16() -> bool:
-    flags = _cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def cpu_has_fp16() -> bool:
-    flags = _cpu_flags()
-    return "avx512_fp16" in flags or "amx_fp16" in flags
+    return bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -124,6 +124,19 @@ def zero_momentum(opt: torch.optim.Optimizer) -> None:
 
 
 # ------------------------------------------------------------------------- classifiers
+def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device):
+    """A classifier's optimiser and schedule over ``steps``: ``sgd``: SGD + Nesterov momentum + one-cycle (fast
+    CIFAR recipe); ``adam``: Adam + cosine. Fused on CUDA (``engine.fused_optimizer``)."""
+    if kind == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
+                              **fused_optimizer(device))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(device))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    return opt, sched
+
+
 def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: str, path: Path, spec: dict,
                      epochs: int, lr: float, weight_decay: float, batch_size: int, augment: bool, seed: int,
                      optimizer: str = "sgd", params=None, distill_from: Callable | None = None,
@@ -132,21 +145,15 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
 
     ``include_start``: the untrained model (epoch 0) takes part in the selection ('all' fine-tuning).
 
-    ``sgd``: SGD + Nesterov momentum + one-cycle schedule (fast CIFAR recipe); ``adam``: Adam + cosine.
+    ``optimizer``: ``sgd`` or ``adam`` (``classifier_optimizer``).
     ``distill_from``: a frozen model whose logits the model also matches (Hinton KD, ``losses.kd_loss``);
     without augmentation its logits are computed once for the whole training split.
     """
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
     params = list(params if params is not None else model.parameters())
-    steps = max(1, epochs * len(train))
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
-                              **fused_optimizer(ctx.device))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
-    else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(ctx.device))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    opt, sched = classifier_optimizer(params, optimizer, lr=lr, weight_decay=weight_decay,
+                                      steps=max(1, epochs * len(train)), device=ctx.device)
     run = RunState(path, spec, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
     fast = ctx.fast(model)
     soft = _SoftTargets(distill_from, data, batch_size, ctx, augment) if distill_from is not None else None

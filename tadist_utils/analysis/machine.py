@@ -10,6 +10,7 @@ import platform
 
 import torch
 
+from .. import engine
 from ..engine import describe
 
 
@@ -28,13 +29,10 @@ def loadavg() -> list[float] | None:
 
 
 def cpu_flags() -> list[str]:
-    """The CPU features that decide speed here (bf16 autocast is ~12x slower without native bf16)."""
-    try:
-        line = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
-    except OSError:
-        return []
-    have = set(line.split(":", 1)[-1].split())
-    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in have]
+    """The CPU features that decide speed here (bf16 or fp16 autocast is many times slower where it is emulated)."""
+    have = engine.cpu_flags()
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile")
+            if f in have]
 
 
 def describe_machine(device: torch.device) -> dict:

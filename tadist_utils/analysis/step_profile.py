@@ -18,12 +18,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import models
 from ..config import make_config
-from ..engine import fused_optimizer, grad_scaler
+from ..engine import grad_scaler
 from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
-from ..train import Context, RunState, _classifier_step, guide_targets, init_seed, loop_step, student_run
+from ..train import (Context, RunState, _classifier_step, classifier_optimizer, guide_targets, init_seed, loop_step,
+                     student_run)
 from .machine import sync
 
 
@@ -225,8 +226,8 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
         return (time.perf_counter() - t0) / steps
 
     teacher = ctx.model(models.teacher()).train()
-    opt = torch.optim.Adam(teacher.parameters(), lr=1e-3, **fused_optimizer(ctx.device))  # as training builds it
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10_000)
+    opt, sched = classifier_optimizer(teacher.parameters(), cfg.teacher_optimizer, lr=cfg.teacher_lr,
+                                      weight_decay=cfg.teacher_weight_decay, steps=10_000, device=ctx.device)
     scaler = grad_scaler(ctx.device, ctx.amp_dtype)
     t_step = per_step(lambda: _classifier_step(teacher, opt, sched, scaler, x, y, ctx))
     rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
