@@ -6,8 +6,10 @@ test: unit notebooks
 unit:
 	python -m pytest
 
-# every notebook on the smoke profile under nbval: papermill-prepared copies in an ignored folder
+# every notebook re-run on the smoke profile under nbval, its outputs compared with the committed ones (the reference
+# run's) except in cells tagged nbval-ignore-output (accuracies, timings, figures): papermill-prepared copies in an
+# ignored folder
 notebooks:
 	rm -rf results/_nbval
 	python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
-	python -m pytest --nbval-lax -p no:cacheprovider results/_nbval/notebooks
+	python -m pytest --nbval -p no:cacheprovider results/_nbval/notebooks

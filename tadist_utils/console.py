@@ -82,10 +82,13 @@ class _Reporting:
 
 
 def bar(total: int, desc: str, disable: bool = False):
-    """A tqdm bar (``tqdm.auto``: a widget in Jupyter); reporting to ``$TADIST_PROGRESS`` when that is set."""
+    """A tqdm bar (``tqdm.auto``: a widget in Jupyter); reporting to ``$TADIST_PROGRESS`` when that is set.
+
+    Reporting, the bar itself is hidden: the runner's terminal shows the progress, and a widget left in an executed
+    notebook is an empty bar on GitHub."""
     from tqdm.auto import tqdm
-    b = tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
     path = os.environ.get(ENV)
+    b = tqdm(total=total, desc=desc, disable=disable or bool(path), leave=False, dynamic_ncols=True)
     return _Reporting(b, path, total, desc) if path else b
 
 

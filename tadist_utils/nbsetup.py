@@ -159,7 +159,9 @@ def summary(cfg: Config) -> pd.Series:
     """The settings a reader needs to interpret a notebook's numbers."""
     keys = ["profile", "dataset", "seed", "device", "precision", "teacher_epochs", "student_epochs", "finetune_epochs",
             "finetune_mode", "feature_loss", "train_size", "val_size", "test_size", "batch_size", "results_dir"]
-    return pd.Series({k: getattr(cfg, k) for k in keys}, name="value", dtype=object)
+    from .reproduce import in_checkout  # the checkout's folders as relative paths: no machine's path in an output
+    shown = {k: in_checkout(getattr(cfg, k)) if k == "results_dir" else getattr(cfg, k) for k in keys}
+    return pd.Series(shown, name="value", dtype=object)
 
 
 def in_colab() -> bool:

@@ -12,7 +12,7 @@ failures are listed at the end (exit 1), each with the notebook, the cell and th
 notebook's executed copy is kept up to the failing cell. Executed copies go to ``<results_dir>/executed/``
 (one subfolder per seed when several are given) and per-notebook wall times to ``<results_dir>/reproduce.json``.
 ``--prepare-only`` writes parameterised, unexecuted copies to ``<results_dir>/notebooks/`` for
-``pytest --nbval-lax``.
+``pytest --nbval`` (outputs compared with the committed ones, but in cells tagged ``nbval-ignore-output``).
 """
 from __future__ import annotations
 
@@ -83,12 +83,29 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
+def in_checkout(path) -> str:
+    """``path`` relative to the checkout when it lies inside it (the notebooks resolve relative paths against the
+    checkout: ``nbsetup.repo_path``), else absolute: an executed notebook names no machine's folders."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(REPO).as_posix() or "."
+    except ValueError:
+        return str(p)
+
+
 def parameters(cfg, overrides: dict) -> dict:
-    """Notebook parameters from a validated config: typed values, the named ones first, the rest in ``overrides``."""
+    """Notebook parameters from a validated config: the profile and seed, then only what was given (flags and
+    ``--set``), typed; notebook parameters by name, other settings in ``overrides``. Short on purpose: papermill
+    shows them as the executed notebook's injected cell, what a reader sees of how its outputs were made."""
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
-    params = dict(profile=cfg.profile, **{k: plain(getattr(cfg, k)) for k in NOTEBOOK_PARAMS})
-    params["overrides"] = {k: plain(getattr(cfg, k)) for k in overrides if k not in params}
+    params = dict(profile=cfg.profile, seed=cfg.seed)
+    for k in NOTEBOOK_PARAMS:
+        if k in overrides and k != "seed":
+            params[k] = in_checkout(getattr(cfg, k)) if k.endswith("_dir") else plain(getattr(cfg, k))
+    rest = {k: plain(getattr(cfg, k)) for k in overrides if k not in params and k not in NOTEBOOK_PARAMS}
+    if rest:
+        params["overrides"] = rest
     return params
 
 
@@ -132,6 +149,29 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: b
         return f"{where}: {type(e).__name__}: {_first_line(e)}"
 
 
+def publish(executed: Path, dest: Path) -> None:
+    """An executed notebook as a committed source: its outputs kept, papermill's metadata (the run's machine paths
+    and timings) and progress widgets dropped, and the checkout's absolute path made relative in every output."""
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    for key in ("papermill", "widgets"):
+        nb.metadata.pop(key, None)
+    root = f"{REPO}/"
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+        for o in cell.outputs:
+            if "text" in o:
+                o["text"] = o["text"].replace(root, "")
+            for mime, value in o.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    o["data"][mime] = value.replace(root, "")
+    nbformat.write(nb, dest)
+
+
 def _manifest_notice(results_dir: Path) -> str:
     """The data notice the notebooks recorded in the manifest (a fallback the runner's own check did not see)."""
     try:
@@ -171,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prepare-only", action="store_true",
                     help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
     ap.add_argument("--quiet", action="store_true", help="no live training progress, one line per notebook")
+    ap.add_argument("--update-notebooks", action="store_true",
+                    help="after a run without failures, write the first seed's executed notebooks over notebooks/ "
+                         "(the committed outputs: README, 'The reference run')")
     args = ap.parse_args(argv)
     from .config import DEFAULT_RESULTS_DIR, make_config  # torch (~2 s): not for a bad flag or --help
 
@@ -202,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         for src in selected:
             pm.execute_notebook(str(src), str(out / src.name), parameters=parameters(configs[0], overrides),
                                 kernel_name="python3", prepare_only=True)
-        print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval-lax -p no:cacheprovider {out}")
+        print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval -p no:cacheprovider {out}")
         return 0
 
     notice = console.data_notice(configs[0])  # not the data asked for: said first, and again at the end
@@ -237,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     console.announce(notice or _manifest_notice(results_dir), final=True)
     if moved := moved_aside_line(superseded, results_dir):
         print(moved, flush=True)
+    if args.update_notebooks and not failures:
+        first = results_dir / "executed" / (f"seed{configs[0].seed}" if len(configs) > 1 else "")
+        for src in selected:
+            publish(first / src.name, src)
+        print(f"wrote the outputs of seed {configs[0].seed} into {len(selected)} notebook(s) in {NOTEBOOKS}", flush=True)
     if failures:
         print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "
               f"{results_dir / 'executed'}:", file=sys.stderr)
