@@ -119,7 +119,7 @@ PROFILES: dict[str, dict] = {
     # 2-core CPU trains students until their feature losses flatten. Nothing is augmented, so each parent's
     # features are computed once and more student epochs cost only the students' own passes.
     "reference": dict(train_size=5000, val_size=1000, test_size=2000, teacher_epochs=10, augment=False,
-                      student_augment=False, student_epochs=15, finetune_epochs=10, batch_size=64),
+                      student_augment=False, student_epochs=10, finetune_epochs=10, batch_size=64),
     # the paper's schedule on the full dataset, each experiment with its own S01/S2 as in the paper.
     "paper": dict(share_students=False),
 }
