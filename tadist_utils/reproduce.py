@@ -115,6 +115,33 @@ def _failed_cell(path: Path) -> tuple[str | None, str]:
     return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
+_KERNEL_MANAGER = None
+
+
+def kernel_manager_class():
+    """jupyter_client's kernel manager, less the SIGINT that begins every shutdown.
+
+    After the last cell papermill asks the kernel for its info and shuts it down as soon as the reply arrives;
+    jupyter_client's shutdown first interrupts the kernel (SIGINT), then sends ``shutdown_request``. The kernel is
+    often still finishing that info request (its handler runs with Python's SIGINT handler installed), so on a busy
+    machine a run that went fine ended with ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` on
+    stderr. A shutdown here skips the interrupt: ``shutdown_request`` still goes first, and a kernel that does not
+    stop within ``shutdown_wait_time`` (5 s) still gets SIGTERM, then SIGKILL. An interrupt outside a shutdown (a
+    cell timeout with ``interrupt_on_timeout``) is unchanged.
+    """
+    global _KERNEL_MANAGER
+    if _KERNEL_MANAGER is None:
+        from jupyter_client import AsyncKernelManager
+
+        class NoInterruptOnShutdown(AsyncKernelManager):
+            async def _async_interrupt_kernel(self) -> None:
+                if not self.shutting_down:
+                    await super()._async_interrupt_kernel()
+
+        _KERNEL_MANAGER = NoInterruptOnShutdown
+    return _KERNEL_MANAGER
+
+
 def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
     """Execute one notebook; None on success, otherwise a one-line description of the failure."""
     import papermill as pm
@@ -122,7 +149,8 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: b
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
                             execution_timeout=timeout, progress_bar=progress, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up chatter
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+                            kernel_manager_class=kernel_manager_class())
         return None
     except PapermillExecutionError as e:
         return f"cell {_cell_label(e.exec_count, e.cell_index)} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
