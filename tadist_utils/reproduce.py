@@ -28,7 +28,7 @@ from pathlib import Path
 from . import console
 from .errors import ConfigError
 
-RESULTS_DIR_HELP = "results/run"  # config.DEFAULT_RESULTS_DIR (a test checks), spelt here: config imports torch
+RESULTS_DIR_HELP = "results/run/<profile>"  # config.default_results_dir (a test checks), spelt here: config imports torch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
     ap.add_argument("--data-dir", help="dataset folder (default: data)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
-    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP} (config.DEFAULT_RESULTS_DIR, as for the notebooks)")
+    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP}, one folder per profile (as for the notebooks)")
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
     ap.add_argument("--quiet", action="store_true", help="no live training progress, one line per notebook")
     args = ap.parse_args(argv)
-    from .config import DEFAULT_RESULTS_DIR, make_config  # torch (~2 s): not for a bad flag or --help
+    from .config import default_results_dir, make_config  # torch (~2 s): not for a bad flag or --help
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
         overrides = {**sets, **{k: v for k, v in given.items() if v is not None}}
         probe = make_config(args.profile, **overrides)
-        defaults = dict(data_dir=probe.data_dir, results_dir=DEFAULT_RESULTS_DIR)
+        defaults = dict(data_dir=probe.data_dir, results_dir=default_results_dir(args.profile))
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
             overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]

@@ -1,5 +1,5 @@
-"""What a terminal user sees: live training progress from the kernel, the data fallback said first and last, one
-default results folder."""
+"""What a terminal user sees: live training progress from the kernel, the data fallback said first and last, a default
+results folder per profile."""
 import json
 import os
 import subprocess
@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from tadist_utils import console, nbsetup, reproduce
-from tadist_utils.config import DEFAULT_RESULTS_DIR, Config, make_config
+from tadist_utils.config import RESULTS_ROOT, Config, default_results_dir, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -101,16 +101,26 @@ def test_no_notice_for_the_data_asked_for(tmp_path):
     assert console.data_notice(make_config("smoke", dataset="digits", results_dir=str(tmp_path))) == ""
 
 
-# ---------------------------------------------------------------------------- one results folder
-def test_one_default_results_folder_everywhere(tmp_path, monkeypatch):
-    assert Config().results_dir == DEFAULT_RESULTS_DIR == make_config("quick").results_dir
-    assert nbsetup.results_path(None) == str(nbsetup.repo_root() / DEFAULT_RESULTS_DIR)
+# ---------------------------------------------------------------------------- a results folder per profile
+def test_each_profile_has_its_own_default_results_folder(tmp_path, monkeypatch):
+    """A notebook opened in Jupyter (smoke) and ``reproduce --profile quick`` used to share results/run, so a quick
+    look moved the quick run's rows to superseded/. Now the default is results/run/<profile>, wherever resolved."""
+    assert default_results_dir("smoke") == f"{RESULTS_ROOT}/smoke" != default_results_dir("quick")
+    assert RESULTS_ROOT == "results/run"  # inside the folder .gitignore already ignores
+    assert "results/run/" in (ROOT / ".gitignore").read_text().splitlines()
+    for profile in ("smoke", "quick", "paper"):
+        assert make_config(profile).results_dir == default_results_dir(profile)
+        assert nbsetup.results_path(None, profile=profile) == str(nbsetup.repo_root() / default_results_dir(profile))
+    assert Config().results_dir == default_results_dir("paper")  # Config's own profile
+    assert make_config("quick", results_dir=str(tmp_path)).results_dir == str(tmp_path)  # a given folder wins
+    assert nbsetup.results_path("elsewhere", profile="smoke") == str(nbsetup.repo_root() / "elsewhere")
     import papermill as pm
-    for path in NOTEBOOKS:  # the notebooks' parameter says None: the constant, not a copy of it
+    for path in NOTEBOOKS:  # the notebooks' parameter says None: the profile's default, not a copy of it
         assert pm.inspect_notebook(str(path))["results_dir"]["default"] == "None", path.name
     monkeypatch.setattr(reproduce, "REPO", tmp_path)  # the runner's default, relative to the repository root
     assert reproduce.main(["--profile", "smoke", "--dataset", "digits", "--only", "00", "--prepare-only"]) == 0
-    nb = nbformat.read(tmp_path / DEFAULT_RESULTS_DIR / "notebooks" / "00_overview.ipynb", as_version=4)
+    nb = nbformat.read(tmp_path / default_results_dir("smoke") / "notebooks" / "00_overview.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
-    assert f'results_dir = "{tmp_path / DEFAULT_RESULTS_DIR}"' in injected
-    assert DEFAULT_RESULTS_DIR in (ROOT / "README.md").read_text() and "results/runs" not in (ROOT / "README.md").read_text()
+    assert f'results_dir = "{tmp_path / default_results_dir("smoke")}"' in injected
+    assert reproduce.RESULTS_DIR_HELP.replace("<profile>", "quick") == default_results_dir("quick")  # --help's words
+    assert RESULTS_ROOT in (ROOT / "README.md").read_text() and "results/runs" not in (ROOT / "README.md").read_text()
