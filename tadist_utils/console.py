@@ -12,9 +12,10 @@ one when each bar (an epoch of a classifier, a group of students) ends and one e
 a bar runs, so a long notebook is never silent. Images per second are steps per second times the batch size
 (for students: student-images, one step trains every student of the group on a batch).
 
-Data. ``data_notice(cfg)`` says, before anything runs, when the data used will not be the data asked for
+Data. ``data_line(cfg)`` is the runners' first line: which data, where, and the images each split keeps, counted
+without decoding. ``data_notice(cfg)`` says, before anything runs, when the data used will not be the data asked for
 (``dataset="auto"`` without CIFAR-10 in ``data_dir`` nor a network: scikit-learn digits), so the runner and the
-headless CLI can print it first and again in their final summary (:func:`announce`).
+headless CLI can print it first, as a banner, and again in their final summary (:func:`announce`).
 """
 from __future__ import annotations
 
@@ -215,6 +216,34 @@ def data_notice(cfg) -> str:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         return data.load_raw(cfg)[5]
+
+
+def data_line(cfg, fallback: bool = False) -> str:
+    """One line, printed first by ``reproduce`` and ``experiments``: which data the run uses, where it is, and how
+    many images each split keeps, e.g. ``data: CIFAR-10 JPEG copy at data/cifar10-jpeg: 3,000 train / 500
+    validation / 1,000 test images (of 50,000 + 10,000)``. Cheap: files are counted, nothing is decoded.
+    ``fallback``: ``auto`` fell back to digits (``data_notice`` said so)."""
+    from . import data
+    if fallback:
+        cfg = cfg.replace(dataset="digits")
+    what, n_train, n_test = data.locate(cfg)
+    what = _relative(what, cfg.data_dir)
+    if fallback:
+        what += " (auto fallback: NOT CIFAR-10)"
+    if n_train is None:  # not counted without reading (or downloading) it: the profile's caps
+        train, test = ("all" if n is None else f"{n:,}" for n in (cfg.train_size, cfg.test_size))
+        return f"data: {what}: {train} train / {cfg.val_size:,} validation / {test} test images at most"
+    train, val, test = data.split_sizes(cfg, n_train, n_test)
+    return f"data: {what}: {train:,} train / {val:,} validation / {test:,} test images (of {n_train:,} + {n_test:,})"
+
+
+def _relative(text: str, data_dir) -> str:
+    """``text`` with ``data_dir`` written relative to the working directory when it lies under it."""
+    try:
+        short = os.path.relpath(data_dir)
+    except ValueError:  # another drive (Windows)
+        return text
+    return text.replace(str(data_dir), short) if not short.startswith("..") else text
 
 
 def announce(notice: str, stream=None, final: bool = False) -> None:

@@ -350,9 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .console import announce, data_notice
-    notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
-    announce(notice)
+    from .console import announce, data_line, data_notice
+    try:
+        notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
+        announce(notice)
+        print(data_line(configs[0], fallback=bool(notice)), flush=True)  # which data, where, how many images
+    except ConfigError as e:  # data there but refused (not CIFAR, an ImageFolder without classes)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for cfg in configs:
         t0 = time.perf_counter()
         try:

@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
+        notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
+        if not args.prepare_only:  # which data, said first; the fallback as a banner, and again at the end
+            console.announce(notice)
+            print(console.data_line(configs[0], fallback=bool(notice)), flush=True)
         check_data(configs[0])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -233,8 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval-lax -p no:cacheprovider {out}")
         return 0
 
-    notice = console.data_notice(configs[0])  # not the data asked for: said first, and again at the end
-    console.announce(notice)
     report = dict(profile=args.profile, seeds=args.seeds, results_dir=str(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []

@@ -77,6 +77,7 @@ def test_runner_shows_progress_and_the_fallback_first_and_last(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [l for l in r.stdout.splitlines() if l.strip()]
     assert lines[0].startswith("!!!") and "FELL BACK to scikit-learn digits" in lines[1], r.stdout
+    assert lines[3].startswith("data: scikit-learn digits") and "auto fallback" in lines[3], r.stdout
     assert "FELL BACK to scikit-learn digits" in lines[-1] and lines[-1].startswith("!!! DATA:"), r.stdout
     progress = [l for l in lines if l.startswith("  01_teacher  teacher epoch 1/1")]
     assert progress and "img/s" in progress[-1], r.stdout
@@ -94,11 +95,70 @@ def test_headless_cli_says_the_fallback_first_and_last(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     lines = [l for l in r.stdout.splitlines() if l.strip()]
     assert "FELL BACK" in lines[1] and lines[1].startswith("!!! DATA:"), r.stdout
+    assert lines[3].startswith("data: scikit-learn digits") and "auto fallback" in lines[3], r.stdout
     assert "FELL BACK" in lines[-1] and lines[-1].startswith("!!! DATA:"), r.stdout
 
 
 def test_no_notice_for_the_data_asked_for(tmp_path):
     assert console.data_notice(make_config("smoke", dataset="digits", results_dir=str(tmp_path))) == ""
+
+
+# ---------------------------------------------------------------------------- which data, said first
+def _jpeg_cifar(root: Path, train_per_class: int = 8, test_per_class: int = 3) -> Path:
+    """A tiny CIFAR-10 JPEG copy (data_dir/cifar10-jpeg/{train,test}/<class>/<n>.jpg) of flat colours."""
+    from PIL import Image
+
+    import numpy as np
+    from tadist_utils.data import CIFAR10_CLASSES, JPEG_FOLDER
+    for split, per in (("train", train_per_class), ("test", test_per_class)):
+        for k, c in enumerate(CIFAR10_CLASSES):
+            folder = root / JPEG_FOLDER / split / c
+            folder.mkdir(parents=True)
+            for i in range(per):
+                Image.fromarray(np.full((32, 32, 3), 20 * k + i, np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
+def test_the_data_line_counts_the_images_without_decoding_them(tmp_path, monkeypatch):
+    """Which data, where, and how many images each split keeps: the sizes load_data then gives, counted from the
+    file listing (a decode would cost CIFAR-10 a minute before the first line)."""
+    from tadist_utils import data, imagefolder
+    root = _jpeg_cifar(tmp_path / "data")
+    cfg = make_config("smoke", dataset="auto", data_dir=str(root), results_dir=str(tmp_path / "r"))
+
+    def no_decoding(*_):
+        raise AssertionError("decoded an image to print a line")
+    monkeypatch.setattr(imagefolder, "decode", no_decoding)
+    monkeypatch.setattr(data, "decode", no_decoding)
+    line = console.data_line(cfg)
+    assert line == (f"data: CIFAR-10 JPEG copy at {root / 'cifar10-jpeg'}: 64 train / 16 validation / 30 test images "
+                    "(of 80 + 30)"), line  # val 80 // 5 = 16 (clamped from 64), train 64 (< the cap, 256)
+    monkeypatch.undo()
+    bundle = data.load_data(cfg)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (64, 16, 30) and bundle.name == "cifar10"
+    for profile in ("smoke", "quick"):  # the digits' arithmetic agrees with load_data too
+        cfg = make_config(profile, dataset="digits", results_dir=str(tmp_path / "r"))
+        b = data.load_data(cfg)
+        assert f"{len(b.train):,} train / {len(b.val):,} validation / {len(b.test):,} test images" in console.data_line(cfg)
+    assert "(auto fallback: NOT CIFAR-10)" in console.data_line(cfg.replace(dataset="auto"), fallback=True)
+    absent = console.data_line(make_config("quick", dataset="cifar10", data_dir=str(tmp_path / "none")))
+    assert absent.startswith("data: CIFAR-10, not in ") and "downloading it" in absent and "at most" in absent
+
+
+def test_both_runners_say_which_data_in_their_first_line(tmp_path, monkeypatch, capsys):
+    """With CIFAR-10 found, the first line of reproduce and of experiments is the data line (the notebooks and the
+    training are stubbed here: what is printed first is the runners' own)."""
+    from tadist_utils import experiments
+    root = _jpeg_cifar(tmp_path / "data")
+    monkeypatch.setattr(reproduce, "run_one", lambda *a, **k: None)
+    assert reproduce.main(["--profile", "smoke", "--data-dir", str(root), "--results-dir", str(tmp_path / "a"),
+                           "--only", "00", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"data: CIFAR-10 JPEG copy at {root / 'cifar10-jpeg'}: 64 train"), lines
+    monkeypatch.setattr(experiments.Pipeline, "run", lambda self: None)
+    assert experiments.main(["--profile", "smoke", "--set", f"data_dir={root}", f"results_dir={tmp_path / 'b'}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"data: CIFAR-10 JPEG copy at {root / 'cifar10-jpeg'}: 64 train"), lines
 
 
 # ---------------------------------------------------------------------------- a results folder per profile
