@@ -115,49 +115,74 @@ def _failed_cell(path: Path) -> tuple[str | None, str]:
     return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
-_KERNEL_MANAGER = None
-
-
-def kernel_manager_class():
-    """jupyter_client's kernel manager, less the SIGINT that begins every shutdown.
+def kernel_options(log: Path | None = None) -> dict:
+    """papermill options for one notebook run: jupyter_client's kernel manager, less the SIGINT that begins every
+    shutdown when no cell is running, and with the kernel's own stderr in ``log``.
 
     After the last cell papermill asks the kernel for its info and shuts it down as soon as the reply arrives;
     jupyter_client's shutdown first interrupts the kernel (SIGINT), then sends ``shutdown_request``. The kernel is
     often still finishing that info request (its handler runs with Python's SIGINT handler installed), so on a busy
     machine a run that went fine ended with ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` on
-    stderr. A shutdown here skips the interrupt: ``shutdown_request`` still goes first, and a kernel that does not
-    stop within ``shutdown_wait_time`` (5 s) still gets SIGTERM, then SIGKILL. An interrupt outside a shutdown (a
-    cell timeout with ``interrupt_on_timeout``) is unchanged.
+    stderr. With no cell running the interrupt is skipped now (``shutdown_request`` alone stops an idle kernel;
+    SIGTERM, then SIGKILL, follow after ``shutdown_wait_time`` as before); a cell still running (Ctrl-C or SIGTERM
+    to the runner, a cell timeout) is interrupted as before. nbclient's cell hooks say whether a cell runs.
+
+    ``log``: the kernel process's stderr, its plumbing (what a cell prints reaches the notebook, not this): a stop
+    mid-cell races the interrupted cell's reply against the shutdown, and the kernel logs a ZMQ traceback when the
+    shutdown wins. In a file, beside the executed notebook, that is kept for a failure and not shown as one.
     """
-    global _KERNEL_MANAGER
-    if _KERNEL_MANAGER is None:
-        from jupyter_client import AsyncKernelManager
+    from jupyter_client import AsyncKernelManager
+    running = {"cell": False}
 
-        class NoInterruptOnShutdown(AsyncKernelManager):
-            async def _async_interrupt_kernel(self) -> None:
-                if not self.shutting_down:
-                    await super()._async_interrupt_kernel()
+    class KernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down and not running["cell"]:
+                return  # an idle kernel: nothing to interrupt, and a SIGINT could land in a request's handler
+            await super()._async_interrupt_kernel()
 
-        _KERNEL_MANAGER = NoInterruptOnShutdown
-    return _KERNEL_MANAGER
+        async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:  # jupyter_client's hook for launching
+            if log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": f})
+
+    def busy(**_):
+        running["cell"] = True
+
+    def idle(**_):
+        running["cell"] = False
+    return dict(kernel_manager_class=KernelManager, on_cell_execute=busy, on_cell_executed=idle, on_cell_error=idle)
+
+
+def kernel_log(out: Path) -> Path:
+    """Where the kernel that executes ``out`` writes its own stderr: ``<executed>/<notebook>.kernel.log``."""
+    return out.with_suffix(".kernel.log")
 
 
 def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
-    """Execute one notebook; None on success, otherwise a one-line description of the failure."""
+    """Execute one notebook; None on success, otherwise a one-line description of the failure.
+
+    The kernel's own stderr goes to ``kernel_log(out)``, removed when empty; a failure names it when it is not."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    log = kernel_log(out)
+    log.unlink(missing_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
                             execution_timeout=timeout, progress_bar=progress, log_output=False,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
-                            kernel_manager_class=kernel_manager_class())
+                            **kernel_options(log))
         return None
     except PapermillExecutionError as e:
         return f"cell {_cell_label(e.exec_count, e.cell_index)} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
         label, line = _failed_cell(out)
         where = f"cell {label} `{line}`" if label is not None else "before any cell"
-        return f"{where}: {type(e).__name__}: {_first_line(e)}"
+        logged = f" (the kernel's log: {log})" if log.is_file() and log.stat().st_size else ""
+        return f"{where}: {type(e).__name__}: {_first_line(e)}{logged}"
+    finally:
+        if log.is_file() and not log.stat().st_size:
+            log.unlink()
 
 
 def _manifest_notice(results_dir: Path) -> str:

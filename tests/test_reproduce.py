@@ -93,3 +93,38 @@ def test_a_finished_notebook_is_shut_down_without_a_sigint(tmp_path, capfd):
     assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text == "ran\n"
     assert not marker.exists(), "the runner interrupted a kernel that had finished"
     assert "KeyboardInterrupt" not in capfd.readouterr().err
+    assert not runner.kernel_log(tmp_path / "out.ipynb").exists()  # nothing logged: no file left
+
+
+def test_the_kernels_own_log_goes_to_a_file_not_the_terminal(tmp_path, capfd):
+    """The kernel process's stderr is plumbing (ZMQ tracebacks when a stop races a cell's reply): it goes to a
+    file beside the executed copy, which a failure names; what a cell prints still reaches the notebook."""
+    from tadist_utils import reproduce as runner
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import sys\nget_ipython().kernel.log.error('kernel plumbing')\nprint('to the notebook', file=sys.stderr)"),
+        nbformat.v4.new_code_cell("raise ValueError('boom')")])
+    nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+    src = tmp_path / "logs.ipynb"
+    nbformat.write(nb, src)
+    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 120, False)
+    assert error.endswith("ValueError: boom"), error
+    assert "kernel plumbing" not in capfd.readouterr().err
+    assert "kernel plumbing" in runner.kernel_log(tmp_path / "out.ipynb").read_text()
+    (first,) = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if "plumbing" in c.source]
+    assert any("to the notebook" in o.get("text", "") for o in first.outputs)
+
+
+def test_a_cell_still_running_at_shutdown_is_interrupted(tmp_path):
+    """The other side of the test above: a cell that is still running when the kernel is shut down (here a cell
+    timeout; Ctrl-C or SIGTERM to the runner alike) gets the SIGINT, so it ends as a cell error, not mid-write."""
+    from tadist_utils import reproduce as runner
+    marker = tmp_path / "interrupted"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, time\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
+        f"    os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY))\n    raise")])
+    nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+    src = tmp_path / "slow.ipynb"
+    nbformat.write(nb, src)
+    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 2, False)
+    assert error is not None and "CellTimeoutError" in error, error
+    assert marker.exists(), "the running cell was not interrupted"
