@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -265,29 +266,52 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(profile=args.profile, seeds=args.seeds, results_dir=str(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []
+    job = console.JobClock([(cfg.seed, src.stem) for cfg in configs for src in selected],
+                           *console.reference_times(args.profile, [s.stem for s in selected], results_dir, REPO))
     print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
     t_all, superseded = time.perf_counter(), _superseded(results_dir)
-    for cfg in configs:
-        executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
-        executed.mkdir(parents=True, exist_ok=True)
-        for src in selected:
-            label = f"[seed {cfg.seed}] {src.name}"
-            live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
-            print(f"{label} ...", end="\n" if live else " ", flush=True)
-            t0 = time.perf_counter()
-            with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem, cfg.batch_size)
-                  if live else contextlib.nullcontext()):
-                error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
-            seconds = time.perf_counter() - t0
-            status = "ok" if error is None else "FAILED"
-            print(f"{label} {status}" if live else status, f"in {seconds:.1f}s", flush=True)
-            if error:
-                failures.append(f"{src.name} (seed {cfg.seed}): {error}")
-            report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="ok" if error is None else "failed",
-                                            seconds=round(seconds, 1), executed=str(executed / src.name), error=error))
-            report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
-                          total_seconds=round(time.perf_counter() - t_all, 1))
+    cfg, src, t0 = configs[0], selected[0], t_all  # where a stop lands, updated as the notebooks run
+    try:
+        with console.stop_on_sigterm():
+            for cfg in configs:
+                executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
+                executed.mkdir(parents=True, exist_ok=True)
+                for src in selected:
+                    label = f"[seed {cfg.seed}] {src.name}"
+                    live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
+                    print(f"{label} ({job.position()}) ...", end="\n" if live else " ", flush=True)
+                    t0 = time.perf_counter()
+                    with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem,
+                                                  cfg.batch_size, suffix=lambda: job.short(time.perf_counter() - t0))
+                          if live else contextlib.nullcontext()):
+                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
+                    seconds = time.perf_counter() - t0
+                    job.finish(cfg.seed, src.stem, seconds)
+                    status = "ok" if error is None else "FAILED"
+                    print(f"{label} {status}" if live else status, f"in {seconds:.1f}s", flush=True)
+                    if error:
+                        failures.append(f"{src.name} (seed {cfg.seed}): {error}")
+                    report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name,
+                                                    status="ok" if error is None else "failed", seconds=round(seconds, 1),
+                                                    executed=str(executed / src.name), error=error))
+                    report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
+                                  total_seconds=round(time.perf_counter() - t_all, 1))
+                    (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+    except (KeyboardInterrupt, console.Stopped) as stop:  # Ctrl-C or SIGTERM: say where, what finished, how to resume
+        where = f"{src.name}" + (f" (seed {cfg.seed})" if len(configs) > 1 else "")
+        finished = [f"{n['notebook'].removesuffix('.ipynb')}" + (f" (seed {n['seed']})" if len(configs) > 1 else "")
+                    for n in report["notebooks"] if n["status"] == "ok"]
+        command = "python -m tadist_utils.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
+        report.update(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s",
+                      finished=dt.datetime.now().isoformat(timespec="seconds"),
+                      total_seconds=round(time.perf_counter() - t_all, 1))
+        with contextlib.suppress(OSError):
             (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+        if args.quiet:
+            print(flush=True)  # end the line the notebook's name began
+        print(console.interrupted_line(stop, where, time.perf_counter() - t_all, finished, command.strip(),
+                                       results_dir / "checkpoints"), file=sys.stderr, flush=True)
+        return console.exit_status(stop)
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
     console.announce(notice or _manifest_notice(results_dir), final=True)
     if moved := moved_aside_line(superseded, results_dir):

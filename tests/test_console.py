@@ -33,11 +33,13 @@ def test_progress_line_names_model_epoch_speed_and_eta():
     assert line == "teacher epoch 2/4   50%  160 img/s  ETA teacher 0:10", line
     # with the previous epoch's duration (8 s): the rest of this one, 4 s, and 2 more epochs, 16 s
     assert console.progress_line(running, batch_size=64, epoch_seconds=8.0).endswith("ETA teacher 0:20")
-    students = dict(desc="S1 group (2 student(s))", postfix="epoch 1/3", n=20, total=60, elapsed=10.0, done=True)
+    students = dict(desc="S1 group (2 student(s))", postfix="epoch 3/3", n=60, total=60, elapsed=30.0, done=True)
     line = console.progress_line(students, batch_size=32)
-    assert "S1 group (2 student(s)) epoch 1/3" in line and "64 student-img/s" in line and "took 0:10" in line
+    assert "S1 group (2 student(s)) epoch 3/3" in line and "64 student-img/s" in line and "took 0:30" in line
     baseline = dict(desc="kd 8 student(s) epoch 1/2", postfix="", n=4, total=4, elapsed=1.0, done=True)
     assert "256 img/s" in console.progress_line(baseline, batch_size=64)  # one ensemble, trained end to end
+    stopped = dict(desc="teacher epoch 1/8", postfix="", n=5, total=10, elapsed=3.0, done=True)  # closed by a stop
+    assert console.progress_line(stopped).endswith(" 50%  stopped after 0:03"), console.progress_line(stopped)
 
 
 def test_bars_report_to_the_progress_file_and_the_printer_prints_them(tmp_path, monkeypatch):
@@ -62,6 +64,108 @@ def test_without_the_variable_bars_are_plain_tqdm(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
     from tqdm.auto import tqdm
     assert isinstance(console.bar(1, "x", disable=True), tqdm)
+
+
+# ---------------------------------------------------------------------------- the whole job: ETA, interruption
+def test_the_job_eta_uses_reference_times_scaled_by_this_runs_pace():
+    ref = {"00_overview": 10.0, "01_teacher": 100.0, "02_direct": 50.0}
+    job = console.JobClock([(0, s) for s in ref], ref, "the reference run results/x/reproduce.json")
+    assert job.left() == 160.0 and job.pace() is None
+    assert job.position() == "notebook 1/3; job ETA ~3 min from the notebook times of the reference run " \
+                             "results/x/reproduce.json"
+    job.finish(0, "00_overview", 40.0)  # 4x slower, but 10 reference seconds are mostly a kernel start: not scaled
+    assert job.pace() is None and job.left() == 150.0
+    assert job.left(elapsed_in_current=30.0) == 120.0  # 70 s left of 01's 100, then 02's 50
+    assert job.left(elapsed_in_current=500.0) == 50.0  # an overrun counts the current notebook as about to end
+    job.finish(0, "01_teacher", 180.0)  # 220 s for 110 reference seconds: this machine runs at 2x
+    assert job.pace() == 2.0 and job.left() == 100.0
+    assert job.position().startswith("notebook 3/3; job ETA ~2 min from the notebook times of the reference run")
+    assert job.position().endswith("results/x/reproduce.json x 2.0, this run's pace so far"), job.position()
+    assert job.short(elapsed_in_current=70.0) == "job ETA <1 min"
+    job.finish(0, "02_direct", 90.0)
+    assert job.left() == 0.0
+    nothing = console.JobClock([(0, "00_overview"), (1, "00_overview")], {}, "")
+    assert nothing.position() == "notebook 1/2" and nothing.short(5.0) == "" and nothing.left() is None
+
+
+def test_reference_times_prefer_this_folders_last_run_then_a_committed_one(tmp_path):
+    def report(path, profile, times, status="ok"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(profile=profile, notebooks=[
+            dict(seed=seed, notebook=f"{stem}.ipynb", status=status, seconds=sec) for (seed, stem), sec in times.items()])))
+    repo, here = tmp_path / "repo", tmp_path / "run"
+    stems = ["00_overview", "01_teacher"]
+    assert console.reference_times("quick", stems, here, repo) == ({}, "")
+    report(repo / "results" / "quick_cifar10" / "reproduce.json", "quick", {(0, "00_overview"): 10, (0, "01_teacher"): 90})
+    report(repo / "results" / "smoke_x" / "reproduce.json", "smoke", {(0, "00_overview"): 1, (0, "01_teacher"): 2})
+    assert console.reference_times("quick", stems, here, repo) == (
+        {"00_overview": 10, "01_teacher": 90}, "the reference run results/quick_cifar10/reproduce.json")
+    report(here / "reproduce.json", "quick", {(0, "00_overview"): 20})  # interrupted after 00: not a basis
+    assert console.reference_times("quick", stems, here, repo)[1].startswith("the reference run")
+    report(here / "reproduce.json", "quick", {(0, "00_overview"): 20, (0, "01_teacher"): 300, (1, "01_teacher"): 100})
+    assert console.reference_times("quick", stems, here, repo) == (
+        {"00_overview": 20, "01_teacher": 200}, "this folder's last run")  # seeds averaged
+    assert console.reference_times("paper", stems, here, repo) == ({}, "")  # another profile's times are no basis
+
+
+def test_progress_lines_end_with_the_job_eta(tmp_path):
+    import io
+    out = io.StringIO()
+    with console.ProgressPrinter(tmp_path / "p.jsonl", "01_teacher", 8, every=0.0, stream=out, poll=0.05,
+                                 suffix=lambda: "job ETA ~9 min"):
+        with console.bar(2, "teacher epoch 1/1", disable=True) as b:
+            b.update(2)
+    assert "01_teacher  teacher epoch 1/1  100%" in out.getvalue() and out.getvalue().rstrip().endswith(
+        "  | job ETA ~9 min"), out.getvalue()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stopped_runner_says_what_finished_and_how_to_resume(how, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt) or SIGTERM during 01: one line naming it, what finished (00), and the same command
+    to resume; exit 130 / 143 as a shell reports those signals; reproduce.json keeps 00 and says where it stopped.
+    The notebooks are stubbed; a real kernel's shutdown on Ctrl-C is papermill's own (its setup_kernel's finally)."""
+    import signal
+    import time
+
+    def run_one(src, *a, **k):
+        if src.stem.startswith("01"):
+            if how == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+            raise AssertionError("SIGTERM did not stop the runner")
+        return None
+    monkeypatch.setattr(reproduce, "run_one", run_one)
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00", "01", "02"]
+    assert reproduce.main(argv) == (130 if how == "ctrl-c" else 143)
+    assert signal.getsignal(signal.SIGTERM) is before  # the runner's SIGTERM handler is gone again
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"interrupted ({'Ctrl-C' if how == 'ctrl-c' else 'SIGTERM'}) in 01_teacher.ipynb after ")
+    assert "finished: 00_overview. To resume, run the same command again: python -m tadist_utils.reproduce " \
+           f"--profile smoke --dataset digits --results-dir {tmp_path / 'r'} --only 00 01 02 (finished models load " \
+           f"from {tmp_path / 'r' / 'checkpoints'}" in line, line
+    assert "02_direct" not in out  # nothing ran after the stop
+    report = json.loads((tmp_path / "r" / "reproduce.json").read_text())
+    assert [n["notebook"] for n in report["notebooks"]] == ["00_overview.ipynb"]
+    assert report["interrupted"].startswith("01_teacher.ipynb after ")
+
+
+def test_a_stopped_headless_run_says_the_same(tmp_path, monkeypatch, capsys):
+    from tadist_utils import experiments
+    seeds = []
+
+    def run(self):
+        seeds.append(self.cfg.seed)
+        if len(seeds) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(experiments.Pipeline, "run", run)
+    argv = ["--profile", "smoke", "--seeds", "0", "1", "--set", "dataset=digits", f"results_dir={tmp_path / 'r'}"]
+    assert experiments.main(argv) == 130
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("interrupted (Ctrl-C) in seed 1 after ") and "finished: seed 0. To resume, run the same " \
+        f"command again: python -m tadist_utils.experiments {' '.join(argv)} (finished models load from " in line, line
 
 
 # ---------------------------------------------------------------------------- the runner, offline, auto data

@@ -2,6 +2,7 @@
 
 Bad input (one line, exit 2, nothing run) is in test_bad_input.py."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_runs_one_notebook_and_writes_executed_copy(tmp_path):
     assert (out / "figures" / "00_overview.png").exists()
     report = json.loads((out / "reproduce.json").read_text())
     assert [(n["notebook"], n["status"]) for n in report["notebooks"]] == [("00_overview.ipynb", "ok")]
-    assert "00_overview.ipynb ... ok in" in r.stdout  # one progress line per notebook
+    assert re.search(r"00_overview\.ipynb \(notebook 1/1[^()]*\) \.\.\. ok in", r.stdout), r.stdout  # a line a notebook
 
 
 def test_failure_names_notebook_and_cell_and_keeps_the_partial_notebook(tmp_path):
