@@ -21,7 +21,14 @@ from .methods import METHODS, PAPER_EXPERIMENTS
 from .models import STUDENT_LEVELS
 
 
-DEFAULT_RESULTS_DIR = "results/run"  # the one default results folder: Config, the notebooks and reproduce all use it
+RESULTS_ROOT = "results/run"  # git-ignored; the default results folder of each profile is a folder under it
+
+
+def default_results_dir(profile: str) -> str:
+    """``results/run/<profile>``: where a run writes when no ``results_dir`` is given (Config, the notebooks,
+    reproduce, experiments). One folder per profile, so a notebook opened in Jupyter on ``smoke`` does not move a
+    ``quick`` run's rows aside (a results folder keeps one set of settings a dataset, ``results.py``)."""
+    return f"{RESULTS_ROOT}/{profile}"
 
 
 MAX_EPOCHS = 10_000  # more is a typo (or a run that would never finish), not a schedule
@@ -71,10 +78,12 @@ class Config:
     fuse_students: str = "auto"        # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
     deterministic: bool = False        # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
     threads: int | None = None         # CPU threads for torch; None: the cores no other process is running on (default_threads)
-    results_dir: str = DEFAULT_RESULTS_DIR  # CSVs, manifest, figures; checkpoints under <results_dir>/checkpoints
+    results_dir: str = ""              # CSVs, manifest, figures, checkpoints/; "": default_results_dir(profile)
     progress: bool = True              # tqdm bars
 
     def __post_init__(self):
+        if self.results_dir == "":
+            self.results_dir = default_results_dir(self.profile)
         if isinstance(self.experiments, str):  # Config(experiments="direct") or "direct,dense": names, not letters
             self.experiments = tuple(e.strip() for e in self.experiments.split(",") if e.strip())
         elif isinstance(self.experiments, list):

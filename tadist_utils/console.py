@@ -10,11 +10,14 @@ it), and a :class:`ProgressPrinter` thread reads the file and prints lines such 
 
 one when each bar (an epoch of a classifier, a group of students) ends and one every ``every`` (30) seconds while
 a bar runs, so a long notebook is never silent. Images per second are steps per second times the batch size
-(for students: student-images, one step trains every student of the group on a batch).
+(for students: student-images, one step trains every student of the group on a batch). ``reproduce`` ends each line
+with the whole job's ETA (:class:`JobClock`: reference notebook times scaled by this run's pace) and, stopped by
+Ctrl-C or SIGTERM, leaves one line saying what finished and how to resume (:func:`interrupted_line`).
 
-Data. ``data_notice(cfg)`` says, before anything runs, when the data used will not be the data asked for
+Data. ``data_line(cfg)`` is the runners' first line: which data, where, and the images each split keeps, counted
+without decoding. ``data_notice(cfg)`` says, before anything runs, when the data used will not be the data asked for
 (``dataset="auto"`` without CIFAR-10 in ``data_dir`` nor a network: scikit-learn digits), so the runner and the
-headless CLI can print it first and again in their final summary (:func:`announce`).
+headless CLI can print it first, as a banner, and again in their final summary (:func:`announce`).
 """
 from __future__ import annotations
 
@@ -115,8 +118,8 @@ def progress_line(record: dict, batch_size: int | None = None, epoch_seconds: fl
     if rate and batch_size:
         unit = "student-img/s" if _GROUP.search(desc) else "img/s"  # a step of a student group trains each student
         parts.append(f"{rate * batch_size:,.0f} {unit}")
-    if record.get("done"):
-        parts.append(f"took {_clock(elapsed)}")
+    if record.get("done"):  # a bar closed before its last step: the run stopped (Ctrl-C, SIGTERM, an error)
+        parts.append(f"took {_clock(elapsed)}" if n >= total else f"stopped after {_clock(elapsed)}")
     elif rate:
         per_epoch = epoch_seconds or total / rate
         left = (total - n) / total * per_epoch if epoch_seconds else (total - n) / rate
@@ -135,8 +138,9 @@ class ProgressPrinter:
     """
 
     def __init__(self, path: Path, label: str, batch_size: int | None = None, every: float = 30.0,
-                 stream=None, poll: float = 0.5):
+                 stream=None, poll: float = 0.5, suffix=None):
         self.path, self.label, self.batch_size, self.every, self.poll = Path(path), label, batch_size, every, poll
+        self.suffix = suffix  # a callable giving text to end each line with (the job's ETA), or None
         self.stream = stream or sys.stdout
         self.lines = 0
         self._stop = threading.Event()
@@ -150,7 +154,8 @@ class ProgressPrinter:
         line = progress_line(record, self.batch_size, None if record.get("done") else self._epoch_seconds.get(model))
         if record.get("done") and _EPOCH.search(record.get("desc", "")):
             self._epoch_seconds[model] = record.get("elapsed", 0.0)
-        print(f"  {self.label}  {line}", file=self.stream, flush=True)
+        extra = self.suffix() if self.suffix else ""
+        print(f"  {self.label}  {line}" + (f"  | {extra}" if extra else ""), file=self.stream, flush=True)
         self.lines += 1
         self._last_print = time.monotonic()
 
@@ -203,6 +208,123 @@ class ProgressPrinter:
         return False
 
 
+# ----------------------------------------------------------------------------- the whole job
+def reference_times(profile: str, stems: list[str], results_dir: Path, repo: Path) -> tuple[dict[str, float], str]:
+    """Seconds per notebook to estimate the whole job from, and where they come from: the last run of this profile
+    in ``results_dir`` (this machine), else a committed reference run of this profile (``results/*/reproduce.json``);
+    one whose times cover every notebook in ``stems``. ``({}, "")`` when there is none (no job ETA, only counts)."""
+    def times(path: Path) -> dict[str, float]:
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(report, dict) or report.get("profile") != profile:
+            return {}
+        seen: dict[str, list[float]] = {}
+        for n in report.get("notebooks", []):
+            if isinstance(n, dict) and n.get("status") == "ok" and isinstance(n.get("seconds"), (int, float)):
+                seen.setdefault(Path(str(n.get("notebook"))).stem, []).append(float(n["seconds"]))
+        out = {k: sum(v) / len(v) for k, v in seen.items()}  # mean over seeds
+        return out if all(s in out for s in stems) else {}
+
+    own = Path(results_dir) / "reproduce.json"
+    if found := times(own):
+        return found, "this folder's last run"
+    for path in sorted(Path(repo).glob("results/*/reproduce.json")):
+        if found := times(path):
+            return found, f"the reference run {path.relative_to(repo)}"
+    return {}, ""
+
+
+def _minutes(seconds: float) -> str:
+    return "<1 min" if seconds < 60 else f"~{seconds / 60:.0f} min"
+
+
+class JobClock:
+    """The whole job's ETA: the notebooks still to run, at their reference times, scaled by this run's pace.
+
+    ``steps``: (seed, notebook stem) in run order. ``reference``: seconds per stem (``reference_times``). The pace
+    is this run's seconds over the reference seconds of the notebooks finished so far, once those reach
+    ``MIN_SCALED`` reference seconds (a kernel start alone would make 00 look several times slower); until then the
+    reference times are used as they are. Without reference times there is no ETA, only the count."""
+
+    MIN_SCALED = 60.0
+
+    def __init__(self, steps: list[tuple[int, str]], reference: dict[str, float], basis: str):
+        self.steps, self.reference, self.basis = list(steps), dict(reference), basis
+        self.done: list[tuple[int, str, float]] = []  # (seed, stem, seconds)
+
+    def finish(self, seed: int, stem: str, seconds: float) -> None:
+        self.done.append((seed, stem, seconds))
+
+    def pace(self) -> float | None:
+        ref = sum(self.reference.get(stem, 0.0) for _, stem, _ in self.done)
+        return sum(s for *_, s in self.done) / ref if ref >= self.MIN_SCALED else None
+
+    def left(self, elapsed_in_current: float = 0.0) -> float | None:
+        """Seconds left in the job, the current notebook (``elapsed_in_current`` s in) included; None: no basis."""
+        if not self.reference:
+            return None
+        pace = self.pace() or 1.0
+        todo = [stem for _, stem in self.steps[len(self.done):]]
+        if not todo:
+            return 0.0
+        current = max(0.0, pace * self.reference.get(todo[0], 0.0) - elapsed_in_current)
+        return current + pace * sum(self.reference.get(stem, 0.0) for stem in todo[1:])
+
+    def position(self) -> str:
+        """``notebook 3/7`` (the next to run), with the job's ETA and its basis when there is one."""
+        text = f"notebook {min(len(self.done) + 1, len(self.steps))}/{len(self.steps)}"
+        left = self.left()
+        if left is None:
+            return text
+        pace = self.pace()
+        scaled = f" x {pace:.1f}, this run's pace so far" if pace is not None else ""
+        return f"{text}; job ETA {_minutes(left)} from the notebook times of {self.basis}{scaled}"
+
+    def short(self, elapsed_in_current: float) -> str:
+        """``job ETA ~9 min`` for the live progress lines; empty without a basis."""
+        left = self.left(elapsed_in_current)
+        return "" if left is None else f"job ETA {_minutes(left)}"
+
+
+class Stopped(BaseException):
+    """SIGTERM while a runner runs, raised like Ctrl-C's KeyboardInterrupt (not an Exception: no ``except
+    Exception`` on the way may take it for a failed notebook)."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """Within: SIGTERM raises ``Stopped`` in the main thread, so a runner can clean up and say where it stopped."""
+    import signal
+
+    def stop(signum, frame):
+        raise Stopped("SIGTERM")
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted_line(stop: BaseException, where: str, seconds: float, finished: list[str], command: str,
+                     checkpoints: Path) -> str:
+    """The one line a runner leaves when stopped (Ctrl-C or SIGTERM): where, what finished, how to resume."""
+    how = "SIGTERM" if isinstance(stop, Stopped) else "Ctrl-C"
+    return (f"interrupted ({how}) in {where} after {_clock(seconds)}; finished: {', '.join(finished) or 'nothing'}. "
+            f"To resume, run the same command again: {command} (finished models load from {checkpoints}, an "
+            f"interrupted one resumes at its last finished epoch)")
+
+
+def exit_status(stop: BaseException) -> int:
+    """128 + the signal number, as a shell reports a process ended by it: 130 for Ctrl-C, 143 for SIGTERM."""
+    return 143 if isinstance(stop, Stopped) else 130
+
+
 # ----------------------------------------------------------------------------- which data
 def data_notice(cfg) -> str:
     """Non-empty when the run will not use the data it asked for (today: ``auto`` falling back to digits).
@@ -218,6 +340,34 @@ def data_notice(cfg) -> str:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         return data.load_raw(cfg)[5]
+
+
+def data_line(cfg, fallback: bool = False) -> str:
+    """One line, printed first by ``reproduce`` and ``experiments``: which data the run uses, where it is, and how
+    many images each split keeps, e.g. ``data: CIFAR-10 JPEG copy at data/cifar10-jpeg: 3,000 train / 500
+    validation / 1,000 test images (of 50,000 + 10,000)``. Cheap: files are counted, nothing is decoded.
+    ``fallback``: ``auto`` fell back to digits (``data_notice`` said so)."""
+    from . import data
+    if fallback:
+        cfg = cfg.replace(dataset="digits")
+    what, n_train, n_test = data.locate(cfg)
+    what = _relative(what, cfg.data_dir)
+    if fallback:
+        what += " (auto fallback: NOT CIFAR-10)"
+    if n_train is None:  # not counted without reading (or downloading) it: the profile's caps
+        train, test = ("all" if n is None else f"{n:,}" for n in (cfg.train_size, cfg.test_size))
+        return f"data: {what}: {train} train / {cfg.val_size:,} validation / {test} test images at most"
+    train, val, test = data.split_sizes(cfg, n_train, n_test)
+    return f"data: {what}: {train:,} train / {val:,} validation / {test:,} test images (of {n_train:,} + {n_test:,})"
+
+
+def _relative(text: str, data_dir) -> str:
+    """``text`` with ``data_dir`` written relative to the working directory when it lies under it."""
+    try:
+        short = os.path.relpath(data_dir)
+    except ValueError:  # another drive (Windows)
+        return text
+    return text.replace(str(data_dir), short) if not short.startswith("..") else text
 
 
 def announce(notice: str, stream=None, final: bool = False) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from . import cifar_pickles
 from .errors import ConfigError
-from .imagefolder import PARTS, Listing, decode
+from .imagefolder import PARTS, Listing, check_imagefolder, decode, image_entries
 
 if TYPE_CHECKING:  # annotations only: config imports data, not the other way round
     from .config import Config
@@ -202,6 +202,49 @@ def is_present(cfg: Config) -> bool:
     if cfg.dataset == "cifar100":
         return (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir()
     return True
+
+
+def _count_images(root: Path) -> tuple[int, int]:
+    """Images in an ImageFolder tree's train/ and test/, counted from the listing (CIFAR-10's 60,000: ~0.1 s)."""
+    classes = check_imagefolder(root)
+    return tuple(sum(len(image_entries(root / part / c)) for c in classes) for part in PARTS)
+
+
+def locate(cfg: Config) -> tuple[str, int | None, int | None]:
+    """(what and where, training images, test images) of the data ``load_raw`` would read, before the validation
+    split and the caps, without decoding or downloading anything: said first by the command-line runners.
+    Counts are None where only reading the data would tell: torchvision's pickled files (read whole to count), or a
+    CIFAR not in ``data_dir`` yet (it will be downloaded)."""
+    root = Path(cfg.data_dir)
+    name = cfg.dataset
+    if name == "digits":
+        n = len(digits_arrays()[1])
+        return "scikit-learn digits (8x8, upsampled to 32x32)", n - n // 5, n // 5  # _digits' fixed 80/20 split
+    if name == "imagefolder":
+        classes = check_imagefolder(root)
+        return (f"ImageFolder {root} ({len(classes)} classes)", *_count_images(root))
+    if name in ("cifar10", "auto"):
+        where = _find_cifar10(root)
+        if where == "jpeg":
+            return (f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", *_count_images(root / JPEG_FOLDER))
+        if where == "torchvision":
+            return f"CIFAR-10 (torchvision's files) at {root}", None, None
+        what = "downloading it with torchvision" if name == "cifar10" else \
+            "downloading it with torchvision, else scikit-learn digits"
+        return f"CIFAR-10, not in {root}: {what}", None, None
+    if name == "cifar100":
+        if (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir():
+            return f"CIFAR-100 (torchvision's files) at {root}", None, None
+        return f"CIFAR-100, not in {root}: downloading it with torchvision", None, None
+    raise ConfigError(f"unknown dataset {name!r}")
+
+
+def split_sizes(cfg: Config, n_train: int, n_test: int) -> tuple[int, int, int]:
+    """(train, validation, test) images ``load_data`` keeps from ``n_train`` + ``n_test``: the same arithmetic."""
+    val = min(cfg.val_size, n_train // 5)
+    train = n_train - val if cfg.train_size is None else min(cfg.train_size, n_train - val)
+    test = n_test if cfg.test_size is None else min(cfg.test_size, n_test)
+    return train, val, test
 
 
 def load_raw(cfg: Config) -> tuple[str, str, Split | Listed, Split | Listed, tuple[str, ...], str]:

@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     Writes the same results_dir files as the notebooks, so ``05``/``06`` can be run on them afterwards.
     """
     import argparse
+    import shlex
     import sys
 
     from .config import ConfigError, make_config
@@ -350,17 +351,33 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .console import announce, data_notice
-    notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
-    announce(notice)
-    for cfg in configs:
-        t0 = time.perf_counter()
-        try:
-            Pipeline(cfg).run()
-        except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line, not a traceback
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}", flush=True)
+    from .console import announce, data_line, data_notice
+    try:
+        notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
+        announce(notice)
+        print(data_line(configs[0], fallback=bool(notice)), flush=True)  # which data, where, how many images
+    except ConfigError as e:  # data there but refused (not CIFAR, an ImageFolder without classes)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from . import console
+    finished, t_all, cfg = [], time.perf_counter(), configs[0]
+    try:
+        with console.stop_on_sigterm():
+            for cfg in configs:
+                t0 = time.perf_counter()
+                try:
+                    Pipeline(cfg).run()
+                except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line
+                    print(f"error: {e}", file=sys.stderr)
+                    return 2
+                print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}",
+                      flush=True)
+                finished.append(f"seed {cfg.seed}")
+    except (KeyboardInterrupt, console.Stopped) as stop:  # Ctrl-C or SIGTERM: where, what finished, how to resume
+        command = "python -m tadist_utils.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
+        print(console.interrupted_line(stop, f"seed {cfg.seed}", time.perf_counter() - t_all, finished,
+                                       command.strip(), Path(cfg.results_dir) / "checkpoints"), file=sys.stderr, flush=True)
+        return console.exit_status(stop)
     announce(notice, final=True)
     return 0
 

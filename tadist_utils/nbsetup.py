@@ -48,10 +48,11 @@ def repo_path(path: str | Path, drive: bool = False) -> str:
     return str((DRIVE_ROOT if drive else repo_root()) / p)
 
 
-def results_path(path: str | Path | None, drive: bool = False) -> str:
-    """``repo_path`` of a notebook's ``results_dir``; None is ``config.DEFAULT_RESULTS_DIR``, as everywhere."""
-    from .config import DEFAULT_RESULTS_DIR
-    return repo_path(DEFAULT_RESULTS_DIR if path in (None, "") else path, drive)
+def results_path(path: str | Path | None, drive: bool = False, *, profile: str) -> str:
+    """``repo_path`` of a notebook's ``results_dir``; None is the profile's ``config.default_results_dir``
+    (``results/run/<profile>``), as for ``reproduce``."""
+    from .config import default_results_dir
+    return repo_path(default_results_dir(profile) if path in (None, "") else path, drive)
 
 
 def colab_badge_url(notebook: str, url: str = REPO_URL, branch: str = REPO_BRANCH) -> str:
@@ -209,7 +210,7 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
         google_drive.mount("/content/drive")
     cfg = make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
         dataset=p["dataset"], data_dir=repo_path(p["data_dir"]), seed=p["seed"], device=p["device"],
-        results_dir=results_path(p["results_dir"], drive=drive), teacher_epochs=p["teacher_epochs"],
+        results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]), teacher_epochs=p["teacher_epochs"],
         student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])})
     cfgs = per_seed(cfg, p["seeds"])
     if show:

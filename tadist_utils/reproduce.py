@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 from . import console
 from .errors import ConfigError
 
-RESULTS_DIR_HELP = "results/run"  # config.DEFAULT_RESULTS_DIR (a test checks), spelt here: config imports torch
+RESULTS_DIR_HELP = "results/run/<profile>"  # config.default_results_dir (a test checks), spelt here: config imports torch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -132,21 +133,74 @@ def _failed_cell(path: Path) -> tuple[str | None, str]:
     return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
+def kernel_options(log: Path | None = None) -> dict:
+    """papermill options for one notebook run: jupyter_client's kernel manager, less the SIGINT that begins every
+    shutdown when no cell is running, and with the kernel's own stderr in ``log``.
+
+    After the last cell papermill asks the kernel for its info and shuts it down as soon as the reply arrives;
+    jupyter_client's shutdown first interrupts the kernel (SIGINT), then sends ``shutdown_request``. The kernel is
+    often still finishing that info request (its handler runs with Python's SIGINT handler installed), so on a busy
+    machine a run that went fine ended with ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` on
+    stderr. With no cell running the interrupt is skipped now (``shutdown_request`` alone stops an idle kernel;
+    SIGTERM, then SIGKILL, follow after ``shutdown_wait_time`` as before); a cell still running (Ctrl-C or SIGTERM
+    to the runner, a cell timeout) is interrupted as before. nbclient's cell hooks say whether a cell runs.
+
+    ``log``: the kernel process's stderr, its plumbing (what a cell prints reaches the notebook, not this): a stop
+    mid-cell races the interrupted cell's reply against the shutdown, and the kernel logs a ZMQ traceback when the
+    shutdown wins. In a file, beside the executed notebook, that is kept for a failure and not shown as one.
+    """
+    from jupyter_client import AsyncKernelManager
+    running = {"cell": False}
+
+    class KernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down and not running["cell"]:
+                return  # an idle kernel: nothing to interrupt, and a SIGINT could land in a request's handler
+            await super()._async_interrupt_kernel()
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:  # jupyter_client's hook for launching
+            if log is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": f})
+
+    def busy(**_):
+        running["cell"] = True
+
+    def idle(**_):
+        running["cell"] = False
+    return dict(kernel_manager_class=KernelManager, on_cell_execute=busy, on_cell_executed=idle, on_cell_error=idle)
+
+
+def kernel_log(out: Path) -> Path:
+    """Where the kernel that executes ``out`` writes its own stderr: ``<executed>/<notebook>.kernel.log``."""
+    return out.with_suffix(".kernel.log")
+
+
 def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
-    """Execute one notebook; None on success, otherwise a one-line description of the failure."""
+    """Execute one notebook; None on success, otherwise a one-line description of the failure.
+
+    The kernel's own stderr goes to ``kernel_log(out)``, removed when empty; a failure names it when it is not."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+    log = kernel_log(out)
+    log.unlink(missing_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
                             execution_timeout=timeout, progress_bar=progress, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up chatter
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
+                            **kernel_options(log))
         return None
     except PapermillExecutionError as e:
         return f"cell {_cell_label(e.exec_count, e.cell_index)} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
         label, line = _failed_cell(out)
         where = f"cell {label} `{line}`" if label is not None else "before any cell"
-        return f"{where}: {type(e).__name__}: {_first_line(e)}"
+        logged = f" (the kernel's log: {log})" if log.is_file() and log.stat().st_size else ""
+        return f"{where}: {type(e).__name__}: {_first_line(e)}{logged}"
+    finally:
+        if log.is_file() and not log.stat().st_size:
+            log.unlink()
 
 
 def publish(executed: Path, dest: Path) -> None:
@@ -202,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
     ap.add_argument("--data-dir", help="dataset folder (default: data)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
-    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP} (config.DEFAULT_RESULTS_DIR, as for the notebooks)")
+    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP}, one folder per profile (as for the notebooks)")
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
@@ -215,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="after a run without failures, write the first seed's executed notebooks over notebooks/ "
                          "(the committed outputs: README, 'The reference run')")
     args = ap.parse_args(argv)
-    from .config import DEFAULT_RESULTS_DIR, make_config  # torch (~2 s): not for a bad flag or --help
+    from .config import default_results_dir, make_config  # torch (~2 s): not for a bad flag or --help
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
@@ -224,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
         given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
         overrides = {**sets, **{k: v for k, v in given.items() if v is not None}}
         probe = make_config(args.profile, **overrides)
-        defaults = dict(data_dir=probe.data_dir, results_dir=DEFAULT_RESULTS_DIR)
+        defaults = dict(data_dir=probe.data_dir, results_dir=default_results_dir(args.profile))
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
             overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
+        notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
+        if not args.prepare_only:  # which data, said first; the fallback as a banner, and again at the end
+            console.announce(notice)
+            print(console.data_line(configs[0], fallback=bool(notice)), flush=True)
         check_data(configs[0])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -248,34 +306,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval -p no:cacheprovider {out}")
         return 0
 
-    notice = console.data_notice(configs[0])  # not the data asked for: said first, and again at the end
-    console.announce(notice)
     report = dict(profile=args.profile, seeds=args.seeds, results_dir=str(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []
+    job = console.JobClock([(cfg.seed, src.stem) for cfg in configs for src in selected],
+                           *console.reference_times(args.profile, [s.stem for s in selected], results_dir, REPO))
     print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
     t_all, superseded = time.perf_counter(), _superseded(results_dir)
-    for cfg in configs:
-        executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
-        executed.mkdir(parents=True, exist_ok=True)
-        for src in selected:
-            label = f"[seed {cfg.seed}] {src.name}"
-            live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
-            print(f"{label} ...", end="\n" if live else " ", flush=True)
-            t0 = time.perf_counter()
-            with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem, cfg.batch_size)
-                  if live else contextlib.nullcontext()):
-                error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
-            seconds = time.perf_counter() - t0
-            status = "ok" if error is None else "FAILED"
-            print(f"{label} {status}" if live else status, f"in {seconds:.1f}s", flush=True)
-            if error:
-                failures.append(f"{src.name} (seed {cfg.seed}): {error}")
-            report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="ok" if error is None else "failed",
-                                            seconds=round(seconds, 1), executed=str(executed / src.name), error=error))
-            report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
-                          total_seconds=round(time.perf_counter() - t_all, 1))
+    cfg, src, t0 = configs[0], selected[0], t_all  # where a stop lands, updated as the notebooks run
+    try:
+        with console.stop_on_sigterm():
+            for cfg in configs:
+                executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
+                executed.mkdir(parents=True, exist_ok=True)
+                for src in selected:
+                    label = f"[seed {cfg.seed}] {src.name}"
+                    live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
+                    print(f"{label} ({job.position()}) ...", end="\n" if live else " ", flush=True)
+                    t0 = time.perf_counter()
+                    with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem,
+                                                  cfg.batch_size, suffix=lambda: job.short(time.perf_counter() - t0))
+                          if live else contextlib.nullcontext()):
+                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
+                    seconds = time.perf_counter() - t0
+                    job.finish(cfg.seed, src.stem, seconds)
+                    status = "ok" if error is None else "FAILED"
+                    print(f"{label} {status}" if live else status, f"in {seconds:.1f}s", flush=True)
+                    if error:
+                        failures.append(f"{src.name} (seed {cfg.seed}): {error}")
+                    report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name,
+                                                    status="ok" if error is None else "failed", seconds=round(seconds, 1),
+                                                    executed=str(executed / src.name), error=error))
+                    report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
+                                  total_seconds=round(time.perf_counter() - t_all, 1))
+                    (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+    except (KeyboardInterrupt, console.Stopped) as stop:  # Ctrl-C or SIGTERM: say where, what finished, how to resume
+        where = f"{src.name}" + (f" (seed {cfg.seed})" if len(configs) > 1 else "")
+        finished = [f"{n['notebook'].removesuffix('.ipynb')}" + (f" (seed {n['seed']})" if len(configs) > 1 else "")
+                    for n in report["notebooks"] if n["status"] == "ok"]
+        command = "python -m tadist_utils.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
+        report.update(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s",
+                      finished=dt.datetime.now().isoformat(timespec="seconds"),
+                      total_seconds=round(time.perf_counter() - t_all, 1))
+        with contextlib.suppress(OSError):
             (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+        if args.quiet:
+            print(flush=True)  # end the line the notebook's name began
+        print(console.interrupted_line(stop, where, time.perf_counter() - t_all, finished, command.strip(),
+                                       results_dir / "checkpoints"), file=sys.stderr, flush=True)
+        return console.exit_status(stop)
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
     console.announce(notice or _manifest_notice(results_dir), final=True)
     if moved := moved_aside_line(superseded, results_dir):

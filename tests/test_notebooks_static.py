@@ -127,7 +127,7 @@ def test_start_builds_the_config_from_the_parameters(tmp_path):
     assert cfg.data_dir == nbsetup.repo_path("data")  # relative: against the repository root
     assert cfg.student_epochs == make_config("smoke").student_epochs  # None keeps the profile's default
     cfg, cfgs = nbsetup.start(_namespace(tmp_path, results_dir=None), show=False)
-    assert cfg.results_dir == nbsetup.results_path(None) and cfgs == [cfg]
+    assert cfg.results_dir == nbsetup.results_path(None, profile="smoke") and cfgs == [cfg]
 
 
 @pytest.mark.parametrize("params, history, message", [

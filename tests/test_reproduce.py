@@ -2,6 +2,7 @@
 
 Bad input (one line, exit 2, nothing run) is in test_bad_input.py."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ def test_runs_one_notebook_and_writes_executed_copy(tmp_path):
     assert (out / "figures" / "00_overview.png").exists()
     report = json.loads((out / "reproduce.json").read_text())
     assert [(n["notebook"], n["status"]) for n in report["notebooks"]] == [("00_overview.ipynb", "ok")]
-    assert "00_overview.ipynb ... ok in" in r.stdout  # one progress line per notebook
+    assert re.search(r"00_overview\.ipynb \(notebook 1/1[^()]*\) \.\.\. ok in", r.stdout), r.stdout  # a line a notebook
 
 
 def test_failure_names_notebook_and_cell_and_keeps_the_partial_notebook(tmp_path):
@@ -72,3 +73,59 @@ def test_a_notebook_trains_every_seed_it_is_given(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert sorted(results[results.metric == "test_accuracy"].seed) == [0, 1]
     assert (out / "checkpoints" / "seed1").is_dir()
+
+
+def test_a_finished_notebook_is_shut_down_without_a_sigint(tmp_path, capfd):
+    """papermill asks the kernel for its info after the last cell and shuts it down on the reply; jupyter_client's
+    shutdown begins with a SIGINT, which hit the kernel while it was still finishing that request (under load), and
+    the kernel logged ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` after a run that went fine.
+    Here the kernel keeps a SIGINT handler between requests that leaves a file, so any SIGINT shows, race or not."""
+    from tadist_utils import reproduce as runner
+    marker = tmp_path / "sigint"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, signal\n"
+        f"def _leave_mark(*_):\n    os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY))\n"
+        "get_ipython().kernel.post_handler_hook = lambda: signal.signal(signal.SIGINT, _leave_mark)\n"
+        "print('ran')")])
+    nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+    src = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, src)
+    assert runner.run_one(src, tmp_path / "out.ipynb", {}, 120, False) is None
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text == "ran\n"
+    assert not marker.exists(), "the runner interrupted a kernel that had finished"
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
+    assert not runner.kernel_log(tmp_path / "out.ipynb").exists()  # nothing logged: no file left
+
+
+def test_the_kernels_own_log_goes_to_a_file_not_the_terminal(tmp_path, capfd):
+    """The kernel process's stderr is plumbing (ZMQ tracebacks when a stop races a cell's reply): it goes to a
+    file beside the executed copy, which a failure names; what a cell prints still reaches the notebook."""
+    from tadist_utils import reproduce as runner
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import sys\nget_ipython().kernel.log.error('kernel plumbing')\nprint('to the notebook', file=sys.stderr)"),
+        nbformat.v4.new_code_cell("raise ValueError('boom')")])
+    nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+    src = tmp_path / "logs.ipynb"
+    nbformat.write(nb, src)
+    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 120, False)
+    assert error.endswith("ValueError: boom"), error
+    assert "kernel plumbing" not in capfd.readouterr().err
+    assert "kernel plumbing" in runner.kernel_log(tmp_path / "out.ipynb").read_text()
+    (first,) = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if "plumbing" in c.source]
+    assert any("to the notebook" in o.get("text", "") for o in first.outputs)
+
+
+def test_a_cell_still_running_at_shutdown_is_interrupted(tmp_path):
+    """The other side of the test above: a cell that is still running when the kernel is shut down (here a cell
+    timeout; Ctrl-C or SIGTERM to the runner alike) gets the SIGINT, so it ends as a cell error, not mid-write."""
+    from tadist_utils import reproduce as runner
+    marker = tmp_path / "interrupted"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os, time\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"
+        f"    os.close(os.open({str(marker)!r}, os.O_CREAT | os.O_WRONLY))\n    raise")])
+    nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
+    src = tmp_path / "slow.ipynb"
+    nbformat.write(nb, src)
+    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 2, False)
+    assert error is not None and "CellTimeoutError" in error, error
+    assert marker.exists(), "the running cell was not interrupted"
