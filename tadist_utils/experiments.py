@@ -210,7 +210,8 @@ class Pipeline:
         """Build the n-student ensemble of a plan, measure it before and after fine-tuning.
 
         Fine-tuning keeps its best epoch on the validation split, the ensemble before fine-tuning (epoch 0)
-        included, so a fine-tune that lowers validation accuracy is never the reported result."""
+        included, so a fine-tune that lowers validation accuracy is never the reported result. Every epoch is
+        scored by ``evaluate``, the function (and precision) that reports ``val_accuracy``."""
         c = self.cfg
         teacher = self.teacher()
         names = plan.ensembles[n_students]
@@ -223,7 +224,8 @@ class Pipeline:
         metrics = dict(val_accuracy_before_finetune=evaluate(ens, ev["val"], self.ctx),
                        test_accuracy_before_finetune=evaluate(ens, ev["test"], self.ctx))
         spec = dict(model="ensemble", students=[spec_hash(self._specs[k]) for k in keys], mode=c.finetune_mode,
-                    epochs=c.finetune_epochs, lr=c.finetune_lr, select_from=0, **self._common())
+                    epochs=c.finetune_epochs, lr=c.finetune_lr, select_from=0, select_by="evaluate",
+                    **self._common())
         key = "E:" + "|".join(keys)
         path = self._path(f"ensemble{n_students}", key + c.finetune_mode)
         history: list = []
@@ -231,7 +233,7 @@ class Pipeline:
             feats = {s: extract(ens.features, ev[s], self.ctx) for s in ev}
             run = finetune_head(ens.classifier, feats, self.data, self.ctx, name=f"ensemble_{n_students}", path=path,
                                 spec=spec, epochs=c.finetune_epochs, lr=c.finetune_lr, batch_size=c.batch_size,
-                                seed=c.seed)
+                                seed=c.seed, validate=lambda: evaluate(ens, ev["val"], self.ctx))
             history = run.history
         elif c.finetune_epochs > 0:
             run = train_classifier(ens, self.data, self.ctx, name=f"ensemble_{n_students}", path=path, spec=spec,

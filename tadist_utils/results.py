@@ -3,6 +3,8 @@
 ``<results_dir>/results.csv``  one row per (dataset, experiment, model, seed, metric)
 ``<results_dir>/history.csv``  one row per (dataset, model key, seed, epoch, metric): the curves
 ``<results_dir>/manifest.json`` config, dataset, library versions, git commit, device, wall times
+``<results_dir>/summary.csv``  n, mean, sd, 95% t-interval, min and max of the test accuracy per (dataset,
+                               experiment, model) over seeds (``summary.summary_table``), rewritten with results.csv
 Writes are atomic and keyed upserts, so re-running a stage replaces its rows instead of adding more. Each
 read-modify-write holds ``<results_dir>/.results.lock`` (a ``filelock`` file lock), so processes writing one
 folder at once (several seeds, notebooks run side by side) lose no rows and no manifest stages.
@@ -25,6 +27,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .atomic import write_atomic
+from .summary import summary_table
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
 HISTORY_KEYS = ["dataset", "key", "model", "seed", "epoch", "metric"]
@@ -117,6 +120,19 @@ class ResultsStore:
     def manifest_json(self) -> Path:
         return self.dir / "manifest.json"
 
+    @property
+    def summary_csv(self) -> Path:
+        return self.dir / "summary.csv"
+
+    def write_summary(self) -> pd.DataFrame:
+        """Rewrite ``summary.csv`` from ``results.csv`` (``summary.summary_table``) and return it; ``add_results``
+        calls it, so a folder's summary always describes its results."""
+        with self.lock:
+            table = summary_table(read_table(self.results_csv)) if self.results_csv.exists() else summary_table(
+                pd.DataFrame(columns=RESULT_KEYS + ["value"]))
+            _write_csv_atomic(table, self.summary_csv)
+        return table
+
     def add_results(self, rows: list[dict]) -> dict | None:
         """Upsert rows; if that moved rows of other settings aside (module docstring), what moved, else None.
 
@@ -125,6 +141,7 @@ class ResultsStore:
             return None
         with self.lock:  # the manifest is copied aside before the rows leave results.csv (a crash loses neither)
             stale = _upsert(self.results_csv, rows, RESULT_KEYS, before_move=self._manifest_aside)
+            self.write_summary()  # the lock is reentrant (filelock, same thread)
             if not len(stale):
                 return None
             old = self.manifest()

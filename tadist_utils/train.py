@@ -194,11 +194,18 @@ class _SoftTargets:
 
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
-                  name: str, path: Path, spec: dict, epochs: int, lr: float, batch_size: int, seed: int) -> RunState:
+                  name: str, path: Path, spec: dict, epochs: int, lr: float, batch_size: int, seed: int,
+                  validate: Callable[[], float] | None = None) -> RunState:
     """Train only the output layer on frozen students' features (computed once, unaugmented).
 
     The layer as given (epoch 0, before fine-tuning) takes part in the selection: when no epoch beats it on
-    the validation split, the starting weights are kept."""
+    the validation split, the starting weights are kept.
+
+    ``validate``: the validation accuracy (%) with the head as it is now, computed by the very function that
+    reports it, so the epochs are ranked by the number that will be reported (the pipeline passes ``evaluate`` of
+    the whole ensemble, which runs under the context's autocast). Default: the head on the stored validation
+    features under that same autocast. Selecting in fp32 and reporting in bf16 once reported a fine-tune worse
+    than the ensemble it started from."""
     x_train, y_train = features["train"], data.train.labels.to(ctx.device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, **fused_optimizer(ctx.device))
     steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
@@ -214,12 +221,15 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
             total += _classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx) * len(idx)
         return dict(train_loss=total.item() / max(1, len(order)))
 
-    def validate() -> dict:
-        with torch.no_grad():
-            acc = (head(features["val"]).argmax(1) == data.val.labels.to(ctx.device)).float().mean().item()
-        return dict(val_accuracy=100.0 * acc)
+    def head_accuracy() -> float:
+        labels = data.val.labels.to(ctx.device)
+        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+            correct = (head(features["val"]).argmax(1) == labels).sum()
+        return 100.0 * correct.item() / max(1, len(labels))
 
-    return run_epochs(run, epochs, train_epoch, validate, ctx, select="val_accuracy", include_start=True)
+    score = head_accuracy if validate is None else validate
+    return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=score()), ctx, select="val_accuracy",
+                      include_start=True)
 
 
 # ------------------------------------------------------------------------- students

@@ -3,7 +3,11 @@
 ``stats``             the notebooks' one import for statistics over seeds (re-exports the next three);
 ``seed_summary``      per-seed values, mean / sd / Student-t interval per (experiment, model), the README tables;
 ``paired_tests``      paired differences over seeds, t-tests with Holm's correction, models identical by construction;
-``paper_claims``      the paper's three conclusions: their comparisons and one verdict each;
+``paper_claims``      the paper's three conclusions: their comparisons and one verdict each; the seeds a plan needs;
+``claims``            every family of comparisons, declared once (C1-C3 as the paper states them, B1 for 06);
+``power``             the 80%-power minimum detectable difference and the seeds a 1-point difference needs;
+``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, and its README tables;
+``readme_check``      every number in the README's results tables held to the committed CSV its marker names;
 ``plots``             the notebooks' one import for figures (re-exports the next two, and ``save``);
 ``run_plots``         figures and tables of notebooks 00-04: plans, data, one experiment's run;
 ``comparison_plots``  figures of notebooks 05-06: experiments side by side, over seeds, against cost;

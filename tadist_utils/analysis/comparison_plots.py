@@ -9,14 +9,14 @@ import pandas as pd
 import seaborn as sns
 
 from ..results import PAPER_ACCURACY
-from .run_plots import EXPERIMENT_ORDER, STUDENT_ORDER, _n_students, _paper_teacher, teacher_accuracy
+from .run_plots import EXPERIMENT_ORDER, STUDENT_ORDER, students_of, paper_teacher_line, teacher_accuracy
 
 
 # ------------------------------------------------------------------------- 05 compare
 def ensembles(results: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """Tidy rows (experiment, students, seed, value) of every ensemble, for the comparison plots."""
     d = results[results.model.str.startswith("ensemble_") & (results.metric == metric)]
-    return d.assign(students=_n_students(d.model))
+    return d.assign(students=students_of(d.model))
 
 
 def accuracy_vs_students(results: pd.DataFrame, paper: bool = True):
@@ -30,7 +30,7 @@ def accuracy_vs_students(results: pd.DataFrame, paper: bool = True):
                  errorbar="sd" if n_seeds > 1 else None, err_style="bars", ax=ax)
     ax.axhline(teacher_accuracy(results), color="0.3", ls="--", lw=1, label="teacher (ours)")
     if paper:
-        _paper_teacher(ax)
+        paper_teacher_line(ax)
         for exp in order:
             ax.plot([1, 2, 4, 8], [PAPER_ACCURACY[exp][n] for n in (1, 2, 4, 8)], ls=":", marker="x", color=palette[exp],
                     alpha=0.7, label=f"{exp} (paper, CIFAR-10)")
@@ -98,7 +98,7 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
         shift = 2 ** ((i - (len(order) - 1) / 2) * 0.04)  # dodge on the log2 axis
         c = colours[exp]
         pts = seeds[(seeds.experiment == exp) & seeds.model.str.startswith("ensemble_")]
-        ax.scatter(_n_students(pts.model) * shift, pts.value, s=14, color=c, alpha=0.3, linewidths=0, zorder=2)
+        ax.scatter(students_of(pts.model) * shift, pts.value, s=14, color=c, alpha=0.3, linewidths=0, zorder=2)
         ax.errorbar(e.students * shift, e["mean"], yerr=e.ci, fmt="-o", capsize=4, color=c, ms=5, zorder=3,
                     label=f"{exp} (n={int(e.n.min())}{'' if e.n.min() == e.n.max() else f'-{int(e.n.max())}'})")
         if paper and exp in PAPER_ACCURACY:
@@ -112,7 +112,7 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
         if np.isfinite(t.ci):
             ax.axhspan(t.ci_low, t.ci_high, color="0.3", alpha=0.12, lw=0)
     if paper and metric == "test_accuracy" and any(e in PAPER_ACCURACY for e in order):
-        _paper_teacher(ax)
+        paper_teacher_line(ax)
     n_max = int(ens.n.max()) if len(ens) else 0
     ax.set_xscale("log", base=2)
     sizes = sorted(ens[ens.experiment.isin(order)].students.astype(int).unique())
@@ -125,18 +125,39 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
     return fig
 
 
+def declared_tests(results: pd.DataFrame, a: str, b: str, metric: str = "test_accuracy", dataset: str | None = None,
+                   level: float = 0.95, share_students: bool = True) -> dict:
+    """{students: row} for every size at which a declared family (``claims.FAMILIES``, first in declaration order)
+    compares experiments a and b (either way round): that family's row of ``family_comparisons``, with its
+    Holm-adjusted t-test and sign-flip p-values. Sizes no declared family compares are absent."""
+    from .claims import FAMILIES
+    from .paper_claims import family_comparisons
+    out: dict = {}
+    for key, fam in FAMILIES.items():
+        if not any({c.better[0], c.worse[0]} == {a, b} and c.better[1] == c.worse[1] for c in fam.comparisons):
+            continue
+        t = family_comparisons(results, key, metric, dataset, level, share_students)
+        for r in t.itertuples():
+            if {r.exp_a, r.exp_b} == {a, b} and r.model_a == r.model_b:
+                out.setdefault(int(r.model_a.removeprefix("ensemble_")), r)
+    return out
+
+
 def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric: str = "test_accuracy",
                        dataset: str | None = None, level: float = 0.95, ax=None, share_students: bool = True):
     """a - b per ensemble size, paired on seed: each seed's difference as a dot, the mean with its Student-t
     interval (caps, uncorrected), and a zero line; b is one experiment, a list, or (default) the paper's other
-    experiments that were run. One errorbar container per b; above the bars the paired t-test's p-value,
-    Holm-adjusted over the sizes of that pair (``stats.paired``), or "identical" where both sides are the same
-    model by construction (``share_students``: see ``stats.share_students``). Returns the figure."""
+    experiments that were run. One errorbar container per b; above the bars the Holm-adjusted p of the paired
+    t-test and of the exact sign-flip test, each within the declared family that makes that comparison
+    (``declared_tests``: C1-C3, B1), named beside it; "identical" where both sides are the same model by
+    construction (``share_students``: see ``stats.share_students``); nothing where no declared family compares
+    them. Returns the figure."""
     from ..methods import PAPER_EXPERIMENTS
     from .paired_tests import differences, paired
     present = set(ensembles(results, metric).experiment)
     bs = [e for e in PAPER_EXPERIMENTS if e != a and e in present] if b is None else ([b] if isinstance(b, str) else list(b))
     tables = {x: paired(results, a, x, metric, dataset, level, share_students) for x in bs}
+    declared = {x: declared_tests(results, a, x, metric, dataset, level, share_students) for x in bs}
     sizes = sorted({int(n) for t in tables.values() for n in t.students})
     pos = {n: i for i, n in enumerate(sizes)}
     colours = _stats_colours([a, *bs])
@@ -152,14 +173,21 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
         ax.errorbar(xs, t.mean_diff, yerr=t.ci, fmt="o", capsize=5, color=c, ms=6, zorder=3,
                     label=f"{a} - {x}")
         for xi, r in zip(xs, t.itertuples()):
-            note = "identical" if r.identical else (f"p={r.p_holm:.2g}" if np.isfinite(r.p_holm) else "")  # Holm-adjusted (title)
+            d = declared[x].get(int(r.students))
+            if r.identical:
+                note = "identical"
+            elif d is not None and np.isfinite(d.p_holm):
+                note = f"{d.family_key}: t {d.p_holm:.2g}\nflip {d.p_perm_holm:.2g}"
+            else:
+                note = ""
             top = r.ci_high if np.isfinite(r.ci_high) else r.mean_diff
             ax.annotate(note, (xi, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6,
                         color=c)
     ax.axhline(0, color="0.3", lw=1)
     ax.set_xticks(range(len(sizes)), [str(n) for n in sizes])
     ax.set(xlabel="students in the ensemble", ylabel=f"difference in {metric.replace('_', ' ')}",
-           title=f"paired differences over seeds (bars: mean, {level:.0%} t-interval; p: Holm-adjusted over sizes)")
+           title=f"paired differences over seeds (bars: mean, {level:.0%} t-interval)\n"
+                 "p: Holm-adjusted in its declared family (claims.py); t-test and exact sign-flip test")
     ax.legend(fontsize=8, loc="best")
     return fig
 
@@ -180,7 +208,7 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     c = cost[cost.device == (device or cost.device.iloc[0])]
     acc = ensembles(results).groupby(["experiment", "students"], as_index=False).value.mean()
     ens = c[c.model.str.startswith("ensemble_") & c["mode"].isin(list(modes))]
-    d = acc.merge(ens.assign(students=_n_students(ens.model))[["students", "mode", x]], on="students")
+    d = acc.merge(ens.assign(students=students_of(ens.model))[["students", "mode", x]], on="students")
     palette = _stats_colours(set(d.experiment))  # the same colour per experiment as the error-bar plots
     order = [e for e in palette if e in set(d.experiment)]
     main_mode = "together" if "together" in modes else modes[0]

@@ -1,18 +1,21 @@
-"""The paper's three conclusions checked across seeds: their paired comparisons (``paired_tests``), one verdict each.
+"""The paper's three conclusions checked across seeds: the declared families' comparisons, one verdict each.
 
-A conclusion made of several comparisons (each with an outcome, see ``paired_tests``) is then
+The families and their comparisons are declared in ``claims`` (C1-C3 as the paper states them, B1 for notebook
+06); this module runs them (``paired_tests``) and reads a verdict from each claim's outcomes:
 
 ``holds``          every comparison supports it;
-``partly holds``   some support it, none contradicts it;
+``partly holds``   some support it, none contradicts it; also the best a claim can get when one of its
+                   comparisons cannot be made as a test (the same model on both sides, e.g. C3 at 2 students with
+                   shared S01/S2);
 ``does not hold``  some comparison contradicts it (significantly, in the opposite direction);
 ``inconclusive``   none is significant either way (always the case with a single seed);
 ``not run``        an experiment (or ensemble size) the conclusion is about is absent from the results.
 
 A mean difference in the wrong direction that is not significant makes a comparison ``unclear``, not
-``contradicts``: with a handful of seeds that is noise, and is reported as such. The third conclusion ("a single
-TA beats the hierarchy only for 8 students") is never read as holding: a non-significant difference at 2 or 4
-students is absence of evidence, not evidence of no difference, so its best verdict is ``partly holds`` with
-the reading "supported at 8; not shown at 2 and 4" (see ``conclusions``).
+``contradicts``: with a handful of seeds that is noise, and is reported as such. Each verdict is read twice, from
+the t-tests and from the exact sign-flip tests (``paired_tests``); it is ``decided`` when both give the same
+verdict, and otherwise ``rests_on`` says that it rests on the t-test's normality assumption. ``regime`` names
+what a verdict comes from: profile, images, epochs and the teacher's accuracy in this study.
 """
 from __future__ import annotations
 
@@ -20,201 +23,226 @@ import numpy as np
 import pandas as pd
 
 from ..methods import PAPER_EXPERIMENTS
-from .paired_tests import CONTRADICTS, EQUAL, SUPPORTS, UNCLEAR, _correct, _pair
-from .seed_summary import LEVEL, _is_ensemble, _students, per_seed
+from ..summary import is_ensemble
+from .claims import FAMILIES, PAPER_FAMILIES, family
+from .paired_tests import CONTRADICTS, EQUAL, SUPPORTS, UNCLEAR, correct_family, pair_stats
+from .power import DIFFERENCE, POWER, detectable, seeds_needed
+from .seed_summary import LEVEL, per_seed
 
 HOLDS, PARTLY, NOT_HOLD, INCONCLUSIVE, NOT_RUN = "holds", "partly holds", "does not hold", "inconclusive", "not run"
-
-CLAIMS = {
-    1: "learning directly from the teacher gives the best ensembles (direct > single TA and direct > hierarchical "
-       "for 2, 4 and 8 students)",
-    2: "accuracy falls as the number of students grows (2 > 4 > 8 students, in each experiment)",
-    3: "a single TA beats the hierarchy only for 8 students (single TA > hierarchical for 8, not for 2 or 4)",
-}
+CLAIMS = {int(k[1:]): FAMILIES[k].title for k in PAPER_FAMILIES}  # 1, 2, 3: what each conclusion claims
+COLUMNS = ["conclusion", "family_key", "comparison", "exp_a", "model_a", "exp_b", "model_b", "n", "seeds", "mean_a",
+           "mean_b", "mean_diff", "sd_diff", "sem_diff", "ci", "ci_low", "ci_high", "min_diff", "max_diff", "t", "p",
+           "p_perm", "wins", "losses", "ties", "identical", "duplicate_of", "in_family", "family", "p_holm",
+           "p_perm_holm", "detectable", "seeds_needed", "outcome", "outcome_perm", "decided", "correction"]
 
 
-# ------------------------------------------------------------------------- the paper's conclusions
-def _comparison(d, conclusion: int, a: tuple[str, str], b: tuple[str, str], level: float, shared: bool) -> dict:
-    label = (f"{a[0]} > {b[0]} ({_students(a[1])} students)" if a[1] == b[1]
-             else f"{a[0]}: {_students(a[1])} > {_students(b[1])} students")
-    return dict(conclusion=conclusion, comparison=label, exp_a=a[0], model_a=a[1], exp_b=b[0], model_b=b[1],
-                **_pair(d, a, b, level, shared))
-
-
-def _missing(d: pd.DataFrame, needs) -> list[str]:
-    """(experiment, model) pairs absent from d, as 'experiment/model' (or 'experiment' when wholly absent)."""
+# ------------------------------------------------------------------------- the declared families, run
+def family_comparisons(results: pd.DataFrame, key: str, metric: str = "test_accuracy", dataset: str | None = None,
+                       level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
+    """The comparisons of one declared family (``claims.FAMILIES[key]``) that this study can make, Holm-corrected
+    together: ``COLUMNS`` (``paired_tests.correct_family`` documents them; ``comparison`` reads "better > worse").
+    Comparisons whose models are absent are left out."""
+    d = per_seed(results, metric, dataset)
+    d = d[is_ensemble(d.model)]
     present = set(zip(d.experiment, d.model))
-    exps = set(d.experiment)
-    out = []
-    for e, m in needs:
-        tag = e if e not in exps else f"{e}/{m}"
-        if (e, m) not in present and tag not in out:
-            out.append(tag)
-    return out
+    rows = []
+    for c in family(key).comparisons:
+        a, b = (c.better[0], f"ensemble_{c.better[1]}"), (c.worse[0], f"ensemble_{c.worse[1]}")
+        if a in present and b in present:
+            rows.append(dict(conclusion=int(key[1:]) if key.startswith("C") else 0, family_key=key,
+                             comparison=c.label, exp_a=a[0], model_a=a[1], exp_b=b[0], model_b=b[1],
+                             **pair_stats(d, a, b, level, share_students)))
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    return correct_family(pd.DataFrame(rows), level)[COLUMNS]
 
 
 def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
-                level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
-    """Every paired comparison (claim: a > b) behind the three conclusions, with its outcome.
+                level: float = LEVEL, share_students: bool = True, families=PAPER_FAMILIES) -> pd.DataFrame:
+    """Every paired comparison (claim: a > b) of the declared ``families`` (default: the paper's C1-C3, column
+    ``conclusion`` 1-3), each family Holm-corrected on its own (``family_comparisons``)."""
+    parts = [family_comparisons(results, k, metric, dataset, level, share_students) for k in families]
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
 
-    1: direct vs single_ta and direct vs hierarchical for 2, 4 and 8 students (1 student is S1 in every
-       experiment, the same model by construction, so it is left out);
-    2: ensemble_2 vs ensemble_4 and ensemble_4 vs ensemble_8 within each of the three experiments;
-    3: single_ta vs hierarchical for 2, 4 and 8 students.
-    Each conclusion's comparisons are one family for the Holm correction (those identical by construction left
-    out). Comparisons whose models are absent are left out (``conclusions`` reports them as not run).
-    """
-    d = per_seed(results, metric, dataset)
-    d = d[_is_ensemble(d.model)]
+
+# ------------------------------------------------------------------------- verdicts
+def _missing(d: pd.DataFrame, key: str) -> list[str]:
+    """What a family needs and the results lack: an experiment it compares wholly absent, or an ensemble its
+    claim cannot do without (``Family.requires``: C3's 8 students), as 'experiment/ensemble_N'. Other sizes that
+    are missing are just not compared."""
+    exps = set(d.experiment)
+    f = family(key)
+    needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
+    out = [e for e in PAPER_EXPERIMENTS if e in needs and e not in exps]
     present = set(zip(d.experiment, d.model))
-    rows = []
-    for conclusion, a, b in _plan():
-        if a in present and b in present:
-            rows.append(_comparison(d, conclusion, a, b, level, share_students))
-    cols = ["conclusion", "comparison", "exp_a", "model_a", "exp_b", "model_b", "n", "seeds", "mean_a", "mean_b",
-            "mean_diff", "sd_diff", "sem_diff", "ci", "ci_low", "ci_high", "t", "p", "wins", "losses", "ties",
-            "identical", "family", "p_holm", "detectable", "outcome", "correction"]
-    raw = pd.DataFrame(rows, columns=cols[:cols.index("identical") + 1])
-    parts = [_correct(g, level) for _, g in raw.groupby("conclusion", sort=True)]
-    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    return out or [f"{e}/ensemble_{n}" for e, n in f.requires if (e, f"ensemble_{n}") not in present]
 
 
-def _plan():
-    for n in (2, 4, 8):
-        for other in ("single_ta", "hierarchical"):
-            yield 1, ("direct", f"ensemble_{n}"), (other, f"ensemble_{n}")
-    for exp in PAPER_EXPERIMENTS:
-        for hi, lo in ((2, 4), (4, 8)):
-            yield 2, (exp, f"ensemble_{hi}"), (exp, f"ensemble_{lo}")
-    for n in (2, 4, 8):
-        yield 3, ("single_ta", f"ensemble_{n}"), ("hierarchical", f"ensemble_{n}")
-
-
-def _verdict(outcomes) -> str:
-    outcomes = [o for o in outcomes if o != EQUAL]
-    if not outcomes:
+def verdict(outcomes) -> str:
+    """holds / partly holds / does not hold / inconclusive from a claim's comparison outcomes (module doc)."""
+    outcomes = list(outcomes)
+    tests = [o for o in outcomes if o != EQUAL]
+    if not tests:
         return INCONCLUSIVE
-    if CONTRADICTS in outcomes:
+    if CONTRADICTS in tests:
         return NOT_HOLD
-    if all(o == SUPPORTS for o in outcomes):
-        return HOLDS
-    return PARTLY if SUPPORTS in outcomes else INCONCLUSIVE
-
-
-def _verdict_3(rows: pd.DataFrame) -> str:
-    """does not hold: single TA significantly worse for 8, or significantly better for 2 or 4 (so not "only for 8");
-    partly holds: significantly better for 8 and neither of the former ("supported at 8; not shown at 2 and 4":
-    a non-significant difference is not evidence of no difference, so the "only" is never shown);
-    inconclusive otherwise."""
-    at8 = rows[rows.model_a == "ensemble_8"].outcome.iloc[0]
-    smaller = set(rows[rows.model_a != "ensemble_8"].outcome)
-    if at8 == CONTRADICTS or SUPPORTS in smaller:
-        return NOT_HOLD
-    return PARTLY if at8 == SUPPORTS else INCONCLUSIVE
+    if all(o == SUPPORTS for o in tests):
+        return PARTLY if EQUAL in outcomes else HOLDS
+    return PARTLY if SUPPORTS in tests else INCONCLUSIVE
 
 
 def _fmt(x: float, signed: bool = True, digits: int = 2) -> str:
     return "nan" if x is None or not np.isfinite(x) else (f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}")
 
 
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _reading(rows: pd.DataFrame, conclusion: int) -> str:
-    """What the comparisons show, in words: supported at / contradicted at / not shown at / identical by construction."""
-    def label(r):
-        return str(_students(r.model_a)) if conclusion == 3 else r.comparison
-    words = {SUPPORTS: "supported", CONTRADICTS: "contradicted", UNCLEAR: "not shown", EQUAL: "identical by construction"}
+def _reading(rows: pd.DataFrame, column: str = "outcome") -> str:
+    """What the comparisons show, in words: supported / contradicted / not shown / identical by construction."""
+    words = {SUPPORTS: "supported", CONTRADICTS: "contradicted", UNCLEAR: "not shown",
+             EQUAL: "not testable (the same model on both sides)"}
     parts = []
     for o in (SUPPORTS, CONTRADICTS, UNCLEAR, EQUAL):
-        got = [label(r) for r in rows.itertuples() if r.outcome == o]
-        if not got:
-            continue
-        if conclusion == 3:
-            parts.append(f"{words[o]} at {_and(got)}")
-        elif o == UNCLEAR:  # the many non-significant ones by count; the intervals are in the evidence
-            parts.append(f"not shown: {len(got)} of {len(rows)} comparisons")
-        else:
-            parts.append(f"{words[o]}: {', '.join(got)}")
-    text = "; ".join(parts)
-    if conclusion == 3 and _verdict_3(rows) == PARTLY:
-        text += " (\"only\" is not tested: not significant is not equal)"
-    return text
+        got = [r.comparison for r in rows.itertuples() if getattr(r, column) == o]
+        if got:  # many non-significant ones by count: the comparisons are in the evidence
+            parts.append(f"{words[o]}: {len(got)} of {len(rows)} comparisons" if o == UNCLEAR and len(got) > 3
+                         else f"{words[o]}: {', '.join(got)}")
+    return "; ".join(parts)
 
 
-def _evidence(rows: pd.DataFrame, level: float) -> str:
+def evidence(rows: pd.DataFrame, level: float = LEVEL) -> str:
+    """Every comparison of a family in words: mean difference, interval, both tests' p (raw and Holm), the
+    80%-power detectable difference, wins, outcome."""
     parts = []
     for _, r in rows.iterrows():
         if r.identical:
             parts.append(f"{r.comparison}: the same model on both sides (identical by construction, not a test)")
             continue
         if r.n >= 2:
-            ci = (f"{int(level * 100)}% CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], p={r.p:.3g}, "
-                  f"Holm p={r.p_holm:.3g}, detectable {_fmt(r.detectable, False, 1)}")
+            ci = (f"{int(level * 100)}% CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], per seed {_fmt(r.min_diff)} to "
+                  f"{_fmt(r.max_diff)}; t-test p={r.p:.3g}, Holm p={r.p_holm:.3g}; sign-flip p={r.p_perm:.3g}, "
+                  f"Holm p={r.p_perm_holm:.3g}; detectable at 80% power {_fmt(r.detectable, False, 1)}")
         else:
             ci = "no CI (1 seed)"
         tie = ", tied on every seed" if r.ties == r.n and r.n else ""
-        parts.append(f"{r.comparison}: {_fmt(r.mean_diff)} ({ci}, wins {r.wins}/{r.n}{tie}) -> {r.outcome}")
+        dup = f" (the same test as {r.duplicate_of}: shared students)" if r.duplicate_of else ""
+        parts.append(f"{r.comparison}: {_fmt(r.mean_diff)} ({ci}, wins {r.wins}/{r.n}{tie}) -> {r.outcome}{dup}")
     return "; ".join(parts)
 
 
-def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
-                level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
-    """The paper's three conclusions checked across seeds: one row each.
+def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | None = None) -> dict:
+    """What a study's verdicts come from: profile, dataset, train/val/test images, teacher/student/fine-tuning
+    epochs, device (from ``manifest.json``, empty when not given), the teacher's mean test accuracy and the seeds
+    (from the results), and ``text``, all of it in one line."""
+    m = manifest or {}
+    cfg, data = m.get("config") or {}, m.get("dataset") or {}
+    t = per_seed(results, "test_accuracy", dataset)
+    t = t[t.model == "teacher"]
+    out = dict(profile=cfg.get("profile", ""), dataset=data.get("name", cfg.get("dataset", "")),
+               train_images=data.get("train", cfg.get("train_size")), val_images=data.get("val", cfg.get("val_size")),
+               test_images=data.get("test", cfg.get("test_size")), teacher_epochs=cfg.get("teacher_epochs"),
+               student_epochs=cfg.get("student_epochs"), finetune_epochs=cfg.get("finetune_epochs"),
+               device=(m.get("environment") or {}).get("device", ""),
+               teacher_accuracy=float(t.value.mean()) if len(t) else float("nan"), seeds=int(t.seed.nunique()))
+    images = (f"{out['train_images']:,} train / {out['test_images']:,} test images"
+              if isinstance(out["train_images"], int) and isinstance(out["test_images"], int) else "images unrecorded")
+    epochs = (f"epochs: teacher {out['teacher_epochs']}, students {out['student_epochs']}, fine-tuning "
+              f"{out['finetune_epochs']}" if out["teacher_epochs"] is not None else "epochs unrecorded")
+    out["text"] = (f"profile {out['profile'] or 'unrecorded'}, {out['dataset'] or 'dataset unrecorded'}, {images}, "
+                   f"{epochs}; teacher {out['teacher_accuracy']:.2f}% test (mean of {out['seeds']} seed(s))")
+    return out
 
-    Columns: conclusion (1-3), claim, verdict, reading (what was shown and what was not, in words), n_seeds
-    (fewest common seeds over its comparisons), supports, contradicts, unclear, equal (counts of comparison
-    outcomes; equal: identical by construction), correction (the multiple-comparison correction and its family
-    size), detectable_min / detectable_max (the range of ``detectable`` over its comparisons: differences smaller
-    than this could not have been found with these seeds) and evidence (every paired difference with its
-    interval, raw and Holm-adjusted p-values, smallest detectable difference and wins).
-    Verdicts for 1 and 2: see the module docstring; 3 partly holds (at best) when single TA is significantly
-    better than the hierarchy for 8 students and not significantly better for 2 or 4, does not hold when it is
-    significantly worse for 8 or significantly better for 2 or 4, and is inconclusive otherwise; with shared
-    students its 2-student comparison is identical by construction and is left out.
-    A conclusion is "not run" when an experiment it is about is missing from the results (conclusions 1 and 2:
-    any of direct, single_ta, hierarchical; 3: single_ta or hierarchical with 8 students), or when none of its
-    comparisons can be made; ensemble sizes missing from an experiment are otherwise just not compared.
+
+def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
+                level: float = LEVEL, share_students: bool = True, manifest: dict | None = None) -> pd.DataFrame:
+    """The paper's three conclusions checked across seeds: one row each (the declared families C1-C3).
+
+    Columns: conclusion (1-3), family_key (C1-C3), claim, statement (the paper's sentence), verdict (from the
+    t-tests), verdict_perm (the same rule on the exact sign-flip tests), decided (both agree), rests_on ("both
+    tests", or why the verdict rests on the t-test alone), reading (what was shown and what was not, in words),
+    n_seeds (fewest common seeds over its comparisons), supports, contradicts, unclear, equal (counts of comparison
+    outcomes; equal: identical by construction), family_size (the tests Holm corrects together: comparisons that
+    are not identical by construction nor duplicates), correction, detectable_min / detectable_max (the range of
+    the 80%-power minimum detectable difference over its tests), seeds_needed (seeds at which every test of the
+    family would find a 1-point difference with 80% power, from the observed spread), p_min (smallest Holm-adjusted
+    t-test p), p_perm_min (smallest Holm-adjusted sign-flip p), regime (``regime(...)["text"]``; pass the results
+    folder's ``manifest`` for its profile, images and epochs) and evidence (every comparison in words).
+    A conclusion is "not run" when an experiment it is about, or its largest ensemble size, is missing.
     ``share_students``: whether the runs shared S01/S2 (``share_students(manifest)``).
     """
     d = per_seed(results, metric, dataset)
-    d = d[_is_ensemble(d.model)]
+    d = d[is_ensemble(d.model)]
     comp = comparisons(results, metric, dataset, level, share_students)
-    exps = set(d.experiment)
+    where = regime(results, manifest, dataset)["text"]
     rows = []
-    for c in (1, 2, 3):
-        if c == 3:
-            missing = _missing(d, [("single_ta", "ensemble_8"), ("hierarchical", "ensemble_8")])
-        else:
-            missing = [e for e in PAPER_EXPERIMENTS if e not in exps]
-        r = comp[comp.conclusion == c]
+    for key in PAPER_FAMILIES:
+        c = int(key[1:])
+        missing = _missing(d, key)
+        r = comp[comp.family_key == key]
         counts = {k: int((r.outcome == v).sum()) for k, v in
                   (("supports", SUPPORTS), ("contradicts", CONTRADICTS), ("unclear", UNCLEAR), ("equal", EQUAL))}
+        tests = r[r.in_family.astype(bool)] if len(r) else r
         fam = int(r.family.iloc[0]) if len(r) else 0
-        correction = (f"Holm over the {fam} comparison(s) not identical by construction (family-wise "
-                      f"{1 - level:.0%}; statsmodels multipletests)")
+        correction = (f"Holm over the {fam} test(s) of {key} (not identical by construction, no duplicate; family-wise "
+                      f"at most {1 - level:.0%} under each test's assumptions; statsmodels multipletests)")
         if missing or r.empty:
-            verdict, reading = NOT_RUN, ""
-            evidence = "missing: " + ", ".join(missing or ["every compared ensemble"])
+            v = vp = NOT_RUN
+            reading, ev = "", "missing: " + ", ".join(missing or ["every compared ensemble"])
         else:
-            verdict = _verdict_3(r) if c == 3 else _verdict(r.outcome)
-            reading, evidence = _reading(r, c), _evidence(r, level)
-        det = r.detectable.dropna()
-        rows.append(dict(conclusion=c, claim=CLAIMS[c], verdict=verdict, reading=reading,
-                         n_seeds=int(r.n.min()) if len(r) else 0, **counts, correction=correction,
+            v, vp = verdict(r.outcome), verdict(r.outcome_perm)
+            reading, ev = _reading(r), evidence(r, level)
+        decided = v == vp
+        if v in (NOT_RUN, INCONCLUSIVE) and decided:
+            rests = "nothing decided" if v == INCONCLUSIVE else ""
+        elif decided:
+            rests = "both tests"
+        else:
+            rests = (f"the t-test alone (normal differences assumed): the exact sign-flip test reads "
+                     f"'{vp}' (its smallest possible p with {int(r.n.min())} seeds is "
+                     f"{2 / 2 ** int(r.n.min()):.3g})")
+        det = tests.detectable.dropna() if len(tests) else pd.Series(dtype=float)
+        rows.append(dict(conclusion=c, family_key=key, claim=CLAIMS[c], statement=family(key).statement, verdict=v,
+                         verdict_perm=vp, decided=decided, rests_on=rests, reading=reading,
+                         n_seeds=int(r.n.min()) if len(r) else 0, **counts, family_size=fam, correction=correction,
                          detectable_min=float(det.min()) if len(det) else float("nan"),
-                         detectable_max=float(det.max()) if len(det) else float("nan"), evidence=evidence))
+                         detectable_max=float(det.max()) if len(det) else float("nan"),
+                         seeds_needed=float(tests.seeds_needed.max()) if len(tests) else float("nan"),
+                         p_min=float(tests.p_holm.min()) if len(tests) else float("nan"),
+                         p_perm_min=float(tests.p_perm_holm.min()) if len(tests) else float("nan"),
+                         regime=where, evidence=ev))
     return pd.DataFrame(rows)
 
 
 def conclusions_markdown(verdicts: pd.DataFrame, digits: int = 1) -> str:
-    """``conclusions`` as the README's markdown table: claim, verdict, reading, smallest detectable difference."""
-    lines = ["| conclusion | verdict | what the seeds show | smallest detectable difference (points) |",
-             "|---|---|---|---|"]
+    """``conclusions`` as a markdown table: claim, regime, verdict (and what it rests on), reading, the
+    80%-power detectable difference."""
+    lines = ["| conclusion | regime | verdict | what the seeds show | detectable difference at 80% power (points) |",
+             "|---|---|---|---|---|"]
     for r in verdicts.itertuples():
-        det = (f"{r.detectable_min:.{digits}f}" + (f"–{r.detectable_max:.{digits}f}"
-                                                    if round(r.detectable_max, digits) != round(r.detectable_min, digits) else "")
-               if np.isfinite(r.detectable_min) else "—")
-        lines.append(f"| {r.claim} | **{r.verdict}** | {r.reading or '—'} | {det} (n={r.n_seeds}) |")
+        lo, hi = round(r.detectable_min, digits), round(r.detectable_max, digits)
+        det = (f"{lo:.{digits}f}" + (f"–{hi:.{digits}f}" if hi != lo else "")) if np.isfinite(lo) else "—"
+        rests = "" if r.decided else f" (rests on {r.rests_on})"
+        lines.append(f"| {r.claim} | {r.regime} | **{r.verdict}**{rests} | {r.reading or '—'} | {det} "
+                     f"(n={r.n_seeds}) |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- planning
+def seed_plan(results: pd.DataFrame, families=None, difference: float = DIFFERENCE, power: float = POWER,
+              metric: str = "test_accuracy", dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:
+    """For every comparison of the declared ``families`` (default: the paper's C1-C3) in this study: its family,
+    comparison, n (seeds now), sd_diff (spread of the per-seed differences), family size m, alpha (0.05 / m),
+    detectable (the ``power`` minimum detectable difference with n seeds) and seeds_needed (to find
+    ``difference`` points with that power). Comparisons that are not tests (the same model on both sides, or a
+    duplicate of another) are left out. What a study needs for every comparison of a family to be found is the
+    family's largest ``seeds_needed``."""
+    comp = comparisons(results, metric, dataset, share_students=share_students,
+                       families=PAPER_FAMILIES if families is None else families)
+    comp = comp[comp.in_family]
+    rows = [dict(family=r.family_key, comparison=r.comparison, n=int(r.n), sd_diff=r.sd_diff, m=int(r.family),
+                 alpha=(1 - LEVEL) / r.family,
+                 detectable=detectable(int(r.n), r.sd_diff, (1 - LEVEL) / r.family, power),
+                 seeds_needed=seeds_needed(r.sd_diff, difference, (1 - LEVEL) / r.family, power))
+            for r in comp.itertuples()]
+    return pd.DataFrame(rows, columns=["family", "comparison", "n", "sd_diff", "m", "alpha", "detectable",
+                                       "seeds_needed"])

@@ -23,11 +23,11 @@ STUDENT_ORDER = ["S1", "S01", "S2", "S11", "S22", "S33", "S44"] + [f"SS{i}{i}" f
 PAPER_TEACHER = PAPER_ACCURACY["direct"]["teacher"]  # the paper's VGG16-BN teacher on CIFAR-10 (82.89 %)
 
 
-def _paper_teacher(ax) -> None:
+def paper_teacher_line(ax) -> None:
     ax.axhline(PAPER_TEACHER, color="0.3", ls=":", lw=1, label="teacher (paper, CIFAR-10)")
 
 
-def _n_students(model: pd.Series) -> pd.Series:
+def students_of(model: pd.Series) -> pd.Series:
     return model.str.removeprefix("ensemble_").astype(int)
 
 
@@ -195,7 +195,7 @@ def student_curves(history: pd.DataFrame, experiment: str, levels: int = 4, seed
 def ensemble_table(results: pd.DataFrame, experiment: str, seed: int | None = None) -> pd.DataFrame:
     """One row per ensemble size: accuracy before and after fine-tuning, parameters, MACs."""
     t = metrics_table(results, experiment, seed, [f"ensemble_{2 ** i}" for i in range(8)])
-    t.index = _n_students(t.index.to_series()).rename("students").values
+    t.index = students_of(t.index.to_series()).rename("students").values
     cols = ["test_accuracy_before_finetune", "test_accuracy", "val_accuracy_before_finetune", "val_accuracy",
             "parameters", "macs_per_image"]
     return t.sort_index()[[c for c in cols if c in t]]
@@ -216,7 +216,7 @@ def ensemble_figure(results: pd.DataFrame, experiment: str, seed: int | None = N
     sns.barplot(data=long, x="students", y="test accuracy (%)", hue="stage", ax=ax, palette="Set2")
     ax.axhline(teacher_accuracy(results, seed), color="0.3", ls="--", lw=1, label="teacher (ours)")
     if experiment in PAPER_ACCURACY:
-        _paper_teacher(ax)
+        paper_teacher_line(ax)
     ax.legend(loc="lower right", fontsize=8)
     ax.set(title=f"{experiment}: ensembles of n students")
     return fig

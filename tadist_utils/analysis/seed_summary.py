@@ -2,89 +2,45 @@
 
 ``per_seed`` picks the teacher and ensemble rows of one metric from the tidy ``results.csv`` (columns dataset,
 experiment, model, seed, metric, value), one value per (experiment, model, seed); ``summarise`` describes them;
-``formatted_table``/``markdown_table`` write "mean ± CI half-width (n=k)" per experiment and ensemble size.
+``formatted_table``/``markdown_table`` write "mean ± CI half-width (n=k)" per experiment and ensemble size. The
+computation is the core's (``tadist_utils.summary``), the one ``summary.csv`` is written with.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
-from scipy import stats as _st
 
-from ..methods import BASELINES, EXPERIMENTS
+from .. import summary as core
 from ..results import PAPER_ACCURACY, students_label
 
-KNOWN_ORDER = ["teacher", *EXPERIMENTS, *BASELINES]
-LEVEL = 0.95
+KNOWN_ORDER = core.ORDER
+LEVEL = core.LEVEL
+experiment_order = core.order
 
 
 # ------------------------------------------------------------------------- selection
-def _is_ensemble(model: pd.Series) -> pd.Series:
-    return model.astype(str).str.fullmatch(r"ensemble_\d+")
-
-
-def _students(model) -> float:
-    m = str(model)
-    return int(m.removeprefix("ensemble_")) if m.startswith("ensemble_") else float("nan")
-
-
-def experiment_order(names) -> list[str]:
-    names = list(dict.fromkeys(names))
-    return [e for e in KNOWN_ORDER if e in names] + sorted(e for e in names if e not in KNOWN_ORDER)
-
-
 def per_seed(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None) -> pd.DataFrame:
     """Rows (dataset, experiment, model, seed, value) of one metric and one dataset: the teacher and ensembles.
 
     Duplicate rows of one (experiment, model, seed) are averaged, so a seed is never counted twice.
     """
-    d = results[results.metric == metric]
-    if dataset is not None:
-        d = d[d.dataset == dataset]
-    elif "dataset" in d and d.dataset.nunique() > 1:
+    d = results if dataset is None else results[results.dataset == dataset]
+    if dataset is None and "dataset" in d and d[d.metric == metric].dataset.nunique() > 1:
         raise ValueError(f"results hold several datasets {sorted(d.dataset.unique())}: pass dataset=...")
-    d = d[_is_ensemble(d.model) | (d.model == "teacher")]
-    if "dataset" not in d:
-        d = d.assign(dataset="")
-    d = d.assign(value=pd.to_numeric(d.value, errors="coerce")).dropna(subset=["value"])
-    return d.groupby(["dataset", "experiment", "model", "seed"], as_index=False).value.mean()
+    return core.per_seed(d, metric)
 
-
-def _t_crit(n: int, level: float) -> float:
-    return float(_st.t.ppf(0.5 + level / 2, n - 1)) if n >= 2 else float("nan")
-
-
-def _describe(values, level: float) -> dict:
-    v = np.asarray(values, dtype=float)
-    n = len(v)
-    mean = float(v.mean()) if n else float("nan")
-    sd = float(v.std(ddof=1)) if n >= 2 else float("nan")
-    sem = sd / math.sqrt(n) if n >= 2 else float("nan")
-    ci = _t_crit(n, level) * sem if n >= 2 else float("nan")
-    return dict(n=n, mean=mean, sd=sd, sem=sem, ci=ci, ci_low=mean - ci, ci_high=mean + ci)
 
 # ------------------------------------------------------------------------- summaries
 def summarise(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
               level: float = LEVEL) -> pd.DataFrame:
     """One row per (experiment, model) for the teacher and every ``ensemble_N``, any experiment name.
 
-    Columns: dataset, experiment, model, students (NaN for the teacher), n (seeds), mean, sd (ddof=1), sem,
-    ci (half-width of the ``level`` Student-t interval), ci_low, ci_high. With one seed sd, sem and the
-    interval are NaN.
+    Columns (``summary.summary_table``, the rows of ``summary.csv``): dataset, experiment, label, model, students
+    (NaN for the teacher), metric, n (seeds), mean, sd (ddof=1), sem, ci (half-width of the ``level`` Student-t
+    interval), ci_low, ci_high, min, max. With one seed sd, sem and the interval are NaN.
     """
-    d = per_seed(results, metric, dataset)
-    rows = []
-    for (ds, exp, model), g in d.groupby(["dataset", "experiment", "model"], sort=False):
-        rows.append(dict(dataset=ds, experiment=exp, model=model, students=_students(model),
-                         **_describe(g.value, level)))
-    cols = ["dataset", "experiment", "model", "students", "n", "mean", "sd", "sem", "ci", "ci_low", "ci_high"]
-    out = pd.DataFrame(rows, columns=cols)
-    if out.empty:
-        return out
-    rank = {e: i for i, e in enumerate(experiment_order(out.experiment))}
-    out = out.assign(_r=out.experiment.map(rank), _s=out.students.fillna(0))
-    return out.sort_values(["_r", "_s"]).drop(columns=["_r", "_s"]).reset_index(drop=True)
+    d = results if dataset is None else results[results.dataset == dataset]
+    per_seed(d, metric)  # one dataset, or a ValueError naming them
+    return core.summary_table(d, metric, level)
 
 
 # ------------------------------------------------------------------------- tables for the README / notebooks
