@@ -112,7 +112,8 @@ PROFILES: dict[str, dict] = {
                   finetune_epochs=1, batch_size=64, eval_batch_size=256, augment=False, student_augment=False,
                   threads=1),
     # about 10 minutes on a 2-core CPU (README has the measured time): a CIFAR-10 subset; most of the time goes to the
-    # teacher, unaugmented (at 5 epochs of 2,500 images: 35.9% test without augmentation, 30.6% with), students 1 epoch.
+    # teacher, unaugmented (chosen once on test accuracy, which a choice must not be: to be re-decided on the
+    # validation split, issue 23), students 1 epoch.
     # The former quick (27 min): --set train_size=5000 val_size=1000 test_size=2000 augment=true student_epochs=2
     "quick": dict(train_size=3000, val_size=500, test_size=1000, teacher_epochs=8, augment=False, student_epochs=1,
                   finetune_epochs=3, batch_size=64, student_augment=False),
