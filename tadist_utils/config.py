@@ -122,7 +122,8 @@ PROFILES: dict[str, dict] = {
                   threads=1),
     # the newcomer's main job, at most about 10 minutes on a 2-core CPU without native bf16 (README has the measured
     # times): a CIFAR-10 subset, students 1 epoch, 06 the labels-only baseline alone. It checks the whole pipeline on
-    # real images; its ensembles are far from converged (the reference profile is where the method shows).
+    # real images; its ensembles are far from converged (the reference profile is where the method shows). Nothing is
+    # augmented for time (each parent's features computed once), not for accuracy: no accuracy was compared.
     "quick": dict(train_size=1500, val_size=300, test_size=1000, teacher_epochs=4, augment=False, student_epochs=1,
                   finetune_epochs=3, batch_size=64, student_augment=False,
                   experiments=("direct", "single_ta", "hierarchical", "labels")),

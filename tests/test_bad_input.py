@@ -463,5 +463,5 @@ def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(RunError, match="no space left on the device to write .*results.csv"):
         store.add_results([dict(dataset="d", experiment="e", model="m2", seed=0, metric="acc", value=2.0)])
     monkeypatch.undo()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".results.lock", "results.csv"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".results.lock", "results.csv", "summary.csv"]  # no temporary
     assert len(store.results()) == 1  # the old file, whole

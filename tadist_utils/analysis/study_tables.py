@@ -77,16 +77,27 @@ def _num(x, digits: int = 2, signed: bool = False) -> str:
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
+def _int(x) -> str:
+    try:
+        return f"{int(x):,}"
+    except (TypeError, ValueError):
+        return "unrecorded"
+
+
 def _p(x) -> str:
     return "—" if not np.isfinite(x) else f"{x:.3g}"
 
 
-def accuracy_markdown(summary: pd.DataFrame, paper: bool = False, dataset: str | None = None) -> str:
-    """Rows: experiment (summary.csv's ``label``); columns: teacher, 1, 2, 4, 8 students; cells "mean ± 95%
-    half-width" (the mean alone with one seed); ``paper``: the paper's number under each of its experiments."""
+def accuracy_markdown(summary: pd.DataFrame, paper: bool = False, dataset: str | None = None,
+                      experiments=None) -> str:
+    """Rows: experiment (summary.csv's ``label``; ``experiments``: these only, default all); columns: teacher, 1,
+    2, 4, 8 students; cells "mean ± 95% half-width" (the mean alone with one seed); ``paper``: the paper's number
+    under each of its experiments."""
     s = summary if dataset is None else summary[summary.dataset.astype(str) == dataset]
     teacher = s[s.model == "teacher"]
     ens = s[s.model != "teacher"]
+    if experiments is not None:
+        ens = ens[ens.experiment.isin(list(experiments))]
     sizes = sorted(int(n) for n in ens.students.dropna().unique())
     head = ["experiment", "teacher", *(students_label(n) for n in sizes)]
 
@@ -116,8 +127,8 @@ def verdicts_markdown(verdicts: pd.DataFrame) -> str:
              "tests in family (Holm) | smallest Holm p: t-test / sign-flip | detectable at 80% power (points) | "
              "seeds to detect 1 point at 80% power |", "|---|---|---|---|---|---|---|---|"]
     for r in verdicts.itertuples():
-        where = (f"`{r.profile}` as recorded: {int(r.train_images):,} train / {int(r.test_images):,} test images; "
-                 f"epochs {int(r.teacher_epochs)} / {int(r.student_epochs)} / {int(r.finetune_epochs)} (teacher / "
+        where = (f"`{r.profile}` as recorded: {_int(r.train_images)} train / {_int(r.test_images)} test images; "
+                 f"epochs {_int(r.teacher_epochs)} / {_int(r.student_epochs)} / {_int(r.finetune_epochs)} (teacher / "
                  f"students / fine-tuning); teacher {r.teacher_accuracy:.2f}%; {int(r.seeds)} seed"
                  + "s" * (int(r.seeds) != 1))
         t = f"**{r.verdict}**" + ("" if r.decided else " (rests on the t-test alone)")
@@ -152,12 +163,13 @@ def claims_markdown(claims: pd.DataFrame, families=PAPER_FAMILIES, min_students:
 
 
 def markdown(results_dir, kind: str = "summary", paper: bool = False, families=PAPER_FAMILIES,
-             min_students: int = 1) -> str:
+             min_students: int = 1, experiments=None) -> str:
     """The README table of one of a study's CSVs (``kind``: summary, verdicts or claims), with the marker
     comment above it that ``readme_check`` reads. The CSV must have been written (``write``)."""
     folder = Path(results_dir)
     df = pd.read_csv(folder / f"{kind}.csv")
-    body = {"summary": lambda: accuracy_markdown(df, paper), "verdicts": lambda: verdicts_markdown(df),
+    body = {"summary": lambda: accuracy_markdown(df, paper, experiments=experiments),
+            "verdicts": lambda: verdicts_markdown(df),
             "claims": lambda: claims_markdown(df, families, min_students)}[kind]()
     return f"<!-- table: {folder.as_posix().rstrip('/')}/{kind}.csv -->\n{body}"
 
