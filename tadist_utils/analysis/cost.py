@@ -74,8 +74,14 @@ MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVE
                + [f"ensemble_{n}" for n in ENSEMBLE_LEVELS])
 # Notebook 06 on the smoke profile: every row and export check made once, within seconds; not a timing.
 SMOKE_BUDGET = dict(repeats=1, warmup=1, large_batch=8, max_seconds=0.5)  # one warm pass: a cold one reads 5x slow
+# Notebook 06 on quick: every row, both ensemble modes and the export checks as in the full table, timed briefly: a
+# median of 3 runs after one warm-up pass, the large batch 64 instead of 256 (batch-256 passes of the teacher and of
+# ensemble_8 took 3-5 s each on one AVX2 thread, and were most of the table's time). Measured on the project's
+# 2-core EPYC, 1 thread, load ~3-4: 86 s -> 26 s; with AVX2 only (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
+# 116 s -> 32 s.
+QUICK_BUDGET = dict(repeats=3, warmup=1, large_batch=64, max_seconds=1.0)
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
-PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": dict(repeats=5, warmup=1, max_seconds=2.0)}
+PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": QUICK_BUDGET}
 
 
 def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:

@@ -53,7 +53,12 @@ def metrics_table(results: pd.DataFrame, experiment: str, seed: int | None = Non
 
 # ------------------------------------------------------------------------- 00 overview
 def plan_tree(experiment: str, levels: int = 4, ax=None):
-    """One distillation tree from ``methods.build(...).edges()``: who learns which slice of whom."""
+    """One distillation tree from ``methods.build(...).edges()``: who learns which slice of whom.
+
+    Students sit in one row per level under the teacher. A parent whose students are all in the next row is joined
+    to each by a straight line. A parent that teaches several rows (the teacher in ``direct``, S1 in ``single_ta``)
+    would send straight lines behind the students of the rows between, which then read as a hierarchy; it feeds
+    one rail per row instead, through a trunk at the left, clear of every box."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     pos = {TEACHER: (0.5, 0)}
     for lv in range(1, levels + 1):
@@ -61,16 +66,33 @@ def plan_tree(experiment: str, levels: int = 4, ax=None):
         pos.update({n: ((i + 0.5) / len(names), -lv) for i, n in enumerate(names)})
     colours = sns.color_palette("viridis", levels)
     plan = build(experiment, levels)
+    rows: dict[str, set[int]] = {}  # parent -> the levels of its students
+    for parent, child, *_ in plan.edges():
+        rows.setdefault(parent, set()).add(plan.node(child).level)
+    bus = {parent for parent, lvs in rows.items() if len(lvs) > 1}
+    line = dict(lw=1, alpha=0.6, zorder=1)
+    trunk, rail = -0.04, 0.36  # the trunk's x; a row's rail sits this far above its boxes
+    for parent in bus:  # along the parent's row to the trunk (the box hides the start), down to its last rail
+        (x0, y0), last = pos[parent], max(rows[parent])
+        ax.plot([x0, trunk, trunk], [y0, y0, rail - last], color="0.35", **line)
+        for lv in rows[parent]:  # each row's rail, from the trunk to its last student, drawn once
+            ax.plot([trunk, max(pos[n][0] for n in level_names(lv))], [rail - lv] * 2, color=colours[lv - 1], **line)
     for parent, child, start, stop in plan.edges():
         (x0, y0), (x1, y1) = pos[parent], pos[child]
         lv = plan.node(child).level
-        ax.plot([x0, x1], [y0, y1], color=colours[lv - 1], lw=1, alpha=0.6, zorder=1)
+        if parent in bus:  # down from the row's rail to the student
+            ax.plot([x1, x1], [y1 + rail, y1], color=colours[lv - 1], **line)
+        else:  # from below the parent's slice label (the teacher has none)
+            ax.plot([x0, x1], [y0 - (0.1 if parent == TEACHER else 0.38), y1], color=colours[lv - 1], **line)
         ax.text(x1, y1 - 0.22, f"[{start}:{stop}]", ha="center", va="top", fontsize=6, color="0.3")
     for name, (x, y) in pos.items():
         if name == TEACHER or y >= -levels:
             ax.text(x, y, name, ha="center", va="center", fontsize=7 if y < -2 else 9, zorder=2,
                     bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.4"))
-    ax.set(xlim=(-0.02, 1.02), ylim=(-levels - 0.6, 0.4), title=experiment)
+    who = {TEACHER: "the teacher"}
+    teaches = "; ".join(f"{who.get(p, p)} teaches every student below it" for p in sorted(bus))
+    ax.set(xlim=(trunk - 0.03 if bus else -0.02, 1.02), ylim=(-levels - 0.6, 0.4),
+           title=f"{experiment}: {teaches}" if bus else experiment)
     ax.axis("off")
     return ax
 
@@ -212,11 +234,12 @@ def ensemble_figure(results: pd.DataFrame, experiment: str, seed: int | None = N
     long = t[["test_accuracy_before_finetune", "test_accuracy"]].rename(
         columns={"test_accuracy_before_finetune": "before fine-tuning", "test_accuracy": "after fine-tuning"})
     long = long.rename_axis("students").reset_index().melt("students", var_name="stage", value_name="test accuracy (%)")
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
     sns.barplot(data=long, x="students", y="test accuracy (%)", hue="stage", ax=ax, palette="Set2")
     ax.axhline(teacher_accuracy(results, seed), color="0.3", ls="--", lw=1, label="teacher (ours)")
     if experiment in PAPER_ACCURACY:
         paper_teacher_line(ax)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)  # outside: never on a bar
     ax.set(title=f"{experiment}: ensembles of n students")
+    fig.tight_layout()
     return fig
