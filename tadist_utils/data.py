@@ -138,7 +138,7 @@ def decode_picked(*splits: Split | Listed) -> tuple[Split, ...]:
 
 
 def _imagefolder(root: Path) -> tuple[Split | Listed, Split | Listed, tuple[str, ...]]:
-    """An ImageFolder tree: from its decoded cache while that matches the tree (file list, sizes, mtimes), else
+    """An ImageFolder tree: from its decoded cache while that matches the tree (file list and contents), else
     listed for ``decode_picked`` (so any change decodes again)."""
     listing = Listing.of(root)
     every = listing.cached()

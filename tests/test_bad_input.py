@@ -350,6 +350,26 @@ def test_an_edited_folder_is_decoded_again_not_taken_from_the_cache(tmp_path):
     assert load_data(cfg).fingerprint() != first.fingerprint()
 
 
+def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_from_the_cache(tmp_path):
+    """``cp -p``, ``rsync -t`` and tar keep the mtime: the cache is keyed on the images' content, not path+size+mtime."""
+    import os
+
+    from tadist_utils.data import load_data
+    _folders(tmp_path)
+    cfg = make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok"), val_size=2,
+                      results_dir=str(tmp_path / "r"))
+    first = load_data(cfg)  # every image decoded and cached
+    assert (tmp_path / "ok" / ".tadist-cache.npz").exists()
+    cat, dog = tmp_path / "ok" / "train" / "cat" / "0.jpg", tmp_path / "ok" / "train" / "dog" / "0.jpg"
+    assert cat.stat().st_size == dog.stat().st_size  # one flat colour each: same size, other pixels
+    st = cat.stat()
+    cat.write_bytes(dog.read_bytes())
+    os.utime(cat, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = load_data(cfg)
+    assert again.fingerprint() != first.fingerprint()
+    assert 20 not in again.train.images[:, 0, 0, 0].tolist() + again.val.images[:, 0, 0, 0].tolist()  # cat/0's colour
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(student_lr="0.001"), "student_lr must be a finite number, got '0.001'"),
     (dict(results_dir=None), "results_dir must be a path, got None"),
