@@ -29,7 +29,7 @@ from .data import DataBundle, load_data
 from .engine import describe
 from .methods import BEYOND, METHODS, build  # noqa: F401  (BEYOND: notebook 06 imports it from here)
 from .plans import TEACHER, Node, Plan
-from .results import ResultsStore, superseded_notice
+from .results import ResultsStore, check_files, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
                     train_students)
 
@@ -76,6 +76,7 @@ class Pipeline:
         validate(cfg)
         self.cfg = cfg
         self.ctx = ctx or Context.from_config(cfg)
+        check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
         self._data = data
         self._teacher = None

@@ -5,8 +5,9 @@
     python -m tadist_utils.reproduce --profile smoke --dataset digits --only 00 01
     python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 
-Inputs are validated before any notebook starts: flags, every setting (``config.make_config``) and, for an
-explicit ``--dataset cifar10`` / ``cifar100``, that the data is in ``--data-dir`` or can be downloaded now.
+Inputs are validated before any notebook starts: flags, every setting (``config.make_config``), the results
+files already in ``--results-dir`` and, for an explicit ``--dataset cifar10`` / ``cifar100``, that the data is in
+``--data-dir`` or can be downloaded now.
 Anything wrong is one line, ``error: ...``, and exit 2. Every notebook runs even if an earlier one failed;
 failures are listed at the end (exit 1), each with the notebook, the cell and the error, and the failed
 notebook's executed copy is kept up to the failing cell. Executed copies go to ``<results_dir>/executed/``
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
         check_data(configs[0])
+        from .results import check_files
+        check_files(configs[0].results_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .atomic import write_atomic
+from .errors import ConfigError
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
 HISTORY_KEYS = ["dataset", "key", "model", "seed", "epoch", "metric"]
@@ -57,6 +58,33 @@ def read_table(path: Path) -> pd.DataFrame:
     """results.csv or history.csv as written: ``settings`` as text, for a hash of 12 hex digits can read as a
     number ('012345678901' -> 12345678901, '123e45678901' -> inf) and would then never equal its run's hash."""
     return pd.read_csv(path, dtype={"settings": str})
+
+
+def check_files(results_dir: str | Path) -> None:
+    """The results files of ``results_dir`` (and of its ``superseded/``) read as this package writes them, or one
+    ConfigError naming the file: checked before anything trains, for a hand-damaged file would otherwise stop the
+    run with a pandas traceback after training, at the first write. Nothing is created or changed."""
+    for folder in (Path(results_dir), Path(results_dir) / SUPERSEDED):
+        for name, keys in (("results.csv", RESULT_KEYS), ("history.csv", HISTORY_KEYS)):
+            path = folder / name
+            if not path.is_file() or not path.stat().st_size:
+                continue
+            try:
+                missing = [k for k in [*keys, "value"] if k not in read_table(path).columns]
+            except (OSError, ValueError) as e:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {first}); repair it or move it "
+                                  "out of the results folder") from None
+            if missing:
+                raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)}; repair it or move it out of the "
+                                  "results folder")
+    manifest = Path(results_dir) / "manifest.json"
+    if manifest.is_file():
+        try:
+            json.loads(manifest.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{manifest} cannot be read ({type(e).__name__}: {e}); repair it or move it out of "
+                              "the results folder") from None
 
 
 def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:

@@ -6,6 +6,7 @@
   requested but absent through ``load_data`` is in test_data.py).
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -484,3 +485,37 @@ def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".results.lock", "results.csv"]  # no temporary left
     assert len(store.results()) == 1  # the old file, whole
+
+
+RESULTS_CSV = "dataset,experiment,model,seed,metric,value,settings\ndigits,teacher,teacher,0,test_accuracy,50.0,0123abcd4567\n"
+
+
+def test_a_damaged_results_csv_is_one_line_before_anything_trains(tmp_path, capsys):
+    """A hand-damaged results.csv (an unterminated quoted field appended) is named before the teacher trains: exit 2,
+    one line, the file untouched (it was a pandas ParserError traceback, exit 1, from results._upsert after training)."""
+    csv = tmp_path / "results.csv"
+    csv.write_text(RESULTS_CSV + 'digits,direct,"S1,0,final_train_loss,0.1\n')
+    before = csv.read_bytes()
+    rc, out, err = _experiments_cli(SMOKE + [f"results_dir={tmp_path}"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: {csv} cannot be read (ParserError: "), err
+    assert "Traceback" not in err and csv.read_bytes() == before and not list(tmp_path.rglob("*.pt"))
+    rc = reproduce.main(["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path), "--only", "00"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith(f"error: {csv} cannot be read"), err
+    assert csv.read_bytes() == before and not (tmp_path / "executed").exists()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("history.csv", "dataset,model,seed\ndigits,teacher,0\n", "history.csv lacks the column(s) key, epoch, metric, value"),
+    ("superseded/results.csv", RESULTS_CSV + '"\n', "superseded/results.csv cannot be read (ParserError"),
+    ("manifest.json", '{"config": ', "manifest.json cannot be read (JSONDecodeError"),
+], ids=["history-columns", "superseded-unterminated", "manifest-cut"])
+def test_every_results_file_is_checked_before_anything_trains(name, text, message, tmp_path):
+    from tadist_utils.experiments import Pipeline
+    from tadist_utils.results import check_files
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_text(text)
+    check_files(tmp_path / "elsewhere")  # no files: nothing to say
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        Pipeline(make_config("smoke", dataset="digits", results_dir=str(tmp_path)))
+    assert "\n" not in str(e.value) and (tmp_path / name).read_text() == text
