@@ -88,6 +88,10 @@ class Config:
         d["experiments"] = list(self.experiments)
         return d
 
+    def from_profile(self, name: str) -> bool:
+        """Whether field ``name`` holds its profile's value, not one set by hand."""
+        return getattr(self, name) == PROFILES.get(self.profile, {}).get(name, FIELDS[name].default)
+
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.results_dir) / "checkpoints"

@@ -53,10 +53,11 @@ def check_data(cfg) -> None:
     CIFAR-10 JPEG copy, torchvision's CIFAR files) is read once here, so an undecodable image, a missing class or
     a refused file is named before anything runs (a run using every image caches the decoded folder for the
     notebooks; a capped run decodes only its images, here and in each notebook).
-    ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is always there.
+    ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is read too (a fraction of
+    a second), so that a ``val_size`` it cannot hold is named here.
     """
     from . import data
-    if cfg.dataset == "digits" or (cfg.dataset == "auto" and data._find_cifar10(Path(cfg.data_dir)) is None):
+    if cfg.dataset == "auto" and data._find_cifar10(Path(cfg.data_dir)) is None:
         return
     data.load_data(cfg)
 

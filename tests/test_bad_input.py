@@ -316,6 +316,7 @@ RUNNER_CASES_10 = [  # in-process (fast): reproduce.main's exit status, stderr a
     case("weight-decay-negative", ["--set", "teacher_weight_decay=-1"],
          "teacher_weight_decay must be zero or positive, got -1.0"),
     case("train-size-1", ["--set", "train_size=1"], "train_size=1 is too small: at least 2 training images per class"),
+    case("val-size-huge", ["--set", "val_size=100000"], "val_size=100000 is not below the 1,438 training images of digits"),
     folder("one-class", "has one class folder (cat); classification needs at least two"),
     folder("empty-class", "{tmp}/empty-class/train/dog holds no images"),
     folder("truncated", "cannot decode image {tmp}/truncated/train/dog/3.jpg (OSError"),
@@ -519,3 +520,15 @@ def test_every_results_file_is_checked_before_anything_trains(name, text, messag
     with pytest.raises(ConfigError, match=re.escape(message)) as e:
         Pipeline(make_config("smoke", dataset="digits", results_dir=str(tmp_path)))
     assert "\n" not in str(e.value) and (tmp_path / name).read_text() == text
+
+
+def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_is_clamped(tmp_path):
+    from tadist_utils.data import load_data
+    with pytest.raises(ConfigError, match=r"^val_size=1438 is not below the 1,438 training images of digits") as e:
+        load_data(make_config("smoke", dataset="digits", val_size=1438))
+    assert "\n" not in str(e.value)
+    clamped = load_data(make_config("smoke", dataset="digits", val_size=1437))  # set by hand, below: 20%, said
+    assert len(clamped.val) == 287 and "val_size clamped to 287" in clamped.notice
+    _folders(tmp_path)  # smoke's own 64 on a folder of 12 training images: 20%, said, as before
+    small = load_data(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok")))
+    assert len(small.val) == 2 and "val_size clamped to 2" in small.notice
