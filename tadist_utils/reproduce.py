@@ -17,7 +17,6 @@ notebook's executed copy is kept up to the failing cell. Executed copies go to `
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -26,23 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import console
+from . import cli, console
 from .errors import ConfigError
-
-RESULTS_DIR_HELP = "results/run"  # config.DEFAULT_RESULTS_DIR (a test checks), spelt here: config imports torch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 NOTEBOOK_PARAMS = ("dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
                    "finetune_epochs")
 DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (``error: ...``, exit 2) like every other bad input, not usage + error."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def check_data(cfg) -> None:
@@ -71,18 +61,6 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if unknown:
         raise ConfigError(f"--only {' '.join(unknown)} matches no notebook; have {', '.join(p.stem for p in found)}")
     return [p for p in found if any(p.name.startswith(o) for o in only)]
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        if key in ("profile", "seed"):
-            raise ConfigError(f"use --{key}{'s' if key == 'seed' else ''} instead of --set {key}=...")
-        out[key.strip()] = value
-    return out
 
 
 def parameters(cfg, overrides: dict) -> dict:
@@ -158,17 +136,9 @@ def moved_aside_line(before: dict, results_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="python -m tadist_utils.reproduce", description=__doc__,
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
-    ap.add_argument("--data-dir", help="dataset folder (default: data)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
-    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP} (config.DEFAULT_RESULTS_DIR, as for the notebooks)")
+    ap = cli.parser("python -m tadist_utils.reproduce", __doc__)
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
-                    help="override any Config field, e.g. --set student_lr=2e-3 finetune_mode=all")
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
@@ -179,9 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-        sets = parse_sets([p for group in args.sets for p in group])
-        given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
-        overrides = {**sets, **{k: v for k, v in given.items() if v is not None}}
+        overrides = cli.overrides(args)
         probe = make_config(args.profile, **overrides)
         defaults = dict(data_dir=probe.data_dir, results_dir=DEFAULT_RESULTS_DIR)
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root

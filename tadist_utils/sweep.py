@@ -22,7 +22,6 @@ setting, ``<results_dir>/<key>=<value>.../``. Notebooks 05/06 read such a folder
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -319,13 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     Needs Ray: pip install "tadist[ray]". Writes <results_dir>/cells/, stages/, sweep.json and the merged
     results (<results_dir>, or one <key>=<value> folder per setting) that notebooks 05/06 read.
     """
-    from .reproduce import _Parser, parse_sets
-    ap = _Parser(prog="python -m tadist_utils.sweep", description=main.__doc__,  # a bad flag: one line, exit 2
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
-                    help=f"override a Config field in every cell (results_dir default: {DEFAULT_ROOT})")
+    from . import cli
+    ap = cli.parser("python -m tadist_utils.sweep", main.__doc__, results_dir=DEFAULT_ROOT)
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", nargs="+",
                     help="one cell per value (several --grid keys: every combination), e.g. --grid student_lr=1e-3,3e-3")
     ap.add_argument("--address", help="a running Ray cluster (auto, or ray://host:10001); default: start one here")
@@ -337,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
-        sets = parse_sets([p for group in args.sets for p in group])
+        sets = cli.overrides(args)
         grid = parse_grid([p for group in args.grid for p in group])
         if args.retries < 0 or args.cpus_per_cell <= 0 or (args.gpus_per_cell or 0) < 0:
             raise ConfigError("--retries, --cpus-per-cell and --gpus-per-cell must not be negative")

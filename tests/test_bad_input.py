@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from tadist_utils import nbsetup, reproduce
+from tadist_utils import cli, nbsetup, reproduce
 from tadist_utils.config import ConfigError, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def run_runner(argv, name, capsys, monkeypatch) -> tuple[int, str, str]:
         warnings.simplefilter("always")
         try:
             rc = reproduce.main(argv)
-        except SystemExit as e:  # argparse's errors leave through _Parser.exit, as in the process
+        except SystemExit as e:  # argparse's errors leave through cli.Parser.exit, as in the process
             rc = e.code
     out, err = capsys.readouterr()
     # a warning would be a second stderr line in the process (deprecations are hidden there by default)
@@ -115,7 +115,7 @@ def test_a_bad_flag_is_answered_before_torch_is_imported():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
     from tadist_utils.config import DEFAULT_RESULTS_DIR
-    assert reproduce.RESULTS_DIR_HELP == DEFAULT_RESULTS_DIR  # the --help text names the real default
+    assert cli.RESULTS_DIR == DEFAULT_RESULTS_DIR  # the --help text names the real default
 
 
 # ---------------------------------------------------------------------------- notebooks run with papermill
@@ -532,3 +532,35 @@ def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_
     _folders(tmp_path)  # smoke's own 64 on a folder of 12 training images: 20%, said, as before
     small = load_data(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok")))
     assert len(small.val) == 2 and "val_size clamped to 2" in small.notice
+
+
+# ------------------------------------------------------------------ one flag vocabulary for every runner (cli.py)
+def _main(runner: str):
+    from tadist_utils import experiments, sweep
+    return dict(reproduce=reproduce.main, experiments=experiments.main, sweep=sweep.main)[runner]
+
+
+@pytest.mark.parametrize("runner", ["reproduce", "experiments", "sweep"])
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0", "1", "0"], "--seeds names 0 more than once; give each seed once"),
+    (["--profile", "nope"], "unknown profile 'nope'"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--dataset", "imagefolder", "--data-dir", "{tmp}/nope"], "nope' does not exist"),
+    (["--results-dir", "{tmp}/a_file/results"], "is not writable"),
+    (["--set", "val_size=0"], "val_size must be a positive integer, got 0"),
+    (["--set", "seed=1"], "use --seeds instead of --set seed"),
+], ids=["seeds-twice", "profile", "dataset", "data-dir", "results-dir", "set", "set-seed"])
+def test_every_runner_takes_the_same_flags_and_refuses_alike(runner, args, message, tmp_path, capsys):
+    """reproduce, experiments and sweep share one parser (cli.py): the same flags, the same one-line refusals, nothing
+    run (``--seeds 0 0`` ran seed 0 twice and exited 0)."""
+    (tmp_path / "a_file").write_text("x")
+    base = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r")]
+    argv = base + [a.replace("{tmp}", str(tmp_path)) for a in args] + (["--only", "00"] if runner == "reproduce" else [])
+    try:
+        rc = _main(runner)(argv)
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: "), out + err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert not (tmp_path / "r").exists()
