@@ -185,7 +185,7 @@ def stratified_split(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Ten
     return perm[order[:n]], perm[order[n:]]
 
 
-def _find_cifar10(root: Path) -> str | None:
+def find_cifar10(root: Path) -> str | None:
     """Where CIFAR-10 already sits under data_dir: torchvision's files or the unpacked JPEG copy."""
     if (root / "cifar-10-batches-py").is_dir():
         return "torchvision"
@@ -198,7 +198,7 @@ def is_present(cfg: Config) -> bool:
     """Whether an explicitly requested CIFAR is already in ``data_dir`` (no download needed)."""
     root = Path(cfg.data_dir)
     if cfg.dataset == "cifar10":
-        return _find_cifar10(root) is not None
+        return find_cifar10(root) is not None
     if cfg.dataset == "cifar100":
         return (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir()
     return True
@@ -215,7 +215,7 @@ def load_raw(cfg: Config) -> tuple[str, str, Split | Listed, Split | Listed, tup
         train, test, classes = _digits()
         return "digits", "scikit-learn load_digits, 32x32 RGB", train, test, classes, ""
     if name in ("cifar10", "auto"):
-        where = _find_cifar10(root)
+        where = find_cifar10(root)
         if where == "jpeg":
             train, test, classes = _imagefolder(root / JPEG_FOLDER)
             return "cifar10", f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", train, test, classes, ""

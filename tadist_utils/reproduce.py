@@ -47,7 +47,7 @@ def check_data(cfg) -> None:
     a second), so that a ``val_size`` it cannot hold is named here.
     """
     from . import data
-    if cfg.dataset == "auto" and data._find_cifar10(Path(cfg.data_dir)) is None:
+    if cfg.dataset == "auto" and data.find_cifar10(Path(cfg.data_dir)) is None:
         return
     data.load_data(cfg)
 

@@ -87,7 +87,7 @@ def check_files(results_dir: str | Path) -> None:
                               "the results folder") from None
 
 
-def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
 
@@ -115,7 +115,7 @@ def _upsert(path: Path, rows: list[dict], keys: list[str], before_move=None) -> 
                 aside.parent.mkdir(exist_ok=True)
                 # a move cut short by a crash is made again; the rows it had copied already are not copied twice
                 both = pd.concat([kept, stale], ignore_index=True).drop_duplicates() if kept is not None else stale
-                _write_csv_atomic(both, aside)
+                write_csv_atomic(both, aside)
                 old = old.drop(stale.index)
         merged = pd.concat([old, new], ignore_index=True)
         merged[keys] = merged[keys].astype(str)
@@ -123,7 +123,7 @@ def _upsert(path: Path, rows: list[dict], keys: list[str], before_move=None) -> 
     else:
         merged = new
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_csv_atomic(merged, path)
+    write_csv_atomic(merged, path)
     return stale
 
 

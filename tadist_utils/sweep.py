@@ -35,7 +35,7 @@ from .atomic import write_atomic
 from .config import PROFILES, Config, ConfigError, make_config
 from .experiments import spec_hash
 from .methods import EXPERIMENTS, build
-from .sweep_files import _checkpoints, _snapshot, link_files, merge
+from .sweep_files import checkpoint_folder, link_files, merge, snapshot
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
@@ -127,9 +127,9 @@ def _logged(folder: Path, run: str):
 def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> dict:
     """First stage: train (or load) the teacher, and S1 when asked, into this stage's folder."""
     from .experiments import Pipeline
-    t0, ck = time.perf_counter(), _checkpoints(sets["results_dir"], seed)
+    t0, ck = time.perf_counter(), checkpoint_folder(sets["results_dir"], seed)
     with _logged(Path(sets["results_dir"]), run):
-        before = _snapshot(ck)
+        before = snapshot(ck)
         try:
             cfg = make_config(profile, seed=seed, **sets)
             pipe = Pipeline(cfg)
@@ -139,20 +139,20 @@ def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> 
                                      share_students=cfg.share_students)])
         except ConfigError as e:
             return dict(error=f"{type(e).__name__}: {e}", checkpoints=str(ck))
-    return dict(checkpoints=str(ck), trained=_snapshot(ck) != before, seconds=time.perf_counter() - t0, error=None)
+    return dict(checkpoints=str(ck), trained=snapshot(ck) != before, seconds=time.perf_counter() - t0, error=None)
 
 
 def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str = "", run: str = "") -> dict:
     """One cell: the headless CLI's run of one config, in its own folder, after linking in its stage's models."""
     from .experiments import Pipeline
     folder, t0 = Path(sets["results_dir"]), time.perf_counter()
-    ck = _checkpoints(sets["results_dir"], seed)
+    ck = checkpoint_folder(sets["results_dir"], seed)
     if stage and stage.get("error"):
         return dict(status="failed", error=f"its first stage failed: {stage['error']}", seconds=0.0)
     with _logged(folder, run):
         if stage:
             link_files(Path(stage["checkpoints"]), ck)
-        before = _snapshot(ck)
+        before = snapshot(ck)
         try:
             pipe = Pipeline(make_config(profile, seed=seed, **sets))
             if kill:  # tests: the named cell's first attempt dies once its teacher, then its students, are saved
@@ -161,7 +161,7 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
             pipe.run()
         except ConfigError as e:  # the user's to fix: retrying would fail the same way
             return dict(status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
-    return dict(status="ran" if _snapshot(ck) != before else "reused", error=None, seconds=time.perf_counter() - t0)
+    return dict(status="ran" if snapshot(ck) != before else "reused", error=None, seconds=time.perf_counter() - t0)
 
 
 def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
@@ -176,7 +176,7 @@ def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
 def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
     """Fault injection for tests: the named cell's first attempt exits at ``point``, as a killed worker would."""
     if kill == f"{folder.name}@{point}" and not (folder / ".killed").exists():
-        (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in _snapshot(ck).items()}))
+        (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in snapshot(ck).items()}))
         sys.stdout.flush()
         os._exit(1)
 
