@@ -30,8 +30,6 @@ from .errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NOTEBOOK_PARAMS = ("dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
-                   "finetune_epochs")
 DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
 
 
@@ -64,10 +62,13 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def parameters(cfg, overrides: dict) -> dict:
-    """Notebook parameters from a validated config: typed values, the named ones first, the rest in ``overrides``."""
+    """Notebook parameters from a validated config: typed values, the fields with a notebook place first
+    (``config.role``), the rest in ``overrides``."""
+    from .config import with_role
+
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
-    params = dict(profile=cfg.profile, **{k: plain(getattr(cfg, k)) for k in NOTEBOOK_PARAMS})
+    params = {k: plain(getattr(cfg, k)) for k in with_role("notebook")}
     params["overrides"] = {k: plain(getattr(cfg, k)) for k in overrides if k not in params}
     return params
 

@@ -32,18 +32,17 @@ import time
 from pathlib import Path
 
 from .atomic import write_atomic
-from .config import PROFILES, Config, ConfigError, make_config
+from .config import PROFILES, Config, ConfigError, make_config, with_role
 from .experiments import spec_hash
 from .methods import EXPERIMENTS, build
 from .sweep_files import checkpoint_folder, link_files, merge, snapshot
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
-# Config fields that cannot change the teacher's weights; any other field that differs means another teacher.
-NOT_TEACHER = {"experiments", "levels", "student_epochs", "student_lr", "student_weight_decay", "student_augment",
-               "feature_loss", "dense_drop", "share_students", "kd_temperature", "kd_alpha", "finetune_epochs",
-               "finetune_mode", "finetune_lr", "fuse_students", "eval_batch_size", "results_dir", "progress"}
-S1_FIELDS = ("student_epochs", "student_lr", "student_weight_decay", "student_augment", "feature_loss")
+# Config fields that cannot change the teacher's weights (any other that differs means another teacher), and those
+# that shape S1 beyond it: declared with each field (``config.role``).
+NOT_TEACHER = set(with_role("teacher", False))
+S1_FIELDS = with_role("s1")
 SAME_FOLDER = ("experiments",)  # grid keys whose cells merge into one folder: the experiment is a results column
 KILL_ENV = "TADIST_SWEEP_KILL"  # "<cell>@teacher|students": that cell's first attempt dies there (tests)
 
@@ -90,8 +89,8 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
         cell_sets = {**base, **values, "results_dir": str(root / "cells" / cid)}
         cfg = make_config(profile, seed=seed, **cell_sets)
         conf = cfg.as_dict()
-        teacher = spec_hash({k: v for k, v in conf.items() if k not in NOT_TEACHER})[:8]
-        s1 = spec_hash({"teacher": teacher, **{k: conf[k] for k in S1_FIELDS}})[:8] \
+        teacher = spec_hash({k: v for k, v in conf.items() if k in with_role("teacher", cls=type(cfg))})[:8]
+        s1 = spec_hash({"teacher": teacher, **{k: conf[k] for k in with_role("s1", cls=type(cfg))}})[:8] \
             if any(e in EXPERIMENTS for e in cfg.experiments) else None
         cells.append(dict(id=cid, seed=seed, values=values, sets=cell_sets, folder=folder, teacher=teacher, s1=s1,
                           stage=None))
