@@ -54,12 +54,6 @@ def test_strings_from_the_command_line_are_coerced():
     assert cfg.test_size is None
 
 
-def test_profiles_differ_where_they_should():
-    assert make_config("paper").teacher_epochs == 10 and make_config("paper").student_epochs == 60
-    assert make_config("paper").finetune_epochs == 10 and make_config("paper").train_size is None
-    assert make_config("smoke").train_size < make_config("quick").train_size
-
-
 def test_config_error_is_one_line_in_jupyter():
     """IPython shows ``_render_traceback_`` instead of a traceback: a ConfigError in any cell is one line."""
     with pytest.raises(ConfigError) as info:

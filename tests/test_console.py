@@ -113,4 +113,3 @@ def test_one_default_results_folder_everywhere(tmp_path, monkeypatch):
     nb = nbformat.read(tmp_path / DEFAULT_RESULTS_DIR / "notebooks" / "00_overview.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert f'results_dir = "{tmp_path / DEFAULT_RESULTS_DIR}"' in injected
-    assert DEFAULT_RESULTS_DIR in (ROOT / "README.md").read_text() and "results/runs" not in (ROOT / "README.md").read_text()
