@@ -9,7 +9,7 @@ import dataclasses
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import MIN_PER_CLASS
@@ -34,52 +34,64 @@ def default_results_dir(profile: str) -> str:
 MAX_EPOCHS = 10_000  # more is a typo (or a run that would never finish), not a schedule
 
 
+def role(default, *, setting: bool = True, teacher: bool = True, s1: bool = False, notebook: int | None = None):
+    """A Config field with its roles, declared once, beside it; every list of fields by role is derived (``with_role``).
+
+    ``setting``: it changes a number in results.csv, so rows record it in their settings hash (``settings_fields``);
+    not one: which experiments and seed a run covers, where its files are, how fast or visibly it runs.
+    ``teacher``: it can change the teacher's weights (the sweep shares one teacher between cells agreeing on all such).
+    ``s1``: beyond the teacher, it shapes S1 (the sweep shares S1 between cells agreeing on these too).
+    ``notebook``: its place among the notebooks' parameters (``nbsetup.PARAMETERS``); None: set it in ``overrides``.
+    """
+    return field(default=default, metadata=dict(setting=setting, teacher=teacher, s1=s1, notebook=notebook))
+
+
 @dataclass
 class Config:
     # --- what to run -----------------------------------------------------------------------
-    profile: str = "paper"
-    experiments: tuple[str, ...] = PAPER_EXPERIMENTS  # any of direct, single_ta, hierarchical, dense, labels, kd, ta_chain
-    levels: int = 4                    # 1, 2, 4, 8 students
-    seed: int = 0
+    profile: str = role("paper", setting=False, notebook=1)
+    experiments: tuple[str, ...] = role(PAPER_EXPERIMENTS, setting=False, teacher=False)  # any of direct, single_ta, hierarchical, dense, labels, kd, ta_chain
+    levels: int = role(4, teacher=False)               # 1, 2, 4, 8 students
+    seed: int = role(0, setting=False, notebook=5)
     # --- data --------------------------------------------------------------------------------
-    dataset: str = "auto"              # auto | cifar10 | cifar100 | imagefolder | digits
-    data_dir: str = "data"             # torchvision download dir, or the ImageFolder root (train/, test/)
+    dataset: str = role("auto", setting=False, notebook=2)  # auto | cifar10 | cifar100 | imagefolder | digits
+    data_dir: str = role("data", setting=False, notebook=3)  # torchvision download dir, or the ImageFolder root (train/, test/)
     val_size: int = 5000               # stratified validation split carved from the training set
     train_size: int | None = None      # cap on training images (stratified); None = all that remain
     test_size: int | None = None       # cap on test images (stratified); None = all
     augment: bool = True               # random crop (pad 4) + horizontal flip for the teacher and 'all' fine-tuning
-    student_augment: bool = True       # the same for students; off lets the parent's features be computed once
+    student_augment: bool = role(True, teacher=False, s1=True)  # the same for students; off lets the parent's features be computed once
     # --- teacher: Adam + cosine (on 5,000 CIFAR-10 images it learnt faster than SGD one-cycle; README)
-    teacher_epochs: int = 10
+    teacher_epochs: int = role(10, notebook=7)
     teacher_optimizer: str = "adam"    # adam (Adam + cosine) | sgd (SGD Nesterov 0.9 + one-cycle; try teacher_lr=0.05)
     teacher_lr: float = 1e-3
     teacher_weight_decay: float = 5e-4
     # --- students: Adam + cosine decay on the feature-regression loss ---------------------------
-    student_epochs: int = 60
-    student_lr: float = 1e-3
-    student_weight_decay: float = 0.0
-    feature_loss: str = "mse"          # mse (paper) | l1 | cosine
-    dense_drop: float = 0.5            # dense plan: chance that each target is dropped at a step (one always stays)
-    share_students: bool = True        # False: each experiment trains its own students below S1 (the paper; 2 more students)
+    student_epochs: int = role(60, teacher=False, s1=True, notebook=8)
+    student_lr: float = role(1e-3, teacher=False, s1=True)
+    student_weight_decay: float = role(0.0, teacher=False, s1=True)
+    feature_loss: str = role("mse", teacher=False, s1=True)  # mse (paper) | l1 | cosine
+    dense_drop: float = role(0.5, teacher=False)       # dense plan: chance that each target is dropped at a step (one always stays)
+    share_students: bool = role(True, teacher=False)   # False: each experiment trains its own students below S1 (the paper; 2 more students)
     # --- baselines (labels, kd, ta_chain): the ensemble architecture trained end to end, student_epochs long
-    kd_temperature: float = 4.0        # Hinton KD temperature
-    kd_alpha: float = 0.9              # weight of the distillation term; 1 - alpha goes to the labels
+    kd_temperature: float = role(4.0, teacher=False)   # Hinton KD temperature
+    kd_alpha: float = role(0.9, teacher=False)         # weight of the distillation term; 1 - alpha goes to the labels
     # --- ensemble fine-tuning: output layer initialised from the teacher's classifier ------------
-    finetune_epochs: int = 10
-    finetune_mode: str = "head"        # head: output layer only, students frozen (Malik et al.) | all
-    finetune_lr: float = 1e-3
+    finetune_epochs: int = role(10, teacher=False, notebook=9)
+    finetune_mode: str = role("head", teacher=False)   # head: output layer only, students frozen (Malik et al.) | all
+    finetune_lr: float = role(1e-3, teacher=False)
     # --- engine --------------------------------------------------------------------------------
     batch_size: int = 128
-    eval_batch_size: int = 512
-    device: str = "auto"               # auto | cpu | cuda | cuda:N | mps
+    eval_batch_size: int = role(512, setting=False, teacher=False)
+    device: str = role("auto", setting=False, notebook=6)  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"            # auto (bf16 on capable GPUs, fp16+scaler on older ones, fp32 on CPU) | fp32 | bf16 | fp16
-    channels_last: bool = True
-    compile: bool = False              # torch.compile the training steps (engine.Compiled; CUDA graphs on CUDA, unmeasured there; slower on the CPU: README)
-    fuse_students: str = "auto"        # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
-    deterministic: bool = False        # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
-    threads: int | None = None         # CPU threads for torch; None: the cores no other process is running on (default_threads)
-    results_dir: str = ""              # CSVs, manifest, figures, checkpoints/; "": default_results_dir(profile)
-    progress: bool = True              # tqdm bars
+    channels_last: bool = role(True, setting=False)
+    compile: bool = role(False, setting=False)         # torch.compile the training steps (engine.Compiled; CUDA graphs on CUDA, unmeasured there; slower on the CPU: README)
+    fuse_students: str = role("auto", setting=False, teacher=False)  # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
+    deterministic: bool = role(False, setting=False)   # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
+    threads: int | None = role(None, setting=False)    # CPU threads for torch; None: the cores no other process is running on (default_threads)
+    results_dir: str = role("", setting=False, teacher=False, notebook=4)  # CSVs, manifest, figures, checkpoints/; "": default_results_dir(profile)
+    progress: bool = role(True, setting=False, teacher=False)  # tqdm bars
 
     def __post_init__(self):
         if self.results_dir == "":
@@ -97,21 +109,33 @@ class Config:
         d["experiments"] = list(self.experiments)
         return d
 
+    def from_profile(self, name: str) -> bool:
+        """Whether field ``name`` holds its profile's value, not one set by hand."""
+        return getattr(self, name) == PROFILES.get(self.profile, {}).get(name, FIELDS[name].default)
+
     @property
     def checkpoint_dir(self) -> Path:
         return Path(self.results_dir) / "checkpoints"
 
 
-# Fields that change no number in results.csv: which experiments and seed a run covers (columns of its rows), where
-# its files are, and how fast or visibly it runs (float rounding aside). Every other field is a *setting*: rows
-# record a hash of them (``Pipeline.settings``), and a results folder keeps one set of settings a dataset.
-NOT_SETTINGS = frozenset({"profile", "experiments", "seed", "dataset", "data_dir", "results_dir", "device", "compile",
-                          "channels_last", "fuse_students", "deterministic", "threads", "progress", "eval_batch_size"})
+def with_role(role_name: str, value=True, cls: type | None = None) -> tuple[str, ...]:
+    """The names of ``cls``'s (default ``Config``'s) fields whose role (``role``) ``role_name`` is ``value``, in field
+    order; for ``notebook``, those with a place, in that order."""
+    fs = dataclasses.fields(cls or Config)
+    defaults = dict(setting=True, teacher=True, s1=False, notebook=None)  # a field declared without role()
+    if role_name == "notebook":
+        return tuple(f.name for f in sorted((f for f in fs if f.metadata.get("notebook")), key=lambda f: f.metadata["notebook"]))
+    return tuple(f.name for f in fs if f.metadata.get(role_name, defaults[role_name]) == value)
+
+
+# Fields that change no number in results.csv (float rounding aside). Every other field is a *setting*: rows record a
+# hash of them (``Pipeline.settings``), and a results folder keeps one set of settings a dataset.
+NOT_SETTINGS = frozenset(with_role("setting", False))
 
 
 def settings_fields(cfg: Config) -> dict:
-    """The config fields that shape results (everything but ``NOT_SETTINGS``), by name."""
-    return {k: v for k, v in cfg.as_dict().items() if k not in NOT_SETTINGS}
+    """The config fields that shape results (every ``role(setting=True)``), by name."""
+    return {k: v for k, v in cfg.as_dict().items() if k in with_role("setting", cls=type(cfg))}
 
 
 PROFILES: dict[str, dict] = {

@@ -29,7 +29,7 @@ from .data import DataBundle, load_data
 from .engine import describe
 from .methods import BEYOND, METHODS, build  # noqa: F401  (BEYOND: notebook 06 imports it from here)
 from .plans import TEACHER, Node, Plan
-from .results import ResultsStore, superseded_notice
+from .results import ResultsStore, check_files, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
                     train_students)
 
@@ -76,6 +76,7 @@ class Pipeline:
         validate(cfg)
         self.cfg = cfg
         self.ctx = ctx or Context.from_config(cfg)
+        check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
         self._data = data
         self._teacher = None
@@ -332,23 +333,18 @@ class Pipeline:
 def main(argv: list[str] | None = None) -> int:
     """Headless runs (a GPU box without Jupyter, a sweep): the notebooks' training, none of their figures.
 
-        python -m tadist_utils.experiments --profile quick --seeds 0 1 2 --set experiments=direct,dense,kd
-    Writes the same results_dir files as the notebooks, so ``05``/``06`` can be run on them afterwards.
+        python -m tadist_utils.experiments --profile quick --dataset cifar10 --seeds 0 1 2 --set experiments=direct,kd
+    Takes the runner's flags (``cli.py``) and writes the same results_dir files as the notebooks, so ``05``/``06``
+    can be run on them afterwards. Relative paths are relative to the current folder.
     """
-    import argparse
     import shlex
     import sys
 
+    from . import cli
     from .config import ConfigError, make_config
-    from .reproduce import _Parser, parse_sets
-    ap = _Parser(prog="python -m tadist_utils.experiments", description=main.__doc__,  # a bad flag: one line, exit 2
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
-    args = ap.parse_args(argv)
+    args = cli.parser("python -m tadist_utils.experiments", main.__doc__).parse_args(argv)
     try:
-        sets = parse_sets([p for group in args.sets for p in group])
+        sets = cli.overrides(args)
         configs = [make_config(args.profile, seed=s, **sets) for s in args.seeds]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,13 +20,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import FIELDS, Config, ConfigError, make_config
+from .config import FIELDS, Config, ConfigError, make_config, with_role
 from .results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
-# The names every numbered notebook's `parameters` cell declares (tests/test_bad_input.py keeps them in step).
-PARAMETERS = ("profile", "dataset", "data_dir", "results_dir", "use_drive", "seed", "seeds", "device",
-              "teacher_epochs", "student_epochs", "finetune_epochs", "overrides")
+
+
+def notebook_parameters() -> tuple[str, ...]:
+    """The names every numbered notebook's `parameters` cell declares (tests/test_bad_input.py keeps them in step): the
+    Config fields with a notebook place (``config.role``), use_drive after results_dir, seeds after seed, overrides last."""
+    beside = dict(results_dir=("use_drive",), seed=("seeds",))
+    return (*(n for f in with_role("notebook") for n in (f, *beside.get(f, ()))), "overrides")
+
+
+PARAMETERS = notebook_parameters()
+
 # Where the project lives: the notebooks' "Open in Colab" badges and their Colab `%pip install git+...` line.
 # Markdown cannot import it, so after changing it run `python -m tadist_utils.nbsetup --sync-repo-url`, which
 # rewrites every notebook from it (tests/test_notebooks_static.py fails while one is out of step).

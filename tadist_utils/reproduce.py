@@ -5,8 +5,9 @@
     python -m tadist_utils.reproduce --profile smoke --dataset digits --only 00 01
     python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 
-Inputs are validated before any notebook starts: flags, every setting (``config.make_config``) and, for an
-explicit ``--dataset cifar10`` / ``cifar100``, that the data is in ``--data-dir`` or can be downloaded now.
+Inputs are validated before any notebook starts: flags, every setting (``config.make_config``), the results
+files already in ``--results-dir`` and, for an explicit ``--dataset cifar10`` / ``cifar100``, that the data is in
+``--data-dir`` or can be downloaded now.
 Anything wrong is one line, ``error: ...``, and exit 2. Every notebook runs even if an earlier one failed;
 failures are listed at the end (exit 1), each with the notebook, the cell and the error, and the failed
 notebook's executed copy is kept up to the failing cell. Executed copies go to ``<results_dir>/executed/``
@@ -16,7 +17,6 @@ notebook's executed copy is kept up to the failing cell. Executed copies go to `
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import json
@@ -26,23 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import console
+from . import cli, console
 from .errors import ConfigError
-
-RESULTS_DIR_HELP = "results/run/<profile>"  # config.default_results_dir (a test checks), spelt here: config imports torch
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NOTEBOOK_PARAMS = ("dataset", "data_dir", "results_dir", "seed", "device", "teacher_epochs", "student_epochs",
-                   "finetune_epochs")
 DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (``error: ...``, exit 2) like every other bad input, not usage + error."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def check_data(cfg) -> None:
@@ -53,10 +42,11 @@ def check_data(cfg) -> None:
     CIFAR-10 JPEG copy, torchvision's CIFAR files) is read once here, so an undecodable image, a missing class or
     a refused file is named before anything runs (a run using every image caches the decoded folder for the
     notebooks; a capped run decodes only its images, here and in each notebook).
-    ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is always there.
+    ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is read too (a fraction of
+    a second), so that a ``val_size`` it cannot hold is named here.
     """
     from . import data
-    if cfg.dataset == "digits" or (cfg.dataset == "auto" and data._find_cifar10(Path(cfg.data_dir)) is None):
+    if cfg.dataset == "auto" and data.find_cifar10(Path(cfg.data_dir)) is None:
         return
     data.load_data(cfg)
 
@@ -72,18 +62,6 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [p for p in found if any(p.name.startswith(o) for o in only)]
 
 
-def parse_sets(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        if key in ("profile", "seed"):
-            raise ConfigError(f"use --{key}{'s' if key == 'seed' else ''} instead of --set {key}=...")
-        out[key.strip()] = value
-    return out
-
-
 def in_checkout(path) -> str:
     """``path`` relative to the checkout when it lies inside it (the notebooks resolve relative paths against the
     checkout: ``nbsetup.repo_path``), else absolute: an executed notebook names no machine's folders."""
@@ -96,15 +74,19 @@ def in_checkout(path) -> str:
 
 def parameters(cfg, overrides: dict) -> dict:
     """Notebook parameters from a validated config: the profile and seed, then only what was given (flags and
-    ``--set``), typed; notebook parameters by name, other settings in ``overrides``. Short on purpose: papermill
-    shows them as the executed notebook's injected cell, what a reader sees of how its outputs were made."""
+    ``--set``), typed; fields with a notebook place (``config.role``) by name, other settings in ``overrides``.
+    Short on purpose: papermill shows them as the executed notebook's injected cell, what a reader sees of how its
+    outputs were made."""
+    from .config import with_role
+
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
+    named = with_role("notebook")
     params = dict(profile=cfg.profile, seed=cfg.seed)
-    for k in NOTEBOOK_PARAMS:
-        if k in overrides and k != "seed":
+    for k in named:
+        if k in overrides and k not in params:
             params[k] = in_checkout(getattr(cfg, k)) if k.endswith("_dir") else plain(getattr(cfg, k))
-    rest = {k: plain(getattr(cfg, k)) for k in overrides if k not in params and k not in NOTEBOOK_PARAMS}
+    rest = {k: plain(getattr(cfg, k)) for k in overrides if k not in params and k not in named}
     if rest:
         params["overrides"] = rest
     return params
@@ -250,17 +232,9 @@ def moved_aside_line(before: dict, results_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="python -m tadist_utils.reproduce", description=__doc__,
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    ap.add_argument("--dataset", help="auto | cifar10 | cifar100 | imagefolder | digits (default: auto)")
-    ap.add_argument("--data-dir", help="dataset folder (default: data)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="run the whole sequence once per seed")
-    ap.add_argument("--results-dir", help=f"default: {RESULTS_DIR_HELP}, one folder per profile (as for the notebooks)")
+    ap = cli.parser("python -m tadist_utils.reproduce", __doc__)
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
-                    help="override any Config field, e.g. --set student_lr=2e-3 finetune_mode=all")
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
     ap.add_argument("--prepare-only", action="store_true",
                     help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
@@ -274,9 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-        sets = parse_sets([p for group in args.sets for p in group])
-        given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
-        overrides = {**sets, **{k: v for k, v in given.items() if v is not None}}
+        overrides = cli.overrides(args)
         probe = make_config(args.profile, **overrides)
         defaults = dict(data_dir=probe.data_dir, results_dir=default_results_dir(args.profile))
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
@@ -288,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             console.announce(notice)
             print(console.data_line(configs[0], fallback=bool(notice)), flush=True)
         check_data(configs[0])
+        from .results import check_files
+        check_files(configs[0].results_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

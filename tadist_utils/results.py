@@ -27,6 +27,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .atomic import write_atomic
+from .errors import ConfigError
 from .summary import summary_table
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
@@ -62,7 +63,34 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"settings": str})
 
 
-def _write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
+def check_files(results_dir: str | Path) -> None:
+    """The results files of ``results_dir`` (and of its ``superseded/``) read as this package writes them, or one
+    ConfigError naming the file: checked before anything trains, for a hand-damaged file would otherwise stop the
+    run with a pandas traceback after training, at the first write. Nothing is created or changed."""
+    for folder in (Path(results_dir), Path(results_dir) / SUPERSEDED):
+        for name, keys in (("results.csv", RESULT_KEYS), ("history.csv", HISTORY_KEYS)):
+            path = folder / name
+            if not path.is_file() or not path.stat().st_size:
+                continue
+            try:
+                missing = [k for k in [*keys, "value"] if k not in read_table(path).columns]
+            except (OSError, ValueError) as e:  # pandas' ParserError and EmptyDataError, UnicodeDecodeError
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {first}); repair it or move it "
+                                  "out of the results folder") from None
+            if missing:
+                raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)}; repair it or move it out of the "
+                                  "results folder")
+    manifest = Path(results_dir) / "manifest.json"
+    if manifest.is_file():
+        try:
+            json.loads(manifest.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{manifest} cannot be read ({type(e).__name__}: {e}); repair it or move it out of "
+                              "the results folder") from None
+
+
+def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
 
@@ -90,7 +118,7 @@ def _upsert(path: Path, rows: list[dict], keys: list[str], before_move=None) -> 
                 aside.parent.mkdir(exist_ok=True)
                 # a move cut short by a crash is made again; the rows it had copied already are not copied twice
                 both = pd.concat([kept, stale], ignore_index=True).drop_duplicates() if kept is not None else stale
-                _write_csv_atomic(both, aside)
+                write_csv_atomic(both, aside)
                 old = old.drop(stale.index)
         merged = pd.concat([old, new], ignore_index=True)
         merged[keys] = merged[keys].astype(str)
@@ -98,7 +126,7 @@ def _upsert(path: Path, rows: list[dict], keys: list[str], before_move=None) -> 
     else:
         merged = new
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_csv_atomic(merged, path)
+    write_csv_atomic(merged, path)
     return stale
 
 

@@ -22,7 +22,6 @@ setting, ``<results_dir>/<key>=<value>.../``. Notebooks 05/06 read such a folder
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -33,18 +32,17 @@ import time
 from pathlib import Path
 
 from .atomic import write_atomic
-from .config import PROFILES, Config, ConfigError, make_config
+from .config import PROFILES, Config, ConfigError, make_config, with_role
 from .experiments import spec_hash
 from .methods import EXPERIMENTS, build
-from .sweep_files import _checkpoints, _snapshot, link_files, merge
+from .sweep_files import checkpoint_folder, link_files, merge, snapshot
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
-# Config fields that cannot change the teacher's weights; any other field that differs means another teacher.
-NOT_TEACHER = {"experiments", "levels", "student_epochs", "student_lr", "student_weight_decay", "student_augment",
-               "feature_loss", "dense_drop", "share_students", "kd_temperature", "kd_alpha", "finetune_epochs",
-               "finetune_mode", "finetune_lr", "fuse_students", "eval_batch_size", "results_dir", "progress"}
-S1_FIELDS = ("student_epochs", "student_lr", "student_weight_decay", "student_augment", "feature_loss")
+# Config fields that cannot change the teacher's weights (any other that differs means another teacher), and those
+# that shape S1 beyond it: declared with each field (``config.role``).
+NOT_TEACHER = set(with_role("teacher", False))
+S1_FIELDS = with_role("s1")
 SAME_FOLDER = ("experiments",)  # grid keys whose cells merge into one folder: the experiment is a results column
 KILL_ENV = "TADIST_SWEEP_KILL"  # "<cell>@teacher|students": that cell's first attempt dies there (tests)
 
@@ -91,8 +89,8 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
         cell_sets = {**base, **values, "results_dir": str(root / "cells" / cid)}
         cfg = make_config(profile, seed=seed, **cell_sets)
         conf = cfg.as_dict()
-        teacher = spec_hash({k: v for k, v in conf.items() if k not in NOT_TEACHER})[:8]
-        s1 = spec_hash({"teacher": teacher, **{k: conf[k] for k in S1_FIELDS}})[:8] \
+        teacher = spec_hash({k: v for k, v in conf.items() if k in with_role("teacher", cls=type(cfg))})[:8]
+        s1 = spec_hash({"teacher": teacher, **{k: conf[k] for k in with_role("s1", cls=type(cfg))}})[:8] \
             if any(e in EXPERIMENTS for e in cfg.experiments) else None
         cells.append(dict(id=cid, seed=seed, values=values, sets=cell_sets, folder=folder, teacher=teacher, s1=s1,
                           stage=None))
@@ -128,9 +126,9 @@ def _logged(folder: Path, run: str):
 def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> dict:
     """First stage: train (or load) the teacher, and S1 when asked, into this stage's folder."""
     from .experiments import Pipeline
-    t0, ck = time.perf_counter(), _checkpoints(sets["results_dir"], seed)
+    t0, ck = time.perf_counter(), checkpoint_folder(sets["results_dir"], seed)
     with _logged(Path(sets["results_dir"]), run):
-        before = _snapshot(ck)
+        before = snapshot(ck)
         try:
             cfg = make_config(profile, seed=seed, **sets)
             pipe = Pipeline(cfg)
@@ -140,20 +138,20 @@ def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> 
                                      share_students=cfg.share_students)])
         except ConfigError as e:
             return dict(error=f"{type(e).__name__}: {e}", checkpoints=str(ck))
-    return dict(checkpoints=str(ck), trained=_snapshot(ck) != before, seconds=time.perf_counter() - t0, error=None)
+    return dict(checkpoints=str(ck), trained=snapshot(ck) != before, seconds=time.perf_counter() - t0, error=None)
 
 
 def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str = "", run: str = "") -> dict:
     """One cell: the headless CLI's run of one config, in its own folder, after linking in its stage's models."""
     from .experiments import Pipeline
     folder, t0 = Path(sets["results_dir"]), time.perf_counter()
-    ck = _checkpoints(sets["results_dir"], seed)
+    ck = checkpoint_folder(sets["results_dir"], seed)
     if stage and stage.get("error"):
         return dict(status="failed", error=f"its first stage failed: {stage['error']}", seconds=0.0)
     with _logged(folder, run):
         if stage:
             link_files(Path(stage["checkpoints"]), ck)
-        before = _snapshot(ck)
+        before = snapshot(ck)
         try:
             pipe = Pipeline(make_config(profile, seed=seed, **sets))
             if kill:  # tests: the named cell's first attempt dies once its teacher, then its students, are saved
@@ -162,7 +160,7 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
             pipe.run()
         except ConfigError as e:  # the user's to fix: retrying would fail the same way
             return dict(status="failed", error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
-    return dict(status="ran" if _snapshot(ck) != before else "reused", error=None, seconds=time.perf_counter() - t0)
+    return dict(status="ran" if snapshot(ck) != before else "reused", error=None, seconds=time.perf_counter() - t0)
 
 
 def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
@@ -177,7 +175,7 @@ def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
 def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
     """Fault injection for tests: the named cell's first attempt exits at ``point``, as a killed worker would."""
     if kill == f"{folder.name}@{point}" and not (folder / ".killed").exists():
-        (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in _snapshot(ck).items()}))
+        (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in snapshot(ck).items()}))
         sys.stdout.flush()
         os._exit(1)
 
@@ -319,13 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     Needs Ray: pip install "tadist[ray]". Writes <results_dir>/cells/, stages/, sweep.json and the merged
     results (<results_dir>, or one <key>=<value> folder per setting) that notebooks 05/06 read.
     """
-    from .reproduce import _Parser, parse_sets
-    ap = _Parser(prog="python -m tadist_utils.sweep", description=main.__doc__,  # a bad flag: one line, exit 2
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="quick", help="smoke | quick | paper (default: quick)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+",
-                    help=f"override a Config field in every cell (results_dir default: {DEFAULT_ROOT})")
+    from . import cli
+    ap = cli.parser("python -m tadist_utils.sweep", main.__doc__, results_dir=DEFAULT_ROOT)
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", nargs="+",
                     help="one cell per value (several --grid keys: every combination), e.g. --grid student_lr=1e-3,3e-3")
     ap.add_argument("--address", help="a running Ray cluster (auto, or ray://host:10001); default: start one here")
@@ -337,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     try:
-        sets = parse_sets([p for group in args.sets for p in group])
+        sets = cli.overrides(args)
         grid = parse_grid([p for group in args.grid for p in group])
         if args.retries < 0 or args.cpus_per_cell <= 0 or (args.gpus_per_cell or 0) < 0:
             raise ConfigError("--retries, --cpus-per-cell and --gpus-per-cell must not be negative")

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import ResultsStore, _write_csv_atomic, read_table, superseded_notice
+from .results import ResultsStore, write_csv_atomic, read_table, superseded_notice
 
 
-def _checkpoints(results_dir: str, seed: int) -> Path:
+def checkpoint_folder(results_dir: str, seed: int) -> Path:
+    """Where a results folder keeps one seed's checkpoints (``Pipeline._path``)."""
     return Path(results_dir) / "checkpoints" / f"seed{seed}"
 
 
-def _snapshot(folder: Path) -> dict:
+def snapshot(folder: Path) -> dict:
+    """Each checkpoint of ``folder`` by name: (inode, mtime), which change when a stage trains or relinks it."""
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.pt")} if folder.is_dir() else {}
 
 
@@ -59,7 +61,7 @@ def merge(root: Path, cells: list[dict]) -> list[Path]:
             stages = {**manifest.get("stages", {}), **m.get("stages", {})}
             manifest.update({k: v for k, v in m.items() if k != "stages"}, stages=stages)
             experiments.update(dict.fromkeys(m.get("config", {}).get("experiments", [])))
-            link_files(_checkpoints(c["sets"]["results_dir"], c["seed"]), _checkpoints(str(dest), c["seed"]), replace=True)
+            link_files(checkpoint_folder(c["sets"]["results_dir"], c["seed"]), checkpoint_folder(str(dest), c["seed"]), replace=True)
         if manifest:
             current = manifest.get("settings", {}).get("hash")
             if current:  # stages of an earlier sweep under other settings: their rows were moved to superseded/
@@ -93,6 +95,6 @@ def _drop_failed(store, failed: list[dict], merged_seeds: set) -> None:
                     continue  # history has no experiment column: a merged cell of this seed rewrote what it shares
                 drop |= rows
             if drop.any():
-                _write_csv_atomic(df[~drop], path)
+                write_csv_atomic(df[~drop], path)
 
 

@@ -98,7 +98,7 @@ def evaluate(model: nn.Module, loader: Batches, ctx: Context) -> float:
     return 100.0 * correct.item() / max(1, len(loader.split))
 
 
-def _classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch.Tensor:
+def classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch.Tensor:
     with autocast(ctx.device, ctx.amp_dtype):
         out = model(x)
     loss = F.cross_entropy(out.float(), y) if loss_fn is None else loss_fn(out, y)
@@ -168,7 +168,7 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
                 if soft is not None:
                     teacher_logits = soft(x, idx)
                     loss_fn = lambda out, y: kd_loss(out, teacher_logits, y, kd_temperature, kd_alpha)  # noqa: E731
-                total += _classifier_step(fast, opt, sched, run.scaler, x, y, ctx, loss_fn) * len(y)
+                total += classifier_step(fast, opt, sched, run.scaler, x, y, ctx, loss_fn) * len(y)
                 n += len(y)
                 bar.update()
         return dict(train_loss=total.item() / max(1, n))
@@ -218,7 +218,7 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
         total = torch.zeros((), device=ctx.device)
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            total += _classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx) * len(idx)
+            total += classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx) * len(idx)
         return dict(train_loss=total.item() / max(1, len(order)))
 
     def head_accuracy() -> float:

@@ -6,6 +6,7 @@
   requested but absent through ``load_data`` is in test_data.py).
 """
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from tadist_utils import nbsetup, reproduce
+from tadist_utils import cli, nbsetup, reproduce
 from tadist_utils.config import ConfigError, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def run_runner(argv, name, capsys, monkeypatch) -> tuple[int, str, str]:
         warnings.simplefilter("always")
         try:
             rc = reproduce.main(argv)
-        except SystemExit as e:  # argparse's errors leave through _Parser.exit, as in the process
+        except SystemExit as e:  # argparse's errors leave through cli.Parser.exit, as in the process
             rc = e.code
     out, err = capsys.readouterr()
     # a warning would be a second stderr line in the process (deprecations are hidden there by default)
@@ -115,7 +116,7 @@ def test_a_bad_flag_is_answered_before_torch_is_imported():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
     from tadist_utils.config import default_results_dir
-    assert reproduce.RESULTS_DIR_HELP.replace("<profile>", "smoke") == default_results_dir("smoke")  # --help's default
+    assert cli.RESULTS_DIR.replace("<profile>", "smoke") == default_results_dir("smoke")  # --help's default
 
 
 # ---------------------------------------------------------------------------- notebooks run with papermill
@@ -316,6 +317,7 @@ RUNNER_CASES_10 = [  # in-process (fast): reproduce.main's exit status, stderr a
     case("weight-decay-negative", ["--set", "teacher_weight_decay=-1"],
          "teacher_weight_decay must be zero or positive, got -1.0"),
     case("train-size-1", ["--set", "train_size=1"], "train_size=1 is too small: at least 2 training images per class"),
+    case("val-size-huge", ["--set", "val_size=100000"], "val_size=100000 is not below the 1,438 training images of digits"),
     folder("one-class", "has one class folder (cat); classification needs at least two"),
     folder("empty-class", "{tmp}/empty-class/train/dog holds no images"),
     folder("truncated", "cannot decode image {tmp}/truncated/train/dog/3.jpg (OSError"),
@@ -349,6 +351,26 @@ def test_an_edited_folder_is_decoded_again_not_taken_from_the_cache(tmp_path):
         load_data(cfg)
     _images(tmp_path / "ok" / "train" / "cat", n=1, colour=250)  # repaired with other pixels
     assert load_data(cfg).fingerprint() != first.fingerprint()
+
+
+def test_an_image_replaced_with_its_size_and_mtime_kept_is_not_served_from_the_cache(tmp_path):
+    """``cp -p``, ``rsync -t`` and tar keep the mtime: the cache is keyed on the images' content, not path+size+mtime."""
+    import os
+
+    from tadist_utils.data import load_data
+    _folders(tmp_path)
+    cfg = make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok"), val_size=2,
+                      results_dir=str(tmp_path / "r"))
+    first = load_data(cfg)  # every image decoded and cached
+    assert (tmp_path / "ok" / ".tadist-cache.npz").exists()
+    cat, dog = tmp_path / "ok" / "train" / "cat" / "0.jpg", tmp_path / "ok" / "train" / "dog" / "0.jpg"
+    assert cat.stat().st_size == dog.stat().st_size  # one flat colour each: same size, other pixels
+    st = cat.stat()
+    cat.write_bytes(dog.read_bytes())
+    os.utime(cat, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = load_data(cfg)
+    assert again.fingerprint() != first.fingerprint()
+    assert 20 not in again.train.images[:, 0, 0, 0].tolist() + again.val.images[:, 0, 0, 0].tolist()  # cat/0's colour
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -465,3 +487,81 @@ def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".results.lock", "results.csv", "summary.csv"]  # no temporary
     assert len(store.results()) == 1  # the old file, whole
+
+
+RESULTS_CSV = "dataset,experiment,model,seed,metric,value,settings\ndigits,teacher,teacher,0,test_accuracy,50.0,0123abcd4567\n"
+
+
+def test_a_damaged_results_csv_is_one_line_before_anything_trains(tmp_path, capsys):
+    """A hand-damaged results.csv (an unterminated quoted field appended) is named before the teacher trains: exit 2,
+    one line, the file untouched (it was a pandas ParserError traceback, exit 1, from results._upsert after training)."""
+    csv = tmp_path / "results.csv"
+    csv.write_text(RESULTS_CSV + 'digits,direct,"S1,0,final_train_loss,0.1\n')
+    before = csv.read_bytes()
+    rc, out, err = _experiments_cli(SMOKE + [f"results_dir={tmp_path}"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: {csv} cannot be read (ParserError: "), err
+    assert "Traceback" not in err and csv.read_bytes() == before and not list(tmp_path.rglob("*.pt"))
+    rc = reproduce.main(["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path), "--only", "00"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith(f"error: {csv} cannot be read"), err
+    assert csv.read_bytes() == before and not (tmp_path / "executed").exists()
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("history.csv", "dataset,model,seed\ndigits,teacher,0\n", "history.csv lacks the column(s) key, epoch, metric, value"),
+    ("superseded/results.csv", RESULTS_CSV + '"\n', "superseded/results.csv cannot be read (ParserError"),
+    ("manifest.json", '{"config": ', "manifest.json cannot be read (JSONDecodeError"),
+], ids=["history-columns", "superseded-unterminated", "manifest-cut"])
+def test_every_results_file_is_checked_before_anything_trains(name, text, message, tmp_path):
+    from tadist_utils.experiments import Pipeline
+    from tadist_utils.results import check_files
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_text(text)
+    check_files(tmp_path / "elsewhere")  # no files: nothing to say
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        Pipeline(make_config("smoke", dataset="digits", results_dir=str(tmp_path)))
+    assert "\n" not in str(e.value) and (tmp_path / name).read_text() == text
+
+
+def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_is_clamped(tmp_path):
+    from tadist_utils.data import load_data
+    with pytest.raises(ConfigError, match=r"^val_size=1438 is not below the 1,438 training images of digits") as e:
+        load_data(make_config("smoke", dataset="digits", val_size=1438))
+    assert "\n" not in str(e.value)
+    clamped = load_data(make_config("smoke", dataset="digits", val_size=1437))  # set by hand, below: 20%, said
+    assert len(clamped.val) == 287 and "val_size clamped to 287" in clamped.notice
+    _folders(tmp_path)  # smoke's own 64 on a folder of 12 training images: 20%, said, as before
+    small = load_data(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok")))
+    assert len(small.val) == 2 and "val_size clamped to 2" in small.notice
+
+
+# ------------------------------------------------------------------ one flag vocabulary for every runner (cli.py)
+def _main(runner: str):
+    from tadist_utils import experiments, sweep
+    return dict(reproduce=reproduce.main, experiments=experiments.main, sweep=sweep.main)[runner]
+
+
+@pytest.mark.parametrize("runner", ["reproduce", "experiments", "sweep"])
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "0", "1", "0"], "--seeds names 0 more than once; give each seed once"),
+    (["--profile", "nope"], "unknown profile 'nope'"),
+    (["--dataset", "nope"], "unknown dataset 'nope'"),
+    (["--dataset", "imagefolder", "--data-dir", "{tmp}/nope"], "nope' does not exist"),
+    (["--results-dir", "{tmp}/a_file/results"], "is not writable"),
+    (["--set", "val_size=0"], "val_size must be a positive integer, got 0"),
+    (["--set", "seed=1"], "use --seeds instead of --set seed"),
+], ids=["seeds-twice", "profile", "dataset", "data-dir", "results-dir", "set", "set-seed"])
+def test_every_runner_takes_the_same_flags_and_refuses_alike(runner, args, message, tmp_path, capsys):
+    """reproduce, experiments and sweep share one parser (cli.py): the same flags, the same one-line refusals, nothing
+    run (``--seeds 0 0`` ran seed 0 twice and exited 0)."""
+    (tmp_path / "a_file").write_text("x")
+    base = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r")]
+    argv = base + [a.replace("{tmp}", str(tmp_path)) for a in args] + (["--only", "00"] if runner == "reproduce" else [])
+    try:
+        rc = _main(runner)(argv)
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: "), out + err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert not (tmp_path / "r").exists()

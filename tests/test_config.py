@@ -54,12 +54,6 @@ def test_strings_from_the_command_line_are_coerced():
     assert cfg.test_size is None
 
 
-def test_profiles_differ_where_they_should():
-    assert make_config("paper").teacher_epochs == 10 and make_config("paper").student_epochs == 60
-    assert make_config("paper").finetune_epochs == 10 and make_config("paper").train_size is None
-    assert make_config("smoke").train_size < make_config("quick").train_size
-
-
 def test_config_error_is_one_line_in_jupyter():
     """IPython shows ``_render_traceback_`` instead of a traceback: a ConfigError in any cell is one line."""
     with pytest.raises(ConfigError) as info:
@@ -118,3 +112,34 @@ def test_only_image_files_are_listed(tmp_path):
     assert data.Listing.of(tmp_path).key == key  # a file that is not an image changes nothing
     (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"xy")
     assert data.Listing.of(tmp_path).key != key  # an image that changed does
+
+
+def test_a_field_declares_its_roles_once_and_every_list_follows(monkeypatch, tmp_path):
+    """Adding a setting is one line: a field declared with ``role`` reaches the settings hash, the notebook parameters,
+    the runner's parameters and the sweep's teacher/S1 sharing, with no list to edit."""
+    import dataclasses
+
+    from tadist_utils import config, nbsetup, reproduce, sweep
+    from tadist_utils.config import role
+    extra = dataclasses.make_dataclass("Extra", [  # types as config.py spells them (annotations are strings there)
+        ("warmup_epochs", "int", role(0, teacher=False, s1=True, notebook=10)),  # a setting, S1's, a notebook parameter
+        ("log_every", "int", role(1, setting=False, teacher=False))], bases=(config.Config,))  # none of these
+    monkeypatch.setattr(config, "Config", extra)
+    monkeypatch.setattr(config, "FIELDS", {f.name: f for f in dataclasses.fields(extra)})
+    cfg = make_config("smoke", dataset="digits", warmup_epochs="3", log_every="5", results_dir=str(tmp_path))
+    assert type(cfg) is extra and cfg.warmup_epochs == 3
+    assert config.settings_fields(cfg)["warmup_epochs"] == 3 and "log_every" not in config.settings_fields(cfg)
+    assert nbsetup.notebook_parameters()[-2:] == ("warmup_epochs", "overrides")
+    assert reproduce.parameters(cfg, {})["warmup_epochs"] == 3
+    cells, stages = sweep.plan("smoke", [0], {"dataset": "digits"}, {"warmup_epochs": ["0", "1"]}, tmp_path)
+    assert len({c["teacher"] for c in cells}) == 1 and len({c["s1"] for c in cells}) == 2  # one teacher, two S1s
+    cells, _ = sweep.plan("smoke", [0], {"dataset": "digits"}, {"log_every": ["1", "2"]}, tmp_path)
+    assert len({c["teacher"] for c in cells}) == 1 and len({c["s1"] for c in cells}) == 1
+
+
+def test_the_package_lists_are_the_declared_roles():
+    from tadist_utils import config, nbsetup, sweep
+    assert config.NOT_SETTINGS == set(config.with_role("setting", False)) and "profile" in config.NOT_SETTINGS
+    assert sweep.NOT_TEACHER == set(config.with_role("teacher", False)) and "student_lr" in sweep.NOT_TEACHER
+    assert sweep.S1_FIELDS == config.with_role("s1") and "feature_loss" in sweep.S1_FIELDS
+    assert nbsetup.PARAMETERS == nbsetup.notebook_parameters() and nbsetup.PARAMETERS[0] == "profile"

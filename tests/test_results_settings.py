@@ -121,13 +121,13 @@ def test_a_move_cut_short_by_a_crash_loses_nothing_and_copies_nothing_twice(tmp_
     store = ResultsStore(tmp_path)
     store.add_results(_rows("A", seed=0) + _rows("A", seed=1))
     store._write_manifest(dict(settings=dict(hash="A"), stages=dict(direct=dict(settings="A"))))
-    write = results._write_csv_atomic
+    write = results.write_csv_atomic
 
     def crash_on_results_csv(df, path):
         if path == store.results_csv:
             raise KeyboardInterrupt  # killed after superseded/results.csv was written, before results.csv
         write(df, path)
-    monkeypatch.setattr(results, "_write_csv_atomic", crash_on_results_csv)
+    monkeypatch.setattr(results, "write_csv_atomic", crash_on_results_csv)
     try:
         store.add_results(_rows("B"))
     except KeyboardInterrupt:

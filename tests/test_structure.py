@@ -1,16 +1,23 @@
-"""The package's shape, checked: imports go one way (analysis -> core), no import cycle, no module over ~400 lines."""
+"""The package's shape, checked: imports go one way (analysis -> core), no import cycle, and no module takes
+another's private name (a module is cut at a seam, where what crosses is public; issue 24)."""
 import ast
 from pathlib import Path
 
 import tadist_utils
 
 ROOT = Path(tadist_utils.__file__).parent
-MAX_LINES = 410  # "no module over ~400 lines" (issue 11)
+# Private names that issue 23's statistics modules still take from one another: that work owns these files and
+# makes the names public (or merges the modules). No other may appear.
+ISSUE_23 = {f"tadist_utils.analysis.{a} imports tadist_utils.analysis.{b}.{n}" for a, b, names in [
+    ("comparison_plots", "run_plots", ["_n_students", "_paper_teacher"]),
+    ("paired_tests", "seed_summary", ["_describe", "_is_ensemble", "_students", "_t_crit"]),
+    ("paper_claims", "paired_tests", ["_correct", "_pair"]),
+    ("paper_claims", "seed_summary", ["_is_ensemble", "_students"])] for n in names}
 
 
-def modules() -> dict[str, Path]:
-    return {".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__"): p
-            for p in sorted(ROOT.rglob("*.py"))}
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    return {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in sorted(root.rglob("*.py"))}
 
 
 def _type_checking_only(tree: ast.Module) -> set[int]:
@@ -64,9 +71,49 @@ def test_core_never_imports_analysis():
     assert not {m: ts for m, ts in bad.items() if ts}, "the method must not depend on measuring it"
 
 
-def test_no_module_is_long():
-    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
-    assert not long, f"split these along a seam: {long}"
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_imports(root: Path = ROOT) -> set[str]:
+    """'<module> imports <other module>.<name>' for every private name one module of the package takes from another:
+    ``from .x import _name`` or ``from . import x`` ... ``x._name`` (module attributes; tests may use them)."""
+    mods, found = modules(root), set()
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        tree, aliases = ast.parse(path.read_text()), {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1]) if node.level else ""
+                target = ".".join(x for x in (base, node.module) if x)
+                for a in node.names:
+                    if f"{target}.{a.name}" in mods:
+                        aliases[a.asname or a.name] = f"{target}.{a.name}"
+                    elif target in mods and target != name and _private(a.name):
+                        found.add(f"{name} imports {target}.{a.name}")
+            elif isinstance(node, ast.Import):
+                aliases.update({a.asname: a.name for a in node.names if a.asname and a.name in mods})
+        found |= {f"{name} imports {aliases[n.value.id]}.{n.attr}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in aliases
+                  and aliases[n.value.id] != name and _private(n.attr)}
+    return found
+
+
+def test_no_module_takes_another_modules_private_name():
+    assert private_imports() <= ISSUE_23, "make these public in their module, or move them to it: " \
+        f"{sorted(private_imports() - ISSUE_23)}"
+
+
+def test_the_checker_sees_a_private_import(tmp_path):
+    """The rule can fail: a planted ``from .a import _helper`` and an ``a._helper`` attribute are both reported."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def _helper():\n    pass\n\n\ndef public():\n    return _helper()\n")
+    (pkg / "b.py").write_text("from .a import _helper, public\n")
+    (pkg / "sub" / "c.py").write_text("from .. import a\n\n\ndef f():\n    return a._helper(), a.__name__\n")
+    assert private_imports(pkg) == {"pkg.b imports pkg.a._helper", "pkg.sub.c imports pkg.a._helper"}
 
 
 def test_the_checker_sees_a_cycle(monkeypatch):

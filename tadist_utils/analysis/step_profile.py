@@ -23,7 +23,7 @@ from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
-from ..train import (Context, RunState, _classifier_step, classifier_optimizer, guide_targets, init_seed, loop_step,
+from ..train import (Context, RunState, classifier_optimizer, classifier_step, guide_targets, init_seed, loop_step,
                      student_run)
 from .machine import sync
 
@@ -229,7 +229,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
     opt, sched = classifier_optimizer(teacher.parameters(), cfg.teacher_optimizer, lr=cfg.teacher_lr,
                                       weight_decay=cfg.teacher_weight_decay, steps=10_000, device=ctx.device)
     scaler = grad_scaler(ctx.device, ctx.amp_dtype)
-    t_step = per_step(lambda: _classifier_step(teacher, opt, sched, scaler, x, y, ctx))
+    t_step = per_step(lambda: classifier_step(teacher, opt, sched, scaler, x, y, ctx))
     rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
                  seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
     teacher.eval()
