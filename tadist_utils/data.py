@@ -224,7 +224,7 @@ def locate(cfg: Config) -> tuple[str, int | None, int | None]:
         classes = check_imagefolder(root)
         return (f"ImageFolder {root} ({len(classes)} classes)", *_count_images(root))
     if name in ("cifar10", "auto"):
-        where = _find_cifar10(root)
+        where = find_cifar10(root)
         if where == "jpeg":
             return (f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", *_count_images(root / JPEG_FOLDER))
         if where == "torchvision":

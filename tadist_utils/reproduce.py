@@ -256,15 +256,16 @@ def main(argv: list[str] | None = None) -> int:
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
         notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
-        if not args.prepare_only:  # which data, said first; the fallback as a banner, and again at the end
-            console.announce(notice)
-            print(console.data_line(configs[0], fallback=bool(notice)), flush=True)
         check_data(configs[0])
         from .results import check_files
         check_files(configs[0].results_dir)
+        line = "" if args.prepare_only else console.data_line(configs[0], fallback=bool(notice))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if line:  # which data, said first; the fallback as a banner, and again at the end
+        console.announce(notice)
+        print(line, flush=True)
 
     results_dir = Path(configs[0].results_dir)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)

@@ -158,7 +158,7 @@ class ResultsStore:
         with self.lock:
             table = summary_table(read_table(self.results_csv)) if self.results_csv.exists() else summary_table(
                 pd.DataFrame(columns=RESULT_KEYS + ["value"]))
-            _write_csv_atomic(table, self.summary_csv)
+            write_csv_atomic(table, self.summary_csv)
         return table
 
     def add_results(self, rows: list[dict]) -> dict | None:

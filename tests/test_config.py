@@ -130,7 +130,8 @@ def test_a_field_declares_its_roles_once_and_every_list_follows(monkeypatch, tmp
     assert type(cfg) is extra and cfg.warmup_epochs == 3
     assert config.settings_fields(cfg)["warmup_epochs"] == 3 and "log_every" not in config.settings_fields(cfg)
     assert nbsetup.notebook_parameters()[-2:] == ("warmup_epochs", "overrides")
-    assert reproduce.parameters(cfg, {})["warmup_epochs"] == 3
+    assert reproduce.parameters(cfg, {"warmup_epochs": "3"})["warmup_epochs"] == 3  # given: a notebook parameter
+    assert "warmup_epochs" not in reproduce.parameters(cfg, {})  # not given: the injected cell stays short
     cells, stages = sweep.plan("smoke", [0], {"dataset": "digits"}, {"warmup_epochs": ["0", "1"]}, tmp_path)
     assert len({c["teacher"] for c in cells}) == 1 and len({c["s1"] for c in cells}) == 2  # one teacher, two S1s
     cells, _ = sweep.plan("smoke", [0], {"dataset": "digits"}, {"log_every": ["1", "2"]}, tmp_path)

@@ -10,7 +10,8 @@ from tadist_utils.analysis import readme_check, study_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 READMES = [ROOT / "README.md", ROOT / "results" / "README.md"]
-STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/results.csv"))
+STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/results.csv")  # committed ones: not the ignored
+                 if not p.parent.name.startswith("_") and p.parent.name not in ("run", "runs", "sweep"))  # scratch folders
 
 
 def test_every_number_in_the_readme_results_tables_is_in_a_committed_csv():
