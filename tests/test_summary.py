@@ -43,7 +43,8 @@ def test_one_seed_claims_no_spread():
     assert all(np.isnan(s[c]) for c in ("sd", "ci", "ci_low", "ci_high"))
 
 
-STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/results.csv"))
+STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/results.csv")  # committed ones: not the ignored
+                 if not p.parent.name.startswith("_") and p.parent.name not in ("run", "runs", "sweep"))  # scratch folders
 
 
 @pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.name)
