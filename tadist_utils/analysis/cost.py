@@ -81,7 +81,7 @@ SMOKE_BUDGET = dict(repeats=1, warmup=1, large_batch=8, max_seconds=0.5)  # one 
 # 116 s -> 32 s.
 QUICK_BUDGET = dict(repeats=3, warmup=1, large_batch=64, max_seconds=1.0)
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
-PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": QUICK_BUDGET}
+PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": QUICK_BUDGET, "reference": QUICK_BUDGET}  # reference: rough too (its run is for learning)
 
 
 def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:
