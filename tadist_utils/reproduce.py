@@ -65,7 +65,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 def in_checkout(path) -> str:
     """``path`` relative to the checkout when it lies inside it (the notebooks resolve relative paths against the
     checkout: ``nbsetup.repo_path``), else absolute: an executed notebook names no machine's folders."""
-    p = Path(path).resolve()
+    p = Path(os.path.normpath(Path(path).absolute()))  # a symlinked folder keeps the name it was given
     try:
         return p.relative_to(REPO).as_posix() or "."
     except ValueError:
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         probe = make_config(args.profile, **overrides)
         defaults = dict(data_dir=probe.data_dir, results_dir=default_results_dir(args.profile))
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
-            overrides[key] = str(Path(overrides[key]).resolve() if overrides.get(key) else REPO / default)
+            overrides[key] = str(Path(os.path.normpath(Path(overrides[key]).absolute())) if overrides.get(key)
+                                 else REPO / default)
         configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
         notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
