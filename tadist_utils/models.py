@@ -2,7 +2,7 @@
 
 Every model maps a 32x32 image to a *dense feature*: the teacher's is the 512-d input of its
 classifier, a student's is its chunk-sized output. Ensembles concatenate students' features in
-chunk order and put one output layer on top. Parameter counts match SPEC.md to the unit
+chunk order and put one output layer on top. Parameter counts match the paper's to the unit
 (``tests/test_models.py`` checks them).
 
 Run ``python -m tadist_utils.models`` for a per-layer summary and ``results/models.csv``.
@@ -30,7 +30,7 @@ STUDENT_LEVELS: dict[int, dict] = {
     4: dict(config=[32, 32, "M", 32, 32, "M", 32, 64, "M", 64, 64, "M", 64, 64, 64, "M"], head=None),
 }
 
-# Parameter counts printed in the paper (SPEC.md); tests and the summary compare against them.
+# Parameter counts printed in the paper; tests and the summary compare against them.
 PAPER_PARAMS = {
     "teacher": 14_728_266,
     "student_level1": 2_618_016,

@@ -2,7 +2,7 @@
 
 A plan is a list of student nodes. Each node names its parent (``"teacher"`` or another node) and
 the contiguous ``[start:stop]`` slice of the parent's dense feature it regresses. Ensembles list
-their students in chunk order. The three builders reproduce SPEC.md's trees and generalise to any
+their students in chunk order. The three builders reproduce the paper's trees and generalise to any
 number of levels (level k has 2**(k-1) students, each regressing a 512 / 2**(k-1) chunk).
 A fourth builder, ``dense``, is the paper's future work: densely guided students (Son et al.,
 arXiv 2009.08825) on the hierarchical tree, each regressing its chunk of *every* ancestor at once.

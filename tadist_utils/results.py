@@ -33,7 +33,7 @@ from .summary import summary_table
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
 HISTORY_KEYS = ["dataset", "key", "model", "seed", "epoch", "metric"]
 
-# The paper's CIFAR-10 numbers (one run each), with every digit it prints (SPEC.md rounds them to 3-4 places):
+# The paper's CIFAR-10 numbers (one run each), with every digit it prints:
 # stored once, unrounded, and formatted only where shown, so one number never reads 85.60 in one table and
 # 85.61 in another. Teacher and S1 are one model shared by its experiments; where the paper prints them with
 # different precision in different tables (82.889 / 82.8889 / 82.88888889) the longest is kept. Accuracies are

@@ -1,4 +1,4 @@
-"""Architectures: exact parameter counts from SPEC.md, shapes, and the dense-feature contract."""
+"""Architectures: exact parameter counts from the paper, shapes, and the dense-feature contract."""
 import csv
 
 import pytest
@@ -23,7 +23,7 @@ def test_parameter_counts_match_the_paper_to_the_unit(name, build):
 
 
 def test_hard_coded_paper_counts_are_spec_values():
-    # Guard against someone "fixing" the table to match the code: these are SPEC.md's numbers.
+    # Guard against someone "fixing" the table to match the code: these are the paper's numbers.
     assert models.PAPER_PARAMS["teacher"] == 14_728_266
     assert models.PAPER_PARAMS["ensemble_8"] == 1_942_026
 

@@ -1,4 +1,4 @@
-"""The three distillation trees of SPEC.md and the densely guided one, edge by edge, and plan validation."""
+"""The paper's three distillation trees and the densely guided one, edge by edge, and plan validation."""
 import pytest
 
 from tadist_utils import methods, plans
