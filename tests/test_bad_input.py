@@ -62,7 +62,7 @@ def run_runner(argv, name, capsys, monkeypatch) -> tuple[int, str, str]:
 
 
 RUNNER_CASES = [  # (id, arguments ({tmp}: the test's tmp_path), what the one line must say)
-    case("profile", ["--profile", "nope"], "unknown profile 'nope'; choose from smoke, quick, paper"),
+    case("profile", ["--profile", "nope"], "unknown profile 'nope'; choose from smoke, quick, reference, paper"),
     case("experiment", ["--set", "experiments=nope"], "unknown experiment(s) ['nope']"),
     case("dataset", ["--dataset", "nope"], "unknown dataset 'nope'"),
     case("imagefolder-missing", ["--dataset", "imagefolder", "--data-dir", "{tmp}/nope"], "nope' does not exist"),
