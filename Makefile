@@ -11,5 +11,5 @@ unit:
 # ignored folder
 notebooks:
 	rm -rf results/_nbval
-	python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
+	python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 	python -m pytest --nbval -p no:cacheprovider results/_nbval/notebooks

@@ -15,7 +15,7 @@ from pathlib import Path
 from .data import MIN_PER_CLASS
 from .engine import resolve_device
 from .errors import ConfigError, RunError  # noqa: F401  (re-exported: config.ConfigError is public)
-from .imagefolder import check_imagefolder
+from .data.imagefolder import check_imagefolder
 from .losses import FEATURE_LOSSES
 from .methods import METHODS, PAPER_EXPERIMENTS
 from .models import STUDENT_LEVELS

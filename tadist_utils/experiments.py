@@ -29,7 +29,7 @@ from .data import DataBundle, load_data
 from .engine import describe
 from .methods import BEYOND, METHODS, build  # noqa: F401  (BEYOND: notebook 06 imports it from here)
 from .plans import TEACHER, Node, Plan
-from .results import ResultsStore, check_files, superseded_notice
+from .storage.results import ResultsStore, check_files, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
                     train_students)
 
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     import shlex
     import sys
 
-    from . import cli
+    from .runners import cli
     from .config import ConfigError, make_config
     args = cli.parser("python -m tadist_utils.experiments", main.__doc__).parse_args(argv)
     try:
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .console import announce, data_line, data_notice
+    from .runners.console import announce, data_line, data_notice
     try:
         notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
         announce(notice)
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # data there but refused (not CIFAR, an ImageFolder without classes)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from . import console
+    from .runners import console
     finished, t_all, cfg = [], time.perf_counter(), configs[0]
     try:
         with console.stop_on_sigterm():

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import RunState, run_epochs
+from .storage.checkpoint import RunState, run_epochs
 from .config import default_threads
 from .data import Batches, DataBundle
 from .engine import (Compiled, autocast, fused_optimizer, grad_scaler, prepare, resolve_device, resolve_fuse,
@@ -54,7 +54,7 @@ class Context:
                    cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
 
     def bar(self, total: int, desc: str):
-        from .console import bar  # tqdm, also reporting to $TADIST_PROGRESS for the runner's terminal (console.py)
+        from .runners.console import bar  # tqdm, also reporting to $TADIST_PROGRESS for the runner's terminal (console.py)
         return bar(total, desc, disable=not self.progress)
 
     def model(self, m: nn.Module) -> nn.Module:

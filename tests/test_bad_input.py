@@ -1,6 +1,6 @@
 """Bad input at every public entry point fails before anything trains, with one line that says what is wrong.
 
-* the runner, ``python -m tadist_utils.reproduce``: exit 2, one stderr line ``error: ...``, no traceback, nothing run;
+* the runner, ``python -m tadist_utils``: exit 2, one stderr line ``error: ...``, no traceback, nothing run;
 * a notebook run directly with papermill: ConfigError at the config cell, shown as one line;
 * the API, ``make_config``: ConfigError with a one-line message (more cases in test_config.py; CIFAR-10
   requested but absent through ``load_data`` is in test_data.py).
@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from tadist_utils import cli, nbsetup, reproduce
+from tadist_utils.runners import cli, nbsetup, reproduce
 from tadist_utils.config import ConfigError, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def case(name, args, message, marks=()):
     return pytest.param(args, message, id=name, marks=marks)
 
 
-# These cases run the real ``python -m tadist_utils.reproduce`` process (exit status through sys.exit, stderr of a
+# These cases run the real ``python -m tadist_utils`` process (exit status through sys.exit, stderr of a
 # fresh interpreter, the CIFAR download really failing through a dead proxy); the rest call reproduce.main in-process
 # with the same assertions (a subprocess launch is ~2 s of CPU each, mostly importing torch).
 IN_A_SUBPROCESS = {"profile", "unknown-flag", "cifar10-absent", "cifar100-absent"}
@@ -41,7 +41,7 @@ IN_A_SUBPROCESS = {"profile", "unknown-flag", "cifar10-absent", "cifar100-absent
 def run_runner(argv, name, capsys, monkeypatch) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of the runner with ``argv``, offline, from the repository root."""
     if name in IN_A_SUBPROCESS:
-        r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", *argv], cwd=ROOT,
+        r = subprocess.run([sys.executable, "-m", "tadist_utils.runners.reproduce", *argv], cwd=ROOT,
                            env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300)
         return r.returncode, r.stdout, r.stderr
     import warnings
@@ -229,7 +229,7 @@ def test_runner_data_check_names_the_folder_without_network(tmp_path, monkeypatc
 
 
 def test_notebook_seeds_parameter_is_checked():
-    from tadist_utils import nbsetup
+    from tadist_utils.runners import nbsetup
     cfg = make_config("smoke", dataset="digits")
     assert [c.seed for c in nbsetup.per_seed(cfg, [])] == [cfg.seed]
     assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, 2])] == [2, 0]
@@ -266,7 +266,7 @@ def test_a_malicious_cifar_pickle_runs_nothing_and_is_refused(tmp_path, dataset)
     """The default --dataset auto too: a CIFAR folder someone sent you is read without running code from it."""
     marker = tmp_path / "pwned"
     meta = _plant_malicious_cifar10(tmp_path / "data", marker)
-    r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", "--profile", "smoke", "--dataset", dataset,
+    r = subprocess.run([sys.executable, "-m", "tadist_utils.runners.reproduce", "--profile", "smoke", "--dataset", dataset,
                         "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "r"), "--only", "00"],
                        cwd=ROOT, env={**os.environ, **OFFLINE}, capture_output=True, text=True, timeout=300)
     assert not marker.exists()  # os.system never ran
@@ -457,7 +457,7 @@ def test_nan_in_any_recorded_metric_stops_the_run(tmp_path):
 def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
     import errno
 
-    from tadist_utils import checkpoint
+    from tadist_utils.storage import checkpoint
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -474,7 +474,7 @@ def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch):
     import pandas as pd
 
     from tadist_utils.config import RunError
-    from tadist_utils.results import ResultsStore
+    from tadist_utils.storage.results import ResultsStore
     store = ResultsStore(tmp_path)
     store.add_results([dict(dataset="d", experiment="e", model="m", seed=0, metric="acc", value=1.0)])
 
@@ -514,7 +514,7 @@ def test_a_damaged_results_csv_is_one_line_before_anything_trains(tmp_path, caps
 ], ids=["history-columns", "superseded-unterminated", "manifest-cut"])
 def test_every_results_file_is_checked_before_anything_trains(name, text, message, tmp_path):
     from tadist_utils.experiments import Pipeline
-    from tadist_utils.results import check_files
+    from tadist_utils.storage.results import check_files
     (tmp_path / name).parent.mkdir(exist_ok=True)
     (tmp_path / name).write_text(text)
     check_files(tmp_path / "elsewhere")  # no files: nothing to say
@@ -537,7 +537,8 @@ def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_
 
 # ------------------------------------------------------------------ one flag vocabulary for every runner (cli.py)
 def _main(runner: str):
-    from tadist_utils import experiments, sweep
+    from tadist_utils import experiments
+    from tadist_utils.runners import sweep
     return dict(reproduce=reproduce.main, experiments=experiments.main, sweep=sweep.main)[runner]
 
 

@@ -133,7 +133,7 @@ def test_runner_takes_cifar100_through_the_dense_experiment_and_baselines(tmp_pa
     out = tmp_path / "results"
     # levels=2 (3 students per tree instead of smoke's 15; 06 trains 4 experiments): the 100-class path is the same
     # at every level, and the notebooks at smoke's full depth are nbval's job (make notebooks)
-    r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", "--profile", "smoke", "--dataset", "cifar100",
+    r = subprocess.run([sys.executable, "-m", "tadist_utils.runners.reproduce", "--profile", "smoke", "--dataset", "cifar100",
                         "--data-dir", str(root), "--results-dir", str(out), "--only", "01", "02", "06", "--quiet",
                         "--set", "levels=2"],
                        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1200)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from tadist_utils import checkpoint as ck
+from tadist_utils.storage import checkpoint as ck
 from tadist_utils.config import RunError
 
 
@@ -50,7 +50,7 @@ KILLED_MID_WRITE = r"""
 import os, signal, sys
 from pathlib import Path
 import torch
-from tadist_utils import checkpoint
+from tadist_utils.storage import checkpoint
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # die with the temporary written, before the rename
 checkpoint.save_atomic(dict(spec={"epoch": 2}, state={"w": torch.full((2,), 2.0)}), Path(sys.argv[1]))
 """

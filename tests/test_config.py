@@ -91,7 +91,7 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
 def test_only_image_files_are_listed(tmp_path):
     """What an ImageFolder listing counts (imagefolder.image_entries, the cache key, the check that a class has images):
     files with an image suffix, any case, sorted by name; not a text file, a hidden '.jpg', a folder named a.png."""
-    from tadist_utils import imagefolder as data
+    from tadist_utils.data import imagefolder as data
     for split in ("train", "test"):
         for cls in ("cat", "dog"):
             d = tmp_path / split / cls
@@ -119,7 +119,8 @@ def test_a_field_declares_its_roles_once_and_every_list_follows(monkeypatch, tmp
     the runner's parameters and the sweep's teacher/S1 sharing, with no list to edit."""
     import dataclasses
 
-    from tadist_utils import config, nbsetup, reproduce, sweep
+    from tadist_utils import config
+    from tadist_utils.runners import nbsetup, reproduce, sweep
     from tadist_utils.config import role
     extra = dataclasses.make_dataclass("Extra", [  # types as config.py spells them (annotations are strings there)
         ("warmup_epochs", "int", role(0, teacher=False, s1=True, notebook=10)),  # a setting, S1's, a notebook parameter
@@ -139,7 +140,8 @@ def test_a_field_declares_its_roles_once_and_every_list_follows(monkeypatch, tmp
 
 
 def test_the_package_lists_are_the_declared_roles():
-    from tadist_utils import config, nbsetup, sweep
+    from tadist_utils import config
+    from tadist_utils.runners import nbsetup, sweep
     assert config.NOT_SETTINGS == set(config.with_role("setting", False)) and "profile" in config.NOT_SETTINGS
     assert sweep.NOT_TEACHER == set(config.with_role("teacher", False)) and "student_lr" in sweep.NOT_TEACHER
     assert sweep.S1_FIELDS == config.with_role("s1") and "feature_loss" in sweep.S1_FIELDS

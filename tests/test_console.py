@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tadist_utils import cli, console, nbsetup, reproduce
+from tadist_utils.runners import cli, console, nbsetup, reproduce
 from tadist_utils.config import RESULTS_ROOT, Config, default_results_dir, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def test_a_stopped_runner_says_what_finished_and_how_to_resume(how, tmp_path, mo
     out, err = capsys.readouterr()
     (line,) = err.strip().splitlines()
     assert line.startswith(f"interrupted ({'Ctrl-C' if how == 'ctrl-c' else 'SIGTERM'}) in 01_teacher.ipynb after ")
-    assert "finished: 00_overview. To resume, run the same command again: python -m tadist_utils.reproduce " \
+    assert "finished: 00_overview. To resume, run the same command again: python -m tadist_utils " \
            f"--profile smoke --dataset digits --results-dir {tmp_path / 'r'} --only 00 01 02 (finished models load " \
            f"from {tmp_path / 'r' / 'checkpoints'}" in line, line
     assert "02_direct" not in out  # nothing ran after the stop
@@ -175,7 +175,7 @@ def test_runner_shows_progress_and_the_fallback_first_and_last(tmp_path):
     empty = tmp_path / "nodata"
     empty.mkdir()
     out = tmp_path / "results"
-    r = subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", "--profile", "smoke", "--dataset", "auto",
+    r = subprocess.run([sys.executable, "-m", "tadist_utils.runners.reproduce", "--profile", "smoke", "--dataset", "auto",
                         "--data-dir", str(empty), "--results-dir", str(out), "--only", "01"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env=offline_env())
     assert r.returncode == 0, r.stdout + r.stderr
@@ -226,7 +226,8 @@ def _jpeg_cifar(root: Path, train_per_class: int = 8, test_per_class: int = 3) -
 def test_the_data_line_counts_the_images_without_decoding_them(tmp_path, monkeypatch):
     """Which data, where, and how many images each split keeps: the sizes load_data then gives, counted from the
     file listing (a decode would cost CIFAR-10 a minute before the first line)."""
-    from tadist_utils import data, imagefolder
+    from tadist_utils import data
+    from tadist_utils.data import imagefolder
     root = _jpeg_cifar(tmp_path / "data")
     cfg = make_config("smoke", dataset="auto", data_dir=str(root), results_dir=str(tmp_path / "r"))
 

@@ -41,7 +41,7 @@ def test_committed_with_outputs_of_one_run_and_small(path):
     the notebook stays light enough to open (the figures are PNGs at 120 dpi)."""
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert any(c.outputs for c in code), "run: python -m tadist_utils.reproduce --profile reference ... --update-notebooks"
+    assert any(c.outputs for c in code), "run: python -m tadist_utils --profile reference ... --update-notebooks"
     assert path.stat().st_size < 1_500_000
     text = json.dumps([c.outputs for c in code] + [c.source for c in code if "injected-parameters" in c.metadata.get("tags", [])])
     assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text).group(0)
@@ -61,9 +61,9 @@ def test_papermill_sees_every_parameter(path):
 
 
 def test_colab_links_come_from_one_constant():
-    """Badges and the Colab pip line are generated from nbsetup.REPO_URL (python -m tadist_utils.nbsetup --sync-repo-url)."""
-    from tadist_utils import nbsetup
-    assert nbsetup.sync_repo_url(write=False) == [], "run: python -m tadist_utils.nbsetup --sync-repo-url"
+    """Badges and the Colab pip line are generated from nbsetup.REPO_URL (python -m tadist_utils.runners.nbsetup --sync-repo-url)."""
+    from tadist_utils.runners import nbsetup
+    assert nbsetup.sync_repo_url(write=False) == [], "run: python -m tadist_utils.runners.nbsetup --sync-repo-url"
     for path in NOTEBOOKS:
         text = path.read_text()
         assert nbsetup.colab_badge_url(path.name) in text and nbsetup.pip_line() in text, path.name
@@ -109,7 +109,7 @@ def test_no_cell_is_copied_between_notebooks():
 
 
 def _namespace(tmp_path, history=("",), **params):
-    from tadist_utils import nbsetup
+    from tadist_utils.runners import nbsetup
     p = dict(profile="smoke", dataset="digits", data_dir="data", results_dir=str(tmp_path / "r"), use_drive=False,
              seed=0, seeds=[], device="auto", teacher_epochs=None, student_epochs=None, finetune_epochs=None,
              overrides={})
@@ -118,7 +118,7 @@ def _namespace(tmp_path, history=("",), **params):
 
 
 def test_start_builds_the_config_from_the_parameters(tmp_path):
-    from tadist_utils import nbsetup
+    from tadist_utils.runners import nbsetup
     from tadist_utils.config import make_config
     cfg, cfgs = nbsetup.start(_namespace(tmp_path, seeds=[3, 1, 3], teacher_epochs=2,
                                          overrides='{"student_lr": 0.002}'), show=False)
@@ -137,7 +137,7 @@ def test_start_builds_the_config_from_the_parameters(tmp_path):
     (dict(overrides="[1]"), ("",), "overrides must be a mapping"),
 ], ids=["bad-value", "papermill-misspelled", "seeds", "overrides"])
 def test_start_stops_with_one_line(tmp_path, params, history, message):
-    from tadist_utils import nbsetup
+    from tadist_utils.runners import nbsetup
     from tadist_utils.config import ConfigError
     with pytest.raises(ConfigError) as e:
         nbsetup.start(_namespace(tmp_path, history, **params), show=False)
@@ -147,7 +147,7 @@ def test_start_stops_with_one_line(tmp_path, params, history, message):
 
 
 def test_start_names_a_missing_parameter(tmp_path):
-    from tadist_utils import nbsetup
+    from tadist_utils.runners import nbsetup
     from tadist_utils.config import ConfigError
     ns = _namespace(tmp_path)
     del ns["seeds"]

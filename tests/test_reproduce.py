@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def reproduce(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "tadist_utils.reproduce", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tadist_utils.runners.reproduce", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -80,7 +80,7 @@ def test_a_finished_notebook_is_shut_down_without_a_sigint(tmp_path, capfd):
     shutdown begins with a SIGINT, which hit the kernel while it was still finishing that request (under load), and
     the kernel logged ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` after a run that went fine.
     Here the kernel keeps a SIGINT handler between requests that leaves a file, so any SIGINT shows, race or not."""
-    from tadist_utils import reproduce as runner
+    from tadist_utils.runners import reproduce as runner
     marker = tmp_path / "sigint"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import os, signal\n"
@@ -100,7 +100,7 @@ def test_a_finished_notebook_is_shut_down_without_a_sigint(tmp_path, capfd):
 def test_the_kernels_own_log_goes_to_a_file_not_the_terminal(tmp_path, capfd):
     """The kernel process's stderr is plumbing (ZMQ tracebacks when a stop races a cell's reply): it goes to a
     file beside the executed copy, which a failure names; what a cell prints still reaches the notebook."""
-    from tadist_utils import reproduce as runner
+    from tadist_utils.runners import reproduce as runner
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import sys\nget_ipython().kernel.log.error('kernel plumbing')\nprint('to the notebook', file=sys.stderr)"),
         nbformat.v4.new_code_cell("raise ValueError('boom')")])
@@ -118,7 +118,7 @@ def test_the_kernels_own_log_goes_to_a_file_not_the_terminal(tmp_path, capfd):
 def test_a_cell_still_running_at_shutdown_is_interrupted(tmp_path):
     """The other side of the test above: a cell that is still running when the kernel is shut down (here a cell
     timeout; Ctrl-C or SIGTERM to the runner alike) gets the SIGINT, so it ends as a cell error, not mid-write."""
-    from tadist_utils import reproduce as runner
+    from tadist_utils.runners import reproduce as runner
     marker = tmp_path / "interrupted"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import os, time\ntry:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n"

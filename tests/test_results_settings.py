@@ -10,7 +10,7 @@ import pandas as pd
 
 from tadist_utils.config import NOT_SETTINGS, FIELDS, settings_fields
 from tadist_utils.experiments import Pipeline
-from tadist_utils.results import SUPERSEDED, ResultsStore, superseded_notice
+from tadist_utils.storage.results import SUPERSEDED, ResultsStore, superseded_notice
 
 
 def _rows(settings, seed=0, dataset="digits", experiment="direct", value=1.0):
@@ -81,7 +81,7 @@ def test_a_rerun_under_other_settings_moves_the_old_rows_aside(tmp_path, capsys,
 
 
 def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path, capsys):
-    from tadist_utils.sweep_files import merge
+    from tadist_utils.runners.sweep_files import merge
     dest = ResultsStore(tmp_path)
     dest.add_results(_rows("A", seed=0) + _rows("A", seed=0, experiment="hierarchical"))
     dest._write_manifest(dict(settings=dict(hash="A"), stages=dict(hierarchical=dict(settings="A"))))
@@ -117,7 +117,7 @@ def test_a_hash_that_reads_as_a_number_stays_one_string(tmp_path):
 
 
 def test_a_move_cut_short_by_a_crash_loses_nothing_and_copies_nothing_twice(tmp_path, monkeypatch):
-    import tadist_utils.results as results
+    import tadist_utils.storage.results as results
     store = ResultsStore(tmp_path)
     store.add_results(_rows("A", seed=0) + _rows("A", seed=1))
     store._write_manifest(dict(settings=dict(hash="A"), stages=dict(direct=dict(settings="A"))))
@@ -151,7 +151,7 @@ def test_a_manifest_set_aside_twice_under_one_hash_keeps_both(tmp_path):
 
 def test_reproduce_says_when_its_notebooks_moved_rows_aside(tmp_path, monkeypatch, capsys):
     """The notebooks' NOTICE is printed inside their kernels: the runner's terminal showed none of it."""
-    from tadist_utils import reproduce
+    from tadist_utils.runners import reproduce
     store = ResultsStore(tmp_path)
     store.add_results(_rows("A"))
     notebook = iter([_rows("A", seed=1), _rows("B")])  # a notebook that keeps the settings, then one that does not
@@ -165,7 +165,7 @@ def test_a_folder_holding_rows_of_two_settings_shows_the_manifests(tmp_path, cap
     """Rows pasted together by hand (or folders copied into one): 05 averaged both settings as one (seen: 'n=1')."""
     from types import SimpleNamespace
 
-    from tadist_utils.nbsetup import load
+    from tadist_utils.runners.nbsetup import load
     pd.DataFrame(_rows(None, value=5.0) + _rows("A", value=1.0) + _rows("B", value=2.0)
                  + _rows("A", dataset="cifar10", value=3.0)).to_csv(tmp_path / "results.csv", index=False)
     history = dict(dataset="digits", key="T", model="teacher", seed=0, epoch=1, metric="train_loss")
@@ -199,7 +199,7 @@ def test_rows_with_and_without_settings_move_aside_with_a_true_notice(tmp_path):
 def test_tables_of_a_folder_that_holds_only_the_teacher_are_empty(tmp_path):
     """After a settings change, a re-run of 01 alone leaves the teacher's rows only: 05 failed on its first table
     (KeyError: 'experiment') instead of showing empty ones."""
-    from tadist_utils.results import accuracy_table, loss_table
+    from tadist_utils.storage.results import accuracy_table, loss_table
     teacher = pd.DataFrame([dict(dataset="digits", experiment="teacher", model="teacher", seed=0, metric=m, value=1.0,
                                  settings="A") for m in ("test_accuracy", "final_train_loss")])
     acc, loss = accuracy_table(teacher), loss_table(teacher)

@@ -16,7 +16,7 @@ import pytest
 
 CHILD = r'''
 import os, signal, sys
-from tadist_utils import checkpoint
+from tadist_utils.storage import checkpoint
 from tadist_utils.config import make_config
 from tadist_utils.experiments import Pipeline
 
@@ -225,7 +225,7 @@ def test_a_corrupted_checkpoint_is_named_in_one_line_and_retrained(smoke_cfg):
 WRITER = r'''
 import sys
 from types import SimpleNamespace
-from tadist_utils.results import ResultsStore
+from tadist_utils.storage.results import ResultsStore
 store, name, n = ResultsStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 cfg = SimpleNamespace(as_dict=lambda: {"writer": name})
 for i in range(n):

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tadist_utils.results import ResultsStore, read_table
-from tadist_utils.summary import summary_table
+from tadist_utils.storage.results import ResultsStore, read_table
+from tadist_utils.storage.summary import summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 T_975_DF2 = 4.302652729911275

@@ -1,4 +1,4 @@
-"""The Ray sweep (tadist_utils.sweep): one small sweep on a local CPU Ray instance, checked against the headless CLI.
+"""The Ray sweep (tadist_utils.runners.sweep): one small sweep on a local CPU Ray instance, checked against the headless CLI.
 
 2 seeds x experiments=direct,hierarchical (levels 2, tiny digits subsets): the merged results equal the same runs
 made one after another by ``python -m tadist_utils.experiments``; one cell dies after its students are saved and
@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tadist_utils import experiments, sweep
+from tadist_utils import experiments
+from tadist_utils.runners import sweep
 from tadist_utils.config import ConfigError
 
 SETS = ["dataset=digits", "levels=2", "train_size=64", "val_size=32", "test_size=64", "precision=fp32", "device=cpu"]
@@ -71,7 +72,7 @@ def test_plan_folders_and_shared_stages(tmp_path):
 
 
 def test_merge_per_setting_leaves_failed_cells_out(tmp_path):
-    from tadist_utils.results import ResultsStore
+    from tadist_utils.storage.results import ResultsStore
     cells = []
     for seed, lr, status in [(0, "1e-3", "ran"), (1, "1e-3", "reused"), (0, "3e-3", "failed")]:
         d = tmp_path / "cells" / f"seed{seed}-student_lr={lr}"
@@ -94,7 +95,7 @@ def test_merge_per_setting_leaves_failed_cells_out(tmp_path):
 def test_merge_drops_what_an_earlier_sweep_left_for_a_cell_that_failed_now(tmp_path):
     """Sweep 1 merged seeds 0 and 1; sweep 2 (another setting, same results_dir) fails seed 1's cell: the merged
     folder must not keep sweep 1's seed-1 rows beside sweep 2's seed 0 under sweep 2's manifest."""
-    from tadist_utils.results import ResultsStore
+    from tadist_utils.storage.results import ResultsStore
 
     def cells(value, failed=()):
         out = []

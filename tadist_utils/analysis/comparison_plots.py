@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..results import PAPER_ACCURACY
+from ..storage.results import PAPER_ACCURACY
 from .run_plots import EXPERIMENT_ORDER, STUDENT_ORDER, students_of, paper_teacher_line, teacher_accuracy
 
 

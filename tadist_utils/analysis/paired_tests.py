@@ -48,7 +48,7 @@ from statsmodels.stats.multitest import multipletests
 
 from .. import baselines
 from ..methods import BASELINES, EXPERIMENTS, build
-from ..summary import describe, is_ensemble, n_students
+from ..storage.summary import describe, is_ensemble, n_students
 from .power import detectable, seeds_needed
 from .seed_summary import LEVEL, experiment_order, per_seed
 

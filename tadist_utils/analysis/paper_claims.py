@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..methods import PAPER_EXPERIMENTS
-from ..summary import is_ensemble
+from ..storage.summary import is_ensemble
 from .claims import FAMILIES, PAPER_FAMILIES, family
 from .paired_tests import CONTRADICTS, EQUAL, SUPPORTS, UNCLEAR, correct_family, pair_stats
 from .power import DIFFERENCE, POWER, detectable, seeds_needed

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..results import PAPER_ACCURACY
+from ..storage.results import PAPER_ACCURACY
 
 MARKER = re.compile(r"<!--\s*table:\s*(\S+)\s*-->")
 NUMBER = re.compile(r"(?<![\w.])([-+−]?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(e[-+]?\d+)?(?![\w])")

@@ -14,7 +14,7 @@ import torch
 from ..models import catalogue
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER, level_names
-from ..results import PAPER_ACCURACY
+from ..storage.results import PAPER_ACCURACY
 
 EXPERIMENT_ORDER = list(PAPER_EXPERIMENTS)
 STUDENT_ORDER = ["S1", "S01", "S2", "S11", "S22", "S33", "S44"] + [f"SS{i}{i}" for i in range(1, 9)]

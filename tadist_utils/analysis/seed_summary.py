@@ -3,14 +3,14 @@
 ``per_seed`` picks the teacher and ensemble rows of one metric from the tidy ``results.csv`` (columns dataset,
 experiment, model, seed, metric, value), one value per (experiment, model, seed); ``summarise`` describes them;
 ``formatted_table``/``markdown_table`` write "mean ± CI half-width (n=k)" per experiment and ensemble size. The
-computation is the core's (``tadist_utils.summary``), the one ``summary.csv`` is written with.
+computation is the core's (``tadist_utils.storage.summary``), the one ``summary.csv`` is written with.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from .. import summary as core
-from ..results import PAPER_ACCURACY, students_label
+from ..storage import summary as core
+from ..storage.results import PAPER_ACCURACY, students_label
 
 KNOWN_ORDER = core.ORDER
 LEVEL = core.LEVEL

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..results import PAPER_ACCURACY, ResultsStore, students_label
+from ..storage.results import PAPER_ACCURACY, ResultsStore, students_label
 from .claims import FAMILIES, PAPER_FAMILIES
 from .paired_tests import EQUAL, share_students
 from .paper_claims import comparisons, conclusions, regime

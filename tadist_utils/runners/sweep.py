@@ -1,9 +1,9 @@
 """Sweeps on Ray: seeds x settings side by side on the GPUs (or CPUs) of one machine or a cluster.
 
     pip install "tadist[ray]"
-    python -m tadist_utils.sweep --profile quick --seeds 0 1 2 --set experiments=direct,kd \\
+    python -m tadist_utils.runners.sweep --profile quick --seeds 0 1 2 --set experiments=direct,kd \\
         --grid student_lr=1e-3,3e-3 --gpus-per-cell 0.25
-    python -m tadist_utils.sweep ... --address auto       # join a running Ray cluster (`ray start --head`)
+    python -m tadist_utils.runners.sweep ... --address auto       # join a running Ray cluster (`ray start --head`)
 
 Each cell (one seed, one value of every --grid key) is one Ray task running what the headless CLI runs
 (``python -m tadist_utils.experiments``: ``Pipeline(make_config(profile, seed=..., **sets)).run()``) in its own
@@ -31,10 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-from .atomic import write_atomic
-from .config import PROFILES, Config, ConfigError, make_config, with_role
-from .experiments import spec_hash
-from .methods import EXPERIMENTS, build
+from ..storage.atomic import write_atomic
+from ..config import PROFILES, Config, ConfigError, make_config, with_role
+from ..experiments import spec_hash
+from ..methods import EXPERIMENTS, build
 from .sweep_files import checkpoint_folder, link_files, merge, snapshot
 
 DEFAULT_ROOT = "results/sweep"
@@ -125,7 +125,7 @@ def _logged(folder: Path, run: str):
 
 def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> dict:
     """First stage: train (or load) the teacher, and S1 when asked, into this stage's folder."""
-    from .experiments import Pipeline
+    from ..experiments import Pipeline
     t0, ck = time.perf_counter(), checkpoint_folder(sets["results_dir"], seed)
     with _logged(Path(sets["results_dir"]), run):
         before = snapshot(ck)
@@ -143,7 +143,7 @@ def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> 
 
 def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str = "", run: str = "") -> dict:
     """One cell: the headless CLI's run of one config, in its own folder, after linking in its stage's models."""
-    from .experiments import Pipeline
+    from ..experiments import Pipeline
     folder, t0 = Path(sets["results_dir"]), time.perf_counter()
     ck = checkpoint_folder(sets["results_dir"], seed)
     if stage and stage.get("error"):
@@ -211,7 +211,7 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     if started and address:
         _check_address(address)  # ray.init would retry an address where nothing answers for minutes, silently
     if started:  # a local instance's workers import this very package (a checkout run without installing it)
-        here = str(Path(__file__).resolve().parents[1])
+        here = str(Path(__file__).resolve().parents[2])
         env = None if address else {"env_vars": {"PYTHONPATH": os.pathsep.join(
             p for p in (here, os.environ.get("PYTHONPATH")) if p)}}
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
@@ -311,14 +311,14 @@ def report(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     """A grid of headless runs as Ray tasks: seeds x --grid values, each cell a single run's results folder.
 
-        python -m tadist_utils.sweep --profile smoke --seeds 0 1 --set dataset=digits --grid student_lr=1e-3,3e-3
-        python -m tadist_utils.sweep --profile quick --seeds 0 1 2 --gpus-per-cell 0.25      # 4 cells per GPU
-        python -m tadist_utils.sweep --profile paper --seeds 0 1 2 --address auto            # a running cluster
+        python -m tadist_utils.runners.sweep --profile smoke --seeds 0 1 --set dataset=digits --grid student_lr=1e-3,3e-3
+        python -m tadist_utils.runners.sweep --profile quick --seeds 0 1 2 --gpus-per-cell 0.25      # 4 cells per GPU
+        python -m tadist_utils.runners.sweep --profile paper --seeds 0 1 2 --address auto            # a running cluster
     Needs Ray: pip install "tadist[ray]". Writes <results_dir>/cells/, stages/, sweep.json and the merged
     results (<results_dir>, or one <key>=<value> folder per setting) that notebooks 05/06 read.
     """
     from . import cli
-    ap = cli.parser("python -m tadist_utils.sweep", main.__doc__, results_dir=DEFAULT_ROOT)
+    ap = cli.parser("python -m tadist_utils.runners.sweep", main.__doc__, results_dir=DEFAULT_ROOT)
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", nargs="+",
                     help="one cell per value (several --grid keys: every combination), e.g. --grid student_lr=1e-3,3e-3")
     ap.add_argument("--address", help="a running Ray cluster (auto, or ray://host:10001); default: start one here")

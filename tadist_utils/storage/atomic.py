@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .errors import RunError
+from ..errors import RunError
 
 
 def disk_full(error: BaseException, path: Path) -> RunError | None:

@@ -27,7 +27,7 @@ import pandas as pd
 from filelock import FileLock
 
 from .atomic import write_atomic
-from .errors import ConfigError
+from ..errors import ConfigError
 from .summary import summary_table
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
@@ -202,7 +202,7 @@ class ResultsStore:
     def results(self) -> pd.DataFrame:
         if not self.results_csv.exists():
             raise FileNotFoundError(f"{self.results_csv} does not exist yet: run the training notebooks (or "
-                                    "`python -m tadist_utils.reproduce`) first")
+                                    "`python -m tadist_utils`) first")
         return read_table(self.results_csv)
 
     def history(self) -> pd.DataFrame:
@@ -269,7 +269,7 @@ def git_commit() -> str:
 def environment(device: str) -> dict:
     import torch
     import torchvision
-    from . import __version__
+    from .. import __version__
     return dict(tadist=__version__, git_commit=git_commit(), python=platform.python_version(), torch=torch.__version__,
                 torchvision=torchvision.__version__, platform=platform.platform(), device=device,
                 cpu_threads=torch.get_num_threads(),

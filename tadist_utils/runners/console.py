@@ -334,7 +334,7 @@ def data_notice(cfg) -> str:
     """
     if cfg.dataset != "auto":
         return ""
-    from . import data
+    from .. import data
     if data.is_present(cfg.replace(dataset="cifar10")):
         return ""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -347,7 +347,7 @@ def data_line(cfg, fallback: bool = False) -> str:
     many images each split keeps, e.g. ``data: CIFAR-10 JPEG copy at data/cifar10-jpeg: 3,000 train / 500
     validation / 1,000 test images (of 50,000 + 10,000)``. Cheap: files are counted, nothing is decoded.
     ``fallback``: ``auto`` fell back to digits (``data_notice`` said so)."""
-    from . import data
+    from .. import data
     if fallback:
         cfg = cfg.replace(dataset="digits")
     what, n_train, n_test = data.locate(cfg)

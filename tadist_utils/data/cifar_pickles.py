@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 Arrays = tuple[torch.Tensor, torch.Tensor]  # uint8 images (n, 3, 32, 32), int64 labels (n,)
 

@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from . import cifar_pickles
-from .errors import ConfigError
+from ..errors import ConfigError
 from .imagefolder import PARTS, Listing, check_imagefolder, decode, image_entries
 
 if TYPE_CHECKING:  # annotations only: config imports data, not the other way round
-    from .config import Config
+    from ..config import Config
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 RESULTS_DIR = "results/run/<profile>"  # config.default_results_dir (a test checks), spelt here: config imports torch
 

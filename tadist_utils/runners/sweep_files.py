@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import ResultsStore, write_csv_atomic, read_table, superseded_notice
+from ..storage.results import ResultsStore, write_csv_atomic, read_table, superseded_notice
 
 
 def checkpoint_folder(results_dir: str, seed: int) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from .methods import BASELINES, EXPERIMENTS
+from ..methods import BASELINES, EXPERIMENTS
 
 LEVEL = 0.95
 ORDER = ["teacher", *EXPERIMENTS, *BASELINES]

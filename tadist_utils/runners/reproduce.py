@@ -1,9 +1,9 @@
 """Run the numbered notebooks with papermill: the whole study in one command.
 
-    python -m tadist_utils.reproduce --profile quick
-    python -m tadist_utils.reproduce --profile paper --dataset cifar10 --seeds 0 1 2
-    python -m tadist_utils.reproduce --profile smoke --dataset digits --only 00 01
-    python -m tadist_utils.reproduce --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
+    python -m tadist_utils --profile quick
+    python -m tadist_utils --profile paper --dataset cifar10 --seeds 0 1 2
+    python -m tadist_utils --profile smoke --dataset digits --only 00 01
+    python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 
 Inputs are validated before any notebook starts: flags, every setting (``config.make_config``), the results
 files already in ``--results-dir`` and, for an explicit ``--dataset cifar10`` / ``cifar100``, that the data is in
@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from . import cli, console
-from .errors import ConfigError
+from ..errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
 
@@ -45,7 +45,7 @@ def check_data(cfg) -> None:
     ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is read too (a fraction of
     a second), so that a ``val_size`` it cannot hold is named here.
     """
-    from . import data
+    from .. import data
     if cfg.dataset == "auto" and data.find_cifar10(Path(cfg.data_dir)) is None:
         return
     data.load_data(cfg)
@@ -77,7 +77,7 @@ def parameters(cfg, overrides: dict) -> dict:
     ``--set``), typed; fields with a notebook place (``config.role``) by name, other settings in ``overrides``.
     Short on purpose: papermill shows them as the executed notebook's injected cell, what a reader sees of how its
     outputs were made."""
-    from .config import with_role
+    from ..config import with_role
 
     def plain(v):
         return list(v) if isinstance(v, tuple) else v
@@ -218,7 +218,7 @@ def _manifest_notice(results_dir: Path) -> str:
 
 def _superseded(results_dir: Path) -> dict:
     """What ``<results_dir>/superseded/`` holds (name -> size), compared before and after the notebooks run."""
-    from .results import SUPERSEDED
+    from ..storage.results import SUPERSEDED
     folder = results_dir / SUPERSEDED
     return {p.name: p.stat().st_size for p in folder.iterdir()} if folder.is_dir() else {}
 
@@ -232,7 +232,7 @@ def moved_aside_line(before: dict, results_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = cli.parser("python -m tadist_utils.reproduce", __doc__)
+    ap = cli.parser("python -m tadist_utils", __doc__)
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="after a run without failures, write the first seed's executed notebooks over notebooks/ "
                          "(the committed outputs: README, 'The reference run')")
     args = ap.parse_args(argv)
-    from .config import default_results_dir, make_config  # torch (~2 s): not for a bad flag or --help
+    from ..config import default_results_dir, make_config  # torch (~2 s): not for a bad flag or --help
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         selected = notebooks(args.only)
         notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
         check_data(configs[0])
-        from .results import check_files
+        from ..storage.results import check_files
         check_files(configs[0].results_dir)
         line = "" if args.prepare_only else console.data_line(configs[0], fallback=bool(notice))
     except ConfigError as e:
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{src.name}" + (f" (seed {cfg.seed})" if len(configs) > 1 else "")
         finished = [f"{n['notebook'].removesuffix('.ipynb')}" + (f" (seed {n['seed']})" if len(configs) > 1 else "")
                     for n in report["notebooks"] if n["status"] == "ok"]
-        command = "python -m tadist_utils.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
+        command = "python -m tadist_utils " + shlex.join(sys.argv[1:] if argv is None else argv)
         report.update(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s",
                       finished=dt.datetime.now().isoformat(timespec="seconds"),
                       total_seconds=round(time.perf_counter() - t_all, 1))

@@ -7,7 +7,7 @@ Every numbered notebook runs its parameters cell, then one call, ``cfg, cfgs = n
 Notebooks run with cwd = their own folder (papermill, nbval, Jupyter), on Colab with cwd = /content.
 Relative ``data_dir`` / ``results_dir`` therefore resolve against the repository root when the
 package is imported from a checkout, and against the cwd otherwise, so every way of running a
-notebook reads and writes the same folders as ``python -m tadist_utils.reproduce`` does.
+notebook reads and writes the same folders as ``python -m tadist_utils`` does.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import FIELDS, Config, ConfigError, make_config, with_role
-from .results import ResultsStore
+from ..config import FIELDS, Config, ConfigError, make_config, with_role
+from ..storage.results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
 
@@ -36,7 +36,7 @@ def notebook_parameters() -> tuple[str, ...]:
 PARAMETERS = notebook_parameters()
 
 # Where the project lives: the notebooks' "Open in Colab" badges and their Colab `%pip install git+...` line.
-# Markdown cannot import it, so after changing it run `python -m tadist_utils.nbsetup --sync-repo-url`, which
+# Markdown cannot import it, so after changing it run `python -m tadist_utils.runners.nbsetup --sync-repo-url`, which
 # rewrites every notebook from it (tests/test_notebooks_static.py fails while one is out of step).
 REPO_URL = "https://github.com/tadist/tadist"
 REPO_BRANCH = "main"
@@ -44,7 +44,7 @@ REPO_BRANCH = "main"
 
 def repo_root() -> Path:
     """The checkout this package was imported from, or the cwd for an installed package."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "notebooks").is_dir() else Path.cwd()
 
 
@@ -59,7 +59,7 @@ def repo_path(path: str | Path, drive: bool = False) -> str:
 def results_path(path: str | Path | None, drive: bool = False, *, profile: str) -> str:
     """``repo_path`` of a notebook's ``results_dir``; None is the profile's ``config.default_results_dir``
     (``results/run/<profile>``), as for ``reproduce``."""
-    from .config import default_results_dir
+    from ..config import default_results_dir
     return repo_path(default_results_dir(profile) if path in (None, "") else path, drive)
 
 
@@ -255,6 +255,6 @@ def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--sync-repo-url"]:
-        sys.exit("usage: python -m tadist_utils.nbsetup --sync-repo-url  (rewrite the notebooks' Colab links from REPO_URL)")
+        sys.exit("usage: python -m tadist_utils.runners.nbsetup --sync-repo-url  (rewrite the notebooks' Colab links from REPO_URL)")
     for p in sync_repo_url():
         print(f"updated {p}")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .atomic import write_atomic
-from .errors import RunError
+from ..errors import RunError
 
 MAGIC = b"TADIST-CHECKPOINT-1\n"  # then the SHA-256 digest (32 bytes) of the torch.save payload, then the payload
 
