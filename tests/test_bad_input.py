@@ -111,7 +111,7 @@ def test_runner_bad_input_is_one_line_before_anything_runs(args, message, tmp_pa
 
 def test_a_bad_flag_is_answered_before_torch_is_imported():
     """The runner reads its flags before importing the package's torch modules: a typo costs ~0.1 s, not ~2 s."""
-    code = ("import sys\nfrom tadist_utils import reproduce\ntry:\n    reproduce.main(['--epochs', '3'])\n"
+    code = ("import sys\nfrom tadist_utils.runners import reproduce\ntry:\n    reproduce.main(['--epochs', '3'])\n"
             "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
