@@ -28,9 +28,8 @@ import numpy as np
 import pandas as pd
 
 from ..storage.results import PAPER_ACCURACY, ResultsStore, students_label
-from .claims import FAMILIES, PAPER_FAMILIES
-from .paired_tests import EQUAL, share_students
-from .paper_claims import comparisons, conclusions, regime
+from .claims import FAMILIES, PAPER_FAMILIES, comparisons, conclusions, regime
+from .stats import EQUAL, share_students
 
 CLAIM_COLUMNS = ["dataset", "family", "label", "comparison", "n", "mean_diff", "ci_low", "ci_high", "min_diff",
                  "max_diff", "wins", "p", "p_holm", "p_perm", "p_perm_holm", "family_size", "detectable",
