@@ -4,11 +4,11 @@
                       Holm's correction, models identical by construction, 80%-power detectable differences;
 ``claims``            every family of comparisons, declared once (C1-C3 as the paper states them, B1 for 06), run,
                       with one verdict per conclusion and the seeds a plan needs;
-``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, and its README tables;
-``readme_check``      every number in the README's results tables held to the committed CSV its marker names;
+``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, its README tables, and
+                      every number in the README's results tables held to the committed CSV its marker names;
 ``plots``             the notebooks' figures: plans, data, one run (00-04); side by side, over seeds, cost (05-06);
-``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``);
-``export_checks``     TorchScript and ONNX round trips of a model, checked against eager PyTorch;
+``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``),
+                      and their TorchScript and ONNX round trips checked against eager PyTorch;
 ``bench``             the fast path against a plain reference, as a command (``python -m ...bench``) and a JSON;
 ``reference_loop``    the plain torchvision/PIL fp32 training loop the bench measures against;
 ``training_speed``    the bench's teacher and students cases: reference vs per-student loop vs fused, wall time;
