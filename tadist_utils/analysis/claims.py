@@ -93,7 +93,6 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            _pairs(("dense", "hierarchical", "direct", "kd", "labels"), (1, 2, 4, 8)), claim=False),
 )}
 PAPER_FAMILIES = ("C1", "C2", "C3")
-BEYOND_FAMILIES = ("B1",)
 
 
 def family(key: str) -> Family:

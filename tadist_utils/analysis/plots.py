@@ -294,24 +294,6 @@ def loss_per_student(results: pd.DataFrame, metric: str = "final_train_loss"):
     return fig
 
 
-def accuracy_vs_params(results: pd.DataFrame):
-    """Test accuracy against parameter count: the teacher and every ensemble (marker size: students)."""
-    acc = ensembles(results)
-    par = ensembles(results, "parameters")[["experiment", "model", "seed", "value"]].rename(columns={"value": "parameters"})
-    d = acc.merge(par, on=["experiment", "model", "seed"])
-    d = d.groupby(["experiment", "students"], as_index=False)[["value", "parameters"]].mean()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.scatterplot(data=d, x="parameters", y="value", hue="experiment", size="students", sizes=(40, 200),
-                    hue_order=[e for e in EXPERIMENT_ORDER if e in set(d.experiment)], ax=ax)
-    t = results[results.model == "teacher"]
-    params = t[t.metric == "parameters"].value.mean()
-    ax.scatter([params], [teacher_accuracy(results)], marker="*", s=250, color="0.2", label="teacher")
-    ax.set_xscale("log")
-    ax.set(xlabel="parameters", ylabel="test accuracy (%)", title="accuracy vs size")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    return fig
-
-
 # ------------------------------------------------------------------------- multi-seed statistics (stats)
 def _stats_colours(order) -> dict:
     """The comparison plots' colours (tab10, direct/single_ta/hierarchical first), extended to any experiment."""

@@ -41,7 +41,6 @@ from ..storage.results import PAPER_ACCURACY, students_label
 from ..storage.summary import describe, is_ensemble, n_students
 
 
-KNOWN_ORDER = core.ORDER
 LEVEL = core.LEVEL
 experiment_order = core.order
 
