@@ -40,7 +40,6 @@ from ..storage import summary as core
 from ..storage.results import PAPER_ACCURACY, students_label
 from ..storage.summary import describe, is_ensemble, n_students
 
-
 LEVEL = core.LEVEL
 experiment_order = core.order
 
@@ -115,6 +114,7 @@ def markdown_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False) 
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------- power of the paired t-test
 POWER = 0.8
 DIFFERENCE = 1.0  # points of accuracy the planner asks about
 ALPHA = 0.05
@@ -341,8 +341,7 @@ def paired(results: pd.DataFrame, a: str, b: str, metric: str = "test_accuracy",
     difference), t, p (``scipy.stats.ttest_rel``, uncorrected; NaN when n < 2, 1 when every difference is exactly
     0), p_perm (exact sign-flip test, uncorrected), wins (seeds where a > b), losses, ties, identical (the same
     model by construction, from the lineage; ``share_students``: see ``share_students(manifest)``), then
-    ``correct_family``'s: duplicate_of, in_family, family (its size), p_holm, p_perm_holm, detectable (80% power),
-    seeds_needed, outcome (claim a > b, t-test), outcome_perm, decided, correction.
+    ``correct_family``'s (claim: a > b).
     """
     d = per_seed(results, metric, dataset)
     return correct_family(pd.DataFrame(_paired_rows(d, a, b, level, share_students), columns=_PAIR_COLS), level)
