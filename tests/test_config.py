@@ -89,7 +89,7 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
 
 
 def test_only_image_files_are_listed(tmp_path):
-    """What an ImageFolder listing counts (imagefolder.image_entries, the cache key, the check that a class has images):
+    """What an ImageFolder listing counts (imagefolder.list_images, the cache key, the check that a class has images):
     files with an image suffix, any case, sorted by name; not a text file, a hidden '.jpg', a folder named a.png."""
     from tadist_utils.data import imagefolder as data
     for split in ("train", "test"):
@@ -104,7 +104,9 @@ def test_only_image_files_are_listed(tmp_path):
                 (d / "a.jpg").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"train/dog holds no images"):
         data.check_imagefolder(tmp_path)
-    assert [e.name for e in data.image_entries(tmp_path / "train" / "cat")] == ["a.jpg", "b.PNG"]
+    for split in ("train", "test"):
+        (tmp_path / split / "dog" / "c.jpg").write_bytes(b"x")
+    assert [p.rpartition("/")[2] for p, _ in data.list_images(tmp_path)[1]["train"]] == ["a.jpg", "b.PNG", "c.jpg"]
     (tmp_path / "train" / "dog" / "c.webp").write_bytes(b"x")
     (tmp_path / "test" / "dog" / "c.webp").write_bytes(b"x")
     key = data.Listing.of(tmp_path).key

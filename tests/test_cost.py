@@ -1,11 +1,11 @@
-"""cost.py, export_checks.py: the fused ensemble gives the same logits, the sizes are right, exports round-trip."""
+"""cost.py: the fused ensemble gives the same logits, the sizes are right, exports round-trip."""
 import json
 
 import pytest
 import torch
 
 from tadist_utils import models
-from tadist_utils.analysis import cost, export_checks
+from tadist_utils.analysis import cost
 
 
 def randomise_bn(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
@@ -102,7 +102,7 @@ def test_exports_round_trip(table):
     ens = table[table.model.str.startswith("ensemble_")]
     assert ens.torchscript_ok.all() and (ens.torchscript_max_abs_diff < 1e-4).all()
     assert (ens.torchscript_bytes > ens.parameters * 4).all()
-    why_not = export_checks.onnx_available()
+    why_not = cost.onnx_available()
     if why_not is None:
         assert (ens.onnx_status == "ok").all() and (ens.onnx_max_abs_diff < 1e-4).all()
     else:
@@ -113,15 +113,15 @@ def test_exports_round_trip(table):
 def test_torchscript_export_of_fused_ensemble_with_real_bn(tmp_path):
     torch.manual_seed(3)
     fused = models.FusedEnsemble(randomise_bn(cost.build_ensemble(2))).eval()
-    out = export_checks.export_torchscript(fused, tmp_path, "f")
+    out = cost.export_torchscript(fused, tmp_path, "f")
     assert out["torchscript_ok"] and out["torchscript_max_abs_diff"] < 1e-4 and out["torchscript_bytes"] > 0
     assert not list(tmp_path.iterdir())  # the file is measured, then removed
 
 
 def test_export_check_catches_a_difference():
     ref = torch.tensor([[1.0, -2.0]])
-    assert export_checks._check(ref, ref + 1e-6)[1]
-    assert not export_checks._check(ref, ref + 1e-2)[1]
+    assert cost.export_check(ref, ref + 1e-6)[1]
+    assert not cost.export_check(ref, ref + 1e-2)[1]
 
 
 def test_latency_stops_after_max_seconds():

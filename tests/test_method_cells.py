@@ -150,8 +150,8 @@ def _break_kd(monkeypatch):
 
 
 def _break_holm(monkeypatch):
-    from tadist_utils.analysis import paired_tests
-    monkeypatch.setattr(paired_tests, "CORRECTION", "bonferroni")
+    from tadist_utils.analysis import stats
+    monkeypatch.setattr(stats, "CORRECTION", "bonferroni")
 
 
 BROKEN = [

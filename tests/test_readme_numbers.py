@@ -1,12 +1,12 @@
 """Every number in the README's results tables is a value of the committed CSV its marker names
-(``tadist_utils.analysis.readme_check``, whose docstring is the convention), and those CSVs are what the package
+(``tadist_utils.analysis.study_tables``, whose docstring is the convention), and those CSVs are what the package
 makes of each study's results.csv today."""
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tadist_utils.analysis import readme_check, study_tables
+from tadist_utils.analysis import study_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 READMES = [ROOT / "README.md", ROOT / "results" / "README.md"]
@@ -15,7 +15,7 @@ STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/results.csv")  # c
 
 
 def test_every_number_in_the_readme_results_tables_is_in_a_committed_csv():
-    assert readme_check.check(READMES, ROOT) == []
+    assert study_tables.check(READMES, ROOT) == []
 
 
 def test_the_readme_shows_the_tables_of_every_committed_study():
@@ -51,29 +51,29 @@ SUMMARY = """
 
 
 def test_the_check_finds_a_number_that_is_not_in_its_csv():
-    assert readme_check.check_text(SUMMARY.format(two="79.79", paper="85.32"), ROOT) == []
-    stale = readme_check.check_text(SUMMARY.format(two="80.05", paper="85.32"), ROOT)  # before the correction
+    assert study_tables.check_text(SUMMARY.format(two="79.79", paper="85.32"), ROOT) == []
+    stale = study_tables.check_text(SUMMARY.format(two="80.05", paper="85.32"), ROOT)  # before the correction
     assert len(stale) == 1 and "'single TA', column '2 students': 80.05" in stale[0]
-    misquoted = readme_check.check_text(SUMMARY.format(two="79.79", paper="85.56"), ROOT)  # the hierarchy's
+    misquoted = study_tables.check_text(SUMMARY.format(two="79.79", paper="85.56"), ROOT)  # the hierarchy's
     assert len(misquoted) == 1 and "the paper's numbers" in misquoted[0]
 
 
 def test_the_check_needs_markers_labels_and_files():
     no_marker = "| experiment | 2 students |\n|---|---|\n| direct | 47.9 |\n"
-    assert "without a '<!-- table: <csv> -->' marker" in readme_check.check_text(no_marker, ROOT)[0]
+    assert "without a '<!-- table: <csv> -->' marker" in study_tables.check_text(no_marker, ROOT)[0]
     other = "| model | ms |\n|---|---|\n| teacher | 12.3 |\n"  # not a results table: no marker needed
-    assert readme_check.check_text(other, ROOT) == []
+    assert study_tables.check_text(other, ROOT) == []
     missing = "<!-- table: results/nowhere/summary.csv -->\n" + no_marker
-    assert "does not exist" in readme_check.check_text(missing, ROOT)[0]
+    assert "does not exist" in study_tables.check_text(missing, ROOT)[0]
     unknown = "<!-- table: results/quick_cifar10/summary.csv -->\n\n| experiment | 2 students |\n|---|---|\n| dirrect | 39.80 |\n"
-    assert "no row labelled 'dirrect'" in readme_check.check_text(unknown, ROOT)[0]
+    assert "no row labelled 'dirrect'" in study_tables.check_text(unknown, ROOT)[0]
     far = "<!-- table: results/quick_cifar10/summary.csv -->\nsome text\n\n" + no_marker  # a marker binds the next table
-    assert "without a" in readme_check.check_text(far, ROOT)[0]
+    assert "without a" in study_tables.check_text(far, ROOT)[0]
 
 
 def test_numbers_are_read_at_the_precision_shown():
-    assert readme_check.numbers("+5.62 [-4.65, +15.88] −3.2 5,000 train; 20.4–30.3; CIFAR-10; n=3 0.0492 1.2e-05") \
-        == [readme_check.Decimal(x) for x in ("5.62", "-4.65", "15.88", "-3.2", "5000", "20.4", "30.3", "3", "0.0492",
+    assert study_tables.numbers("+5.62 [-4.65, +15.88] −3.2 5,000 train; 20.4–30.3; CIFAR-10; n=3 0.0492 1.2e-05") \
+        == [study_tables.Decimal(x) for x in ("5.62", "-4.65", "15.88", "-3.2", "5000", "20.4", "30.3", "3", "0.0492",
                                               "1.2e-05")]
-    assert readme_check.matches(readme_check.Decimal("0.0492"), [0.049201]) and \
-        not readme_check.matches(readme_check.Decimal("0.049"), [0.0496])
+    assert study_tables.matches(study_tables.Decimal("0.0492"), [0.049201]) and \
+        not study_tables.matches(study_tables.Decimal("0.049"), [0.0496])

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
-from tadist_utils.analysis import paper_claims, stats  # noqa: E402
+from tadist_utils.analysis import claims, stats  # noqa: E402
 
 T_975_DF2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom (tables)
 SEEDS = (0, 1, 2)
@@ -143,11 +143,11 @@ def test_differences_are_the_points_behind_paired():
 
 # ------------------------------------------------------------------------- conclusions
 def verdicts(df):
-    return stats.conclusions(df).set_index("conclusion").verdict.to_dict()
+    return claims.conclusions(df).set_index("conclusion").verdict.to_dict()
 
 
 def test_conclusions_all_hold_by_design():
-    c = stats.conclusions(make_results()).set_index("conclusion")
+    c = claims.conclusions(make_results()).set_index("conclusion")
     # 3 is at best "partly holds" with shared students: its 2-student comparison is one model against itself
     assert c.verdict.to_dict() == {1: "holds", 2: "holds", 3: "partly holds"}
     assert (c.loc[1, "supports"], c.loc[1, "contradicts"]) == (6, 0)  # 2 others x sizes 2, 4, 8; never size 1
@@ -159,7 +159,7 @@ def test_conclusions_all_hold_by_design():
                                    "single_ta (2 students)")
     assert "Holm over the 5" in c.loc[1, "correction"] and "at most 5%" in c.loc[1, "correction"]
     assert c.loc[1, "n_seeds"] == 3 and "1 students" not in c.loc[1, "evidence"]
-    comp = stats.comparisons(make_results())
+    comp = claims.comparisons(make_results())
     assert len(comp) == 6 + 2 + 3
 
 
@@ -185,17 +185,17 @@ def test_partly_and_inconclusive():
     assert v[1] == "partly holds"
     one_seed = make_results()
     one_seed = one_seed[one_seed.seed == 0]
-    c = stats.conclusions(one_seed)
+    c = claims.conclusions(one_seed)
     assert list(c.verdict) == ["inconclusive"] * 3 and list(c.n_seeds) == [1, 1, 1]
     assert "no CI (1 seed)" in c.evidence[0]
 
 
 def test_missing_experiments_are_not_run():
     design = {k: v for k, v in GOOD.items() if k != "hierarchical"}
-    c = stats.conclusions(make_results(design)).set_index("conclusion")
+    c = claims.conclusions(make_results(design)).set_index("conclusion")
     assert c.verdict.to_dict() == {1: "not run", 2: "not run", 3: "not run"}
     assert "hierarchical" in c.loc[1, "evidence"]
-    assert list(stats.conclusions(pd.DataFrame(rows("teacher", "teacher", [1.0, 2.0, 3.0]))).verdict) == ["not run"] * 3
+    assert list(claims.conclusions(pd.DataFrame(rows("teacher", "teacher", [1.0, 2.0, 3.0]))).verdict) == ["not run"] * 3
     no8 = make_results({k: {n: x for n, x in v.items() if n != 8} for k, v in GOOD.items()})
     v = verdicts(no8)
     assert v[3] == "not run" and v[1] == "holds" and v[2] == "holds"  # 1 and 2 use the sizes that were run
@@ -289,9 +289,9 @@ def test_conclusion_1_raw_significance_that_does_not_survive_holm_is_not_evidenc
     for n in (2, 4, 8):
         out += rows("direct", f"ensemble_{n}", [82.0, 83.0, 84.0])
         out += rows("single_ta", f"ensemble_{n}", [80.0] * 3) + rows("hierarchical", f"ensemble_{n}", [80.0] * 3)
-    c = stats.conclusions(pd.DataFrame(out), share_students=False).set_index("conclusion")
+    c = claims.conclusions(pd.DataFrame(out), share_students=False).set_index("conclusion")
     assert c.loc[1, "verdict"] == "inconclusive" and c.loc[1, "unclear"] == 6
-    comp = stats.comparisons(pd.DataFrame(out), share_students=False)
+    comp = claims.comparisons(pd.DataFrame(out), share_students=False)
     one = comp[comp.conclusion == 1]
     assert (one.p < 0.05).all() and one.p_holm.to_numpy() == pytest.approx([6 * (1 - 3 * math.sqrt(3) / math.sqrt(29))] * 6)
 
@@ -305,8 +305,8 @@ def test_conclusion_3_supported_at_8_with_non_significant_2_and_4_is_not_only():
     df = pd.DataFrame(three("single_ta", 2, [85.0, 84.0, 86.0]) + three("hierarchical", 2, [84.5, 84.8, 85.2])
                       + three("single_ta", 4, [83.0, 83.5, 82.0]) + three("hierarchical", 4, [82.0, 84.0, 83.0])
                       + three("single_ta", 8, [83.0, 83.1, 82.9]) + three("hierarchical", 8, [80.0, 80.0, 80.0]))
-    c = stats.conclusions(df, share_students=False).set_index("conclusion").loc[3]
-    comp = stats.comparisons(df, share_students=False)
+    c = claims.conclusions(df, share_students=False).set_index("conclusion").loc[3]
+    comp = claims.comparisons(df, share_students=False)
     comp = comp[comp.conclusion == 3].set_index("model_a")
     assert comp.loc["ensemble_8", "outcome"] == "supports" and comp.loc["ensemble_8", "p_holm"] < 0.05
     assert set(comp.loc[["ensemble_2", "ensemble_4"], "outcome"]) == {"unclear"}
@@ -317,7 +317,7 @@ def test_conclusion_3_supported_at_8_with_non_significant_2_and_4_is_not_only():
     # the same numbers with single TA significantly better at 4 too: not "only for 8" -> does not hold
     df4 = df.copy()
     df4.loc[(df4.experiment == "single_ta") & (df4.model == "ensemble_4"), "value"] = [88.0, 89.1, 88.0]
-    assert stats.conclusions(df4, share_students=False).set_index("conclusion").loc[3, "verdict"] == "does not hold"
+    assert claims.conclusions(df4, share_students=False).set_index("conclusion").loc[3, "verdict"] == "does not hold"
 
 
 def test_identical_by_construction_comes_from_lineage_not_from_ties():
@@ -337,14 +337,14 @@ def test_identical_by_construction_comes_from_lineage_not_from_ties():
     assert shared.identical and shared.outcome == "identical by construction" and shared.family == 0
     apart = stats.paired(df, "single_ta", "hierarchical", share_students=False).iloc[0]
     assert not apart.identical and apart.outcome == "unclear" and apart.p == 1.0 and apart.family == 1
-    comp = stats.comparisons(pd.DataFrame(three("direct", 2, [50.0, 52.0, 51.0]) + three("direct", 4, [50.0, 52.0, 51.0])
+    comp = claims.comparisons(pd.DataFrame(three("direct", 2, [50.0, 52.0, 51.0]) + three("direct", 4, [50.0, 52.0, 51.0])
                                           + three("single_ta", 2, tie) + three("hierarchical", 2, tie)
                                           + three("hierarchical", 4, tie)))
     ties = comp[comp.conclusion == 2].set_index("comparison")
     # two different models tied on every seed (chance, on a small test set): an ordinary comparison, counted
     assert not ties.identical.any() and set(ties.outcome) == {"unclear"} and (ties.family == 1).all()
-    assert "tied on every seed" in paper_claims.evidence(ties.reset_index(), 0.95)
-    assert "identical by construction" not in paper_claims.evidence(ties.reset_index(), 0.95)
+    assert "tied on every seed" in claims.evidence(ties.reset_index(), 0.95)
+    assert "identical by construction" not in claims.evidence(ties.reset_index(), 0.95)
 
 
 def test_lineage_that_disagrees_with_the_data_warns_and_compares():
@@ -368,8 +368,8 @@ def test_any_number_of_seeds():
 
 
 def test_verdict_markdown_reports_the_detectable_difference():
-    c = stats.conclusions(make_results())
-    md = stats.conclusions_markdown(c)
+    c = claims.conclusions(make_results())
+    md = claims.conclusions_markdown(c)
     assert md.splitlines()[0].startswith("| conclusion | regime | verdict |") and md.count("\n") == 4
     assert "**partly holds** (rests on the t-test alone" in md and "at 80% power" in md.splitlines()[0]
     lo, hi = c.loc[0, "detectable_min"], c.loc[0, "detectable_max"]
@@ -392,7 +392,7 @@ def test_paper_numbers_are_stored_once_and_read_the_same_in_every_table():
 def test_c1_counts_the_comparison_with_the_shared_2_student_ensemble_once():
     """With shared S01/S2, direct > single TA (2) and direct > hierarchical (2) compare direct with one model: the
     same test twice. Counted twice, Holm divided 0.05 by 6 instead of 5."""
-    comp = stats.comparisons(make_results())
+    comp = claims.comparisons(make_results())
     c1 = comp[comp.family_key == "C1"].set_index("comparison")
     dup = c1.loc["direct > hierarchical (2 students)"]
     assert dup.duplicate_of == "direct > single_ta (2 students)" and not dup.in_family
@@ -401,7 +401,7 @@ def test_c1_counts_the_comparison_with_the_shared_2_student_ensemble_once():
     tests = c1[c1.in_family]
     assert sorted(tests.p_holm) == pytest.approx(sorted(
         __import__("statsmodels.stats.multitest", fromlist=["x"]).multipletests(tests.p, method="holm")[1]))
-    apart = stats.comparisons(make_results(), share_students=False)
+    apart = claims.comparisons(make_results(), share_students=False)
     assert (apart[apart.family_key == "C1"].family == 6).all()  # separate students: two different models
 
 
@@ -409,7 +409,7 @@ def test_claims_are_the_papers_statements():
     """C2 is about the hierarchy alone (the paper's single-TA numbers rise from 4 to 8 students); C3 is tested
     in the paper's direction at every size: the hierarchy better at 2 and 4, the single TA at 8."""
     from tadist_utils.storage.results import PAPER_ACCURACY
-    c2, c3 = stats.family("C2"), stats.family("C3")
+    c2, c3 = claims.family("C2"), claims.family("C3")
     assert {e for c in c2.comparisons for e in (c.better[0], c.worse[0])} == {"hierarchical"}
     for c in c2.comparisons + c3.comparisons:  # every declared direction is the paper's own ordering
         assert PAPER_ACCURACY[c.better[0]][c.better[1]] > PAPER_ACCURACY[c.worse[0]][c.worse[1]], c.label
@@ -419,17 +419,16 @@ def test_claims_are_the_papers_statements():
     design = {"direct": {1: 70.0, 2: 90.0, 4: 91.0, 8: 92.0}, "single_ta": {1: 70.0, 2: 80.0, 4: 81.0, 8: 86.0},
               "hierarchical": {1: 70.0, 2: 84.0, 4: 83.0, 8: 77.0}}
     df = make_results(design)
-    v = stats.conclusions(df, share_students=False).set_index("family_key").verdict
+    v = claims.conclusions(df, share_students=False).set_index("family_key").verdict
     assert v["C2"] == "holds" and v["C3"] == "holds"
 
 
 def test_families_are_read_from_the_declaration(monkeypatch):
-    from tadist_utils.analysis import claims
     one = claims.Family("C2", "t", "s", (claims.Comparison(("hierarchical", 4), ("hierarchical", 8)),))
     monkeypatch.setitem(claims.FAMILIES, "C2", one)
-    comp = stats.comparisons(make_results())
+    comp = claims.comparisons(make_results())
     assert list(comp[comp.family_key == "C2"].comparison) == ["hierarchical: 4 > 8 students"]
-    assert stats.conclusions(make_results()).set_index("family_key").loc["C2", "family_size"] == 1
+    assert claims.conclusions(make_results()).set_index("family_key").loc["C2", "family_size"] == 1
 
 
 def test_b1_is_notebook_06s_family_without_repeated_tests():
@@ -438,7 +437,7 @@ def test_b1_is_notebook_06s_family_without_repeated_tests():
     extra = rows("dense", "ensemble_1", s1) + rows("dense", "ensemble_2", [86.0, 86.4, 85.9])  # dense 1: S1
     for e, base in (("kd", 60.0), ("labels", 62.0)):
         extra += rows(e, "ensemble_1", [base, base + 0.5, base + 1.2]) + rows(e, "ensemble_2", [base, base + 1, base])
-    b = stats.family_comparisons(make_results(extra=extra), "B1")
+    b = claims.family_comparisons(make_results(extra=extra), "B1")
     at1 = b[b.model_a == "ensemble_1"].set_index("comparison")
     assert at1.identical.sum() == 3  # dense, hierarchical, direct: S1 each
     # S1 vs kd and S1 vs labels, three times each, are one test each; with kd vs labels, 3 tests at 1 student
@@ -463,8 +462,8 @@ def test_sign_flip_p_is_exact_and_cannot_go_below_two_over_two_to_the_n():
 
 
 def test_a_verdict_the_permutation_test_does_not_share_rests_on_the_t_test():
-    c = stats.conclusions(make_results()).set_index("family_key")
-    comp = stats.comparisons(make_results())
+    c = claims.conclusions(make_results()).set_index("family_key")
+    comp = claims.comparisons(make_results())
     assert (comp.p_perm.dropna() >= 0.25).all()  # three seeds: the sign-flip test can find nothing
     assert c.loc["C1", "verdict"] == "holds" and c.loc["C1", "verdict_perm"] == "inconclusive"
     assert not c.loc["C1", "decided"] and c.loc["C1", "rests_on"].startswith("the t-test alone")
@@ -474,7 +473,7 @@ def test_a_verdict_the_permutation_test_does_not_share_rests_on_the_t_test():
     rows7 = [dict(dataset="c", experiment="hierarchical", model=f"ensemble_{n}", seed=s, metric="test_accuracy",
                   value=base - 2.5 * k + 0.3 * ((s * (k + 1)) % 3)) for k, (n, base) in enumerate(((2, 80.0),
                   (4, 80.0), (8, 80.0))) for s in seeds]
-    c2 = stats.conclusions(pd.DataFrame(rows7)).set_index("family_key").loc["C2"]
+    c2 = claims.conclusions(pd.DataFrame(rows7)).set_index("family_key").loc["C2"]
     assert c2.verdict == c2.verdict_perm == "holds" and c2.decided and c2.rests_on == "both tests"
     assert c2.p_perm_min == pytest.approx(2 * 2 / 2 ** 7)  # Holm over 2: 2 x 2/128
 
@@ -492,7 +491,7 @@ def test_detectable_is_the_80_percent_power_difference():
     half_width = st.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
     sims = rng.normal(half_width, sd, size=(200_000, n))
     assert (st.ttest_1samp(sims, 0.0, axis=1).pvalue < alpha).mean() < 0.7  # 0.63 here: not 80%
-    comp = stats.comparisons(make_results())
+    comp = claims.comparisons(make_results())
     r = comp[comp.in_family].iloc[0]
     assert r.detectable == pytest.approx(stats.detectable(3, r.sd_diff, 0.05 / r.family))
 
@@ -504,10 +503,10 @@ def test_seeds_needed_is_the_fewest_with_80_percent_power():
         n = int(stats.seeds_needed(sd, 1.0, alpha))
         assert power(1 / sd, n, alpha) >= 0.8 and (n == 2 or power(1 / sd, n - 1, alpha) < 0.8)
     assert stats.seeds_needed(1.0, 1.0, 0.05) == 10  # (1.96 + 0.84)^2 + ~2 for the t's tails
-    plan = stats.seed_plan(make_results())
+    plan = claims.seed_plan(make_results())
     assert list(plan.family.unique()) == ["C1", "C2", "C3"]
     assert plan.alpha.to_numpy() == pytest.approx(0.05 / plan.m.to_numpy())
-    comp = stats.comparisons(make_results())
+    comp = claims.comparisons(make_results())
     assert plan.detectable.to_numpy() == pytest.approx(comp[comp.in_family].detectable.to_numpy())
     assert len(plan) == 5 + 2 + 2  # tests only: no duplicate, nothing identical by construction
 
@@ -515,10 +514,10 @@ def test_seeds_needed_is_the_fewest_with_80_percent_power():
 def test_every_verdict_names_its_regime():
     manifest = {"config": {"profile": "quick", "teacher_epochs": 8, "student_epochs": 2, "finetune_epochs": 3},
                 "dataset": {"name": "cifar10", "train": 5000, "val": 1000, "test": 2000}}
-    c = stats.conclusions(make_results(), manifest=manifest)
+    c = claims.conclusions(make_results(), manifest=manifest)
     assert (c.regime == "profile quick, cifar10, 5,000 train / 2,000 test images, epochs: teacher 8, students 2, "
                        "fine-tuning 3; teacher 81.00% test (mean of 3 seed(s))").all()
-    assert "teacher 81.00% test" in stats.conclusions(make_results()).regime[0]  # without a manifest: what it has
+    assert "teacher 81.00% test" in claims.conclusions(make_results()).regime[0]  # without a manifest: what it has
 
 
 def test_paired_differences_quotes_p_values_of_declared_families_only():
@@ -528,7 +527,7 @@ def test_paired_differences_quotes_p_values_of_declared_families_only():
     df = make_results()
     fig = plots.paired_differences(df, "direct")
     texts = [t.get_text() for t in fig.axes[0].texts if t.get_text()]
-    c1 = stats.family_comparisons(df, "C1").set_index("comparison")
+    c1 = claims.family_comparisons(df, "C1").set_index("comparison")
     want = c1.loc["direct > hierarchical (8 students)"]
     assert f"C1: t {want.p_holm:.2g}\nflip {want.p_perm_holm:.2g}" in texts
     assert not any(t.startswith("p=") for t in texts)

@@ -6,13 +6,6 @@ from pathlib import Path
 import tadist_utils
 
 ROOT = Path(tadist_utils.__file__).parent
-# Private names that issue 23's statistics modules still take from one another: that work owns these files and
-# makes the names public (or merges the modules). No other may appear.
-ISSUE_23 = {f"tadist_utils.analysis.{a} imports tadist_utils.analysis.{b}.{n}" for a, b, names in [
-    ("comparison_plots", "run_plots", ["_n_students", "_paper_teacher"]),
-    ("paired_tests", "seed_summary", ["_describe", "_is_ensemble", "_students", "_t_crit"]),
-    ("paper_claims", "paired_tests", ["_correct", "_pair"]),
-    ("paper_claims", "seed_summary", ["_is_ensemble", "_students"])] for n in names}
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -100,8 +93,7 @@ def private_imports(root: Path = ROOT) -> set[str]:
 
 
 def test_no_module_takes_another_modules_private_name():
-    assert private_imports() <= ISSUE_23, "make these public in their module, or move them to it: " \
-        f"{sorted(private_imports() - ISSUE_23)}"
+    assert not private_imports(), f"make these public in their module, or move them to it: {sorted(private_imports())}"
 
 
 def test_the_checker_sees_a_private_import(tmp_path):

@@ -1,18 +1,14 @@
 """Measuring and reading results, beside the method (which never imports from here).
 
-``stats``             the notebooks' one import for statistics over seeds (re-exports the next three);
-``seed_summary``      per-seed values, mean / sd / Student-t interval per (experiment, model), the README tables;
-``paired_tests``      paired differences over seeds, t-tests with Holm's correction, models identical by construction;
-``paper_claims``      the paper's three conclusions: their comparisons and one verdict each; the seeds a plan needs;
-``claims``            every family of comparisons, declared once (C1-C3 as the paper states them, B1 for 06);
-``power``             the 80%-power minimum detectable difference and the seeds a 1-point difference needs;
-``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, and its README tables;
-``readme_check``      every number in the README's results tables held to the committed CSV its marker names;
-``plots``             the notebooks' one import for figures (re-exports the next two, and ``save``);
-``run_plots``         figures and tables of notebooks 00-04: plans, data, one experiment's run;
-``comparison_plots``  figures of notebooks 05-06: experiments side by side, over seeds, against cost;
-``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``);
-``export_checks``     TorchScript and ONNX round trips of a model, checked against eager PyTorch;
+``stats``             over seeds: per-seed values, mean / sd / Student-t interval, paired t and sign-flip tests with
+                      Holm's correction, models identical by construction, 80%-power detectable differences;
+``claims``            every family of comparisons, declared once (C1-C3 as the paper states them, B1 for 06), run,
+                      with one verdict per conclusion and the seeds a plan needs;
+``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, its README tables, and
+                      every number in the README's results tables held to the committed CSV its marker names;
+``plots``             the notebooks' figures: plans, data, one run (00-04); side by side, over seeds, cost (05-06);
+``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``),
+                      and their TorchScript and ONNX round trips checked against eager PyTorch;
 ``bench``             the fast path against a plain reference, as a command (``python -m ...bench``) and a JSON;
 ``reference_loop``    the plain torchvision/PIL fp32 training loop the bench measures against;
 ``training_speed``    the bench's teacher and students cases: reference vs per-student loop vs fused, wall time;

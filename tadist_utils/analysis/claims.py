@@ -1,40 +1,42 @@
-"""Every family of paired comparisons this project tests, declared once, here, before any study is read.
+"""The paper's three conclusions, and every family of comparisons this project tests, declared once, here, before
+any study is read; run on a study's seeds (``stats``), with one verdict each.
 
-Notebook 05 (``stats.conclusions``/``stats.comparisons``), notebook 06 (``stats.family_comparisons``), the study
-tables written beside a results folder (``study_tables``: ``claims.csv``, ``verdicts.csv``) and the README's tables
-built from those all take their families from ``FAMILIES``; nothing else groups comparisons for Holm's
-correction, so a p-value can only be quoted with the family it was corrected in. A comparison reads "``better``
-has a higher test accuracy than ``worse``" (a paired, two-sided t-test on the seeds both have; its sign says
-which way a significant difference goes).
+Notebooks 05-06, the study tables (``claims.csv``, ``verdicts.csv``) and the README take their families from
+``FAMILIES``; nothing else groups comparisons for Holm's correction, so a p-value is only quoted with the family it
+was corrected in. A comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests
+on the seeds both have; the sign says which way a significant difference goes). The conclusions as the paper's
+Results section states them (``statement``; its numbers are ``results.PAPER_ACCURACY``):
 
-The paper's three conclusions are encoded as its Results section states them (the sentences are in
-``statement``; the numbers behind them are ``results.PAPER_ACCURACY``):
+``C1``  "The best accuracies are obtained when all the ensembles are directly trained on the teacher": direct >
+        single TA and direct > hierarchical at 2, 4 and 8 students (6; with shared S01/S2 the two 2-student ones
+        compare direct with the same model, and the second is left out as a duplicate, so 5).
+``C2``  "In hierarchal training, the accuracies of the ensemble models decrease as we keep increasing the number
+        of Teaching Assistants": hierarchical 2 > 4 and 4 > 8 students. The paper says this of the hierarchy alone
+        (its single-TA numbers rise from 4 to 8 students), so "in every experiment" would misquote it.
+``C3``  the hierarchy beats a single TA at 2 and 4 students, a single TA beats it at 8; each tested in the paper's
+        direction (no equivalence margin assumed). With shared S01/S2 the 2-student one cannot be tested.
+``B1``  beyond the paper (notebook 06, exploratory): every pair of dense, hierarchical, direct, kd and labels at 1,
+        2, 4 and 8 students (40; those that are the same model by construction, such as S1, left out).
 
-``C1``  "The best accuracies are obtained when all the ensembles are directly trained on the teacher" / "both
-        single TA as well as hierarchal TAs resulted in lowered accuracies as compared to direct training":
-        direct > single TA and direct > hierarchical, at 2, 4 and 8 students (6 comparisons; with shared S01/S2
-        the two 2-student ones compare direct with the very same model, and the second is left out of the
-        family as a duplicate, so 5).
-``C2``  "In hierarchal training, the accuracies of the ensemble models decrease as we keep increasing the
-        number of Teaching Assistants": within the hierarchy only, 2 > 4 and 4 > 8 students (2 comparisons). The
-        paper says this of the hierarchy alone; its own single-TA numbers rise from 4 to 8 students (83.72 ->
-        83.94), so "in every experiment" would misquote it.
-``C3``  "Comparing the hierarchal training with ... the single student (TA) resulted in decrease in accuracies
-        for the 2 students as well as 4 student models whereas the 8-student model trained through TA resulted
-        in better accuracy": hierarchical > single TA at 2 and at 4, single TA > hierarchical at 8, each tested in
-        the paper's direction (a directional claim, not an equivalence test: no margin is assumed). With shared
-        S01/S2 the 2-student comparison is one model against itself and cannot be tested.
-
-Beyond the paper, notebook 06 asks one exploratory question, corrected as one family:
-
-``B1``  every pair of dense, hierarchical, direct, kd and labels at 1, 2, 4 and 8 students (40 comparisons;
-        those whose two sides are the same model by construction, such as S1 in every chunked experiment, are
-        left out: 37 in a study with all five).
+A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts; also the
+best when one comparison is the same model on both sides), ``does not hold`` (one contradicts it significantly),
+``inconclusive`` (none significant: always so with one seed), ``not run`` (an experiment or size it needs is
+absent). A non-significant difference in the wrong direction is ``unclear``, not a contradiction: with a handful of
+seeds that is noise. Each verdict is read from the t-tests and from the sign-flip tests; ``rests_on`` says when they
+differ. ``regime`` names what a verdict comes from: profile, images, epochs, the teacher's accuracy.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..methods import PAPER_EXPERIMENTS
+from ..storage.summary import is_ensemble
+from .stats import (CONTRADICTS, DIFFERENCE, EQUAL, LEVEL, POWER, SUPPORTS, UNCLEAR, correct_family, detectable,
+                    pair_stats, per_seed, seeds_needed)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,6 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            _pairs(("dense", "hierarchical", "direct", "kd", "labels"), (1, 2, 4, 8)), claim=False),
 )}
 PAPER_FAMILIES = ("C1", "C2", "C3")
-BEYOND_FAMILIES = ("B1",)
 
 
 def family(key: str) -> Family:
@@ -99,3 +100,222 @@ def family(key: str) -> Family:
     if key not in FAMILIES:
         raise KeyError(f"no family {key!r} is declared; declared: {', '.join(FAMILIES)} (analysis/claims.py)")
     return FAMILIES[key]
+
+
+HOLDS, PARTLY, NOT_HOLD, INCONCLUSIVE, NOT_RUN = "holds", "partly holds", "does not hold", "inconclusive", "not run"
+CLAIMS = {int(k[1:]): FAMILIES[k].title for k in PAPER_FAMILIES}  # 1, 2, 3: what each conclusion claims
+COLUMNS = ["conclusion", "family_key", "comparison", "exp_a", "model_a", "exp_b", "model_b", "n", "seeds", "mean_a",
+           "mean_b", "mean_diff", "sd_diff", "sem_diff", "ci", "ci_low", "ci_high", "min_diff", "max_diff", "t", "p",
+           "p_perm", "wins", "losses", "ties", "identical", "duplicate_of", "in_family", "family", "p_holm",
+           "p_perm_holm", "detectable", "seeds_needed", "outcome", "outcome_perm", "decided", "correction"]
+
+
+# ------------------------------------------------------------------------- the declared families, run
+def family_comparisons(results: pd.DataFrame, key: str, metric: str = "test_accuracy", dataset: str | None = None,
+                       level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
+    """The comparisons of one declared family (``FAMILIES[key]``) that this study can make, Holm-corrected
+    together: ``COLUMNS`` (``stats.correct_family`` documents them; ``comparison`` reads "better > worse").
+    Comparisons whose models are absent are left out."""
+    d = per_seed(results, metric, dataset)
+    d = d[is_ensemble(d.model)]
+    present = set(zip(d.experiment, d.model))
+    rows = []
+    for c in family(key).comparisons:
+        a, b = (c.better[0], f"ensemble_{c.better[1]}"), (c.worse[0], f"ensemble_{c.worse[1]}")
+        if a in present and b in present:
+            rows.append(dict(conclusion=int(key[1:]) if key.startswith("C") else 0, family_key=key,
+                             comparison=c.label, exp_a=a[0], model_a=a[1], exp_b=b[0], model_b=b[1],
+                             **pair_stats(d, a, b, level, share_students)))
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    return correct_family(pd.DataFrame(rows), level)[COLUMNS]
+
+
+def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
+                level: float = LEVEL, share_students: bool = True, families=PAPER_FAMILIES) -> pd.DataFrame:
+    """Every paired comparison (claim: a > b) of the declared ``families`` (default: the paper's C1-C3, column
+    ``conclusion`` 1-3), each family Holm-corrected on its own (``family_comparisons``)."""
+    parts = [family_comparisons(results, k, metric, dataset, level, share_students) for k in families]
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+
+# ------------------------------------------------------------------------- verdicts
+def _missing(d: pd.DataFrame, key: str) -> list[str]:
+    """What a family needs and the results lack: an experiment it compares wholly absent, or an ensemble its
+    claim cannot do without (``Family.requires``: C3's 8 students), as 'experiment/ensemble_N'. Other sizes that
+    are missing are just not compared."""
+    exps = set(d.experiment)
+    f = family(key)
+    needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
+    out = [e for e in PAPER_EXPERIMENTS if e in needs and e not in exps]
+    present = set(zip(d.experiment, d.model))
+    return out or [f"{e}/ensemble_{n}" for e, n in f.requires if (e, f"ensemble_{n}") not in present]
+
+
+def verdict(outcomes) -> str:
+    """holds / partly holds / does not hold / inconclusive from a claim's comparison outcomes (module doc)."""
+    outcomes = list(outcomes)
+    tests = [o for o in outcomes if o != EQUAL]
+    if not tests:
+        return INCONCLUSIVE
+    if CONTRADICTS in tests:
+        return NOT_HOLD
+    if all(o == SUPPORTS for o in tests):
+        return PARTLY if EQUAL in outcomes else HOLDS
+    return PARTLY if SUPPORTS in tests else INCONCLUSIVE
+
+
+def _fmt(x: float, signed: bool = True, digits: int = 2) -> str:
+    return "nan" if x is None or not np.isfinite(x) else (f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}")
+
+
+def _reading(rows: pd.DataFrame, column: str = "outcome") -> str:
+    """What the comparisons show, in words: supported / contradicted / not shown / identical by construction."""
+    words = {SUPPORTS: "supported", CONTRADICTS: "contradicted", UNCLEAR: "not shown",
+             EQUAL: "not testable (the same model on both sides)"}
+    parts = []
+    for o in (SUPPORTS, CONTRADICTS, UNCLEAR, EQUAL):
+        got = [r.comparison for r in rows.itertuples() if getattr(r, column) == o]
+        if got:  # many non-significant ones by count: the comparisons are in the evidence
+            parts.append(f"{words[o]}: {len(got)} of {len(rows)} comparisons" if o == UNCLEAR and len(got) > 3
+                         else f"{words[o]}: {', '.join(got)}")
+    return "; ".join(parts)
+
+
+def evidence(rows: pd.DataFrame, level: float = LEVEL) -> str:
+    """Every comparison of a family in words: mean difference, interval, both tests' p (raw and Holm), the
+    80%-power detectable difference, wins, outcome."""
+    parts = []
+    for _, r in rows.iterrows():
+        if r.identical:
+            parts.append(f"{r.comparison}: the same model on both sides (identical by construction, not a test)")
+            continue
+        if r.n >= 2:
+            ci = (f"{int(level * 100)}% CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], per seed {_fmt(r.min_diff)} to "
+                  f"{_fmt(r.max_diff)}; t-test p={r.p:.3g}, Holm p={r.p_holm:.3g}; sign-flip p={r.p_perm:.3g}, "
+                  f"Holm p={r.p_perm_holm:.3g}; detectable at 80% power {_fmt(r.detectable, False, 1)}")
+        else:
+            ci = "no CI (1 seed)"
+        tie = ", tied on every seed" if r.ties == r.n and r.n else ""
+        dup = f" (the same test as {r.duplicate_of}: shared students)" if r.duplicate_of else ""
+        parts.append(f"{r.comparison}: {_fmt(r.mean_diff)} ({ci}, wins {r.wins}/{r.n}{tie}) -> {r.outcome}{dup}")
+    return "; ".join(parts)
+
+
+def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | None = None) -> dict:
+    """What a study's verdicts come from: profile, dataset, train/val/test images, teacher/student/fine-tuning
+    epochs, device (from ``manifest.json``, empty when not given), the teacher's mean test accuracy and the seeds
+    (from the results), and ``text``, all of it in one line."""
+    m = manifest or {}
+    cfg, data = m.get("config") or {}, m.get("dataset") or {}
+    t = per_seed(results, "test_accuracy", dataset)
+    t = t[t.model == "teacher"]
+    out = dict(profile=cfg.get("profile", ""), dataset=data.get("name", cfg.get("dataset", "")),
+               train_images=data.get("train", cfg.get("train_size")), val_images=data.get("val", cfg.get("val_size")),
+               test_images=data.get("test", cfg.get("test_size")), teacher_epochs=cfg.get("teacher_epochs"),
+               student_epochs=cfg.get("student_epochs"), finetune_epochs=cfg.get("finetune_epochs"),
+               device=(m.get("environment") or {}).get("device", ""),
+               teacher_accuracy=float(t.value.mean()) if len(t) else float("nan"), seeds=int(t.seed.nunique()))
+    images = (f"{out['train_images']:,} train / {out['test_images']:,} test images"
+              if isinstance(out["train_images"], int) and isinstance(out["test_images"], int) else "images unrecorded")
+    epochs = (f"epochs: teacher {out['teacher_epochs']}, students {out['student_epochs']}, fine-tuning "
+              f"{out['finetune_epochs']}" if out["teacher_epochs"] is not None else "epochs unrecorded")
+    out["text"] = (f"profile {out['profile'] or 'unrecorded'}, {out['dataset'] or 'dataset unrecorded'}, {images}, "
+                   f"{epochs}; teacher {out['teacher_accuracy']:.2f}% test (mean of {out['seeds']} seed(s))")
+    return out
+
+
+def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
+                level: float = LEVEL, share_students: bool = True, manifest: dict | None = None) -> pd.DataFrame:
+    """The paper's three conclusions checked across seeds: one row each (the declared families C1-C3).
+
+    Columns: conclusion (1-3), family_key (C1-C3), claim, statement (the paper's sentence), verdict (from the
+    t-tests), verdict_perm (the same rule on the exact sign-flip tests), decided (both agree), rests_on ("both
+    tests", or why the verdict rests on the t-test alone), reading (what was shown and what was not, in words),
+    n_seeds (fewest common seeds over its comparisons), supports, contradicts, unclear, equal (counts of comparison
+    outcomes; equal: identical by construction), family_size (the tests Holm corrects together: comparisons that
+    are not identical by construction nor duplicates), correction, detectable_min / detectable_max (the range of
+    the 80%-power minimum detectable difference over its tests), seeds_needed (seeds at which every test of the
+    family would find a 1-point difference with 80% power, from the observed spread), p_min (smallest Holm-adjusted
+    t-test p), p_perm_min (smallest Holm-adjusted sign-flip p), regime (``regime(...)["text"]``; pass the results
+    folder's ``manifest`` for its profile, images and epochs) and evidence (every comparison in words).
+    A conclusion is "not run" when an experiment it is about, or its largest ensemble size, is missing.
+    ``share_students``: whether the runs shared S01/S2 (``share_students(manifest)``).
+    """
+    d = per_seed(results, metric, dataset)
+    d = d[is_ensemble(d.model)]
+    comp = comparisons(results, metric, dataset, level, share_students)
+    where = regime(results, manifest, dataset)["text"]
+    rows = []
+    for key in PAPER_FAMILIES:
+        c = int(key[1:])
+        missing = _missing(d, key)
+        r = comp[comp.family_key == key]
+        counts = {k: int((r.outcome == v).sum()) for k, v in
+                  (("supports", SUPPORTS), ("contradicts", CONTRADICTS), ("unclear", UNCLEAR), ("equal", EQUAL))}
+        tests = r[r.in_family.astype(bool)] if len(r) else r
+        fam = int(r.family.iloc[0]) if len(r) else 0
+        correction = (f"Holm over the {fam} test(s) of {key} (not identical by construction, no duplicate; family-wise "
+                      f"at most {1 - level:.0%} under each test's assumptions; statsmodels multipletests)")
+        if missing or r.empty:
+            v = vp = NOT_RUN
+            reading, ev = "", "missing: " + ", ".join(missing or ["every compared ensemble"])
+        else:
+            v, vp = verdict(r.outcome), verdict(r.outcome_perm)
+            reading, ev = _reading(r), evidence(r, level)
+        decided = v == vp
+        if v in (NOT_RUN, INCONCLUSIVE) and decided:
+            rests = "nothing decided" if v == INCONCLUSIVE else ""
+        elif decided:
+            rests = "both tests"
+        else:
+            rests = (f"the t-test alone (normal differences assumed): the exact sign-flip test reads "
+                     f"'{vp}' (its smallest possible p with {int(r.n.min())} seeds is "
+                     f"{2 / 2 ** int(r.n.min()):.3g})")
+        det = tests.detectable.dropna() if len(tests) else pd.Series(dtype=float)
+        rows.append(dict(conclusion=c, family_key=key, claim=CLAIMS[c], statement=family(key).statement, verdict=v,
+                         verdict_perm=vp, decided=decided, rests_on=rests, reading=reading,
+                         n_seeds=int(r.n.min()) if len(r) else 0, **counts, family_size=fam, correction=correction,
+                         detectable_min=float(det.min()) if len(det) else float("nan"),
+                         detectable_max=float(det.max()) if len(det) else float("nan"),
+                         seeds_needed=float(tests.seeds_needed.max()) if len(tests) else float("nan"),
+                         p_min=float(tests.p_holm.min()) if len(tests) else float("nan"),
+                         p_perm_min=float(tests.p_perm_holm.min()) if len(tests) else float("nan"),
+                         regime=where, evidence=ev))
+    return pd.DataFrame(rows)
+
+
+def conclusions_markdown(verdicts: pd.DataFrame, digits: int = 1) -> str:
+    """``conclusions`` as a markdown table: claim, regime, verdict (and what it rests on), reading, the
+    80%-power detectable difference."""
+    lines = ["| conclusion | regime | verdict | what the seeds show | detectable difference at 80% power (points) |",
+             "|---|---|---|---|---|"]
+    for r in verdicts.itertuples():
+        lo, hi = round(r.detectable_min, digits), round(r.detectable_max, digits)
+        det = (f"{lo:.{digits}f}" + (f"–{hi:.{digits}f}" if hi != lo else "")) if np.isfinite(lo) else "—"
+        rests = "" if r.decided else f" (rests on {r.rests_on})"
+        lines.append(f"| {r.claim} | {r.regime} | **{r.verdict}**{rests} | {r.reading or '—'} | {det} "
+                     f"(n={r.n_seeds}) |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- planning
+def seed_plan(results: pd.DataFrame, families=None, difference: float = DIFFERENCE, power: float = POWER,
+              metric: str = "test_accuracy", dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:
+    """For every comparison of the declared ``families`` (default: the paper's C1-C3) in this study: its family,
+    comparison, n (seeds now), sd_diff (spread of the per-seed differences), family size m, alpha (0.05 / m),
+    detectable (the ``power`` minimum detectable difference with n seeds) and seeds_needed (to find
+    ``difference`` points with that power). Comparisons that are not tests (the same model on both sides, or a
+    duplicate of another) are left out. What a study needs for every comparison of a family to be found is the
+    family's largest ``seeds_needed``."""
+    comp = comparisons(results, metric, dataset, share_students=share_students,
+                       families=PAPER_FAMILIES if families is None else families)
+    comp = comp[comp.in_family]
+    rows = [dict(family=r.family_key, comparison=r.comparison, n=int(r.n), sd_diff=r.sd_diff, m=int(r.family),
+                 alpha=(1 - LEVEL) / r.family,
+                 detectable=detectable(int(r.n), r.sd_diff, (1 - LEVEL) / r.family, power),
+                 seeds_needed=seeds_needed(r.sd_diff, difference, (1 - LEVEL) / r.family, power))
+            for r in comp.itertuples()]
+    return pd.DataFrame(rows, columns=["family", "comparison", "n", "sd_diff", "m", "alpha", "detectable",
+                                       "seeds_needed"])

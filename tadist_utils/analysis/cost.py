@@ -28,7 +28,7 @@ One row per (device, model, mode):
   to the logits' scale). ONNX is optional (not in requirements.txt): without it the row says
   ``skipped: ...``. TorchScript is deprecated in torch >= 2.10 (``FutureWarning`` on every
   trace/save/load); it is still what a C++ or mobile deployment loads without Python, so it is used
-  with those warnings silenced locally (``export_checks._quiet_jit``) rather than everywhere.
+  with those warnings silenced locally (``_quiet_jit``) rather than everywhere.
 
 Timing is honest only on an otherwise idle machine: the JSON records torch threads, the device's
 name, the torch version and the load average before and after. Writes
@@ -49,12 +49,14 @@ inference-only rewrite); the table keeps BatchNorm (``fold_bn=False``) so that *
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -66,7 +68,6 @@ from torch import nn
 
 from .. import models
 from ..engine import describe, device_slug
-from .export_checks import EXPORT_TOL, export_onnx, export_torchscript, onnx_available
 from .machine import describe_machine, loadavg, sync
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
@@ -83,6 +84,86 @@ QUICK_BUDGET = dict(repeats=3, warmup=1, large_batch=64, max_seconds=1.0)
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
 PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": QUICK_BUDGET, "reference": QUICK_BUDGET}  # reference: rough too (its run is for learning)
 
+
+# ------------------------------------------------------------------------- export checks
+EXPORT_TOL = 1e-4  # max |exported - eager| allowed, relative to max(1, max |eager logits|)
+
+
+@contextlib.contextmanager
+def _quiet_jit():
+    """torch >= 2.10 marks torch.jit deprecated with a FutureWarning on every call; silence only those."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def export_check(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, bool]:
+    """(max |other - reference|, whether it is within ``EXPORT_TOL`` of the logits' scale)."""
+    diff = float((reference.float() - other.float()).abs().max())
+    return diff, diff <= EXPORT_TOL * max(1.0, float(reference.abs().max()))
+
+
+def export_torchscript(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dict:
+    """Trace at batch 2, save, load back, run on a batch of 5: file size and max |loaded - eager|."""
+    model = model.eval().cpu()
+    g = torch.Generator().manual_seed(seed)
+    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+    path = folder / f"{name}.ts.pt"
+    with _quiet_jit(), torch.inference_mode():
+        traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(path))
+        loaded = torch.jit.load(str(path), map_location="cpu")
+        diff, ok = export_check(model(probe), loaded(probe))
+    size = path.stat().st_size
+    path.unlink()
+    return dict(torchscript_bytes=size, torchscript_max_abs_diff=diff, torchscript_ok=ok)
+
+
+def onnx_available() -> str | None:
+    """None when ONNX export can be checked, else why not."""
+    missing = []
+    for mod in ("onnx", "onnxruntime"):
+        try:
+            __import__(mod)
+        except Exception:  # ImportError, or a broken install
+            missing.append(mod)
+    return f"skipped: {' and '.join(missing)} not installed" if missing else None
+
+
+def export_onnx(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dict:
+    """ONNX (dynamic batch) run by onnxruntime on CPU, or the reason it was skipped or failed."""
+    skipped = onnx_available()
+    if skipped:
+        return dict(onnx_status=skipped, onnx_bytes=None, onnx_max_abs_diff=None, onnx_ok=None)
+    import onnxruntime as ort
+    model = model.eval().cpu()
+    g = torch.Generator().manual_seed(seed)
+    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+    path = folder / f"{name}.onnx"
+    try:
+        with _quiet_jit(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # dynamo=False: the TorchScript-based exporter needs only `onnx` (the torch.export-based default
+            # needs onnxscript too); torch >= 2.9 warns that it is legacy (DeprecationWarning, silenced here).
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["images"],
+                              output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        out = session.run(None, {"images": probe.numpy()})[0]
+        with torch.inference_mode():
+            diff, ok = export_check(model(probe), torch.from_numpy(np.asarray(out)))
+        size = path.stat().st_size
+        for f in folder.glob(f"{name}.onnx*"):  # external data files, if the exporter wrote any
+            f.unlink()
+        return dict(onnx_status="ok" if ok else "mismatch", onnx_bytes=size, onnx_max_abs_diff=diff, onnx_ok=ok)
+    except Exception as e:  # noqa: BLE001 - the exporter's many failure types all mean "could not check"
+        return dict(onnx_status=f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                    onnx_bytes=None, onnx_max_abs_diff=None, onnx_ok=False)
+
+
+# ------------------------------------------------------------------------- the table
 
 def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:
     """The paper's ensemble of ``n`` students (1, 2, 4, 8), randomly initialised."""
