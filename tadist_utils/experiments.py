@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import baselines, models
+from . import models
 from .config import Config, settings_fields, validate
 from .data import DataBundle, load_data
 from .engine import describe
-from .methods import BEYOND, METHODS, build  # noqa: F401  (BEYOND: notebook 06 imports it from here)
+from .methods import METHODS
 from .plans import TEACHER, Node, Plan
 from .storage.results import ResultsStore, check_files, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
@@ -252,31 +252,27 @@ class Pipeline:
 
     # ---------------------------------------------------------------- experiments
     def baseline_model(self, baseline: str, n_students: int) -> tuple[models.Ensemble, dict]:
-        """Train (or load) the n-student ensemble architecture end to end on a baseline's signal (baselines.py)."""
-        c = self.cfg
-        key = baselines.lineage(baseline, n_students)
+        """Train (or load) a baseline's n-student ensemble architecture end to end (``methods.EndToEnd``)."""
+        c, method = self.cfg, METHODS[baseline]
+        key = method.lineage(n_students)
         if key in self._baselines:
             return self._baselines[key]
-        src = baselines.source(baseline, n_students)
-        teacher = None
-        if src == "teacher":
-            teacher = self.teacher()
-        elif src is not None:
-            teacher, _ = self.baseline_model(baseline, n_students // 2)
+        src = method.source(n_students)  # None: the labels alone; "T": the teacher; else a smaller model of its own
+        if src not in (None, "T"):  # a chain's smaller link, trained (or loaded) first
+            self.baseline_model(baseline, method.previous(n_students))
+        teacher = None if src is None else self.teacher() if src == "T" else self._baselines[src][0]
+        source_spec = self._specs["T"] if src == "T" else self._baseline_specs.get(src)
         level = n_students.bit_length()
         torch.manual_seed(init_seed(c.seed, key))
         net = self.ctx.model(models.Ensemble([models.student(level) for _ in range(n_students)], self.data.num_classes))
-        source_spec = None if src is None else self._specs["T"] if src == "teacher" else self._baseline_specs[src]
-        kd = METHODS[baseline].loss == "kd"  # "ce": the labels alone, whatever the source
-        spec = dict(model=key, source=spec_hash(source_spec),
-                    epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
-                    kd=[c.kd_temperature, c.kd_alpha] if kd else None, **{**self._common(), "augment": c.student_augment})
+        spec = dict(model=key, source=spec_hash(source_spec), epochs=c.student_epochs, lr=c.student_lr,
+                    weight_decay=c.student_weight_decay, kd=[c.kd_temperature, c.kd_alpha] if method.distils else None,
+                    **{**self._common(), "augment": c.student_augment})
         run = train_classifier(net, self.data, self.ctx, name=f"{baseline} {n_students} student(s)",
                                path=self._path(f"{baseline}{n_students}", key), spec=spec, epochs=c.student_epochs,
                                lr=c.student_lr, weight_decay=c.student_weight_decay, batch_size=c.batch_size,
                                augment=c.student_augment, seed=c.seed, optimizer="adam",
-                               distill_from=teacher if kd else None, kd_temperature=c.kd_temperature,
-                               kd_alpha=c.kd_alpha)
+                               distill_from=teacher, kd_temperature=c.kd_temperature, kd_alpha=c.kd_alpha)
         net.requires_grad_(False)
         test = evaluate(net, batches(self.data, "test", c.eval_batch_size, self.ctx), self.ctx)
         metrics = dict(val_accuracy=run.best["metric"], test_accuracy=test, selected_epoch=run.best["epoch"],
@@ -290,7 +286,7 @@ class Pipeline:
         """Every ensemble size of one baseline; its rows of results.csv."""
         t0 = time.perf_counter()
         rows = []
-        for size in baselines.sizes(self.cfg.levels):
+        for size in METHODS[baseline].sizes(self.cfg.levels):
             _, metrics = self.baseline_model(baseline, size)
             rows += self._rows(baseline, f"ensemble_{size}", **metrics)
         self._add_results(rows)
@@ -302,7 +298,7 @@ class Pipeline:
         if not METHODS[experiment].chunked:
             return self.run_baseline(experiment)
         t0 = time.perf_counter()
-        plan = build(experiment, self.cfg.levels, share_students=self.cfg.share_students)
+        plan = METHODS[experiment].plan(self.cfg.levels, share_students=self.cfg.share_students)
         self.students([plan])
         rows = []
         for n in plan.nodes:
@@ -317,7 +313,7 @@ class Pipeline:
 
     def plans(self, experiments: tuple[str, ...] | None = None) -> list[Plan]:
         """The plans of the chunked methods among ``experiments`` (default: the config's), baselines left out."""
-        return [build(e, self.cfg.levels, share_students=self.cfg.share_students)
+        return [METHODS[e].plan(self.cfg.levels, share_students=self.cfg.share_students)
                 for e in experiments or self.cfg.experiments if METHODS[e].chunked]
 
     def run(self, experiments: tuple[str, ...] | None = None) -> pd.DataFrame:

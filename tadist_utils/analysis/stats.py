@@ -34,8 +34,7 @@ from scipy.optimize import brentq
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from .. import baselines
-from ..methods import BASELINES, EXPERIMENTS, build
+from ..methods import BASELINES, EXPERIMENTS, METHODS, build
 from ..storage import summary as core
 from ..storage.results import PAPER_ACCURACY, students_label
 from ..storage.summary import describe, is_ensemble, n_students
@@ -188,7 +187,7 @@ def members(experiment: str, model: str, share_students: bool = True) -> tuple[s
         return None
     n = int(n)
     if experiment in BASELINES:
-        return (baselines.lineage(experiment, n),)
+        return (METHODS[experiment].lineage(n),)
     if experiment in EXPERIMENTS:
         plan = build(experiment, n.bit_length(), share_students=share_students)
         return tuple(plan.node(name).key for name in plan.ensembles[n])
