@@ -37,7 +37,7 @@ from .losses import feature_loss, guided_loss, kd_loss
 class Context:
     """How to run (not what to learn): device, precision, progress bars, logging.
 
-    ``bar(total=, desc=, disable=)``: a tqdm-like progress bar; none unless the caller passes one (the pipeline passes
+    ``bar(total=, desc=, disable=)``: a progress bar, tqdm's unless the caller passes another (the pipeline passes
     ``runners.console.bar``, which also reports to the runner's terminal)."""
     device: torch.device
     amp_dtype: torch.dtype | None = None
@@ -46,7 +46,7 @@ class Context:
     progress: bool = True
     log: Callable[[str], None] = print
     fuse: bool = False  # train sibling students as one network (fused.py); engine.resolve_fuse picks it
-    bar: Callable[..., tqdm] = partial(tqdm, disable=True)
+    bar: Callable[..., tqdm] = partial(tqdm, leave=False, dynamic_ncols=True)
 
     @classmethod
     def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None) -> "Context":
@@ -58,8 +58,7 @@ class Context:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
-                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device),
-                   **({} if bar is None else dict(bar=bar)))
+                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar or cls.bar)
 
     def model(self, m: nn.Module) -> nn.Module:
         return prepare(m, self.device, self.channels_last)
@@ -289,25 +288,9 @@ def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
     return keep
 
 
-def loop_step(runs: list[RunState], nets: list, wanted, x: torch.Tensor, targets: list[torch.Tensor],
-              keep: list[list[bool]] | None, loss: str, ctx: Context) -> torch.Tensor:
-    """One step of each student in turn, each with its own optimiser.
-
-    ``wanted[i]``: student ``i``'s (guide, start, stop) targets; ``keep[i]``: which count at this step.
-    Returns the students' losses (not synced to the host)."""
-    losses = []
-    for i, (r, net) in enumerate(zip(runs, nets)):
-        with autocast(ctx.device, ctx.amp_dtype):
-            out = net(x)
-        l = guided_loss(out, targets, wanted[i], keep and keep[i], loss)
-        scaled_step(l, r.optimizer, r.scheduler, r.scaler)
-        losses.append(l.detach())
-    return torch.stack(losses)
-
-
 class OneByOne:
-    """The students of an epoch stepped one after another (``loop_step``): the CPU's default. ``fused.FusedTrainer``
-    has the same interface (``runs``, ``train``, ``step``, ``store``) and steps them as fused networks."""
+    """The students of an epoch stepped one after another, each with its own optimiser: the CPU's default.
+    ``fused.FusedTrainer`` has the same interface (``runs``, ``train``, ``step``, ``store``) and fuses them."""
 
     def __init__(self, runs: list[RunState], wanted, ctx: Context, *, loss: str = "mse"):
         self.runs, self.wanted, self.ctx, self.loss = runs, wanted, ctx, loss
@@ -318,7 +301,18 @@ class OneByOne:
             r.model.train()
 
     def step(self, x: torch.Tensor, targets: list[torch.Tensor], keep: list[list[bool]] | None = None):
-        return loop_step(self.runs, self.nets, self.wanted, x, targets, keep, self.loss, self.ctx)
+        """One step of each student on batch ``x``; ``targets``: each guide's features for the batch.
+
+        ``wanted[i]``: student ``i``'s (guide, start, stop) targets; ``keep[i]``: which count at this step.
+        Returns the students' losses (not synced to the host)."""
+        losses = []
+        for i, (r, net) in enumerate(zip(self.runs, self.nets)):
+            with autocast(self.ctx.device, self.ctx.amp_dtype):
+                out = net(x)
+            loss = guided_loss(out, targets, self.wanted[i], keep and keep[i], self.loss)
+            scaled_step(loss, r.optimizer, r.scheduler, r.scaler)
+            losses.append(loss.detach())
+        return torch.stack(losses)
 
     def store(self) -> None:
         """Nothing to copy back: each student stepped its own model and optimiser."""
@@ -353,7 +347,7 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
     with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):  # the parents' features on the validation split
         val_targets = {gi: extract(_features(guides[gi]), val, ctx) for gi in {wanted[i][-1][0] for i in todo}}
     targets = frozen_targets(guides, data, batch_size, ctx, augment, ctx.fuse)
-    stepper = None
+    step = None
     total = sum(epochs - runs[i].epoch for i in todo) * len(train)
     with ctx.bar(total=total, desc=f"{group or 'students'} ({len(todo)} student(s))", disable=not ctx.progress) as bar:
         for epoch in range(min(runs[i].epoch for i in todo), epochs):
@@ -363,20 +357,20 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
             train.set_epoch(epoch)
             bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
             t0 = time.perf_counter()
-            if stepper is None or list(map(id, stepper.runs)) != [id(runs[i]) for i in active]:  # (compiled once)
-                stepper = (FusedTrainer if ctx.fuse else OneByOne)([runs[i] for i in active],
-                                                                   [wanted[i] for i in active], ctx, loss=loss)
+            if step is None or list(map(id, step.runs)) != [id(runs[i]) for i in active]:  # kept: compiled once
+                step = (FusedTrainer if ctx.fuse else OneByOne)([runs[i] for i in active], [wanted[i] for i in active],
+                                                                ctx, loss=loss)
             masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, jobs[i].name)) for i in active]
             dense = drop > 0 and any(len(wanted[i]) > 1 for i in active)
-            stepper.train()
+            step.train()
             sums, n = torch.zeros(len(active), device=ctx.device), 0
             for x, _, idx in train:
                 keep = [keep_mask(len(wanted[i]), drop, m) if len(wanted[i]) > 1 else [True]
                         for i, m in zip(active, masks)] if dense else None
-                sums += stepper.step(x, targets(x, idx), keep) * len(idx)
+                sums += step.step(x, targets(x, idx), keep) * len(idx)
                 n += len(idx)
                 bar.update(len(active))
-            stepper.store()
+            step.store()
             share, train_loss = (time.perf_counter() - t0) / len(active), (sums / max(1, n)).tolist()
             for k, i in enumerate(active):
                 r = runs[i]
