@@ -29,6 +29,7 @@ from .data import DataBundle, load_data
 from .engine import describe
 from .methods import METHODS
 from .plans import TEACHER, Node, Plan
+from .runners import console
 from .storage.results import ResultsStore, check_files, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
                     train_students)
@@ -75,7 +76,7 @@ class Pipeline:
     def __init__(self, cfg: Config, data: DataBundle | None = None, ctx: Context | None = None):
         validate(cfg)
         self.cfg = cfg
-        self.ctx = ctx or Context.from_config(cfg)
+        self.ctx = ctx or Context.from_config(cfg, bar=console.bar)  # tqdm, also reporting to the runner
         check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
         self._data = data
@@ -353,7 +354,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # data there but refused (not CIFAR, an ImageFolder without classes)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .runners import console
     finished, t_all, cfg = [], time.perf_counter(), configs[0]
     try:
         with console.stop_on_sigterm():

@@ -50,12 +50,9 @@ def _adam(params, group: dict, device: torch.device) -> torch.optim.Adam:
 
 
 class FusedTrainer:
-    """One epoch of several students (``train.RunState`` each, all at the same epoch) as fused networks.
-
-    ``step(x, targets)`` trains every student on one batch and returns their losses (a tensor, one
-    per student in the order given, not synced to the host). ``store()`` writes weights, BatchNorm
-    buffers, Adam state, schedule and scaler back into each student's own objects.
-    """
+    """One epoch of several students (``train.RunState`` each, all at the same epoch) as fused networks: the
+    interface of ``train.OneByOne``, whose ``store()`` here writes weights, BatchNorm buffers, Adam state, schedule
+    and scaler back into each student's own objects."""
 
     def __init__(self, runs: list, targets: list[tuple[tuple[int, int, int], ...]], ctx, *, loss: str = "mse"):
         self.runs, self.ctx, self.loss = runs, ctx, loss
@@ -134,11 +131,7 @@ class FusedTrainer:
             net.train()
 
     def step(self, x: torch.Tensor, targets: list[torch.Tensor], keep: list[list[bool]] | None = None) -> torch.Tensor:
-        """One step of every student on batch ``x``; ``targets``: each guide's features for the batch.
-
-        ``keep[i]``: which of student ``i``'s targets count at this step (densely guided students).
-        Returns the students' losses, in the order of ``runs``.
-        """
+        """One step of every student on batch ``x`` (``train.OneByOne.step``): losses in the order of ``runs``."""
         losses = []
         for (idx, net, wanted), fast in zip(self.groups, self.fast):
             with autocast(self.ctx.device, self.ctx.amp_dtype):

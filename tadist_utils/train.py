@@ -4,9 +4,10 @@ All loops checkpoint at the end of every epoch and resume from there (see ``chec
 Shuffling and augmentation are seeded by ``(seed, epoch)``, so a resumed run sees the batches an
 uninterrupted one would have seen.
 
-The fast path for students: all students that learn from the same parent train in one loop, so
-each batch costs one parent forward pass (none at all when augmentation is off: the parent's
-features for the whole training split are computed once and indexed).
+``train_students`` is the plain loop (each epoch, each batch: the parent's features as targets, each student's
+loss and optimiser step; then a validation loss and a checkpoint per student). Two accelerators sit behind it with
+the same interface: the targets of a batch (``frozen_targets``: the guides' forward, or a lookup in features computed
+once when nothing is augmented) and the step (``OneByOne``, the CPU's default, or ``fused.FusedTrainer``).
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import os
 import time
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .storage.checkpoint import RunState, run_epochs
 from .config import default_threads
@@ -32,7 +35,10 @@ from .losses import feature_loss, guided_loss, kd_loss
 
 @dataclass
 class Context:
-    """How to run (not what to learn): device, precision, progress bars, logging."""
+    """How to run (not what to learn): device, precision, progress bars, logging.
+
+    ``bar(total=, desc=, disable=)``: a progress bar, tqdm's unless the caller passes another (the pipeline passes
+    ``runners.console.bar``, which also reports to the runner's terminal)."""
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
@@ -40,9 +46,10 @@ class Context:
     progress: bool = True
     log: Callable[[str], None] = print
     fuse: bool = False  # train sibling students as one network (fused.py); engine.resolve_fuse picks it
+    bar: Callable[..., tqdm] = partial(tqdm, leave=False, dynamic_ncols=True)
 
     @classmethod
-    def from_config(cls, cfg) -> "Context":
+    def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None) -> "Context":
         if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (config.default_threads), not all cores
             torch.set_num_threads(cfg.threads or default_threads())
         if getattr(cfg, "deterministic", False):  # recorded in the manifest (results.environment)
@@ -51,11 +58,7 @@ class Context:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
-                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
-
-    def bar(self, total: int, desc: str):
-        from .runners.console import bar  # tqdm, also reporting to $TADIST_PROGRESS for the runner's terminal (console.py)
-        return bar(total, desc, disable=not self.progress)
+                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar or cls.bar)
 
     def model(self, m: nn.Module) -> nn.Module:
         return prepare(m, self.device, self.channels_last)
@@ -156,17 +159,19 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
                                       steps=max(1, epochs * len(train)), device=ctx.device)
     run = RunState(path, spec, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
     fast = ctx.fast(model)
-    soft = _SoftTargets(distill_from, data, batch_size, ctx, augment) if distill_from is not None else None
+    soft = None
+    if distill_from is not None:  # its __call__, a function: its logits (a module would give its features)
+        soft = frozen_targets([distill_from.__call__], data, batch_size, ctx, augment)
 
     def train_epoch(epoch: int) -> dict:
         train.set_epoch(epoch)
         zero_momentum(opt)  # here, not at construction: a resumed state may hold no buffers either
         total, n = torch.zeros((), device=ctx.device), 0
-        with ctx.bar(len(train), f"{name} epoch {epoch + 1}/{epochs}") as bar:
+        with ctx.bar(total=len(train), desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not ctx.progress) as bar:
             for x, y, idx in train:
                 loss_fn = None
                 if soft is not None:
-                    teacher_logits = soft(x, idx)
+                    teacher_logits = soft(x, idx)[0]
                     loss_fn = lambda out, y: kd_loss(out, teacher_logits, y, kd_temperature, kd_alpha)  # noqa: E731
                 total += classifier_step(fast, opt, sched, run.scaler, x, y, ctx, loss_fn) * len(y)
                 n += len(y)
@@ -175,22 +180,6 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
 
     return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=evaluate(model, val, ctx)), ctx,
                       select="val_accuracy", include_start=include_start)
-
-
-class _SoftTargets:
-    """A frozen model's logits for a batch: looked up from one pass over the split, or computed per batch."""
-
-    def __init__(self, model: Callable, data: DataBundle, batch_size: int, ctx: Context, augment: bool):
-        self.model, self.ctx, self.cached = model, ctx, None
-        if not augment:
-            with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                self.cached = extract(model, batches(data, "train", batch_size * 4, ctx), ctx)
-
-    def __call__(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        if self.cached is not None:
-            return self.cached[idx]
-        with torch.no_grad(), autocast(self.ctx.device, self.ctx.amp_dtype):
-            return self.model(x).float()
 
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
@@ -261,17 +250,34 @@ def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: floa
     return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
 
 
+def _features(guide) -> Callable[[torch.Tensor], torch.Tensor]:
+    return guide.features if isinstance(guide, nn.Module) else guide
+
+
 def guide_targets(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False) -> Callable[[torch.Tensor], list]:
     """``x -> [each guide's features, float32]``, frozen (no grad, under autocast): what a student regresses each
     augmented step. ``guides``: models (their ``features``) or feature functions; with ``fuse``, same-architecture
     student guides run as one network (``fused.fused_guides``: the same features, fewer launches)."""
-    run = fused_guides(guides, ctx, fold_bn) if fuse else \
-        (lambda x: [(g.features if isinstance(g, nn.Module) else g)(x) for g in guides])
+    run = fused_guides(guides, ctx, fold_bn) if fuse else (lambda x: [_features(g)(x) for g in guides])
 
     def targets(x: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
             return [t.float() for t in run(x)]
     return targets
+
+
+def frozen_targets(guides: list, data: DataBundle, batch_size: int, ctx: Context, augment: bool,
+                   fuse: bool = False) -> Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]:
+    """``(x, idx) -> [each guide's output for the batch]`` (``guide_targets``' guides): the guides' forward on every
+    batch (augmented: new images each time), or, without augmentation, a lookup by index in their outputs over the
+    training split, computed once: the same numbers without a forward pass per step."""
+    if augment:
+        forward = guide_targets(guides, ctx, fuse)
+        return lambda x, idx: forward(x)
+    with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+        full = batches(data, "train", batch_size * 4, ctx)
+        cached = [extract(_features(g), full, ctx) for g in guides]
+    return lambda x, idx: [c[idx] for c in cached]
 
 
 def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
@@ -282,109 +288,101 @@ def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
     return keep
 
 
-def loop_step(runs: list[RunState], nets: list, wanted, x: torch.Tensor, targets: list[torch.Tensor],
-              keep: list[list[bool]] | None, loss: str, ctx: Context) -> torch.Tensor:
-    """One step of each student in turn, each with its own optimiser (the CPU's path; ``fused.py`` on GPUs).
+class OneByOne:
+    """The students of an epoch stepped one after another, each with its own optimiser: the CPU's default.
+    ``fused.FusedTrainer`` has the same interface (``runs``, ``train``, ``step``, ``store``) and fuses them."""
 
-    ``wanted[i]``: student ``i``'s (guide, start, stop) targets; ``keep[i]``: which count at this step.
-    Returns the students' losses (not synced to the host)."""
-    losses = []
-    for i, (r, net) in enumerate(zip(runs, nets)):
-        with autocast(ctx.device, ctx.amp_dtype):
-            out = net(x)
-        l = guided_loss(out, targets, wanted[i], keep and keep[i], loss)
-        scaled_step(l, r.optimizer, r.scheduler, r.scaler)
-        losses.append(l.detach())
-    return torch.stack(losses)
+    def __init__(self, runs: list[RunState], wanted, ctx: Context, *, loss: str = "mse"):
+        self.runs, self.wanted, self.ctx, self.loss = runs, wanted, ctx, loss
+        self.nets = [ctx.fast(r.model) for r in runs]
+
+    def train(self) -> None:
+        for r in self.runs:
+            r.model.train()
+
+    def step(self, x: torch.Tensor, targets: list[torch.Tensor], keep: list[list[bool]] | None = None):
+        """One step of each student on batch ``x``; ``targets``: each guide's features for the batch.
+
+        ``wanted[i]``: student ``i``'s (guide, start, stop) targets; ``keep[i]``: which count at this step.
+        Returns the students' losses (not synced to the host)."""
+        losses = []
+        for i, (r, net) in enumerate(zip(self.runs, self.nets)):
+            with autocast(self.ctx.device, self.ctx.amp_dtype):
+                out = net(x)
+            loss = guided_loss(out, targets, self.wanted[i], keep and keep[i], self.loss)
+            scaled_step(loss, r.optimizer, r.scheduler, r.scaler)
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    def store(self) -> None:
+        """Nothing to copy back: each student stepped its own model and optimiser."""
 
 
 def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Context, *, epochs: int, lr: float,
                    weight_decay: float, batch_size: int, augment: bool, seed: int, loss: str = "mse",
                    group: str = "", drop: float = 0.0) -> list[RunState]:
-    """Train sibling students together: one batch, one parent forward (or a cached one), every step.
+    """Train sibling students together: each batch, the guides' features as targets, every student's step.
 
     ``guides``: the parent (a frozen model, whose ``features`` are the targets, or a feature function), or
     a list of them (ancestors first, parent last) for densely guided students or a fused generation; a
-    densely guided student's loss is the mean over the targets kept at that step (``drop``). With
-    ``ctx.fuse`` and augmentation, guides that are students of one architecture run as one network
-    each step (``fused.fused_guides``: the same features, fewer launches).
+    densely guided student's loss is the mean over the targets kept at that step (``drop``).
     Each student keeps its own optimizer, schedule and checkpoint, so finished students are skipped
-    and unfinished ones resume at their own epoch. With ``ctx.fuse`` the students of one epoch step as
-    fused networks (``fused.FusedTrainer``), otherwise one after another (``loop_step``): the same maths.
+    and unfinished ones resume at their own epoch. ``ctx.fuse`` swaps in the fused step (``fused.FusedTrainer``)
+    and, with augmentation, the guides' fused forward (``fused.fused_guides``): the same maths, fewer launches.
     Reports mean train loss and val loss (against the parent: a student's last target) per epoch.
     """
     guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
-    feats = [g.features if isinstance(g, nn.Module) else g for g in guides]
-    parent = len(guides) - 1
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
-    steps = max(1, epochs * len(train))
-    runs = []
-    for job in jobs:
-        run = student_run(job.model, ctx, lr=lr, weight_decay=weight_decay, steps=steps, path=job.path, spec=job.spec)
-        run.restore(ctx.log)
-        runs.append(run)
-    todo = [(j, r) for j, r in zip(jobs, runs) if r.epoch < epochs]
-    if todo:
-        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-            parents = {(j.targets or ((parent, j.start, j.stop),))[-1][0] for j, _ in todo}
-            val_targets = {gi: extract(feats[gi], val, ctx) for gi in parents}
-            full = batches(data, "train", batch_size * 4, ctx)
-            cached = None if augment else [extract(f, full, ctx) for f in feats]
-        guide_forward = guide_targets(guides, ctx, fuse=ctx.fuse) if cached is None else None
-        fast = {} if ctx.fuse else {id(j): ctx.fast(j.model) for j, _ in todo}
-        first = min(r.epoch for _, r in todo)
-        total = sum(epochs - r.epoch for _, r in todo) * len(train)
-        fused = None
-        with ctx.bar(total, f"{group or 'students'} ({len(todo)} student(s))") as bar:
-            for epoch in range(first, epochs):
-                active = [(j, r) for j, r in todo if r.epoch == epoch]
-                if not active:
-                    continue
-                train.set_epoch(epoch)
-                bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
-                t0 = time.perf_counter()
-                wanted = [j.targets or ((parent, j.start, j.stop),) for j, _ in active]
-                dense = drop > 0 and any(len(w) > 1 for w in wanted)
-                masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, j.name)) for j, _ in active]
-                for j, _ in active:
-                    j.model.train()
-                if ctx.fuse and (fused is None or list(map(id, fused.runs)) != [id(r) for _, r in active]):
-                    # fused networks live while the same students train (a compiled step is compiled once);
-                    # a new set (students resumed at other epochs) gets a new one
-                    fused = FusedTrainer([r for _, r in active], wanted, ctx, loss=loss)
-                if fused is not None:
-                    fused.train()
-                sums = torch.zeros(len(active), device=ctx.device)
-                n = 0
-                for x, _, idx in train:
-                    if cached is not None:
-                        target = [c[idx] for c in cached]
-                    else:
-                        target = guide_forward(x)
-                    keep = [keep_mask(len(w), drop, m) if len(w) > 1 else [True] for w, m in zip(wanted, masks)] \
-                        if dense else None
-                    if fused is not None:
-                        sums += fused.step(x, target, keep) * len(idx)
-                    else:
-                        sums += loop_step([r for _, r in active], [fast[id(j)] for j, _ in active], wanted, x,
-                                          target, keep, loss, ctx) * len(idx)
-                    n += len(idx)
-                    bar.update(len(active))
-                if fused is not None:
-                    fused.store()
-                share = (time.perf_counter() - t0) / len(active)
-                train_loss = (sums / max(1, n)).tolist()
-                for i, (j, r) in enumerate(active):
-                    j.model.eval()
-                    with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                        pred = extract(j.model, val, ctx)
-                    gi, a, b = wanted[i][-1]  # the parent: last of a student's targets
-                    val_loss = feature_loss(pred, val_targets[gi][:, a:b], loss).item()
-                    r.epoch += 1
-                    r.seconds += share
-                    r.record(dict(train_loss=train_loss[i], val_loss=val_loss), select=None)
-                    r.save(epochs)
+    runs = [student_run(j.model, ctx, lr=lr, weight_decay=weight_decay, steps=max(1, epochs * len(train)),
+                        path=j.path, spec=j.spec) for j in jobs]
+    for r in runs:
+        r.restore(ctx.log)  # from its checkpoint: finished, or the epoch to resume at
+    wanted = [j.targets or ((len(guides) - 1, j.start, j.stop),) for j in jobs]  # (guide, start, stop): parent last
+    todo = [i for i, r in enumerate(runs) if r.epoch < epochs]
+    if not todo:  # all finished: nothing to load, run or show
+        for r in runs:
+            r.finish()
+        return runs
+    with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):  # the parents' features on the validation split
+        val_targets = {gi: extract(_features(guides[gi]), val, ctx) for gi in {wanted[i][-1][0] for i in todo}}
+    targets = frozen_targets(guides, data, batch_size, ctx, augment, ctx.fuse)
+    step = None
+    total = sum(epochs - runs[i].epoch for i in todo) * len(train)
+    with ctx.bar(total=total, desc=f"{group or 'students'} ({len(todo)} student(s))", disable=not ctx.progress) as bar:
+        for epoch in range(min(runs[i].epoch for i in todo), epochs):
+            active = [i for i in todo if runs[i].epoch == epoch]  # students resumed later join at their epoch
+            if not active:
+                continue
+            train.set_epoch(epoch)
+            bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
+            t0 = time.perf_counter()
+            if step is None or list(map(id, step.runs)) != [id(runs[i]) for i in active]:  # kept: compiled once
+                step = (FusedTrainer if ctx.fuse else OneByOne)([runs[i] for i in active], [wanted[i] for i in active],
+                                                                ctx, loss=loss)
+            masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, jobs[i].name)) for i in active]
+            dense = drop > 0 and any(len(wanted[i]) > 1 for i in active)
+            step.train()
+            sums, n = torch.zeros(len(active), device=ctx.device), 0
+            for x, _, idx in train:
+                keep = [keep_mask(len(wanted[i]), drop, m) if len(wanted[i]) > 1 else [True]
+                        for i, m in zip(active, masks)] if dense else None
+                sums += step.step(x, targets(x, idx), keep) * len(idx)
+                n += len(idx)
+                bar.update(len(active))
+            step.store()
+            share, train_loss = (time.perf_counter() - t0) / len(active), (sums / max(1, n)).tolist()
+            for k, i in enumerate(active):
+                r = runs[i]
+                r.model.eval()
+                with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+                    pred = extract(r.model, val, ctx)
+                gi, a, b = wanted[i][-1]  # the parent: last of a student's targets
+                val_loss = feature_loss(pred, val_targets[gi][:, a:b], loss).item()
+                r.epoch += 1
+                r.seconds += share
+                r.record(dict(train_loss=train_loss[k], val_loss=val_loss), select=None)
+                r.save(epochs)
     for r in runs:
         r.finish()
     return runs

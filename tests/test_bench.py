@@ -30,9 +30,7 @@ def test_quick_bench_writes_json(tmp_path):
     students, ops = report["cases"]["students"], report["cases"]["ops"]
     assert students["fused"]["images_per_s"] > 0 and students["fused"]["tflops"] > 0
     assert students["fused_vs_loop"] > 0 and students["default_path"].startswith("fast")  # CPU: the loop
-    assert ops["students"] == 3
-    for k in ("aten_ops", "leaf_ops", "device_ops"):
-        assert 0 < ops["fused"][k] < ops["loop"][k]
+    assert ops["students"] == 3  # fewer operators when fused (all three counts: the 15-student test below)
     assert ops["device_ops_ratio"] > 1.3  # 3 students (two architectures) -> 2 networks: at most about 3/2
 
 

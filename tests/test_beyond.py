@@ -98,18 +98,18 @@ def test_kd_baseline_learns_from_the_teacher(smoke_cfg, monkeypatch):
 
 def test_cached_soft_targets_line_up_with_shuffled_batches(smoke_cfg):
     """KD without augmentation looks the teacher's logits up by index: they must be the logits of *that* batch."""
-    from tadist_utils.train import _SoftTargets
+    from tadist_utils.train import frozen_targets
     data = load_data(smoke_cfg())
     ctx = Context(torch.device("cpu"), progress=False)
     torch.manual_seed(0)
     teacher = models.teacher(data.num_classes).eval()
-    soft = _SoftTargets(teacher, data, 64, ctx, augment=False)
+    soft = frozen_targets([teacher.__call__], data, 64, ctx, augment=False)  # its logits, as train_classifier asks
     train = batches(data, "train", 64, ctx, train=True, seed=3)
     train.set_epoch(1)
     x, _, idx = next(iter(train))
     assert not torch.equal(idx, torch.arange(len(idx)))  # shuffled
     with torch.no_grad():
-        torch.testing.assert_close(soft(x, idx), teacher(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(soft(x, idx)[0], teacher(x), rtol=1e-4, atol=1e-4)
 
 
 def test_cifar100_has_a_100_way_output_layer(smoke_cfg, tmp_path):

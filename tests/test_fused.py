@@ -19,7 +19,7 @@ from tadist_utils.data import load_data
 from tadist_utils.engine import grad_scaler
 from tadist_utils.fused import FusedTrainer
 from tadist_utils.losses import chunk_losses, feature_loss
-from tadist_utils.train import Context, RunState, StudentJob, keep_mask, loop_step, train_students
+from tadist_utils.train import Context, OneByOne, RunState, StudentJob, keep_mask, train_students
 
 CPU = torch.device("cpu")
 LEVELS = (2, 3, 3, 4, 4, 4)  # mixed architectures (one fused network per level), out of chunk order
@@ -36,8 +36,8 @@ def runs_for(students, lr=1e-3, weight_decay=1e-4, t_max=10):
 
 
 def separate_step(runs, wanted, x, targets, loss, keep=None):
-    """The per-student loop of train.train_students (``train.loop_step``), in float64 without autocast."""
-    return loop_step(runs, [r.model for r in runs], wanted, x, targets, keep, loss, Context(CPU, None, progress=False))
+    """The per-student step of train.train_students (``train.OneByOne``), in float64 without autocast."""
+    return OneByOne(runs, wanted, Context(CPU, None, progress=False), loss=loss).step(x, targets, keep)
 
 
 def assert_same_state(a, b, tol=1e-9):

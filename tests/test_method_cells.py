@@ -93,14 +93,14 @@ def _break_loss(monkeypatch):
 def _break_step(monkeypatch):
     """The package's step with another learning rate than the config's: the weights no longer agree."""
     from tadist_utils import train
-    real = train.loop_step
+    real = train.OneByOne.step
 
-    def step(runs, *args):
-        for r in runs:
+    def step(self, *args):
+        for r in self.runs:
             for group in r.optimizer.param_groups:
                 group["lr"] *= 1.5
-        return real(runs, *args)
-    monkeypatch.setattr(train, "loop_step", step)
+        return real(self, *args)
+    monkeypatch.setattr(train.OneByOne, "step", step)
 
 
 def _break_cut(monkeypatch):

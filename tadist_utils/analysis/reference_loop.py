@@ -1,4 +1,7 @@
-"""The reference the bench measures the package against: the training loop one writes first.
+"""The reference the bench measures the package against: the training loop one writes first, data pipeline included.
+
+Not the package's own plain loop (``train.train_students`` one student after another), which is the CPU's fast path:
+device-resident data, batched augmentation, one parent forward (or none: cached) for all siblings.
 
 A torchvision ``DataLoader`` over PIL images with ``RandomCrop``/``RandomHorizontalFlip``/``ToTensor``/``Normalize``,
 fp32, contiguous tensors, one model at a time and, for students, the parent's forward pass recomputed for every

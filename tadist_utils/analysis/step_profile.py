@@ -23,7 +23,7 @@ from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
-from ..train import (Context, RunState, classifier_optimizer, classifier_step, guide_targets, init_seed, loop_step,
+from ..train import (Context, OneByOne, RunState, classifier_optimizer, classifier_step, guide_targets, init_seed,
                      student_run)
 from .machine import sync
 
@@ -73,12 +73,9 @@ class DeviceOps(TorchDispatchMode):
 
 def student_step(runs, wanted, ctx: Context, fuse: bool):
     """A callable ``(x, targets) -> losses``: one training step of every student, fused or one by one."""
-    if fuse:
-        trainer = FusedTrainer(runs, wanted, ctx)
-        trainer.train()
-        return lambda x, targets: trainer.step(x, targets)
-    nets = [ctx.fast(r.model) for r in runs]
-    return lambda x, targets: loop_step(runs, nets, wanted, x, targets, None, "mse", ctx)
+    step = (FusedTrainer if fuse else OneByOne)(runs, wanted, ctx)
+    step.train()
+    return step.step
 
 
 def count_ops(fn, device: torch.device, device_ops: bool = True) -> dict:

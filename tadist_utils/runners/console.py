@@ -1,9 +1,9 @@
 """What a terminal shows while the notebooks train inside Jupyter kernels: live progress and which data is used.
 
-Progress. Every training bar (``train.Context.bar``) is a tqdm bar; when the environment variable
-``TADIST_PROGRESS`` names a file, the bar also appends one JSON line to it when it starts, at most once a
-second while it runs, and when it ends: ``desc`` (model and epoch), ``postfix``, ``n`` / ``total`` (steps),
-``elapsed`` (s) and ``done``. ``reproduce`` sets the variable for each notebook it runs (the kernel inherits
+Progress. Every training bar is :func:`bar` (the pipeline passes it as ``train.Context.bar``), a tqdm bar; when
+the environment variable ``TADIST_PROGRESS`` names a file, the bar also appends one JSON line to it when it starts,
+at most once a second while it runs, and when it ends: ``desc`` (model and epoch), ``postfix``, ``n`` / ``total``
+(steps), ``elapsed`` (s) and ``done``. ``reproduce`` sets the variable for each notebook it runs (the kernel inherits
 it), and a :class:`ProgressPrinter` thread reads the file and prints lines such as::
 
       01_teacher  teacher epoch 3/8  100%  412 img/s  ETA teacher 0:52
