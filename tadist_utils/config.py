@@ -1,24 +1,24 @@
-"""Run configuration: one dataclass, three profiles, validation before any training.
+"""Run configuration: one dataclass, the profiles, and the checks a config can make on its own.
 
 Every choice the paper leaves open is a field here with a documented default; a profile is a set of
-overrides; any field can be overridden again (``make_config("quick", student_epochs=5)``).
+overrides; any field can be overridden again (``make_config("quick", student_epochs=5)``). Types and ranges are
+checked here; whether a name is a known experiment, loss, dataset or device is its owner's to say
+(``experiments.check`` asks each), so this module imports nothing from the package but its one-line error.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import numbers
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from .data import MIN_PER_CLASS
-from .engine import resolve_device
-from .errors import ConfigError, RunError  # noqa: F401  (re-exported: config.ConfigError is public)
-from .data.imagefolder import check_imagefolder
-from .losses import FEATURE_LOSSES
-from .methods import METHODS, PAPER_EXPERIMENTS
-from .models import STUDENT_LEVELS
+from .errors import ConfigError  # a leaf importing nothing: the error every layer raises, config included
 
 
 RESULTS_ROOT = "results/run"  # git-ignored; the default results folder of each profile is a folder under it
@@ -50,7 +50,7 @@ def role(default, *, setting: bool = True, teacher: bool = True, s1: bool = Fals
 class Config:
     # --- what to run -----------------------------------------------------------------------
     profile: str = role("paper", setting=False, notebook=1)
-    experiments: tuple[str, ...] = role(PAPER_EXPERIMENTS, setting=False, teacher=False)  # any of direct, single_ta, hierarchical, dense, labels, kd, ta_chain
+    experiments: tuple[str, ...] = role(("direct", "single_ta", "hierarchical"), setting=False, teacher=False)  # methods.PAPER_EXPERIMENTS; any of methods.METHODS
     levels: int = role(4, teacher=False)               # 1, 2, 4, 8 students
     seed: int = role(0, setting=False, notebook=5)
     # --- data --------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ class Config:
     student_augment: bool = role(True, teacher=False, s1=True)  # the same for students; off lets the parent's features be computed once
     # --- teacher: Adam + cosine (on 5,000 CIFAR-10 images it learnt faster than SGD one-cycle; README)
     teacher_epochs: int = role(10, notebook=7)
-    teacher_optimizer: str = "adam"    # adam (Adam + cosine) | sgd (SGD Nesterov 0.9 + one-cycle; try teacher_lr=0.05)
+    teacher_optimizer: Literal["adam", "sgd"] = "adam"  # adam (Adam + cosine) | sgd (SGD Nesterov 0.9 + one-cycle; try teacher_lr=0.05)
     teacher_lr: float = 1e-3
     teacher_weight_decay: float = 5e-4
     # --- students: Adam + cosine decay on the feature-regression loss ---------------------------
@@ -78,7 +78,7 @@ class Config:
     kd_alpha: float = role(0.9, teacher=False)         # weight of the distillation term; 1 - alpha goes to the labels
     # --- ensemble fine-tuning: output layer initialised from the teacher's classifier ------------
     finetune_epochs: int = role(10, teacher=False, notebook=9)
-    finetune_mode: str = role("head", teacher=False)   # head: output layer only, students frozen (Malik et al.) | all
+    finetune_mode: Literal["head", "all"] = role("head", teacher=False)   # head: output layer only, students frozen (Malik et al.) | all
     finetune_lr: float = role(1e-3, teacher=False)
     # --- engine --------------------------------------------------------------------------------
     batch_size: int = 128
@@ -89,7 +89,7 @@ class Config:
     compile: bool = role(False, setting=False)         # torch.compile the training steps (engine.Compiled; CUDA graphs on CUDA, unmeasured there; slower on the CPU: README)
     fuse_students: str = role("auto", setting=False, teacher=False)  # auto | on | off: train students that share a step as one network (fused.py); auto = on for GPUs
     deterministic: bool = role(False, setting=False)   # torch.use_deterministic_algorithms(warn_only) + cudnn.deterministic; recorded in the manifest
-    threads: int | None = role(None, setting=False)    # CPU threads for torch; None: the cores no other process is running on (default_threads)
+    threads: int | None = role(None, setting=False)    # CPU threads for torch; None: the cores no other process is running on (engine.default_threads)
     results_dir: str = role("", setting=False, teacher=False, notebook=4)  # CSVs, manifest, figures, checkpoints/; "": default_results_dir(profile)
     progress: bool = role(True, setting=False, teacher=False)  # tqdm bars
 
@@ -162,50 +162,40 @@ PROFILES: dict[str, dict] = {
     "paper": dict(share_students=False),
 }
 
-DATASETS = ("auto", "cifar10", "cifar100", "imagefolder", "digits")
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
+WHAT = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", type(None): "None"}
 
 
-def _coerce(name: str, value):
-    """Accept strings from the command line / papermill for typed fields."""
-    f = FIELDS[name]
-    kind = str(f.type)
-    if value is None or not isinstance(value, str):
-        if name == "experiments" and isinstance(value, (list, tuple)):
-            return tuple(value)
+def _coerce(value, hint):
+    """A string from the command line or papermill, read as the field's type; anything else is checked as given
+    (``_check_types``). ``Config.__post_init__`` splits ``experiments``."""
+    if not isinstance(value, str) or typing.get_origin(hint) in (Literal, tuple) or hint is str:
         return value
-    if name == "experiments":
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    if kind.startswith("int"):
-        return None if value.lower() == "none" else int(value)
-    if kind.startswith("float"):
-        return float(value)
-    if kind == "bool":
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is types.UnionType else hint  # int | None
+    if base is not hint and value.lower() == "none":
+        return None
+    return BOOLS.get(value.lower(), value) if base is bool else base(value)  # int("three"): ValueError
 
 
 def apply_overrides(cfg: Config, overrides: dict) -> Config:
-    unknown = sorted(set(overrides) - set(FIELDS))
+    hints = typing.get_type_hints(type(cfg))
+    unknown = sorted(set(overrides) - set(hints))
     if unknown:
-        import difflib
-        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, FIELDS, 1)) else u for u in unknown]
-        raise ConfigError(f"unknown setting(s): {', '.join(hints)}")
+        named = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, hints, 1)) else u for u in unknown]
+        raise ConfigError(f"unknown setting(s): {', '.join(named)}")
     values = {}
     for k, v in overrides.items():
         try:
-            values[k] = _coerce(k, v)
+            values[k] = _coerce(v, hints[k])
         except ValueError as e:
             raise ConfigError(f"{k}: bad value {v!r} ({e})") from None
     return dataclasses.replace(cfg, **values)
 
 
 def make_config(profile: str = "quick", **overrides) -> Config:
-    """The named profile with any fields overridden; validated (raises ConfigError with one line)."""
+    """The named profile with any fields overridden; types and ranges checked (``validate``: one ConfigError line).
+    ``experiments.check`` (which ``Pipeline`` runs) checks the rest against each setting's owner."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     cfg = apply_overrides(Config(profile=profile), PROFILES[profile])
@@ -214,120 +204,60 @@ def make_config(profile: str = "quick", **overrides) -> Config:
     return cfg
 
 
+def _fits(name: str, v, hint) -> bool:
+    """``v`` is a ``hint`` as Config means it: a bool is no number, a float is finite, a path is not empty."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return v in args
+    if origin is types.UnionType:
+        return any(_fits(name, v, a) for a in args)
+    if origin is tuple:
+        return isinstance(v, tuple) and all(isinstance(e, args[0]) for e in v)
+    if hint is str and name.endswith("_dir"):
+        return isinstance(v, (str, os.PathLike)) and str(v) != ""
+    if hint in (int, float):
+        number = isinstance(v, numbers.Integral if hint is int else numbers.Real) and not isinstance(v, bool)
+        return number and (hint is int or math.isfinite(v))
+    return isinstance(v, hint)
+
+
+def _what(name: str, hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return " or ".join(map(repr, args))
+    if origin is types.UnionType:
+        return " or ".join(_what(name, a) for a in args)
+    if origin is tuple:
+        return "a tuple of names"
+    return "a path" if hint is str and name.endswith("_dir") else WHAT[hint]
+
+
 def _check_types(cfg: Config) -> None:
     """Each field holds a value of its declared type (``Config(...)`` built directly skips ``_coerce``)."""
-    for name, f in FIELDS.items():
-        v, kind = getattr(cfg, name), str(f.type).replace(" ", "")
-        if v is None and kind.endswith("|None"):
-            continue
-        base = kind.split("|")[0]
-        if base == "int":
-            ok, what = isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"
-        elif base == "float":
-            ok, what = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v), "a finite number"
-        elif base == "bool":
-            ok, what = isinstance(v, bool), "true or false"
-        elif base == "str" and name.endswith("_dir"):
-            ok, what = isinstance(v, (str, os.PathLike)) and str(v) != "", "a path"
-        elif base == "str":
-            ok, what = isinstance(v, str), "a string"
-        elif base.startswith("tuple[str"):
-            ok, what = isinstance(v, tuple) and all(isinstance(e, str) for e in v), "a tuple of names"
-        else:
-            continue
-        if not ok:
-            raise ConfigError(f"{name} must be {what}{' or None' if kind.endswith('|None') else ''}, got {v!r}")
+    for name, hint in typing.get_type_hints(type(cfg)).items():
+        if not _fits(name, getattr(cfg, name), hint):
+            raise ConfigError(f"{name} must be {_what(name, hint)}, got {getattr(cfg, name)!r}")
 
 
 def validate(cfg: Config) -> None:
-    """Everything that can be checked before training starts, each failure one line."""
+    """What the config can check on its own (types, ranges, a writable results_dir), each failure one line."""
     _check_types(cfg)
-    for name in ("teacher_epochs", "student_epochs", "finetune_epochs"):
-        if getattr(cfg, name) > MAX_EPOCHS:
-            raise ConfigError(f"{name} must be at most {MAX_EPOCHS:,}, got {getattr(cfg, name)!r}")
-    for name in ("teacher_epochs", "student_epochs", "batch_size", "eval_batch_size", "levels"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
-    if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
-        raise ConfigError(f"finetune_epochs must be zero or a positive integer, got {cfg.finetune_epochs!r}")
-    for name in ("train_size", "test_size", "threads"):
-        v = getattr(cfg, name)
-        if v is not None and (not isinstance(v, int) or v <= 0):
-            raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
-    if not isinstance(cfg.val_size, int) or cfg.val_size <= 0:
-        raise ConfigError(f"val_size must be a positive integer, got {cfg.val_size!r}")
-    for name in ("teacher_lr", "student_lr", "finetune_lr"):
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(cfg, name)!r}")
-    for name in ("teacher_weight_decay", "student_weight_decay"):
-        if not getattr(cfg, name) >= 0:
-            raise ConfigError(f"{name} must be zero or positive, got {getattr(cfg, name)!r}")
-    bad = [e for e in cfg.experiments if e not in METHODS]
-    if bad or not cfg.experiments:
-        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
-    if not 0 <= cfg.dense_drop < 1:
-        raise ConfigError(f"dense_drop must be in [0, 1), got {cfg.dense_drop!r}")
-    if not cfg.kd_temperature > 0 or not 0 <= cfg.kd_alpha <= 1:
-        raise ConfigError(f"kd_temperature must be positive and kd_alpha in [0, 1], got {cfg.kd_temperature!r}, {cfg.kd_alpha!r}")
-    if cfg.levels > max(STUDENT_LEVELS):
-        raise ConfigError(f"levels={cfg.levels} needs a student architecture for every level; "
-                          f"defined levels are {sorted(STUDENT_LEVELS)} (add one to models.STUDENT_LEVELS)")
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
-    if cfg.dataset == "imagefolder":
-        root = Path(cfg.data_dir)
-        if not root.is_dir():
-            raise ConfigError(f"data_dir {str(root)!r} does not exist")
-        missing = [s for s in ("train", "test") if not (root / s).is_dir()]
-        if missing:
-            raise ConfigError(f"data_dir {str(root)!r} lacks {' and '.join(s + '/' for s in missing)} (ImageFolder layout)")
-    classes = len(check_imagefolder(Path(cfg.data_dir))) if cfg.dataset == "imagefolder" else \
-        100 if cfg.dataset == "cifar100" else 10
-    if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
-        raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
-                          f"class are needed ({MIN_PER_CLASS * classes} for {classes} classes)")
-    if cfg.feature_loss not in FEATURE_LOSSES:
-        raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(FEATURE_LOSSES)}")
-    if cfg.teacher_optimizer not in ("adam", "sgd"):
-        raise ConfigError(f"teacher_optimizer must be 'adam' or 'sgd', got {cfg.teacher_optimizer!r}")
-    if cfg.finetune_mode not in ("head", "all"):
-        raise ConfigError(f"finetune_mode must be 'head' or 'all', got {cfg.finetune_mode!r}")
-    if cfg.fuse_students not in ("auto", "on", "off"):
-        raise ConfigError(f"fuse_students must be auto, on or off, got {cfg.fuse_students!r}")
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
-    resolve_device(cfg.device)  # raises ConfigError for unknown or absent devices
-    _check_writable(Path(cfg.results_dir))
 
-
-def default_threads() -> int:
-    """Torch CPU threads when ``threads`` is None: the cores not busy with other running processes, at least 1.
-
-    Measured on this project's 2-core CPU beside other jobs (load 3-4): the quick teacher trained at 26 img/s with
-    torch's default 2 threads and at 99 img/s with 1; smoke's direct students 7.7x slower with 2. On an idle machine
-    every core is used. Busy = processes running now (Linux /proc/loadavg, median of 5 looks 20 ms apart) less this
-    one; the 1-minute load average would count the kernel of the notebook that just finished.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        import statistics
-        import time
-        running = []
-        for _ in range(5):
-            running.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]))
-            time.sleep(0.02)
-        busy = max(0, int(statistics.median(running)) - 1)
-    except (OSError, ValueError, IndexError):
-        busy = 0
-    return max(1, cores - busy)
-
-
-def _check_writable(path: Path) -> None:
-    probe = path
+    def need(ok: typing.Callable, names: tuple[str, ...], what: str) -> None:
+        for name in names:
+            if not ok(getattr(cfg, name)):
+                raise ConfigError(f"{name} must be {what}, got {getattr(cfg, name)!r}")
+    need(lambda v: v > 0, ("levels", "val_size", "teacher_epochs", "student_epochs", "batch_size", "eval_batch_size"),
+         "a positive integer")
+    need(lambda v: v is None or v > 0, ("train_size", "test_size", "threads"), "a positive integer or None")
+    need(lambda v: v >= 0, ("finetune_epochs",), "zero or a positive integer")
+    need(lambda v: v <= MAX_EPOCHS, ("teacher_epochs", "student_epochs", "finetune_epochs"), f"at most {MAX_EPOCHS:,}")
+    need(lambda v: v > 0, ("teacher_lr", "student_lr", "finetune_lr", "kd_temperature"), "positive")
+    need(lambda v: v >= 0, ("teacher_weight_decay", "student_weight_decay"), "zero or positive")
+    need(lambda v: 0 <= v < 1, ("dense_drop",), "in [0, 1)")
+    need(lambda v: 0 <= v <= 1, ("kd_alpha",), "in [0, 1]")
+    probe = Path(cfg.results_dir)
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise ConfigError(f"results_dir {str(path)!r} is not writable")
+        raise ConfigError(f"results_dir {str(cfg.results_dir)!r} is not writable")

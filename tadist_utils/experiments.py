@@ -23,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import models
+from . import data, engine, losses, models
 from .config import Config, settings_fields, validate
+from .errors import ConfigError
 from .data import DataBundle, load_data
 from .engine import describe
 from .methods import METHODS
@@ -70,11 +71,29 @@ def student_groups(nodes: dict[str, Node], guide_keys: dict, fuse: bool, done=()
     return out
 
 
+def check(cfg: Config) -> Config:
+    """``cfg``, checked before anything trains, one ConfigError line for the first fault: the config's own checks
+    (types, ranges), then each setting by its owner (methods, models, losses, data, engine). Every runner and
+    ``Pipeline`` call it; ``config`` imports none of them."""
+    validate(cfg)
+    bad = [e for e in cfg.experiments if e not in METHODS]
+    if bad or not cfg.experiments:
+        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
+    if cfg.levels > max(models.STUDENT_LEVELS):
+        raise ConfigError(f"levels={cfg.levels} needs a student architecture for every level; "
+                          f"defined levels are {sorted(models.STUDENT_LEVELS)} (add one to models.STUDENT_LEVELS)")
+    if cfg.feature_loss not in losses.FEATURE_LOSSES:
+        raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(losses.FEATURE_LOSSES)}")
+    data.check(cfg)
+    engine.check(cfg)
+    return cfg
+
+
 class Pipeline:
     """Trains and evaluates, reusing checkpoints; every public method is safe to call again."""
 
     def __init__(self, cfg: Config, data: DataBundle | None = None, ctx: Context | None = None):
-        validate(cfg)
+        check(cfg)
         self.cfg = cfg
         self.ctx = ctx or Context.from_config(cfg, bar=console.bar)  # tqdm, also reporting to the runner
         check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
@@ -338,11 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from .runners import cli
-    from .config import ConfigError, make_config
+    from .config import make_config
     args = cli.parser("python -m tadist_utils.experiments", main.__doc__).parse_args(argv)
     try:
         sets = cli.overrides(args)
-        configs = [make_config(args.profile, seed=s, **sets) for s in args.seeds]
+        configs = [check(make_config(args.profile, seed=s, **sets)) for s in args.seeds]
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

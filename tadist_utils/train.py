@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .storage.checkpoint import RunState, run_epochs
-from .config import default_threads
+from .engine import default_threads
 from .data import Batches, DataBundle
 from .engine import (Compiled, autocast, fused_optimizer, grad_scaler, prepare, resolve_device, resolve_fuse,
                      resolve_precision, scaled_step)

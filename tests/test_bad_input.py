@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from tadist_utils.runners import cli, nbsetup, reproduce
+from tadist_utils.runners import nbsetup, reproduce
 from tadist_utils.config import ConfigError, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +115,6 @@ def test_a_bad_flag_is_answered_before_torch_is_imported():
             "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
-    from tadist_utils.config import default_results_dir
-    assert cli.RESULTS_DIR.replace("<profile>", "smoke") == default_results_dir("smoke")  # --help's default
 
 
 # ---------------------------------------------------------------------------- notebooks run with papermill
@@ -200,8 +198,9 @@ def test_papermill_bad_value_is_one_line(papermill_run):
     (dict(student_lr=0), "student_lr must be positive"),
 ])
 def test_api_bad_settings_are_one_line(kwargs, message):
+    from tadist_utils.experiments import check
     with pytest.raises(ConfigError) as e:
-        make_config("smoke", **kwargs)
+        check(make_config("smoke", **kwargs))
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -394,10 +393,11 @@ def test_config_built_directly_is_checked_with_one_line(kwargs, message, tmp_pat
 
 
 def test_config_experiments_given_as_a_string_are_names_not_letters():
-    from tadist_utils.config import Config, validate
+    from tadist_utils.config import Config
+    from tadist_utils.experiments import check
     assert Config(experiments="direct").experiments == ("direct",)
     assert Config(experiments="direct, kd").experiments == ("direct", "kd")
-    validate(Config(experiments="direct", dataset="digits"))
+    check(Config(experiments="direct", dataset="digits"))
 
 
 def test_papermill_overrides_given_as_a_string_are_parsed(papermill_run):
@@ -446,7 +446,7 @@ def test_diverging_training_stops_with_one_line_naming_the_model_and_epoch(tmp_p
 
 
 def test_nan_in_any_recorded_metric_stops_the_run(tmp_path):
-    from tadist_utils.config import RunError
+    from tadist_utils.errors import RunError
     from tadist_utils.train import RunState
     run = RunState(tmp_path / "S01-12345678.pt", {}, None, None, None, None, epoch=3)
     with pytest.raises(RunError, match=r"^S01: val_loss is inf at epoch 3; training diverged"):
@@ -473,7 +473,7 @@ def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch):
 
     import pandas as pd
 
-    from tadist_utils.config import RunError
+    from tadist_utils.errors import RunError
     from tadist_utils.storage.results import ResultsStore
     store = ResultsStore(tmp_path)
     store.add_results([dict(dataset="d", experiment="e", model="m", seed=0, metric="acc", value=1.0)])

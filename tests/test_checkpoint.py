@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tadist_utils.storage import checkpoint as ck
-from tadist_utils.config import RunError
+from tadist_utils.errors import RunError
 
 
 def test_roundtrip_and_no_temporary_left(tmp_path):

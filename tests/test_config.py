@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from tadist_utils.config import ConfigError, make_config
+from tadist_utils.experiments import check
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -24,21 +25,21 @@ from tadist_utils.config import ConfigError, make_config
 def test_bad_settings(kwargs, message):
     profile = kwargs.pop("profile", "smoke")
     with pytest.raises(ConfigError, match=message):
-        make_config(profile, **kwargs)
+        check(make_config(profile, **kwargs))  # types and ranges (make_config), names by their owners (check)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_gpu():
     with pytest.raises(ConfigError, match="no CUDA GPU"):
-        make_config("smoke", device="cuda")
+        check(make_config("smoke", device="cuda"))
 
 
 def test_imagefolder_dir_checks(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "nope"))
+        check(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "nope")))
     (tmp_path / "train").mkdir()
     with pytest.raises(ConfigError, match="lacks test/"):
-        make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path))
+        check(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path)))
 
 
 def test_unwritable_results_dir(tmp_path):
@@ -76,16 +77,16 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch):
     import os
     from pathlib import Path
 
-    from tadist_utils import config
+    from tadist_utils import engine
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert 1 <= config.default_threads() <= cores
+    assert 1 <= engine.default_threads() <= cores
     real = Path.read_text
     busy = lambda self, *a, **k: "5.0 4.0 3.0 99/200 1\n" if str(self) == "/proc/loadavg" else real(self, *a, **k)  # noqa: E731
     monkeypatch.setattr(Path, "read_text", busy)
-    assert config.default_threads() == 1  # 98 other processes running: one thread
+    assert engine.default_threads() == 1  # 98 other processes running: one thread
     idle = lambda self, *a, **k: "0.0 0.0 0.0 1/200 1\n" if str(self) == "/proc/loadavg" else real(self, *a, **k)  # noqa: E731
     monkeypatch.setattr(Path, "read_text", idle)
-    assert config.default_threads() == cores  # only this process: every core
+    assert engine.default_threads() == cores  # only this process: every core
 
 
 def test_only_image_files_are_listed(tmp_path):
@@ -148,3 +149,9 @@ def test_the_package_lists_are_the_declared_roles():
     assert sweep.NOT_TEACHER == set(config.with_role("teacher", False)) and "student_lr" in sweep.NOT_TEACHER
     assert sweep.S1_FIELDS == config.with_role("s1") and "feature_loss" in sweep.S1_FIELDS
     assert nbsetup.PARAMETERS == nbsetup.notebook_parameters() and nbsetup.PARAMETERS[0] == "profile"
+
+
+def test_the_default_experiments_are_the_papers():
+    """config imports nothing from the package, so its default is spelt out; it must stay the methods' paper set."""
+    from tadist_utils import config, methods
+    assert config.Config().experiments == methods.PAPER_EXPERIMENTS

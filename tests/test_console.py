@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tadist_utils.runners import cli, console, nbsetup, reproduce
+from tadist_utils.runners import console, nbsetup, reproduce
 from tadist_utils.config import RESULTS_ROOT, Config, default_results_dir, make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,4 +287,3 @@ def test_each_profile_has_its_own_default_results_folder(tmp_path, monkeypatch):
     nb = nbformat.read(tmp_path / default_results_dir("smoke") / "notebooks" / "00_overview.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert f'results_dir = "{default_results_dir("smoke")}"' in injected  # relative to the checkout: no machine path
-    assert cli.RESULTS_DIR.replace("<profile>", "quick") == default_results_dir("quick")  # --help's words

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tadist_utils import experiments, losses, methods, plans
 from tadist_utils.config import ConfigError, make_config
-from tadist_utils.experiments import Pipeline, spec_hash
+from tadist_utils.experiments import Pipeline, check, spec_hash
 
 
 def test_the_table_names_the_papers_experiments_and_the_baselines():
@@ -78,7 +78,7 @@ def reversed_direct(monkeypatch):
 
 def test_a_registered_method_is_accepted_built_and_run(reversed_direct, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown experiment"):
-        make_config("smoke", experiments=("reversed_typo",), results_dir=str(tmp_path))
+        check(make_config("smoke", experiments=("reversed_typo",), results_dir=str(tmp_path)))
     cfg = make_config("smoke", dataset="digits", experiments=("reversed",), levels=2, results_dir=str(tmp_path))
     plan = methods.build("reversed", cfg.levels)
     assert plan.experiment == "reversed" and [n.key for n in plan.nodes][:1] == ["T>L1[0:512]"]

@@ -15,22 +15,32 @@ import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import cifar_pickles
+from ..config import Config
 from ..errors import ConfigError
 from .imagefolder import PARTS, Listing, check_imagefolder, decode, list_images
-
-if TYPE_CHECKING:  # annotations only: config imports data, not the other way round
-    from ..config import Config
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
 JPEG_FOLDER = "cifar10-jpeg"  # where ../shared/data/cifar10-jpeg.tar.gz is unpacked inside data_dir
+DATASETS = ("auto", "cifar10", "cifar100", "imagefolder", "digits")
+
+
+def check(cfg: Config) -> None:
+    """The data settings, before anything trains: a known dataset, an ImageFolder laid out as one (a listing, no
+    decoding), and a ``train_size`` that holds ``MIN_PER_CLASS`` images of every class."""
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
+    classes = len(check_imagefolder(Path(cfg.data_dir))) if cfg.dataset == "imagefolder" else \
+        100 if cfg.dataset == "cifar100" else 10
+    if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
+        raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
+                          f"class are needed ({MIN_PER_CLASS * classes} for {classes} classes)")
 
 
 @dataclass

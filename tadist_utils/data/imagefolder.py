@@ -36,9 +36,14 @@ def _classes(folder: Path) -> list[str]:
 
 def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
     """The class names of an ImageFolder tree and each part's (path, label) sorted by class then name (torchvision's
-    ``find_classes``/``make_dataset``: a listing, no decoding), or one ConfigError: at least two classes, the same
-    classes in train/ and test/, and images in every class folder."""
+    ``find_classes``/``make_dataset``: a listing, no decoding), or one ConfigError: train/ and test/ there, at least
+    two classes, the same classes in both, and images in every class folder."""
     root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"data_dir {str(root)!r} does not exist")
+    missing = [s for s in PARTS if not (root / s).is_dir()]
+    if missing:
+        raise ConfigError(f"data_dir {str(root)!r} lacks {' and '.join(s + '/' for s in missing)} (ImageFolder layout)")
     classes = _classes(root / "train")
     if not classes:
         raise ConfigError(f"{root / 'train'} has no class folders (ImageFolder layout: train/<class>/<image>)")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import default_results_dir
 from ..errors import ConfigError
-
-RESULTS_DIR = "results/run/<profile>"  # config.default_results_dir (a test checks), spelt here: config imports torch
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,7 +19,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def parser(prog: str, description: str, results_dir: str = RESULTS_DIR) -> Parser:
+def parser(prog: str, description: str, results_dir: str = default_results_dir("<profile>")) -> Parser:
     """A runner's parser holding the shared flags; ``results_dir``: the default its ``--help`` names."""
     ap = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="quick", help="smoke | quick | reference | paper (default: quick)")

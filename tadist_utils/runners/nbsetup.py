@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import FIELDS, Config, ConfigError, make_config, with_role
+from ..config import FIELDS, Config, default_results_dir, make_config, with_role
+from ..errors import ConfigError
+from ..experiments import check
 from ..storage.results import ResultsStore
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
@@ -59,7 +61,6 @@ def repo_path(path: str | Path, drive: bool = False) -> str:
 def results_path(path: str | Path | None, drive: bool = False, *, profile: str) -> str:
     """``repo_path`` of a notebook's ``results_dir``; None is the profile's ``config.default_results_dir``
     (``results/run/<profile>``), as for ``reproduce``."""
-    from ..config import default_results_dir
     return repo_path(default_results_dir(profile) if path in (None, "") else path, drive)
 
 
@@ -216,10 +217,10 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
     if drive:  # keep results_dir (and its checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
-    cfg = make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
+    cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
         dataset=p["dataset"], data_dir=repo_path(p["data_dir"]), seed=p["seed"], device=p["device"],
         results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]), teacher_epochs=p["teacher_epochs"],
-        student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])})
+        student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])}))
     cfgs = per_seed(cfg, p["seeds"])
     if show:
         _show(summary(cfgs[0]).to_frame())

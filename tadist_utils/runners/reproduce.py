@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="after a run without failures, write the first seed's executed notebooks over notebooks/ "
                          "(the committed outputs: README, 'The reference run')")
     args = ap.parse_args(argv)
-    from ..config import default_results_dir, make_config  # torch (~2 s): not for a bad flag or --help
+    from ..config import default_results_dir, make_config
+    from ..experiments import check  # torch (~2 s): not for a bad flag or --help
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
             overrides[key] = str(Path(os.path.normpath(Path(overrides[key]).absolute())) if overrides.get(key)
                                  else REPO / default)
-        configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
+        configs = [check(make_config(args.profile, seed=s, **overrides)) for s in args.seeds]
         selected = notebooks(args.only)
         notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
         check_data(configs[0])

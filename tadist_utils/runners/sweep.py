@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 from ..storage.atomic import write_atomic
-from ..config import PROFILES, Config, ConfigError, make_config, with_role
-from ..experiments import spec_hash
+from ..config import PROFILES, Config, make_config, with_role
+from ..errors import ConfigError
+from ..experiments import check, spec_hash
 from ..methods import EXPERIMENTS, build
 from .sweep_files import checkpoint_folder, link_files, merge, snapshot
 
@@ -87,7 +88,7 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
             raise ConfigError(f"--grid values {twin['values']} and {values} give the same cell folder {cid!r}; "
                               f"write them differently (characters other than letters, digits and . = + - become _)")
         cell_sets = {**base, **values, "results_dir": str(root / "cells" / cid)}
-        cfg = make_config(profile, seed=seed, **cell_sets)
+        cfg = check(make_config(profile, seed=seed, **cell_sets))
         conf = cfg.as_dict()
         teacher = spec_hash({k: v for k, v in conf.items() if k in with_role("teacher", cls=type(cfg))})[:8]
         s1 = spec_hash({"teacher": teacher, **{k: conf[k] for k in with_role("s1", cls=type(cfg))}})[:8] \
