@@ -164,7 +164,10 @@ PROFILES: dict[str, dict] = {
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
-WHAT = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", type(None): "None"}
+KINDS = {int: (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
+         float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+         bool: (lambda v: isinstance(v, bool), "true or false"), str: (lambda v: isinstance(v, str), "a string"),
+         type(None): (lambda v: v is None, "None")}
 
 
 def _coerce(value, hint):
@@ -204,39 +207,24 @@ def make_config(profile: str = "quick", **overrides) -> Config:
     return cfg
 
 
-def _fits(name: str, v, hint) -> bool:
-    """``v`` is a ``hint`` as Config means it: a bool is no number, a float is finite, a path is not empty."""
+def _kinds(name: str, hint) -> list[tuple[typing.Callable, str]]:
+    """(test, words) for each alternative of a field's type: a bool is no number, a float is finite, a path not empty."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is types.UnionType:  # int | None
+        return [k for a in args for k in _kinds(name, a)]
     if origin is Literal:
-        return v in args
-    if origin is types.UnionType:
-        return any(_fits(name, v, a) for a in args)
+        return [(lambda v: v in args, " or ".join(map(repr, args)))]
     if origin is tuple:
-        return isinstance(v, tuple) and all(isinstance(e, args[0]) for e in v)
-    if hint is str and name.endswith("_dir"):
-        return isinstance(v, (str, os.PathLike)) and str(v) != ""
-    if hint in (int, float):
-        number = isinstance(v, numbers.Integral if hint is int else numbers.Real) and not isinstance(v, bool)
-        return number and (hint is int or math.isfinite(v))
-    return isinstance(v, hint)
-
-
-def _what(name: str, hint) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return " or ".join(map(repr, args))
-    if origin is types.UnionType:
-        return " or ".join(_what(name, a) for a in args)
-    if origin is tuple:
-        return "a tuple of names"
-    return "a path" if hint is str and name.endswith("_dir") else WHAT[hint]
+        return [(lambda v: isinstance(v, tuple) and all(isinstance(e, str) for e in v), "a tuple of names")]
+    return [(lambda v: isinstance(v, (str, os.PathLike)) and str(v) != "", "a path")] if name.endswith("_dir") else [KINDS[hint]]
 
 
 def _check_types(cfg: Config) -> None:
     """Each field holds a value of its declared type (``Config(...)`` built directly skips ``_coerce``)."""
     for name, hint in typing.get_type_hints(type(cfg)).items():
-        if not _fits(name, getattr(cfg, name), hint):
-            raise ConfigError(f"{name} must be {_what(name, hint)}, got {getattr(cfg, name)!r}")
+        v, kinds = getattr(cfg, name), _kinds(name, hint)
+        if not any(ok(v) for ok, _ in kinds):
+            raise ConfigError(f"{name} must be {' or '.join(words for _, words in kinds)}, got {v!r}")
 
 
 def validate(cfg: Config) -> None:

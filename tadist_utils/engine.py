@@ -14,16 +14,12 @@ import torch
 from .config import Config
 from .errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-FUSE = ("auto", "on", "off")
-
-
 def check(cfg: Config) -> None:
     """The engine's settings, before anything trains: a precision and fuse_students it knows, a device this machine has."""
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, got {cfg.precision!r}")
-    if cfg.fuse_students not in FUSE:
-        raise ConfigError(f"fuse_students must be {', '.join(FUSE[:-1])} or {FUSE[-1]}, got {cfg.fuse_students!r}")
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):  # resolve_precision's and resolve_fuse's words
+        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
+    if cfg.fuse_students not in ("auto", "on", "off"):
+        raise ConfigError(f"fuse_students must be auto, on or off, got {cfg.fuse_students!r}")
     resolve_device(cfg.device)
 
 

@@ -149,11 +149,6 @@ def parse_overrides(overrides) -> dict:
     return overrides
 
 
-def given(**params) -> dict:
-    """The notebook parameters that were set (None means: keep the profile's default)."""
-    return {k: v for k, v in params.items() if v is not None}
-
-
 def per_seed(cfg: Config, seeds) -> list[Config]:
     """The config once per seed to train in this notebook: ``seeds`` if given, else ``cfg.seed`` alone."""
     if seeds in (None, []):
@@ -197,8 +192,8 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
     1. ``check_parameters(In)``: a ``papermill -p`` name the notebook does not take stops here (papermill
        itself only warns);
     2. on Colab with ``use_drive``: mount Google Drive, where ``results_dir`` then lives;
-    3. ``make_config(profile, ...)``: the profile's defaults, then ``overrides``, then the parameters that
-       are not None; relative ``data_dir`` / ``results_dir`` resolve against the repository root;
+    3. ``check(make_config(profile, ...))``: the profile's defaults, then ``overrides``, then the parameters
+       (``config.role``'s notebook fields) that are not None; relative ``data_dir`` / ``results_dir`` resolve against the repository root;
        ``per_seed``: one config per seed of ``seeds``;
     4. ``summary(cfg)``: the settings a reader needs to interpret the numbers, shown as a table.
 
@@ -217,10 +212,9 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
     if drive:  # keep results_dir (and its checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
-    cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **given(
-        dataset=p["dataset"], data_dir=repo_path(p["data_dir"]), seed=p["seed"], device=p["device"],
-        results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]), teacher_epochs=p["teacher_epochs"],
-        student_epochs=p["student_epochs"], finetune_epochs=p["finetune_epochs"])}))
+    named = {k: p[k] for k in with_role("notebook") if p[k] is not None and k != "profile"}  # None: the profile's
+    named.update(data_dir=repo_path(p["data_dir"]), results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
+    cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
     cfgs = per_seed(cfg, p["seeds"])
     if show:
         _show(summary(cfgs[0]).to_frame())

@@ -243,15 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="after a run without failures, write the first seed's executed notebooks over notebooks/ "
                          "(the committed outputs: README, 'The reference run')")
     args = ap.parse_args(argv)
-    from ..config import default_results_dir, make_config
+    from ..config import Config, default_results_dir, make_config
     from ..experiments import check  # torch (~2 s): not for a bad flag or --help
 
     try:  # everything that can be wrong with the input is reported here, before any notebook runs
         if args.timeout is not None and args.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
         overrides = cli.overrides(args)
-        probe = make_config(args.profile, **overrides)
-        defaults = dict(data_dir=probe.data_dir, results_dir=default_results_dir(args.profile))
+        defaults = dict(data_dir=Config.data_dir, results_dir=default_results_dir(args.profile))
         for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
             overrides[key] = str(Path(os.path.normpath(Path(overrides[key]).absolute())) if overrides.get(key)
                                  else REPO / default)
