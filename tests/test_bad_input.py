@@ -187,7 +187,7 @@ def test_papermill_bad_value_is_one_line(papermill_run):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(experiments=""), "unknown experiment(s) (none given)"),
     (dict(levels=0), "levels must be a positive integer, got 0"),
-    (dict(levels=9), "levels=9 needs a student architecture"),
+    (dict(levels=5), "levels=5 needs a student architecture"),  # the first level without one (runner: 9)
     (dict(eval_batch_size=0), "eval_batch_size must be a positive integer"),
     (dict(finetune_epochs=-1), "finetune_epochs must be zero or a positive integer"),
     (dict(teacher_epochs="three"), "teacher_epochs: bad value 'three'"),
@@ -196,6 +196,11 @@ def test_papermill_bad_value_is_one_line(papermill_run):
     (dict(teacher_optimizer="rmsprop"), "teacher_optimizer must be 'adam' or 'sgd'"),
     (dict(device="cuda:x"), "device 'cuda:x'"),
     (dict(student_lr=0), "student_lr must be positive"),
+    (dict(dense_drop=1.0), "dense_drop must be in [0, 1), got 1.0"),
+    (dict(kd_alpha=2), "kd_alpha must be in [0, 1], got 2"),
+    (dict(threads=0), "threads must be a positive integer or None"),
+    (dict(feature_loss="huber"), "unknown feature_loss 'huber'"),
+    (dict(finetune_mode="some"), "finetune_mode must be 'head' or 'all'"),
 ])
 def test_api_bad_settings_are_one_line(kwargs, message):
     from tadist_utils.experiments import check
