@@ -50,7 +50,7 @@ def role(default, *, setting: bool = True, teacher: bool = True, s1: bool = Fals
 class Config:
     # --- what to run -----------------------------------------------------------------------
     profile: str = role("paper", setting=False, notebook=1)
-    experiments: tuple[str, ...] = role(("direct", "single_ta", "hierarchical"), setting=False, teacher=False)  # methods.PAPER_EXPERIMENTS; any of methods.METHODS
+    experiments: tuple[str, ...] = role(("direct", "single_ta", "hierarchical"), setting=False, teacher=False)  # = methods.PAPER_EXPERIMENTS; any of methods.METHODS
     levels: int = role(4, teacher=False)               # 1, 2, 4, 8 students
     seed: int = role(0, setting=False, notebook=5)
     # --- data --------------------------------------------------------------------------------
@@ -216,7 +216,9 @@ def _kinds(name: str, hint) -> list[tuple[typing.Callable, str]]:
         return [(lambda v: v in args, " or ".join(map(repr, args)))]
     if origin is tuple:
         return [(lambda v: isinstance(v, tuple) and all(isinstance(e, str) for e in v), "a tuple of names")]
-    return [(lambda v: isinstance(v, (str, os.PathLike)) and str(v) != "", "a path")] if name.endswith("_dir") else [KINDS[hint]]
+    if name.endswith("_dir"):
+        return [(lambda v: isinstance(v, (str, os.PathLike)) and str(v) != "", "a path")]
+    return [KINDS[hint]]
 
 
 def _check_types(cfg: Config) -> None:

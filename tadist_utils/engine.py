@@ -14,6 +14,7 @@ import torch
 from .config import Config
 from .errors import ConfigError
 
+
 def check(cfg: Config) -> None:
     """The engine's settings, before anything trains: a precision and fuse_students it knows, a device this machine has."""
     if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):  # resolve_precision's and resolve_fuse's words

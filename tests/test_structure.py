@@ -134,4 +134,5 @@ def test_config_imports_nothing_from_the_package(tmp_path):
     assert package_imports(ROOT / "errors.py") == []
     (tmp_path / "m.py").write_text("import os\nfrom .errors import E\n\ndef f():\n    import tadist_utils.data\n"
                                    "if TYPE_CHECKING:\n    from .. import models\n")
-    assert package_imports(tmp_path / "m.py") == ["from .. import models", "from .errors import E", "import tadist_utils.data"]
+    assert package_imports(tmp_path / "m.py") == ["from .. import models", "from .errors import E",
+                                                  "import tadist_utils.data"]

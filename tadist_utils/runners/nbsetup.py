@@ -193,7 +193,8 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
        itself only warns);
     2. on Colab with ``use_drive``: mount Google Drive, where ``results_dir`` then lives;
     3. ``check(make_config(profile, ...))``: the profile's defaults, then ``overrides``, then the parameters
-       (``config.role``'s notebook fields) that are not None; relative ``data_dir`` / ``results_dir`` resolve against the repository root;
+       (``config.role``'s notebook fields) that are not None; relative ``data_dir`` / ``results_dir`` resolve
+       against the repository root;
        ``per_seed``: one config per seed of ``seeds``;
     4. ``summary(cfg)``: the settings a reader needs to interpret the numbers, shown as a table.
 
@@ -213,7 +214,8 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
     named = {k: p[k] for k in with_role("notebook") if p[k] is not None and k != "profile"}  # None: the profile's
-    named.update(data_dir=repo_path(p["data_dir"]), results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
+    named.update(data_dir=repo_path(p["data_dir"]),
+                 results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
     cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
     cfgs = per_seed(cfg, p["seeds"])
     if show:
