@@ -213,7 +213,7 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
     if drive:  # keep results_dir (and its checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
-    named = {k: p[k] for k in with_role("notebook") if p[k] is not None and k != "profile"}  # None: the profile's
+    named = {k: v for k, v in p.items() if k in with_role("notebook") and k != "profile" and v is not None}
     named.update(data_dir=repo_path(p["data_dir"]),
                  results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
     cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
