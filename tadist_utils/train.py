@@ -50,7 +50,7 @@ class Context:
 
     @classmethod
     def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None) -> "Context":
-        if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (config.default_threads), not all cores
+        if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (engine.default_threads), not all cores
             torch.set_num_threads(cfg.threads or default_threads())
         if getattr(cfg, "deterministic", False):  # recorded in the manifest (results.environment)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it (read when CUDA starts)
