@@ -3,8 +3,9 @@
 test: unit notebooks
 
 # unit, integration and real-image tests (pytest.ini: testpaths = tests)
+# -n auto: one worker per core (2 on CI); each worker's torch uses one thread (conftest.py)
 unit:
-	python -m pytest
+	python -m pytest -n auto
 
 # every notebook re-run on the smoke profile under nbval, its outputs compared with the committed ones (the reference
 # run's) except in cells tagged nbval-ignore-output (accuracies, timings, figures): papermill-prepared copies in an
@@ -12,4 +13,4 @@ unit:
 notebooks:
 	rm -rf results/_nbval
 	python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
-	python -m pytest --nbval -p no:cacheprovider results/_nbval/notebooks
+	python -m pytest --nbval -p no:cacheprovider -n auto --dist loadscope results/_nbval/notebooks  # loadscope: a notebook's cells on one worker, in order
