@@ -13,4 +13,4 @@ unit:
 notebooks:
 	rm -rf results/_nbval
 	python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
-	python -m pytest --nbval -p no:cacheprovider -n auto --dist loadscope results/_nbval/notebooks  # loadscope: a notebook's cells on one worker, in order
+	python -m pytest --nbval -p no:cacheprovider results/_nbval/notebooks  # one process, in order: 05 and 06 read what 01-04 wrote
