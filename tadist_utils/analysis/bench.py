@@ -1,64 +1,56 @@
 """Fast path vs the obvious way: same data, same settings, one process, one JSON.
 
     python -m tadist_utils.analysis.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
-    python -m tadist_utils.analysis.bench --threads 1      # what to use on a CPU shared with other jobs (see below)
+    python -m tadist_utils.analysis.bench --threads 1      # on a CPU shared with other jobs (see below)
     python -m tadist_utils.analysis.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
     python -m tadist_utils.analysis.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
     python -m tadist_utils.analysis.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
     python -m tadist_utils.analysis.bench --cases guides --threads 1 --out results/benchmarks/guides-cpu-1t.json
     python -m tadist_utils.analysis.bench --cases ops --compile --threads 1  # also the fused step compiled (Config.compile)
 
-Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path
-(``fused.py``) on the same plan; ``ops``: operator calls per training step of the plan's teacher-fed
-students, per-student loop vs fused (``torch.profiler``; on a GPU, where these students are
-launch-bound, this is what the speed follows, and it can be counted on any machine); ``guides``: the
-same count for the paper profile's generations whose parents are several students, their forward pass
-included, run one by one or fused (``fused.fused_guides``), and that forward's CPU time; ``paper``: the
-``paper`` profile's wall time for one seed, estimated from a few timed steps of every training group.
-Each speed also comes as achieved TFLOP/s (6 FLOPs per multiply-accumulate of ``models.count_macs``).
+Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path on the same
+plan, alternating so that a change in load hits every path; ``ops``, ``guides``, ``paper``: ``step_profile``.
+Each speed also comes as achieved TFLOP/s (``TRAIN_FLOPS_PER_MAC`` per multiply-accumulate of ``models.count_macs``).
 
-Timed on 2026-11-22, before the ops case and the fused path joined the default, its teacher and students
-cases took 2.5 minutes on a 2-core AVX512-BF16 EPYC at --threads 1 (results/benchmarks/cpu-amd-epyc-1t.json;
-7 minutes with torch's default 2 threads while other jobs share the cores: two threads that must meet at every kernel
-wait on each other's time slices, which hits the students' many small kernels hardest). The
-accuracy check above takes about 4 minutes there (1 thread): both teachers train for 3 epochs.
+The *reference* (``reference_loop``) is what one writes first: a torchvision ``DataLoader`` over PIL images, fp32,
+one model at a time, the parent's forward recomputed for every student. The *fast* path is the package itself
+(``train.train_classifier``, ``train.train_students``). Both use the same optimiser recipe, initial weights,
+schedule and per-epoch work (a validation pass and a checkpoint per model per epoch), so the ratio is the engine's.
 
-The *reference* is what one writes first: a torchvision ``DataLoader`` over PIL images with
-``RandomCrop``/``RandomHorizontalFlip``/``ToTensor``/``Normalize``, fp32, contiguous tensors, one
-model at a time and, for students, the parent's forward pass recomputed for every student. The
-*fast* path is the package itself: ``train.train_classifier`` and ``train.train_students`` with the
-data resident on the device, batched augmentation, bf16 autocast where ``resolve_precision("auto")``
-picks it, and channels_last. Both use the same optimiser recipe, initial weights, schedule and
-per-epoch work (a validation pass and a checkpoint per model per epoch), so the ratio is the engine's.
-
-Writes ``results/benchmarks/<device-slug>.json`` (``-quick`` appended for ``--quick``). This module is the command
-line and the report; the cases live in ``training_speed`` (teacher, students), ``reference_loop`` (the reference)
-and ``step_profile`` (ops, paper).
+On a CPU shared with other jobs use ``--threads 1``: two threads that must meet at every kernel wait on each other's
+time slices (the teacher and students cases took 7 minutes instead of 2.5 on the 2-core EPYC, 2026-11-22).
+Writes ``results/benchmarks/<device-slug>.json`` (``-quick`` appended for ``--quick``).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
+from .. import models
 from ..config import make_config
-from ..data import load_data
-from ..engine import device_slug, resolve_device, resolve_fuse, resolve_precision
-from ..train import Context
-from .machine import describe_machine, loadavg
+from ..data import DataBundle, load_data
+from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_fuse, resolve_precision, sync
+from ..methods import build
+from ..plans import TEACHER
+from ..train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
+from .reference_loop import plain_accuracy, plain_loader, reference_students, reference_teacher
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
-from .training_speed import bench_students, bench_teacher, warm_up
 
 CASES = ("teacher", "students", "ops", "guides", "paper")
+TRAIN_FLOPS_PER_MAC = 6  # a training step: forward 2 FLOPs per multiply-accumulate, backward about twice that
 
 
-# ----------------------------------------------------------------------------- main
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time the package's training engine against a plain torchvision loop.")
     p.add_argument("--cases", nargs="+", choices=CASES, default=["teacher", "students", "ops"],
@@ -227,6 +219,160 @@ def print_table(report: dict) -> None:
             acc = f"   test acc {r['test_accuracy']:.2f}%" if "test_accuracy" in r else ""
             tf = f"  {r['tflops']:.4f} TFLOP/s" if "tflops" in r else ""
             print(f"{name:<10}{path:<11}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['images_per_s']:>10.1f}{ratios}{tf}{acc}")
+
+
+# ----------------------------------------------------------------------------- the fast path
+def fast_teacher(model: nn.Module, data: DataBundle, cfg, ctx: Context, ckpt: Path) -> dict:
+    run = train_classifier(model, data, ctx, name="teacher", path=ckpt, spec=dict(bench="teacher"),
+                           epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay,
+                           batch_size=cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
+                           optimizer=cfg.teacher_optimizer)
+    return dict(history=run.history)
+
+
+def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context, ckpt_dir: Path) -> dict:
+    jobs = []
+    tag = "fused" if ctx.fuse else "loop"
+    for node in nodes:
+        torch.manual_seed(init_seed(cfg.seed, node.key))
+        jobs.append(StudentJob(node.name, ctx.model(models.student(node.level)), node.start, node.stop,
+                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=node.key)))
+    runs = train_students(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
+                          weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
+                          augment=cfg.student_augment, seed=cfg.seed, loss="mse", group="bench")
+    return {j.name: dict(train_loss=r.history[-1]["train_loss"], val_loss=r.history[-1]["val_loss"])
+            for j, r in zip(jobs, runs)}
+
+
+def timed(fn, device) -> tuple[object, float, float]:
+    """(output, wall seconds, CPU seconds of this process): CPU time moves less when others share the CPU."""
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def warm_up(data: DataBundle, ctx: Context, levels: int, batch_size: int) -> float:
+    """One untimed step per architecture in both modes: one-time kernel set-up (oneDNN primitives,
+    cuDNN plans) should not be billed to whichever path happens to run first."""
+    t0 = time.perf_counter()
+    x = (data.train.images[:batch_size].float() / 255).to(ctx.device)
+    nets = [models.teacher(data.num_classes)] + [models.student(lv) for lv in range(1, levels + 1)]
+    for net in nets:
+        for fast in (False, True):
+            m = copy.deepcopy(net).to(ctx.device)
+            xi = x
+            if fast and ctx.channels_last:
+                m, xi = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(m.parameters(), lr=1e-3)
+            with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype, enabled=fast and ctx.amp_dtype is not None):
+                loss = m(xi).float().square().mean()
+            loss.backward()
+            opt.step()
+    sync(ctx.device)
+    return time.perf_counter() - t0
+
+
+def result(walls: list[float], cpus: list[float], images: int, **extra) -> dict:
+    """The fastest of the repeats (the one least disturbed by other jobs), and all of them."""
+    i = min(range(len(walls)), key=walls.__getitem__)
+    return dict(wall_s=round(walls[i], 3), cpu_s=round(cpus[i], 3), images=images,
+                images_per_s=round(images / walls[i], 2), all_wall_s=[round(w, 2) for w in walls], **extra)
+
+
+def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool) -> tuple[dict, nn.Module]:
+    images = len(data.train) * cfg.teacher_epochs
+    case = dict(what=f"VGG16-BN teacher, {cfg.teacher_epochs} epoch(s) of {len(data.train)} images, "
+                     f"batch {cfg.batch_size}, augment={cfg.augment}", repeats=repeats, loadavg_before=loadavg())
+    torch.manual_seed(init_seed(cfg.seed, "teacher"))
+    init = models.teacher(data.num_classes).state_dict()
+
+    def run(path: str, r: int):
+        """Train a fresh teacher from the same initial weights; a fresh checkpoint path, so nothing resumes."""
+        net = models.teacher(data.num_classes)
+        net.load_state_dict(init)
+        ckpt = tmp / f"{path}-teacher-{r}.pt"
+        if path == "reference":
+            out = reference_teacher(net.to(ctx.device), data, cfg, ctx.device, ckpt)
+        else:
+            out = fast_teacher(ctx.model(net), data, cfg, ctx, ckpt)
+        ckpt.unlink(missing_ok=True)
+        return net, out
+
+    walls, cpus, nets, losses = {}, {}, {}, {}
+    for r in range(repeats):  # alternate which path goes first, so a change in load hits both
+        for path in ("reference", "fast") if r % 2 == 0 else ("fast", "reference"):
+            (nets[path], out), wall, cpu = timed(lambda: run(path, r), ctx.device)
+            walls.setdefault(path, []).append(wall)
+            cpus.setdefault(path, []).append(cpu)
+            losses[path] = round(out["history"][-1]["train_loss"], 4)
+    flops = TRAIN_FLOPS_PER_MAC * models.count_macs(models.teacher(data.num_classes)) * images
+    for path in ("reference", "fast"):
+        case[path] = result(walls[path], cpus[path], images, final_train_loss=losses[path])
+        case[path]["tflops"] = round(flops / case[path]["wall_s"] / 1e12, 4)
+    case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
+    case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+
+    ref, fast = nets["reference"], nets["fast"]
+    if check_accuracy:  # same fp32 evaluator for both, plus the package's own (autocast) evaluator
+        t0 = time.perf_counter()
+        test = plain_loader(data.test, data, cfg.eval_batch_size, train=False, augment=False)
+        case["reference"]["test_accuracy"] = round(plain_accuracy(ref, test, ctx.device), 2)
+        contiguous = copy.deepcopy(fast).to(memory_format=torch.contiguous_format)
+        case["fast"]["test_accuracy"] = round(plain_accuracy(contiguous, test, ctx.device), 2)
+        case["fast"]["test_accuracy_package_evaluator"] = round(
+            evaluate(fast, batches(data, "test", cfg.eval_batch_size, ctx), ctx), 2)
+        case["test_images"] = len(data.test)
+        case["accuracy_eval_s"] = round(time.perf_counter() - t0, 1)
+    case["loadavg_after"] = loadavg()
+    return case, fast
+
+
+def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None, repeats: int = 2) -> dict:
+    plan = build(experiment, cfg.levels)
+    nodes = list(plan.nodes)
+    if any(n.parent != TEACHER for n in nodes):
+        # single_ta / hierarchical need trained parents; the engine's saving is the same per group.
+        nodes = [n for n in nodes if n.parent == TEACHER]
+    weights = "trained by the teacher case (fast path)" if teacher is not None else "random init (timing only)"
+    if teacher is None:
+        torch.manual_seed(init_seed(cfg.seed, "teacher"))
+        teacher = ctx.model(models.teacher(data.num_classes))
+    teacher.eval().requires_grad_(False)
+    ref_teacher = copy.deepcopy(teacher).to(memory_format=torch.contiguous_format)
+
+    images = len(data.train) * cfg.student_epochs
+    case = dict(what=f"'{experiment}' plan, {len(nodes)} students ({', '.join(n.name for n in nodes)}) learning "
+                     f"from the teacher, {cfg.student_epochs} epoch(s) of {len(data.train)} images, "
+                     f"batch {cfg.batch_size}, augment={cfg.student_augment}",
+                students=len(nodes), teacher_weights=weights, loadavg_before=loadavg())
+    flops = TRAIN_FLOPS_PER_MAC * sum(models.count_macs(models.student(n.level)) for n in nodes) * images
+    loop, fused = replace(ctx, fuse=False), replace(ctx, fuse=True)
+    paths = {"reference": lambda r: reference_students(ref_teacher, nodes, data, cfg, ctx.device, tmp),
+             "fast": lambda r: fast_students(teacher, nodes, data, cfg, loop, tmp / f"loop{r}"),
+             "fused": lambda r: fast_students(teacher, nodes, data, cfg, fused, tmp / f"fused{r}")}
+    order = ["reference"] + [p for r in range(repeats) for p in (("fast", "fused") if r % 2 == 0 else ("fused", "fast"))]
+    walls, cpus, outs, seen = {}, {}, {}, {}
+    for path in order:  # the loop and the fused path alternate, so a change in load hits both
+        r = seen[path] = seen.get(path, -1) + 1
+        (tmp / f"loop{r}").mkdir(exist_ok=True)
+        (tmp / f"fused{r}").mkdir(exist_ok=True)
+        outs[path], wall, cpu = timed(lambda: paths[path](r), ctx.device)
+        walls.setdefault(path, []).append(wall)
+        cpus.setdefault(path, []).append(cpu)
+    for path in paths:
+        case[path] = result(walls[path], cpus[path], images,
+                            student_images_per_s=round(images * len(nodes) / min(walls[path]), 2),
+                            tflops=round(flops / min(walls[path]) / 1e12, 4),
+                            mean_final_train_loss=round(float(np.mean([v["train_loss"] for v in outs[path].values()])), 4))
+    case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
+    case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+    case["fused_speedup"] = round(case["reference"]["wall_s"] / case["fused"]["wall_s"], 2)
+    case["fused_vs_loop"] = round(case["fast"]["wall_s"] / case["fused"]["wall_s"], 2)
+    case["default_path"] = "fused" if resolve_fuse("auto", ctx.device) else "fast (per-student loop)"
+    case["loadavg_after"] = loadavg()
+    return case
 
 
 if __name__ == "__main__":

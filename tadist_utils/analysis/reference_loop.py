@@ -1,13 +1,10 @@
 """The reference the bench measures the package against: the training loop one writes first, data pipeline included.
 
-Not the package's own plain loop (``train.train_students`` one student after another), which is the CPU's fast path:
-device-resident data, batched augmentation, one parent forward (or none: cached) for all siblings.
-
-A torchvision ``DataLoader`` over PIL images with ``RandomCrop``/``RandomHorizontalFlip``/``ToTensor``/``Normalize``,
-fp32, contiguous tensors, one model at a time and, for students, the parent's forward pass recomputed for every
-student and every batch. Same optimiser recipe, initial weights, schedule and per-epoch work (a validation pass and a
-checkpoint per model per epoch) as ``train.train_classifier`` / ``train.train_students``, so that the bench's ratio
-(``training_speed``) is the engine's.
+A torchvision ``DataLoader`` over PIL images (``RandomCrop``/``RandomHorizontalFlip``/``ToTensor``/``Normalize``),
+fp32, contiguous tensors, one model at a time and, for students, the parent's forward recomputed for every student
+and batch. Not the package's own per-student loop, which is the CPU's fast path. Same recipe, initial weights,
+schedule and per-epoch work as ``train.train_classifier`` / ``train.train_students``, so the bench's ratio is the
+engine's.
 """
 from __future__ import annotations
 

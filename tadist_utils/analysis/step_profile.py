@@ -18,14 +18,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import models
 from ..config import make_config
-from ..engine import grad_scaler
+from ..engine import grad_scaler, sync
 from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
 from ..train import (Context, OneByOne, RunState, classifier_optimizer, classifier_step, guide_targets, init_seed,
                      student_run)
-from .machine import sync
 
 
 # ----------------------------------------------------------------------------- launches: operator calls per step
