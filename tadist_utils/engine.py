@@ -26,10 +26,9 @@ def check(cfg: Config) -> None:
 def default_threads() -> int:
     """Torch CPU threads when ``threads`` is None: the cores not busy with other running processes, at least 1.
 
-    Measured on this project's 2-core CPU beside other jobs (load 3-4): the quick teacher trained at 26 img/s with
-    torch's default 2 threads and at 99 img/s with 1; smoke's direct students 7.7x slower with 2. On an idle machine
-    every core is used. Busy = processes running now (Linux /proc/loadavg, median of 5 looks 20 ms apart) less this
-    one; the 1-minute load average would count the kernel of the notebook that just finished.
+    Beside other jobs on a 2-core CPU the quick teacher trained at 26 img/s with 2 threads, 99 img/s with 1. Busy =
+    processes running now (/proc/loadavg, median of 5 looks) less this one; the 1-minute load average would count
+    the notebook kernel that just finished.
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -148,8 +147,7 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None):
 
 
 def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, scaler) -> None:
-    """One training step from a loss: backward (scaled under fp16), the optimiser's step (a skipped update when
-    the scaler found the gradients overflowed), the scale's update, the schedule's step."""
+    """One training step from a loss: backward (scaled under fp16; an overflow skips the update), schedule step."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -159,8 +157,7 @@ def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler,
 
 def fused_optimizer(device: torch.device) -> dict:
     """``fused=True`` for an optimiser on CUDA: one kernel for all its tensors, and under fp16 the GradScaler's
-    overflow check stays on the GPU (with an unfused optimiser ``GradScaler.step`` reads ``found_inf`` on the
-    host every step, a stall per step on a T4). Elsewhere PyTorch's own default (CPU results stay as they were)."""
+    overflow check stays on the GPU (unfused, ``GradScaler.step`` reads ``found_inf`` on the host every step)."""
     return {"fused": True} if device.type == "cuda" else {}
 
 

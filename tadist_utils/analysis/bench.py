@@ -12,8 +12,9 @@ Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``)
 plan, alternating so that a change in load hits every path; ``ops``, ``guides``, ``paper``: ``step_profile``.
 Each speed also comes as achieved TFLOP/s (``TRAIN_FLOPS_PER_MAC`` per multiply-accumulate of ``models.count_macs``).
 
-The *reference* (``reference_loop``) is what one writes first: a torchvision ``DataLoader`` over PIL images, fp32,
-one model at a time, the parent's forward recomputed for every student. The *fast* path is the package itself
+The *reference* is what one writes first: a torchvision ``DataLoader`` over PIL images, fp32,
+one model at a time, the parent's forward recomputed for every student (not the package's own per-student
+loop, which is the CPU's fast path). The *fast* path is the package itself
 (``train.train_classifier``, ``train.train_students``). Both use the same optimiser recipe, initial weights,
 schedule and per-epoch work (a validation pass and a checkpoint per model per epoch), so the ratio is the engine's.
 
@@ -35,16 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from .. import models
 from ..config import make_config
-from ..data import DataBundle, load_data
+from ..data import DataBundle, Split, load_data
 from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_fuse, resolve_precision, sync
 from ..methods import build
 from ..plans import TEACHER
 from ..train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
-from .reference_loop import plain_accuracy, plain_loader, reference_students, reference_teacher
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
 
 CASES = ("teacher", "students", "ops", "guides", "paper")
@@ -221,6 +223,114 @@ def print_table(report: dict) -> None:
             print(f"{name:<10}{path:<11}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['images_per_s']:>10.1f}{ratios}{tf}{acc}")
 
 
+# ----------------------------------------------------------------------------- the reference: the loop one writes first
+class PILDataset(Dataset):
+    """uint8 (N, 3, H, W) images served one at a time as PIL images through a torchvision transform."""
+
+    def __init__(self, split: Split, transform):
+        self.images = split.images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC, as PIL wants
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def plain_loader(split: Split, data: DataBundle, batch_size: int, *, train: bool, augment: bool, seed: int = 0):
+    """The textbook input pipeline. num_workers=0: the target machine has 2 cores and the training
+    step already uses both, so loader workers would only compete with it for the same cores."""
+    from torchvision import transforms as T
+    ops = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+    ops += [T.ToTensor(), T.Normalize(data.mean.tolist(), data.std.tolist())]
+    g = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(PILDataset(split, T.Compose(ops)), batch_size=batch_size, shuffle=train, num_workers=0,
+                      generator=g)
+
+
+@torch.no_grad()
+def plain_outputs(fn, loader, device) -> torch.Tensor:
+    return torch.cat([fn(x.to(device)).float() for x, _ in loader])
+
+
+@torch.no_grad()
+def plain_accuracy(model: nn.Module, loader, device) -> float:
+    """fp32 top-1 accuracy (%), used for *both* paths' teachers so the evaluator is not what differs."""
+    model.eval()
+    correct = sum((model(x.to(device)).argmax(1).cpu() == y).sum().item() for x, y in loader)
+    return 100.0 * correct / len(loader.dataset)
+
+
+def plain_step(loss: torch.Tensor, opt, sched) -> float:
+    """One optimiser step of the reference loops: no autocast, no scaler, a sync per step (.item())."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def reference_teacher(model: nn.Module, data: DataBundle, cfg, device, ckpt: Path) -> dict:
+    """train_classifier's recipe (Adam + cosine, or SGD + Nesterov + one-cycle) in the plainest loop."""
+    train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.augment, seed=cfg.seed)
+    val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
+    steps = cfg.teacher_epochs * len(train)
+    if cfg.teacher_optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.teacher_lr, momentum=0.9, nesterov=True,
+                              weight_decay=cfg.teacher_weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.teacher_lr, total_steps=max(steps, 8),
+                                                    pct_start=0.25)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    best, history = None, []
+    for epoch in range(cfg.teacher_epochs):
+        model.train()
+        total = 0.0
+        for x, y in train:
+            x, y = x.to(device), y.to(device)
+            total += plain_step(F.cross_entropy(model(x), y), opt, sched) * len(y)
+        acc = plain_accuracy(model, val, device)
+        history.append(dict(train_loss=total / len(train.dataset), val_accuracy=acc))
+        if best is None or acc > best[0]:
+            best = (acc, copy.deepcopy(model.state_dict()))
+        torch.save(model.state_dict(), ckpt)
+    model.load_state_dict(best[1])  # the best validation epoch, as train_classifier keeps
+    model.eval()
+    return dict(history=history)
+
+
+def reference_students(teacher: nn.Module, nodes, data: DataBundle, cfg, device, ckpt_dir: Path) -> dict:
+    """Each student on its own: a full pass over the data, the teacher's forward recomputed every batch."""
+    train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.student_augment, seed=cfg.seed)
+    val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
+    teacher.eval()
+    losses = {}
+    for node in nodes:
+        torch.manual_seed(init_seed(cfg.seed, node.key))
+        student = models.student(node.level).to(device)
+        opt = torch.optim.Adam(student.parameters(), lr=cfg.student_lr, weight_decay=cfg.student_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.student_epochs * len(train)))
+        train.generator.manual_seed(cfg.seed)  # every student sees the same order of batches
+        for epoch in range(cfg.student_epochs):
+            student.train()
+            total = 0.0
+            for x, _ in train:
+                x = x.to(device)
+                with torch.no_grad():
+                    target = teacher.features(x)[:, node.start:node.stop]
+                total += plain_step(F.mse_loss(student(x), target), opt, sched) * len(x)
+            student.eval()
+            val_target = plain_outputs(teacher.features, val, device)[:, node.start:node.stop]
+            val_loss = F.mse_loss(plain_outputs(student, val, device), val_target).item()
+            torch.save(student.state_dict(), ckpt_dir / f"ref-{node.name}.pt")
+        losses[node.name] = dict(train_loss=total / len(train.dataset), val_loss=val_loss)
+    return losses
+
+
 # ----------------------------------------------------------------------------- the fast path
 def fast_teacher(model: nn.Module, data: DataBundle, cfg, ctx: Context, ckpt: Path) -> dict:
     run = train_classifier(model, data, ctx, name="teacher", path=ckpt, spec=dict(bench="teacher"),
@@ -330,11 +440,8 @@ def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool)
 
 
 def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None, repeats: int = 2) -> dict:
-    plan = build(experiment, cfg.levels)
-    nodes = list(plan.nodes)
-    if any(n.parent != TEACHER for n in nodes):
-        # single_ta / hierarchical need trained parents; the engine's saving is the same per group.
-        nodes = [n for n in nodes if n.parent == TEACHER]
+    # the teacher-fed students only: others need trained parents, and the engine's saving is the same per group
+    nodes = [n for n in build(experiment, cfg.levels).nodes if n.parent == TEACHER]
     weights = "trained by the teacher case (fast path)" if teacher is not None else "random init (timing only)"
     if teacher is None:
         torch.manual_seed(init_seed(cfg.seed, "teacher"))

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .. import models
-from ..engine import describe, describe_machine, device_slug, loadavg, sync
+from ..engine import describe, describe_machine, device_slug, loadavg, resolve_device, sync
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
@@ -72,11 +72,15 @@ def export_check(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, b
     return diff, diff <= EXPORT_TOL * max(1.0, float(reference.abs().max()))
 
 
+def _export_inputs(model: nn.Module, seed: int):
+    """The model on the CPU in eval mode, a batch of 2 to trace and a batch of 5 to compare on."""
+    g = torch.Generator().manual_seed(seed)
+    return model.eval().cpu(), torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+
+
 def export_torchscript(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dict:
     """Trace at batch 2, save, load back, run on a batch of 5: file size and max |loaded - eager|."""
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(seed)
-    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+    model, example, probe = _export_inputs(model, seed)
     path = folder / f"{name}.ts.pt"
     with _quiet_jit(), torch.inference_mode():
         traced = torch.jit.trace(model, example)
@@ -105,9 +109,7 @@ def export_onnx(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dic
     if skipped:
         return dict(onnx_status=skipped, onnx_bytes=None, onnx_max_abs_diff=None, onnx_ok=None)
     import onnxruntime as ort
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(seed)
-    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+    model, example, probe = _export_inputs(model, seed)
     path = folder / f"{name}.onnx"
     try:
         with _quiet_jit(), warnings.catch_warnings():
@@ -195,20 +197,14 @@ def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 2
 # ----------------------------------------------------------------------------- the table
 def resolve_devices(device: str | Sequence[str]) -> list[torch.device]:
     """'all': the CPU, and CUDA when available; 'cpu', 'cuda', 'cuda:1', or a list of those."""
-    names = [device] if isinstance(device, str) else list(device)
     out: list[torch.device] = []
-    for name in names:
+    for name in [device] if isinstance(device, str) else device:
         if name == "all":
-            out.append(torch.device("cpu"))
-            if torch.cuda.is_available():
-                out.append(torch.device("cuda"))
-            continue
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but this machine has no CUDA GPU")
-        if dev.type not in ("cpu", "cuda"):
+            out += [torch.device("cpu")] + [torch.device("cuda")] * torch.cuda.is_available()
+        elif (dev := resolve_device(name)).type in ("cpu", "cuda"):
+            out.append(dev)
+        else:
             raise ValueError(f"cost measures on cpu or cuda, got {name!r}")
-        out.append(dev)
     return out
 
 
