@@ -118,13 +118,16 @@ def cuda_has_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none, e.g. macOS)."""
+def _cpuinfo(field: str) -> str:
+    """A field of ``/proc/cpuinfo``'s first processor ("" where there is none, e.g. macOS)."""
     try:
-        line = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+        return next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith(field)), "")
     except OSError:
-        return set()
-    return set(line.split(":", 1)[-1].split())
+        return ""
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo("flags").split())
 
 
 def cpu_has_bf16() -> bool:
@@ -193,14 +196,7 @@ def describe(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         import platform
-        name = platform.processor() or platform.machine()
-        try:
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+        name = _cpuinfo("model name") or platform.processor() or platform.machine()
         n = torch.get_num_threads()
         return f"{name} ({n} thread{'s' if n != 1 else ''})"
     return device.type

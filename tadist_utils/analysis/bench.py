@@ -332,14 +332,6 @@ def reference_students(teacher: nn.Module, nodes, data: DataBundle, cfg, device,
 
 
 # ----------------------------------------------------------------------------- the fast path
-def fast_teacher(model: nn.Module, data: DataBundle, cfg, ctx: Context, ckpt: Path) -> dict:
-    run = train_classifier(model, data, ctx, name="teacher", path=ckpt, spec=dict(bench="teacher"),
-                           epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay,
-                           batch_size=cfg.batch_size, augment=cfg.augment, seed=cfg.seed,
-                           optimizer=cfg.teacher_optimizer)
-    return dict(history=run.history)
-
-
 def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context, ckpt_dir: Path) -> dict:
     jobs = []
     tag = "fused" if ctx.fuse else "loop"
@@ -354,13 +346,16 @@ def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context
             for j, r in zip(jobs, runs)}
 
 
-def timed(fn, device) -> tuple[object, float, float]:
-    """(output, wall seconds, CPU seconds of this process): CPU time moves less when others share the CPU."""
+def timed(fn, device, walls: list, cpus: list):
+    """``fn()``, its wall seconds and this process's CPU seconds (which move less when others share the CPU)
+    appended to ``walls`` and ``cpus``."""
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     sync(device)
-    return out, time.perf_counter() - t0, time.process_time() - c0
+    walls.append(time.perf_counter() - t0)
+    cpus.append(time.process_time() - c0)
+    return out
 
 
 def warm_up(data: DataBundle, ctx: Context, levels: int, batch_size: int) -> float:
@@ -406,16 +401,17 @@ def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool)
         if path == "reference":
             out = reference_teacher(net.to(ctx.device), data, cfg, ctx.device, ckpt)
         else:
-            out = fast_teacher(ctx.model(net), data, cfg, ctx, ckpt)
+            out = dict(history=train_classifier(
+                ctx.model(net), data, ctx, name="teacher", path=ckpt, spec=dict(bench="teacher"),
+                epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay,
+                batch_size=cfg.batch_size, augment=cfg.augment, seed=cfg.seed, optimizer=cfg.teacher_optimizer).history)
         ckpt.unlink(missing_ok=True)
         return net, out
 
-    walls, cpus, nets, losses = {}, {}, {}, {}
+    walls, cpus, nets, losses = {"reference": [], "fast": []}, {"reference": [], "fast": []}, {}, {}
     for r in range(repeats):  # alternate which path goes first, so a change in load hits both
         for path in ("reference", "fast") if r % 2 == 0 else ("fast", "reference"):
-            (nets[path], out), wall, cpu = timed(lambda: run(path, r), ctx.device)
-            walls.setdefault(path, []).append(wall)
-            cpus.setdefault(path, []).append(cpu)
+            nets[path], out = timed(lambda: run(path, r), ctx.device, walls[path], cpus[path])
             losses[path] = round(out["history"][-1]["train_loss"], 4)
     flops = TRAIN_FLOPS_PER_MAC * models.count_macs(models.teacher(data.num_classes)) * images
     for path in ("reference", "fast"):
@@ -460,14 +456,12 @@ def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Modul
              "fast": lambda r: fast_students(teacher, nodes, data, cfg, loop, tmp / f"loop{r}"),
              "fused": lambda r: fast_students(teacher, nodes, data, cfg, fused, tmp / f"fused{r}")}
     order = ["reference"] + [p for r in range(repeats) for p in (("fast", "fused") if r % 2 == 0 else ("fused", "fast"))]
-    walls, cpus, outs, seen = {}, {}, {}, {}
+    walls, cpus, outs = {p: [] for p in paths}, {p: [] for p in paths}, {}
     for path in order:  # the loop and the fused path alternate, so a change in load hits both
-        r = seen[path] = seen.get(path, -1) + 1
+        r = len(walls[path])
         (tmp / f"loop{r}").mkdir(exist_ok=True)
         (tmp / f"fused{r}").mkdir(exist_ok=True)
-        outs[path], wall, cpu = timed(lambda: paths[path](r), ctx.device)
-        walls.setdefault(path, []).append(wall)
-        cpus.setdefault(path, []).append(cpu)
+        outs[path] = timed(lambda: paths[path](r), ctx.device, walls[path], cpus[path])
     for path in paths:
         case[path] = result(walls[path], cpus[path], images,
                             student_images_per_s=round(images * len(nodes) / min(walls[path]), 2),
