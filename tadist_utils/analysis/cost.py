@@ -114,7 +114,7 @@ def export_onnx(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dic
     try:
         with _quiet_jit(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            # dynamo=False: this exporter needs only `onnx` (the default needs onnxscript too); torch >= 2.9 calls it legacy
+            # dynamo=False: needs only `onnx` (the default needs onnxscript too); torch >= 2.9 calls it legacy
             torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["images"],
                               output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
         opts = ort.SessionOptions()

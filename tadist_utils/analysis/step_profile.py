@@ -214,8 +214,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
     rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
                  seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
     teacher.eval()
-    plans = [build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS]
-    nodes, guide_keys = lineages(plans)
+    nodes, guide_keys = lineages([build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
     trained = {"T": teacher}
     for group, guides, parent_keys in student_groups(nodes, guide_keys, fuse):
         for k in guides:
