@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import warnings
 from pathlib import Path
@@ -27,10 +26,9 @@ def check(cfg: Config) -> None:
 def default_threads() -> int:
     """Torch CPU threads when ``threads`` is None: the cores not busy with other running processes, at least 1.
 
-    Measured on this project's 2-core CPU beside other jobs (load 3-4): the quick teacher trained at 26 img/s with
-    torch's default 2 threads and at 99 img/s with 1; smoke's direct students 7.7x slower with 2. On an idle machine
-    every core is used. Busy = processes running now (Linux /proc/loadavg, median of 5 looks 20 ms apart) less this
-    one; the 1-minute load average would count the kernel of the notebook that just finished.
+    Beside other jobs on a 2-core CPU the quick teacher trained at 26 img/s with 2 threads, 99 img/s with 1. Busy =
+    processes running now (/proc/loadavg, median of 5 looks) less this one; the 1-minute load average would count
+    the notebook kernel that just finished.
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -120,13 +118,16 @@ def cuda_has_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (``/proc/cpuinfo``; empty where there is none, e.g. macOS)."""
+def _cpuinfo(field: str) -> str:
+    """A field of ``/proc/cpuinfo``'s first processor ("" where there is none, e.g. macOS)."""
     try:
-        line = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
+        return next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith(field)), "")
     except OSError:
-        return set()
-    return set(line.split(":", 1)[-1].split())
+        return ""
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo("flags").split())
 
 
 def cpu_has_bf16() -> bool:
@@ -149,8 +150,7 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None):
 
 
 def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, scaler) -> None:
-    """One training step from a loss: backward (scaled under fp16), the optimiser's step (a skipped update when
-    the scaler found the gradients overflowed), the scale's update, the schedule's step."""
+    """One training step from a loss: backward (scaled under fp16; an overflow skips the update), schedule step."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -160,25 +160,17 @@ def scaled_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler,
 
 def fused_optimizer(device: torch.device) -> dict:
     """``fused=True`` for an optimiser on CUDA: one kernel for all its tensors, and under fp16 the GradScaler's
-    overflow check stays on the GPU (with an unfused optimiser ``GradScaler.step`` reads ``found_inf`` on the
-    host every step, a stall per step on a T4). Elsewhere PyTorch's own default (CPU results stay as they were)."""
+    overflow check stays on the GPU (unfused, ``GradScaler.step`` reads ``found_inf`` on the host every step)."""
     return {"fused": True} if device.type == "cuda" else {}
 
 
 class Compiled:
     """``torch.compile(module)`` for the hot loop, used for one input shape only: the first it is called with.
 
-    The training loops call it with full batches, then once an epoch with the smaller last batch: that one
-    runs eagerly (the same maths, in eager rounding), so each module is compiled once, as a static-shape
-    graph, instead of again for the odd size (``dynamic=False``: no symbolic-shape kernels either).
-
-    On CUDA the mode is ``"reduce-overhead"``: inductor's kernels replayed as CUDA graphs (cudagraph
-    trees), which is what a launch-bound step of tiny students needs; the step's outputs are consumed
-    before the next step starts (loss, backward), as CUDA graphs require. NOT YET MEASURED ON A GPU: the
-    CPU runs inductor's default mode, and only that is tested (``tests/test_compile.py``). The optimiser
-    step stays eager: the fused path's Adam is already ``fused=True`` (one multi-tensor kernel), and a
-    compiled step would need a tensor learning rate (the schedule changes it every step) in the
-    checkpointed optimiser state.
+    An epoch's smaller last batch runs eagerly (same maths), so each module compiles once, as a static-shape
+    graph. On CUDA the mode is ``"reduce-overhead"`` (CUDA graphs: what a launch-bound step of tiny students
+    needs; not yet measured on a GPU). The optimiser step stays eager: the fused Adam is already one kernel, and
+    a compiled one would need a tensor learning rate in the checkpointed optimiser state.
     """
 
     def __init__(self, module: torch.nn.Module, device: torch.device):
@@ -190,11 +182,6 @@ class Compiled:
         if self.shape is None:
             self.shape = x.shape
         return self.compiled(x) if x.shape == self.shape else self.module(x)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def prepare(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -209,28 +196,45 @@ def describe(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
         import platform
-        name = platform.processor() or platform.machine()
-        try:
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+        name = _cpuinfo("model name") or platform.processor() or platform.machine()
         n = torch.get_num_threads()
         return f"{name} ({n} thread{'s' if n != 1 else ''})"
     return device.type
 
 
-# ----------------------------------------------------------------------------- naming result files (analysis)
+# ----------------------------------------------------------------------------- measuring (used by analysis only)
 def device_slug(device: torch.device | Sequence[torch.device]) -> str:
-    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3': how result files of a machine are named.
-
-    Several devices are joined by '+': 'cpu-amd-epyc-16t+cuda-nvidia-h100-80gb-hbm3'.
-    """
+    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3' (several joined by '+'): how result files are named."""
     if not isinstance(device, torch.device):
         return "+".join(device_slug(d) for d in device)
     name = describe(device)
     if device.type == "cpu":
         name = re.sub(r"\s*\(\d+ threads?\)$", "", name) + f" {torch.get_num_threads()}t"
     return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def sync(device: torch.device) -> None:
+    """GPU work is asynchronous: wait for it before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load: this CPU may be shared, and readers of a timing should know how busy it was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def describe_machine(device: torch.device) -> dict:
+    """A timing report's ``machine``: versions, threads, cores and the CPU flags that decide speed (bf16 or fp16
+    autocast is many times slower where it is emulated)."""
+    import platform
+
+    import torchvision
+    flags = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile")
+    return dict(device=str(device), description=describe(device), torch=torch.__version__,
+                torchvision=torchvision.__version__, python=platform.python_version(), platform=platform.platform(),
+                threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+                cpu_flags=[f for f in flags if f in cpu_flags()])

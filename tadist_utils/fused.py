@@ -1,25 +1,15 @@
 """Sibling students trained as one network: the same maths as separate students, a fraction of the launches.
 
-On a GPU a tiny student costs kernel launches, not arithmetic: each conv, BatchNorm, ReLU and Adam
-update is one launch per student. ``FusedTrainer`` runs every student of one architecture as one
-``models.FusedStudents`` network (grouped convolutions) and steps all of them with *one* Adam over
-the fused tensors, so a training step of the direct plan's 15 students launches about as many kernels
-as four students do.
+On a GPU a tiny student costs kernel launches, not arithmetic. ``FusedTrainer`` runs every student of one
+architecture as one ``models.FusedStudents`` network (grouped convolutions) stepped by *one* Adam, so a step of the
+direct plan's 15 students launches about as many kernels as four students do. The maths is unchanged: the loss is
+the sum of the students' own losses, Adam (with L2 weight decay) acts element by element, and BatchNorm, ReLU and
+pooling act per channel, so each student's block follows its own trajectory to float rounding
+(``tests/test_fused.py``). One difference: under fp16 one overflow skips the step for every fused student.
 
-Why the maths is unchanged. The loss is the sum of the students' own losses, so student ``g``'s
-gradient is that of its own loss; Adam (with its L2 weight decay) acts element by element, so one
-Adam over concatenated tensors is ``n`` Adams; BatchNorm, ReLU and pooling act per channel. Student
-``g``'s block of the fused tensors therefore follows, to float rounding, the trajectory it would
-follow alone (``tests/test_fused.py`` checks one step and whole epochs against separate students).
-One difference: with fp16 (a GradScaler, older GPUs only) one overflow skips the step for every
-fused student, where separate scalers would skip it for one.
-
-Between epochs the state lives in the ordinary per-student modules, optimisers, schedules and
-scalers: ``FusedTrainer`` copies it in when an epoch starts and ``store`` copies it out, so
-checkpoints, resume, skipping finished students and ``models.Ensemble`` see plain students.
-
-``fused_guides`` does the same for the frozen parents whose features the students regress every step
-(with augmentation): parents that are students of one architecture run as one ``FusedStudents``.
+Between epochs the state lives in the ordinary per-student modules, optimisers, schedules and scalers (copied in
+when an epoch starts, out by ``store``), so checkpoints, resume and ``models.Ensemble`` see plain students.
+``fused_guides`` does the same for frozen parents of one architecture whose features the students regress.
 """
 from __future__ import annotations
 
@@ -50,9 +40,8 @@ def _adam(params, group: dict, device: torch.device) -> torch.optim.Adam:
 
 
 class FusedTrainer:
-    """One epoch of several students (``train.RunState`` each, all at the same epoch) as fused networks: the
-    interface of ``train.OneByOne``, whose ``store()`` here writes weights, BatchNorm buffers, Adam state, schedule
-    and scaler back into each student's own objects."""
+    """One epoch of several students (``train.RunState`` each, all at the same epoch) as fused networks, with the
+    interface of ``train.OneByOne``."""
 
     def __init__(self, runs: list, targets: list[tuple[tuple[int, int, int], ...]], ctx, *, loss: str = "mse"):
         self.runs, self.ctx, self.loss = runs, ctx, loss
@@ -152,14 +141,11 @@ class FusedTrainer:
 def fused_guides(guides: list, ctx, fold_bn: bool = False) -> Callable[[torch.Tensor], list[torch.Tensor]]:
     """``x -> [features of each guide]``: guides that are frozen students of one architecture run as one network.
 
-    ``guides``: models (their ``features`` are the targets) or feature functions. Students (``models.ConvNet``
-    without a classifier) in eval mode that share an architecture, dtype and device, two or more, become one
-    ``models.FusedStudents`` in eval mode (a copy: BatchNorm uses their running statistics, weights as they
-    are now, which is why only frozen guides belong here), whose output columns are split back per guide.
-    The rest (the teacher, a lone student, a function) run as before. Same function, fewer launches.
-    ``fold_bn`` folds the fused networks' BatchNorms into their convolutions (fewer launches again, but the
-    weights change, so under bf16 autocast the targets round differently from the separate forwards: off
-    in training, measured by ``analysis.step_profile.bench_guide_ops``).
+    ``guides``: models (their ``features`` are the targets) or feature functions. Two or more eval-mode students
+    (``models.ConvNet`` without a classifier) sharing architecture, dtype and device become one ``FusedStudents``
+    (a copy of the weights as they are now: only frozen guides belong here); the rest run as before.
+    ``fold_bn`` folds BatchNorm into the convolutions (fewer launches, but under bf16 the targets round
+    differently: off in training, measured by ``analysis.step_profile.bench_guide_ops``).
     """
     groups: dict[tuple, list[int]] = {}
     for i, g in enumerate(guides):

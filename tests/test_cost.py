@@ -147,7 +147,7 @@ def test_cli_quick_writes_json_and_csv(tmp_path, capsys):
     assert [(r["model"], r["mode"]) for r in rows] == [("ensemble_2", "sequential"), ("ensemble_2", "together")]
     assert all(r["parameters"] == models.PAPER_PARAMS["ensemble_2"] and r["latency_ms_b2"] > 0 for r in rows)
     assert report["machine"]["torch"] == torch.__version__ and report["settings"]["quick"]
-    from tadist_utils.analysis.machine import describe_machine  # the bench report's fields, every device listed
+    from tadist_utils.engine import describe_machine  # the bench report's fields, every device listed
     cpu = describe_machine(torch.device("cpu"))
     assert report["machine"]["devices"] == [{k: cpu[k] for k in ("device", "description")}]
     assert {k: report["machine"][k] for k in cpu if k not in ("device", "description")} == \

@@ -9,10 +9,8 @@
 ``plots``             the notebooks' figures: plans, data, one run (00-04); side by side, over seeds, cost (05-06);
 ``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``),
                       and their TorchScript and ONNX round trips checked against eager PyTorch;
-``bench``             the fast path against a plain reference, as a command (``python -m ...bench``) and a JSON;
-``reference_loop``    the plain torchvision/PIL fp32 training loop the bench measures against;
-``training_speed``    the bench's teacher and students cases: reference vs per-student loop vs fused, wall time;
+``bench``             the fast path against a plain torchvision/PIL fp32 loop (teacher, students: reference vs
+                      per-student loop vs fused, wall time), as a command (``python -m ...bench``) and a JSON;
 ``step_profile``      the bench's ops and paper cases: operator calls per step, the paper profile's time;
-``host_traffic``      host round trips per training step (reads back, copies to the device), counted on ``meta``;
-``machine``           what a measurement records about the machine: GPU sync, load average, CPU flags.
+``host_traffic``      host round trips per training step (reads back, copies to the device), counted on ``meta``.
 """

@@ -1,64 +1,58 @@
 """Fast path vs the obvious way: same data, same settings, one process, one JSON.
 
     python -m tadist_utils.analysis.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
-    python -m tadist_utils.analysis.bench --threads 1      # what to use on a CPU shared with other jobs (see below)
+    python -m tadist_utils.analysis.bench --threads 1      # on a CPU shared with other jobs (see below)
     python -m tadist_utils.analysis.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
     python -m tadist_utils.analysis.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
     python -m tadist_utils.analysis.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
     python -m tadist_utils.analysis.bench --cases guides --threads 1 --out results/benchmarks/guides-cpu-1t.json
     python -m tadist_utils.analysis.bench --cases ops --compile --threads 1  # also the fused step compiled (Config.compile)
 
-Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path
-(``fused.py``) on the same plan; ``ops``: operator calls per training step of the plan's teacher-fed
-students, per-student loop vs fused (``torch.profiler``; on a GPU, where these students are
-launch-bound, this is what the speed follows, and it can be counted on any machine); ``guides``: the
-same count for the paper profile's generations whose parents are several students, their forward pass
-included, run one by one or fused (``fused.fused_guides``), and that forward's CPU time; ``paper``: the
-``paper`` profile's wall time for one seed, estimated from a few timed steps of every training group.
-Each speed also comes as achieved TFLOP/s (6 FLOPs per multiply-accumulate of ``models.count_macs``).
+Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path on the same
+plan, alternating so that a change in load hits every path; ``ops``, ``guides``, ``paper``: ``step_profile``.
+Each speed also comes as achieved TFLOP/s (``TRAIN_FLOPS_PER_MAC`` per multiply-accumulate of ``models.count_macs``).
 
-Timed on 2026-11-22, before the ops case and the fused path joined the default, its teacher and students
-cases took 2.5 minutes on a 2-core AVX512-BF16 EPYC at --threads 1 (results/benchmarks/cpu-amd-epyc-1t.json;
-7 minutes with torch's default 2 threads while other jobs share the cores: two threads that must meet at every kernel
-wait on each other's time slices, which hits the students' many small kernels hardest). The
-accuracy check above takes about 4 minutes there (1 thread): both teachers train for 3 epochs.
+The *reference* is what one writes first: a torchvision ``DataLoader`` over PIL images, fp32,
+one model at a time, the parent's forward recomputed for every student (not the package's own per-student
+loop, which is the CPU's fast path). The *fast* path is the package itself
+(``train.train_classifier``, ``train.train_students``). Both use the same optimiser recipe, initial weights,
+schedule and per-epoch work (a validation pass and a checkpoint per model per epoch), so the ratio is the engine's.
 
-The *reference* is what one writes first: a torchvision ``DataLoader`` over PIL images with
-``RandomCrop``/``RandomHorizontalFlip``/``ToTensor``/``Normalize``, fp32, contiguous tensors, one
-model at a time and, for students, the parent's forward pass recomputed for every student. The
-*fast* path is the package itself: ``train.train_classifier`` and ``train.train_students`` with the
-data resident on the device, batched augmentation, bf16 autocast where ``resolve_precision("auto")``
-picks it, and channels_last. Both use the same optimiser recipe, initial weights, schedule and
-per-epoch work (a validation pass and a checkpoint per model per epoch), so the ratio is the engine's.
-
-Writes ``results/benchmarks/<device-slug>.json`` (``-quick`` appended for ``--quick``). This module is the command
-line and the report; the cases live in ``training_speed`` (teacher, students), ``reference_loop`` (the reference)
-and ``step_profile`` (ops, paper).
+On a CPU shared with other jobs use ``--threads 1``: two threads that must meet at every kernel wait on each other's
+time slices (the teacher and students cases took 7 minutes instead of 2.5 on the 2-core EPYC, 2026-11-22).
+Writes ``results/benchmarks/<device-slug>.json`` (``-quick`` appended for ``--quick``).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
+from .. import models
 from ..config import make_config
-from ..data import load_data
-from ..engine import device_slug, resolve_device, resolve_fuse, resolve_precision
-from ..train import Context
-from .machine import describe_machine, loadavg
+from ..data import DataBundle, Split, load_data
+from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_fuse, resolve_precision, sync
+from ..methods import build
+from ..plans import TEACHER
+from ..train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
-from .training_speed import bench_students, bench_teacher, warm_up
 
 CASES = ("teacher", "students", "ops", "guides", "paper")
+TRAIN_FLOPS_PER_MAC = 6  # a training step: forward 2 FLOPs per multiply-accumulate, backward about twice that
 
 
-# ----------------------------------------------------------------------------- main
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time the package's training engine against a plain torchvision loop.")
     p.add_argument("--cases", nargs="+", choices=CASES, default=["teacher", "students", "ops"],
@@ -227,6 +221,259 @@ def print_table(report: dict) -> None:
             acc = f"   test acc {r['test_accuracy']:.2f}%" if "test_accuracy" in r else ""
             tf = f"  {r['tflops']:.4f} TFLOP/s" if "tflops" in r else ""
             print(f"{name:<10}{path:<11}{r['wall_s']:>9.1f}{r['cpu_s']:>9.1f}{r['images_per_s']:>10.1f}{ratios}{tf}{acc}")
+
+
+# ----------------------------------------------------------------------------- the reference: the loop one writes first
+class PILDataset(Dataset):
+    """uint8 (N, 3, H, W) images served one at a time as PIL images through a torchvision transform."""
+
+    def __init__(self, split: Split, transform):
+        self.images = split.images.permute(0, 2, 3, 1).contiguous().numpy()  # HWC, as PIL wants
+        self.labels = split.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+def plain_loader(split: Split, data: DataBundle, batch_size: int, *, train: bool, augment: bool, seed: int = 0):
+    """The textbook input pipeline. num_workers=0: the target machine has 2 cores and the training
+    step already uses both, so loader workers would only compete with it for the same cores."""
+    from torchvision import transforms as T
+    ops = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+    ops += [T.ToTensor(), T.Normalize(data.mean.tolist(), data.std.tolist())]
+    g = torch.Generator().manual_seed(seed) if train else None
+    return DataLoader(PILDataset(split, T.Compose(ops)), batch_size=batch_size, shuffle=train, num_workers=0,
+                      generator=g)
+
+
+@torch.no_grad()
+def plain_outputs(fn, loader, device) -> torch.Tensor:
+    return torch.cat([fn(x.to(device)).float() for x, _ in loader])
+
+
+@torch.no_grad()
+def plain_accuracy(model: nn.Module, loader, device) -> float:
+    """fp32 top-1 accuracy (%), used for *both* paths' teachers so the evaluator is not what differs."""
+    model.eval()
+    correct = sum((model(x.to(device)).argmax(1).cpu() == y).sum().item() for x, y in loader)
+    return 100.0 * correct / len(loader.dataset)
+
+
+def plain_step(loss: torch.Tensor, opt, sched) -> float:
+    """One optimiser step of the reference loops: no autocast, no scaler, a sync per step (.item())."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
+def reference_teacher(model: nn.Module, data: DataBundle, cfg, device, ckpt: Path) -> dict:
+    """train_classifier's recipe (Adam + cosine, or SGD + Nesterov + one-cycle) in the plainest loop."""
+    train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.augment, seed=cfg.seed)
+    val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
+    steps = cfg.teacher_epochs * len(train)
+    if cfg.teacher_optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.teacher_lr, momentum=0.9, nesterov=True,
+                              weight_decay=cfg.teacher_weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.teacher_lr, total_steps=max(steps, 8),
+                                                    pct_start=0.25)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    best, history = None, []
+    for epoch in range(cfg.teacher_epochs):
+        model.train()
+        total = 0.0
+        for x, y in train:
+            x, y = x.to(device), y.to(device)
+            total += plain_step(F.cross_entropy(model(x), y), opt, sched) * len(y)
+        acc = plain_accuracy(model, val, device)
+        history.append(dict(train_loss=total / len(train.dataset), val_accuracy=acc))
+        if best is None or acc > best[0]:
+            best = (acc, copy.deepcopy(model.state_dict()))
+        torch.save(model.state_dict(), ckpt)
+    model.load_state_dict(best[1])  # the best validation epoch, as train_classifier keeps
+    model.eval()
+    return dict(history=history)
+
+
+def reference_students(teacher: nn.Module, nodes, data: DataBundle, cfg, device, ckpt_dir: Path) -> dict:
+    """Each student on its own: a full pass over the data, the teacher's forward recomputed every batch."""
+    train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.student_augment, seed=cfg.seed)
+    val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
+    teacher.eval()
+    losses = {}
+    for node in nodes:
+        torch.manual_seed(init_seed(cfg.seed, node.key))
+        student = models.student(node.level).to(device)
+        opt = torch.optim.Adam(student.parameters(), lr=cfg.student_lr, weight_decay=cfg.student_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.student_epochs * len(train)))
+        train.generator.manual_seed(cfg.seed)  # every student sees the same order of batches
+        for epoch in range(cfg.student_epochs):
+            student.train()
+            total = 0.0
+            for x, _ in train:
+                x = x.to(device)
+                with torch.no_grad():
+                    target = teacher.features(x)[:, node.start:node.stop]
+                total += plain_step(F.mse_loss(student(x), target), opt, sched) * len(x)
+            student.eval()
+            val_target = plain_outputs(teacher.features, val, device)[:, node.start:node.stop]
+            val_loss = F.mse_loss(plain_outputs(student, val, device), val_target).item()
+            torch.save(student.state_dict(), ckpt_dir / f"ref-{node.name}.pt")
+        losses[node.name] = dict(train_loss=total / len(train.dataset), val_loss=val_loss)
+    return losses
+
+
+# ----------------------------------------------------------------------------- the fast path
+def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context, ckpt_dir: Path) -> dict:
+    jobs = []
+    tag = "fused" if ctx.fuse else "loop"
+    for node in nodes:
+        torch.manual_seed(init_seed(cfg.seed, node.key))
+        jobs.append(StudentJob(node.name, ctx.model(models.student(node.level)), node.start, node.stop,
+                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=node.key)))
+    runs = train_students(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
+                          weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
+                          augment=cfg.student_augment, seed=cfg.seed, loss="mse", group="bench")
+    return {j.name: dict(train_loss=r.history[-1]["train_loss"], val_loss=r.history[-1]["val_loss"])
+            for j, r in zip(jobs, runs)}
+
+
+def timed(fn, device, walls: list, cpus: list):
+    """``fn()``, its wall seconds and this process's CPU seconds (which move less when others share the CPU)
+    appended to ``walls`` and ``cpus``."""
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    sync(device)
+    walls.append(time.perf_counter() - t0)
+    cpus.append(time.process_time() - c0)
+    return out
+
+
+def warm_up(data: DataBundle, ctx: Context, levels: int, batch_size: int) -> float:
+    """One untimed step per architecture in both modes: one-time kernel set-up (oneDNN primitives,
+    cuDNN plans) should not be billed to whichever path happens to run first."""
+    t0 = time.perf_counter()
+    x = (data.train.images[:batch_size].float() / 255).to(ctx.device)
+    nets = [models.teacher(data.num_classes)] + [models.student(lv) for lv in range(1, levels + 1)]
+    for net in nets:
+        for fast in (False, True):
+            m = copy.deepcopy(net).to(ctx.device)
+            xi = x
+            if fast and ctx.channels_last:
+                m, xi = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(m.parameters(), lr=1e-3)
+            with torch.autocast(ctx.device.type, dtype=ctx.amp_dtype, enabled=fast and ctx.amp_dtype is not None):
+                loss = m(xi).float().square().mean()
+            loss.backward()
+            opt.step()
+    sync(ctx.device)
+    return time.perf_counter() - t0
+
+
+def result(walls: list[float], cpus: list[float], images: int, **extra) -> dict:
+    """The fastest of the repeats (the one least disturbed by other jobs), and all of them."""
+    i = min(range(len(walls)), key=walls.__getitem__)
+    return dict(wall_s=round(walls[i], 3), cpu_s=round(cpus[i], 3), images=images,
+                images_per_s=round(images / walls[i], 2), all_wall_s=[round(w, 2) for w in walls], **extra)
+
+
+def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool) -> tuple[dict, nn.Module]:
+    images = len(data.train) * cfg.teacher_epochs
+    case = dict(what=f"VGG16-BN teacher, {cfg.teacher_epochs} epoch(s) of {len(data.train)} images, "
+                     f"batch {cfg.batch_size}, augment={cfg.augment}", repeats=repeats, loadavg_before=loadavg())
+    torch.manual_seed(init_seed(cfg.seed, "teacher"))
+    init = models.teacher(data.num_classes).state_dict()
+
+    def run(path: str, r: int):
+        """Train a fresh teacher from the same initial weights; a fresh checkpoint path, so nothing resumes."""
+        net = models.teacher(data.num_classes)
+        net.load_state_dict(init)
+        ckpt = tmp / f"{path}-teacher-{r}.pt"
+        if path == "reference":
+            out = reference_teacher(net.to(ctx.device), data, cfg, ctx.device, ckpt)
+        else:
+            out = dict(history=train_classifier(
+                ctx.model(net), data, ctx, name="teacher", path=ckpt, spec=dict(bench="teacher"),
+                epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay,
+                batch_size=cfg.batch_size, augment=cfg.augment, seed=cfg.seed, optimizer=cfg.teacher_optimizer).history)
+        ckpt.unlink(missing_ok=True)
+        return net, out
+
+    walls, cpus, nets, losses = {"reference": [], "fast": []}, {"reference": [], "fast": []}, {}, {}
+    for r in range(repeats):  # alternate which path goes first, so a change in load hits both
+        for path in ("reference", "fast") if r % 2 == 0 else ("fast", "reference"):
+            nets[path], out = timed(lambda: run(path, r), ctx.device, walls[path], cpus[path])
+            losses[path] = round(out["history"][-1]["train_loss"], 4)
+    flops = TRAIN_FLOPS_PER_MAC * models.count_macs(models.teacher(data.num_classes)) * images
+    for path in ("reference", "fast"):
+        case[path] = result(walls[path], cpus[path], images, final_train_loss=losses[path])
+        case[path]["tflops"] = round(flops / case[path]["wall_s"] / 1e12, 4)
+    case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
+    case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+
+    ref, fast = nets["reference"], nets["fast"]
+    if check_accuracy:  # same fp32 evaluator for both, plus the package's own (autocast) evaluator
+        t0 = time.perf_counter()
+        test = plain_loader(data.test, data, cfg.eval_batch_size, train=False, augment=False)
+        case["reference"]["test_accuracy"] = round(plain_accuracy(ref, test, ctx.device), 2)
+        contiguous = copy.deepcopy(fast).to(memory_format=torch.contiguous_format)
+        case["fast"]["test_accuracy"] = round(plain_accuracy(contiguous, test, ctx.device), 2)
+        case["fast"]["test_accuracy_package_evaluator"] = round(
+            evaluate(fast, batches(data, "test", cfg.eval_batch_size, ctx), ctx), 2)
+        case["test_images"] = len(data.test)
+        case["accuracy_eval_s"] = round(time.perf_counter() - t0, 1)
+    case["loadavg_after"] = loadavg()
+    return case, fast
+
+
+def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None, repeats: int = 2) -> dict:
+    # the teacher-fed students only: others need trained parents, and the engine's saving is the same per group
+    nodes = [n for n in build(experiment, cfg.levels).nodes if n.parent == TEACHER]
+    weights = "trained by the teacher case (fast path)" if teacher is not None else "random init (timing only)"
+    if teacher is None:
+        torch.manual_seed(init_seed(cfg.seed, "teacher"))
+        teacher = ctx.model(models.teacher(data.num_classes))
+    teacher.eval().requires_grad_(False)
+    ref_teacher = copy.deepcopy(teacher).to(memory_format=torch.contiguous_format)
+
+    images = len(data.train) * cfg.student_epochs
+    case = dict(what=f"'{experiment}' plan, {len(nodes)} students ({', '.join(n.name for n in nodes)}) learning "
+                     f"from the teacher, {cfg.student_epochs} epoch(s) of {len(data.train)} images, "
+                     f"batch {cfg.batch_size}, augment={cfg.student_augment}",
+                students=len(nodes), teacher_weights=weights, loadavg_before=loadavg())
+    flops = TRAIN_FLOPS_PER_MAC * sum(models.count_macs(models.student(n.level)) for n in nodes) * images
+    loop, fused = replace(ctx, fuse=False), replace(ctx, fuse=True)
+    paths = {"reference": lambda r: reference_students(ref_teacher, nodes, data, cfg, ctx.device, tmp),
+             "fast": lambda r: fast_students(teacher, nodes, data, cfg, loop, tmp / f"loop{r}"),
+             "fused": lambda r: fast_students(teacher, nodes, data, cfg, fused, tmp / f"fused{r}")}
+    order = ["reference"] + [p for r in range(repeats) for p in (("fast", "fused") if r % 2 == 0 else ("fused", "fast"))]
+    walls, cpus, outs = {p: [] for p in paths}, {p: [] for p in paths}, {}
+    for path in order:  # the loop and the fused path alternate, so a change in load hits both
+        r = len(walls[path])
+        (tmp / f"loop{r}").mkdir(exist_ok=True)
+        (tmp / f"fused{r}").mkdir(exist_ok=True)
+        outs[path] = timed(lambda: paths[path](r), ctx.device, walls[path], cpus[path])
+    for path in paths:
+        case[path] = result(walls[path], cpus[path], images,
+                            student_images_per_s=round(images * len(nodes) / min(walls[path]), 2),
+                            tflops=round(flops / min(walls[path]) / 1e12, 4),
+                            mean_final_train_loss=round(float(np.mean([v["train_loss"] for v in outs[path].values()])), 4))
+    case["speedup"] = round(case["reference"]["wall_s"] / case["fast"]["wall_s"], 2)
+    case["cpu_time_ratio"] = round(case["reference"]["cpu_s"] / case["fast"]["cpu_s"], 2)
+    case["fused_speedup"] = round(case["reference"]["wall_s"] / case["fused"]["wall_s"], 2)
+    case["fused_vs_loop"] = round(case["fast"]["wall_s"] / case["fused"]["wall_s"], 2)
+    case["default_path"] = "fused" if resolve_fuse("auto", ctx.device) else "fast (per-student loop)"
+    case["loadavg_after"] = loadavg()
+    return case
 
 
 if __name__ == "__main__":

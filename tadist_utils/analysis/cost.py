@@ -5,46 +5,19 @@
     python -m tadist_utils.analysis.cost --quick                  # one timed run of everything: a smoke test, not timing
     python -m tadist_utils.analysis.cost --models ensemble_8 --large-batch 16 --quick --out /tmp/c.json
 
-One row per (device, model, mode):
+One row per (device, model, mode): ``teacher``, ``student_level1..4`` (``mode="single"``) and ``ensemble_1/2/4/8``
+(1, 2, 4, 8 students of levels 1..4) in two modes: ``sequential`` is ``models.Ensemble.forward`` (a Python loop over
+the students), ``together`` is ``models.FusedEnsemble`` (the same students as *one* network of grouped convolutions,
+the same logits; BatchNorm kept, so the two differ only in running the students together). Columns: parameters,
+MACs of one 32x32 image, ``disk_bytes`` of the fp32 ``state_dict``, the median latency of single synchronised
+forward passes at batch 1 and ``--large-batch`` (256) in fp32 eval mode, and export checks of every ensemble:
+TorchScript (traced, saved, loaded, run at another batch size) and, when ``onnx`` and ``onnxruntime`` import,
+ONNX under onnxruntime, each within ``EXPORT_TOL`` of eager PyTorch. TorchScript is deprecated in torch >= 2.10
+but still what a C++ or mobile deployment loads without Python, so its warnings are silenced locally.
+``torch.func`` (``stack_module_state`` + ``vmap``) also runs students together but exports less plainly.
 
-* ``model``: ``teacher``, ``student_level1..4`` (one student alone, ``mode="single"``) and
-  ``ensemble_1/2/4/8`` (``models.Ensemble`` of 1, 2, 4, 8 students of levels 1..4).
-* ``mode`` of an ensemble: ``sequential`` is ``models.Ensemble.forward`` itself: a Python loop over
-  the students, ``torch.cat`` of their features, then the output layer. ``together`` is
-  ``models.FusedEnsemble``: the same students fused into *one* wide network whose layers run all
-  students at once (grouped convolutions), with the same logits.
-* ``parameters`` / ``macs`` come from ``models.count_params`` / ``models.count_macs`` (multiply-
-  accumulates of one 32x32 image); ``disk_bytes`` is the size of ``torch.save(state_dict)`` (fp32,
-  BatchNorm buffers included, so a little above ``4 * parameters``).
-* ``latency_ms_b1`` / ``latency_ms_b256``: median wall time of one forward pass at batch 1 / 256,
-  eval mode, ``torch.inference_mode``, fp32, contiguous memory, after warm-up runs; each timed run is
-  one pass between two clock reads, the GPU synchronised around it (see ``latency``).
-  ``images_per_s_b256 = 256 / latency``.
-  (``--large-batch`` changes 256, and the column names with it.)
-* export checks, for every ensemble in both modes: TorchScript (``torch.jit.trace``, saved, loaded
-  back, run on a batch of another size than the one traced) and, when ``onnx`` and ``onnxruntime``
-  import, ONNX run by onnxruntime's CPU provider. Each reports the file size and the largest
-  absolute difference from eager PyTorch; ``*_ok`` is that difference under ``EXPORT_TOL`` (relative
-  to the logits' scale). ONNX is optional (not in requirements.txt): without it the row says
-  ``skipped: ...``. TorchScript is deprecated in torch >= 2.10 (``FutureWarning`` on every
-  trace/save/load); it is still what a C++ or mobile deployment loads without Python, so it is used
-  with those warnings silenced locally (``_quiet_jit``) rather than everywhere.
-
-Timing is honest only on an otherwise idle machine: the JSON records torch threads, the device's
-name, the torch version and the load average before and after. Writes
-``results/cost/<device-slug>.json`` (``-quick`` appended for ``--quick``) and a CSV of the same rows.
-
-Why grouped convolutions for ``together``: every layer type of these students fuses exactly. A conv
-of student ``g`` becomes the ``g``-th group of one conv with ``groups=n`` (weights stacked along the
-output channels); the first conv, whose input (the image) all students share, becomes one ordinary
-conv with ``n * c`` output channels; BatchNorm, ReLU and max/average pooling act per channel, so the
-wide network's channel block ``g`` is exactly student ``g``; each student's Linear head becomes a
-grouped 1x1 conv; and the channel blocks come out in chunk order, which is what the output layer
-expects. The alternative, ``torch.func.stack_module_state`` + ``vmap(functional_call)``, also runs
-students together but neither traces to TorchScript nor exports to ONNX as plainly, so it is not
-used. ``FusedEnsemble(fold_bn=True)`` also folds each BatchNorm into the conv before it (an
-inference-only rewrite); the table keeps BatchNorm (``fold_bn=False``) so that *together* vs
-*sequential* measures running the students together and nothing else.
+Timing is honest only on an idle machine: the JSON records threads, device, versions and the load average.
+Writes ``results/cost/<device-slug>.json`` (``-quick`` appended for ``--quick``) and a CSV of the same rows.
 """
 from __future__ import annotations
 
@@ -67,19 +40,14 @@ import torch
 from torch import nn
 
 from .. import models
-from ..engine import describe, device_slug
-from .machine import describe_machine, loadavg, sync
+from ..engine import describe, describe_machine, device_slug, loadavg, resolve_device, sync
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
 MODEL_NAMES = (["teacher"] + [f"student_level{lv}" for lv in models.STUDENT_LEVELS]
                + [f"ensemble_{n}" for n in ENSEMBLE_LEVELS])
-# Notebook 06 on the smoke profile: every row and export check made once, within seconds; not a timing.
-SMOKE_BUDGET = dict(repeats=1, warmup=1, large_batch=8, max_seconds=0.5)  # one warm pass: a cold one reads 5x slow
-# Notebook 06 on quick: every row, both ensemble modes and the export checks as in the full table, timed briefly: a
-# median of 3 runs after one warm-up pass, the large batch 64 instead of 256 (batch-256 passes of the teacher and of
-# ensemble_8 took 3-5 s each on one AVX2 thread, and were most of the table's time). Measured on the project's
-# 2-core EPYC, 1 thread, load ~3-4: 86 s -> 26 s; with AVX2 only (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
-# 116 s -> 32 s.
+# Notebook 06 on smoke: every row and export check once, within seconds (one warm pass: a cold one reads 5x slow).
+SMOKE_BUDGET = dict(repeats=1, warmup=1, large_batch=8, max_seconds=0.5)
+# on quick: timed briefly, batch 64 not 256 (batch-256 passes took 3-5 s each on one AVX2 thread; 86 s -> 26 s)
 QUICK_BUDGET = dict(repeats=3, warmup=1, large_batch=64, max_seconds=1.0)
 # what notebook 06 spends on the table per profile (the full measurement is `python -m tadist_utils.analysis.cost`)
 PROFILE_BUDGETS = {"smoke": SMOKE_BUDGET, "quick": QUICK_BUDGET, "reference": QUICK_BUDGET}  # reference: rough too (its run is for learning)
@@ -104,11 +72,15 @@ def export_check(reference: torch.Tensor, other: torch.Tensor) -> tuple[float, b
     return diff, diff <= EXPORT_TOL * max(1.0, float(reference.abs().max()))
 
 
+def _export_inputs(model: nn.Module, seed: int):
+    """The model on the CPU in eval mode, a batch of 2 to trace and a batch of 5 to compare on."""
+    g = torch.Generator().manual_seed(seed)
+    return model.eval().cpu(), torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+
+
 def export_torchscript(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dict:
     """Trace at batch 2, save, load back, run on a batch of 5: file size and max |loaded - eager|."""
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(seed)
-    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+    model, example, probe = _export_inputs(model, seed)
     path = folder / f"{name}.ts.pt"
     with _quiet_jit(), torch.inference_mode():
         traced = torch.jit.trace(model, example)
@@ -137,15 +109,12 @@ def export_onnx(model: nn.Module, folder: Path, name: str, seed: int = 0) -> dic
     if skipped:
         return dict(onnx_status=skipped, onnx_bytes=None, onnx_max_abs_diff=None, onnx_ok=None)
     import onnxruntime as ort
-    model = model.eval().cpu()
-    g = torch.Generator().manual_seed(seed)
-    example, probe = torch.randn(2, 3, 32, 32, generator=g), torch.randn(5, 3, 32, 32, generator=g)
+    model, example, probe = _export_inputs(model, seed)
     path = folder / f"{name}.onnx"
     try:
         with _quiet_jit(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            # dynamo=False: the TorchScript-based exporter needs only `onnx` (the torch.export-based default
-            # needs onnxscript too); torch >= 2.9 warns that it is legacy (DeprecationWarning, silenced here).
+            # dynamo=False: needs only `onnx` (the default needs onnxscript too); torch >= 2.9 calls it legacy
             torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["images"],
                               output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
         opts = ort.SessionOptions()
@@ -173,11 +142,8 @@ def build_ensemble(n: int, num_classes: int = 10) -> models.Ensemble:
 
 
 def variants(names: Iterable[str] = MODEL_NAMES, num_classes: int = 10, seed: int = 0):
-    """(model, n_students, level, mode, module) for every requested model; ensembles in both modes.
-
-    Weights are random (speed and size do not depend on them); BatchNorm keeps its initial
-    running statistics. Every module is in eval mode.
-    """
+    """(model, n_students, level, mode, module) for every requested model, in eval mode; ensembles in both modes.
+    Weights are random: speed and size do not depend on them."""
     for name in names:
         torch.manual_seed(seed)
         if name == "teacher":
@@ -206,11 +172,9 @@ def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 2
             max_seconds: float | None = None, image_size: int = 32) -> dict:
     """Median milliseconds of one forward pass on a random batch, after ``warmup`` untimed passes.
 
-    Each timed run is one pass between two reads of the clock, the GPU synchronised before both (on torch's
-    current thread count). ``torch.utils.benchmark.Timer.timeit(1)``, used before, ran two untimed passes
-    before every timed one: three passes for one sample, two thirds of the cost table's time.
-    Stops early, after at least 3 timed runs (or all of them if fewer were asked), once ``max_seconds``
-    have passed since the first timed run: the teacher at batch 256 on one CPU thread takes seconds.
+    Each timed run is one pass between two clock reads, the GPU synchronised before both (``Timer.timeit(1)`` ran
+    two untimed passes per sample). Stops after at least 3 runs once ``max_seconds`` have passed: the teacher at
+    batch 256 on one CPU thread takes seconds.
     """
     model.eval()
     x = torch.randn(batch, 3, image_size, image_size, device=device)
@@ -233,20 +197,14 @@ def latency(model: nn.Module, batch: int, device: torch.device, repeats: int = 2
 # ----------------------------------------------------------------------------- the table
 def resolve_devices(device: str | Sequence[str]) -> list[torch.device]:
     """'all': the CPU, and CUDA when available; 'cpu', 'cuda', 'cuda:1', or a list of those."""
-    names = [device] if isinstance(device, str) else list(device)
     out: list[torch.device] = []
-    for name in names:
+    for name in [device] if isinstance(device, str) else device:
         if name == "all":
-            out.append(torch.device("cpu"))
-            if torch.cuda.is_available():
-                out.append(torch.device("cuda"))
-            continue
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} requested but this machine has no CUDA GPU")
-        if dev.type not in ("cpu", "cuda"):
+            out += [torch.device("cpu")] + [torch.device("cuda")] * torch.cuda.is_available()
+        elif (dev := resolve_device(name)).type in ("cpu", "cuda"):
+            out.append(dev)
+        else:
             raise ValueError(f"cost measures on cpu or cuda, got {name!r}")
-        out.append(dev)
     return out
 
 
@@ -256,15 +214,12 @@ def cost_table(device: str | Sequence[str] = "all", repeats: int = 20, *, warmup
                quick: bool = False, progress: bool = False) -> pd.DataFrame:
     """One row per (device, model, mode) with parameters, MACs, disk size, latency and export checks.
 
-    ``quick``: one timed run and one warm-up per measurement (a smoke test of the whole table).
-    ``max_seconds``: stop a measurement's timed runs early once this much time has passed (after
-    at least 3). ``strict``: raise ``AssertionError`` at the end if an export check failed (a
-    skipped ONNX check is not a failure). Column names follow ``large_batch``
-    (``latency_ms_b256``, ``images_per_s_b256`` by default).
+    ``quick``: one timed run and one warm-up per measurement (a smoke test). ``strict``: raise ``AssertionError``
+    if an export check failed (a skipped ONNX check is not a failure). Column names follow ``large_batch``.
     """
     if quick:
-        repeats, warmup = 1, 1 if warmup is None else warmup
-    warmup = (3 if warmup is None else warmup)
+        repeats = 1
+    warmup = (1 if quick else 3) if warmup is None else warmup
     devices = resolve_devices(device)
     big = int(large_batch)
     names = list(models_)

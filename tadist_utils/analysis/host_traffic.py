@@ -1,21 +1,14 @@
 """Host round trips per training step, counted without a GPU: what stalls a GPU's queue besides launches.
 
-A GPU runs kernels while the host queues the next ones, as long as the host never waits for it. Two things
-make it wait: reading a device value on the host (``.item()``, ``.tolist()``, ``float(t)``, a copy to the
-CPU), and copying ordinary (pageable) host memory to the device, after which PyTorch synchronises the stream
-(a ``non_blocking=False`` copy). One of either per step stops the host from running ahead, which is what
-CUDA graphs and a launch-bound step of tiny students need most.
+A GPU runs kernels while the host queues the next ones, as long as the host never waits for it: a device value read
+on the host (``.item()``, ``float(t)``, a copy to the CPU) or a pageable host-to-device copy (PyTorch synchronises
+after it) each stop the host from running ahead, which CUDA graphs and launch-bound tiny students need most.
 
-They can be counted on any machine: the loop runs on ``meta``, PyTorch's device with shapes and no data,
-and ``HostTraffic`` (a dispatch mode, with a function mode for host data that only an op's inside copies)
-counts every copy between the host and that device and every value read back from it, answering reads with
-zeros so the loop goes on. ``per_step`` compares runs of two lengths, so the set-up and each epoch's ends
-(one loss read, one validation) cancel out.
-
-On a GPU the same checks count the synchronisations themselves: with ``TADIST_TRAFFIC_DEVICE=cuda`` the device is
-the GPU and ``count`` reports ``syncs``, the calls ``torch.cuda.set_sync_debug_mode`` flags (a read back and a
-pageable copy alike), so ``tests/test_host_traffic.py`` run there checks on the real thing what ``meta`` stands in for
-(``.ci/gpu-check`` does; not yet run on a GPU).
+Counted on any machine: the loop runs on ``meta`` (shapes, no data) and ``HostTraffic`` counts every copy between
+the host and that device and every value read back, answering reads with zeros so the loop goes on. ``per_step``
+compares runs of two lengths, so set-up and each epoch's ends cancel out. With ``TADIST_TRAFFIC_DEVICE=cuda``
+(``.ci/gpu-check``) the device is the GPU and ``count`` reports ``syncs``, what ``torch.cuda.set_sync_debug_mode``
+flags: the real thing ``meta`` stands in for.
 """
 from __future__ import annotations
 
@@ -98,14 +91,10 @@ class HostTraffic(TorchDispatchMode):
 def count(fn: Callable[[], object]) -> dict:
     """What one call of ``fn`` (whose device tensors are on ``DEVICE``) makes the host wait for: ``reads`` and
     ``copies`` on ``meta``; on a GPU, ``syncs`` (the calls that synchronise with it)."""
-    if DEVICE.type == "cuda":
-        return dict(syncs=_cuda_syncs(fn))
-    with HostTraffic() as traffic:
-        fn()
-    return dict(reads=traffic.reads, copies=traffic.copies)
-
-
-def _cuda_syncs(fn: Callable[[], object]) -> int:
+    if DEVICE.type != "cuda":
+        with HostTraffic() as traffic:
+            fn()
+        return dict(reads=traffic.reads, copies=traffic.copies)
     before = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("warn")  # each synchronising call warns ("called a synchronizing CUDA operation")
     try:
@@ -114,17 +103,15 @@ def _cuda_syncs(fn: Callable[[], object]) -> int:
             fn()
     finally:
         torch.cuda.set_sync_debug_mode(before)
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return dict(syncs=sum("synchroniz" in str(w.message) for w in caught))
 
 
 def per_step(run: Callable[[int], object], steps: tuple[int, int] = (2, 7)) -> dict:
     """Host round trips that each training step adds: ``run(n)`` trains one epoch of ``n`` steps on ``DEVICE``.
 
-    Counted for two epoch lengths, after an uncounted run of ``steps[0] - 1`` (one-time set-up: a GPU's libraries,
-    caches; a length of its own, so that a run which resumes from its own checkpoint starts afresh); the difference
-    over the extra steps is what one step costs, with the epoch's ends (the same in both) left out. 2 and 7 steps:
-    a round trip every k-th step shows for every k up to 7 (as 1/5 a step, or more); with 2 and 4 one every 5th
-    step did not."""
+    Counted for two epoch lengths after an uncounted run of ``steps[0] - 1`` (one-time set-up; a length of its own,
+    so a run resuming its own checkpoint starts afresh). 2 and 7: a round trip every k-th step shows for every
+    k up to 7; with 2 and 4 one every 5th step did not."""
     if not 2 <= steps[0] < steps[1]:
         raise ValueError(f"steps must be two lengths, 2 <= short < long; got {steps}")
     count(lambda: run(steps[0] - 1))  # counted and dropped: meta answers reads only inside the count

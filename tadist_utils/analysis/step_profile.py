@@ -1,11 +1,8 @@
-"""The bench's ``ops`` and ``paper`` cases: what one training step costs, counted and timed.
+"""The bench's ``ops``, ``guides`` and ``paper`` cases: what one training step costs, counted and timed.
 
-``bench_ops``: operator calls per training step of a plan's teacher-fed students, per-student loop vs fused
-(``torch.profiler``; on a GPU, where these students are launch-bound, this is what the speed follows, and it
-can be counted on any machine). ``bench_guide_ops``: the same count for the paper profile's generations whose
-guides (parents) are several students, the guides' forward included, with the guides run separately or as one
-network (``fused.fused_guides``), and that forward's CPU time either way. ``bench_paper``: the ``paper``
-profile's wall time for one seed, estimated from a few timed steps of every training group.
+On a GPU the students are launch-bound, so operator calls per step are what their speed follows, and those can be
+counted on any machine (``torch.profiler`` and ``DeviceOps``). ``bench_paper`` estimates the ``paper`` profile's
+wall time for one seed from a few timed steps of every training group.
 """
 from __future__ import annotations
 
@@ -18,25 +15,23 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import models
 from ..config import make_config
-from ..engine import grad_scaler
+from ..engine import grad_scaler, sync
 from ..experiments import lineages, student_groups
 from ..fused import FusedTrainer
 from ..methods import PAPER_EXPERIMENTS, build
 from ..plans import TEACHER
 from ..train import (Context, OneByOne, RunState, classifier_optimizer, classifier_step, guide_targets, init_seed,
                      student_run)
-from .machine import sync
 
 
 # ----------------------------------------------------------------------------- launches: operator calls per step
-def student_runs(nodes, ctx: Context, lr: float = 1e-3, total_steps: int = 1000,
-                 fused: bool | None = None) -> list[RunState]:
+def student_runs(nodes, ctx: Context, total_steps: int = 1000, fused: bool | None = None) -> list[RunState]:
     """Fresh students with the optimiser and schedule train_students gives them (``fused``: ``train.student_run``)."""
     runs = []
     for n in nodes:
         torch.manual_seed(init_seed(0, n.key))
         net = ctx.model(models.student(n.level)).train()
-        runs.append(student_run(net, ctx, lr=lr, steps=total_steps, path=Path(), fused=fused))
+        runs.append(student_run(net, ctx, lr=1e-3, steps=total_steps, path=Path(), fused=fused))
     return runs
 
 
@@ -50,16 +45,12 @@ _NO_KERNEL = {_aten.empty, _aten.empty_strided, _aten.empty_like, _aten.empty_pe
 
 
 class DeviceOps(TorchDispatchMode):
-    """Counts the operators that reach the device's kernels (below autograd, as a GPU would launch them): what
-    the profiler's leaf count also holds, minus a CPU kernel's own inner calls (its allocations, a per-tensor
-    optimiser's loop), views and other metadata-only ops, and the profiler's markers.
+    """Counts the operators that reach the device's kernels (below autograd, as a GPU would launch them): the
+    profiler's leaves minus a CPU kernel's inner calls, views, metadata-only ops and the profiler's markers.
 
-    A lower bound on CUDA's launches, by a roughly constant factor per layer (so loop/fused ratios hold better than
-    absolute counts): a cuDNN convolution with a bias adds it in a second kernel and its backward sums the bias
-    gradient in a third next to dgrad and wgrad (one CPU ``convolution``/``convolution_backward`` each here); a
-    ``_foreach_*``/fused optimiser op launches once per ~36 tensors (multi_tensor_apply); cuDNN may itself run
-    several kernels for one call. Code compiled by ``torch.compile`` is not counted: dynamo runs the eager ops while
-    a dispatch mode is active."""
+    A lower bound on CUDA's launches by a roughly constant factor per layer (a cuDNN conv's bias and its gradient
+    are extra kernels; a fused optimiser op launches once per ~36 tensors), so loop/fused ratios hold better than
+    absolute counts. Compiled code is not counted: dynamo runs the eager ops while a dispatch mode is active."""
 
     def __init__(self):
         super().__init__()
@@ -81,11 +72,9 @@ def student_step(runs, wanted, ctx: Context, fuse: bool):
 def count_ops(fn, device: torch.device, device_ops: bool = True) -> dict:
     """Operator calls of one call of ``fn`` (after one untimed call): what a launch-bound GPU step pays for.
 
-    ``aten_ops``: every ATen operator the dispatcher ran (nested calls included); ``leaf_ops``: those
-    that call no other operator, i.e. the ones doing the work, with a CPU kernel's inner allocations;
-    ``device_ops``: the operators that reach a kernel (``DeviceOps``: about one launch each on a GPU, the
-    closest count to one a CPU can make; ``device_ops=False`` for a compiled ``fn``, which a dispatch mode
-    would run eagerly); ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
+    ``aten_ops``: every ATen operator dispatched (nested included); ``leaf_ops``: those calling no other;
+    ``device_ops``: ``DeviceOps`` (off for a compiled ``fn``, which a dispatch mode would run eagerly);
+    ``gpu_kernels``: kernels the profiler saw on the GPU (CUDA only).
     """
     from torch.profiler import ProfilerActivity, profile
     fn()
@@ -112,9 +101,8 @@ def count_ops(fn, device: torch.device, device_ops: bool = True) -> dict:
 def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compiled: bool = False) -> dict:
     """Operator calls per training step of a plan's teacher-fed students: the per-student loop vs fused.
 
-    ``compiled``: also the fused step with ``Config.compile`` (``fused_compiled``; torch.compile's first call,
-    untimed here, takes minutes on a CPU). The profiler counts the ATen operators still dispatched: inductor's
-    fused kernels run outside the dispatcher, so they do not show, while the convolutions it calls do."""
+    ``compiled``: also the fused step under ``Config.compile`` (its first call takes minutes on a CPU); inductor's
+    kernels run outside the dispatcher, so only the ATen operators it still calls (convolutions) show."""
     nodes = [n for n in build(experiment, levels).nodes if n.parent == TEACHER]
     wanted = [((0, n.start, n.stop),) for n in nodes]
     x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
@@ -150,11 +138,10 @@ def _paper_generations(ctx: Context):
 
 def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeats: int = 5, loop: bool = True) -> dict:
     """Operator calls per augmented training step (the guides' forward included) of the paper profile's
-    generations with several student guides: the per-student loop, fused students with separate guides, fused
-    students with fused guides. Also the guides' forward alone: its operator calls, and its CPU seconds at
-    ``time_batch`` images (separate, fused, and fused with BatchNorm folded (``fold_bn``, not what training
-    uses), taking turns in one process, ``repeats`` rounds in rotating order, the median). ``loop=False``
-    leaves the per-student loop (the reference, and most of the profiling time) out."""
+    generations with several student guides: per-student loop, fused students, fused students and guides.
+    Also the guides' forward alone: operator calls, and the median CPU seconds at ``time_batch`` images over
+    ``repeats`` rounds taking turns (separate, fused, fused with BatchNorm folded). ``loop=False`` leaves out
+    the per-student loop (most of the profiling time)."""
     x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
     xt = torch.randn(time_batch, 3, 32, 32, device=ctx.device)
     if ctx.channels_last:
@@ -198,12 +185,9 @@ def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeat
 def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = None) -> dict:
     """Seconds per step of every training group of the ``paper`` profile, extrapolated to its whole schedule.
 
-    Times ``steps`` steps (after one untimed) of the teacher and of each group of students exactly as the
-    pipeline forms them (a generation at a time when fused, siblings otherwise), with augmentation, so
-    every parent runs its forward pass each batch (same-architecture parents as one network when fused, as
-    ``train_students`` runs them). Weights are random: speed does not depend on them.
-    Validation, checkpoints and the output layers' fine-tuning (a linear layer on features computed
-    once) are left out (not measured here), so the estimate is a lower bound.
+    Times ``steps`` steps (after one untimed) of the teacher and of each group of students as the pipeline forms
+    them, with augmentation (every parent's forward each batch). Weights are random: speed does not depend on
+    them. Validation, checkpoints and the output layers' fine-tuning are left out: the estimate is a lower bound.
     """
     cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
     train_images = 50_000 - cfg.val_size  # CIFAR-10's training set less the validation split
@@ -230,8 +214,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
     rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
                  seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
     teacher.eval()
-    plans = [build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS]
-    nodes, guide_keys = lineages(plans)
+    nodes, guide_keys = lineages([build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
     trained = {"T": teacher}
     for group, guides, parent_keys in student_groups(nodes, guide_keys, fuse):
         for k in guides:
