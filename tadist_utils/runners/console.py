@@ -30,8 +30,8 @@ ENV = "TADIST_PROGRESS"  # the file training bars append their progress to (unse
 class _Reporting:
     """A tqdm bar that also appends its progress, throttled, to a JSON-lines file."""
 
-    def __init__(self, bar, path: str, total: int, desc: str, interval: float = 1.0):
-        self._bar, self._path, self._interval = bar, path, interval
+    def __init__(self, bar, path: str, total: int, desc: str):
+        self._bar, self._path = bar, path
         self.total, self.desc, self.count, self.postfix = total, desc, 0, ""
         self._t0 = self._last = time.perf_counter()
         self._closed = False
@@ -50,7 +50,7 @@ class _Reporting:
     def update(self, n: int = 1):
         self.count += n
         self._bar.update(n)
-        if time.perf_counter() - self._last >= self._interval:
+        if time.perf_counter() - self._last >= 1.0:  # throttled: at most a line a second
             self._write(done=False)
 
     def set_postfix_str(self, s: str = "", refresh: bool = True):
@@ -361,13 +361,8 @@ def _relative(text: str, data_dir) -> str:
     return text.replace(str(data_dir), short) if not short.startswith("..") else text
 
 
-def announce(notice: str, stream=None, final: bool = False) -> None:
+def announce(notice: str, final: bool = False) -> None:
     """The data notice, loud: a banner first, one line again in the final summary."""
-    if not notice:
-        return
-    stream = stream or sys.stdout
-    if final:
-        print(f"!!! DATA: {notice}", file=stream, flush=True)
-    else:
-        bar_ = "!" * 100
-        print(f"{bar_}\n!!! DATA: {notice}\n{bar_}", file=stream, flush=True)
+    if notice:
+        line = f"!!! DATA: {notice}"
+        print(line if final else f"{'!' * 100}\n{line}\n{'!' * 100}", flush=True)

@@ -160,20 +160,6 @@ def summary(cfg: Config) -> pd.Series:
     return pd.Series(shown, name="value", dtype=object)
 
 
-def in_colab() -> bool:
-    return "google.colab" in sys.modules
-
-
-def _show(obj) -> None:
-    """Display ``obj`` as a cell's last expression would (a table in Jupyter); print it elsewhere."""
-    try:
-        from IPython.display import display
-    except ImportError:
-        print(obj)
-    else:
-        display(obj)
-
-
 def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
     """A notebook's set-up: check the papermill parameters, mount Drive (Colab, ``use_drive``), build and check the
     config (profile, then ``overrides``, then the parameters not None), show its summary.
@@ -186,7 +172,7 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
         raise ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
                           f"parameters cell declares {', '.join(PARAMETERS)}")
     p = {name: namespace[name] for name in PARAMETERS}
-    drive = in_colab() and bool(p["use_drive"])
+    drive = "google.colab" in sys.modules and bool(p["use_drive"])
     if drive:  # keep results_dir (and its checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
@@ -195,8 +181,12 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
                  results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
     cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
     cfgs = per_seed(cfg, p["seeds"])
-    if show:
-        _show(summary(cfgs[0]).to_frame())
+    if show:  # a table in Jupyter, printed elsewhere
+        try:
+            from IPython.display import display
+        except ImportError:
+            display = print
+        display(summary(cfgs[0]).to_frame())
     return cfgs[0], cfgs
 
 

@@ -102,7 +102,7 @@ def _failed_cell(path: Path) -> tuple[str | None, str]:
     return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
-def kernel_options(log: Path | None = None) -> dict:
+def kernel_options(log: Path) -> dict:
     """papermill options: jupyter_client's kernel manager without the SIGINT it sends an idle kernel at shutdown,
     and with the kernel's own stderr in ``log``.
 
@@ -120,8 +120,6 @@ def kernel_options(log: Path | None = None) -> dict:
             await super()._async_interrupt_kernel()
 
         async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:  # jupyter_client's hook for launching
-            if log is None:
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
             with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": f})
 
@@ -133,7 +131,7 @@ def kernel_options(log: Path | None = None) -> dict:
     return dict(kernel_manager_class=KernelManager, on_cell_execute=busy, on_cell_executed=idle, on_cell_error=idle)
 
 
-def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
+def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | None:
     """Execute one notebook; None on success, else one line saying where it failed (and the kernel's log if any)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -141,7 +139,7 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: b
     log.unlink(missing_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
-                            execution_timeout=timeout, progress_bar=progress, log_output=False,
+                            execution_timeout=timeout, progress_bar=False, log_output=False,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
                             **kernel_options(log))
         return None
@@ -275,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem,
                                                   cfg.batch_size, suffix=lambda: job.short(time.perf_counter() - t0))
                           if live else contextlib.nullcontext()):
-                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
+                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout)
                     seconds = time.perf_counter() - t0
                     job.finish(cfg.seed, src.stem, seconds)
                     status = "ok" if error is None else "FAILED"
