@@ -245,20 +245,16 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
 
 
 def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
-    """``stage`` (a pipeline method), then ``_maybe_die`` at ``point``: fault injection kept off the real path."""
+    """Fault injection for tests, kept off the real path: ``stage`` (a pipeline method), then the named cell's first
+    attempt exits at ``point``, as a killed worker would."""
     def run(*args, **kwargs):
         out = stage(*args, **kwargs)
-        _maybe_die(kill, folder, point, ck)
+        if kill == f"{folder.name}@{point}" and not (folder / ".killed").exists():
+            (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in snapshot(ck).items()}))
+            sys.stdout.flush()
+            os._exit(1)
         return out
     return run
-
-
-def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
-    """Fault injection for tests: the named cell's first attempt exits at ``point``, as a killed worker would."""
-    if kill == f"{folder.name}@{point}" and not (folder / ".killed").exists():
-        (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in snapshot(ck).items()}))
-        sys.stdout.flush()
-        os._exit(1)
 
 
 # ----------------------------------------------------------------------------- the driver
