@@ -90,11 +90,11 @@ def test_a_finished_notebook_is_shut_down_without_a_sigint(tmp_path, capfd):
     nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
     src = tmp_path / "tiny.ipynb"
     nbformat.write(nb, src)
-    assert runner.run_one(src, tmp_path / "out.ipynb", {}, 120, False) is None
+    assert runner.run_one(src, tmp_path / "out.ipynb", {}, 120) is None
     assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text == "ran\n"
     assert not marker.exists(), "the runner interrupted a kernel that had finished"
     assert "KeyboardInterrupt" not in capfd.readouterr().err
-    assert not runner.kernel_log(tmp_path / "out.ipynb").exists()  # nothing logged: no file left
+    assert not (tmp_path / "out.kernel.log").exists()  # nothing logged: no file left
 
 
 def test_the_kernels_own_log_goes_to_a_file_not_the_terminal(tmp_path, capfd):
@@ -107,10 +107,10 @@ def test_the_kernels_own_log_goes_to_a_file_not_the_terminal(tmp_path, capfd):
     nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
     src = tmp_path / "logs.ipynb"
     nbformat.write(nb, src)
-    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 120, False)
+    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 120)
     assert error.endswith("ValueError: boom"), error
     assert "kernel plumbing" not in capfd.readouterr().err
-    assert "kernel plumbing" in runner.kernel_log(tmp_path / "out.ipynb").read_text()
+    assert "kernel plumbing" in (tmp_path / "out.kernel.log").read_text()
     (first,) = [c for c in nbformat.read(tmp_path / "out.ipynb", as_version=4).cells if "plumbing" in c.source]
     assert any("to the notebook" in o.get("text", "") for o in first.outputs)
 
@@ -126,6 +126,6 @@ def test_a_cell_still_running_at_shutdown_is_interrupted(tmp_path):
     nb.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
     src = tmp_path / "slow.ipynb"
     nbformat.write(nb, src)
-    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 2, False)
+    error = runner.run_one(src, tmp_path / "out.ipynb", {}, 2)
     assert error is not None and "CellTimeoutError" in error, error
     assert marker.exists(), "the running cell was not interrupted"

@@ -81,7 +81,7 @@ def test_a_rerun_under_other_settings_moves_the_old_rows_aside(tmp_path, capsys,
 
 
 def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path, capsys):
-    from tadist_utils.runners.sweep_files import merge
+    from tadist_utils.runners.sweep import merge
     dest = ResultsStore(tmp_path)
     dest.add_results(_rows("A", seed=0) + _rows("A", seed=0, experiment="hierarchical"))
     dest._write_manifest(dict(settings=dict(hash="A"), stages=dict(hierarchical=dict(settings="A"))))

@@ -1,23 +1,14 @@
 """What a terminal shows while the notebooks train inside Jupyter kernels: live progress and which data is used.
 
-Progress. Every training bar is :func:`bar` (the pipeline passes it as ``train.Context.bar``), a tqdm bar; when
-the environment variable ``TADIST_PROGRESS`` names a file, the bar also appends one JSON line to it when it starts,
-at most once a second while it runs, and when it ends: ``desc`` (model and epoch), ``postfix``, ``n`` / ``total``
-(steps), ``elapsed`` (s) and ``done``. ``reproduce`` sets the variable for each notebook it runs (the kernel inherits
-it), and a :class:`ProgressPrinter` thread reads the file and prints lines such as::
+Progress. Every training bar is :func:`bar`; when ``$TADIST_PROGRESS`` names a file (``reproduce`` sets it, the
+kernel inherits it) the bar appends JSON lines to it, and a :class:`ProgressPrinter` thread in the runner prints
+one line when each bar ends and one every 30 s while it runs, so a long notebook is never silent::
 
-      01_teacher  teacher epoch 3/8  100%  412 img/s  ETA teacher 0:52
+      01_teacher  teacher epoch 3/8  100%  412 img/s  ETA teacher 0:52  | job ETA ~9 min
 
-one when each bar (an epoch of a classifier, a group of students) ends and one every ``every`` (30) seconds while
-a bar runs, so a long notebook is never silent. Images per second are steps per second times the batch size
-(for students: student-images, one step trains every student of the group on a batch). ``reproduce`` ends each line
-with the whole job's ETA (:class:`JobClock`: reference notebook times scaled by this run's pace) and, stopped by
-Ctrl-C or SIGTERM, leaves one line saying what finished and how to resume (:func:`interrupted_line`).
-
-Data. ``data_line(cfg)`` is the runners' first line: which data, where, and the images each split keeps, counted
-without decoding. ``data_notice(cfg)`` says, before anything runs, when the data used will not be the data asked for
-(``dataset="auto"`` without CIFAR-10 in ``data_dir`` nor a network: scikit-learn digits), so the runner and the
-headless CLI can print it first, as a banner, and again in their final summary (:func:`announce`).
+(papermill's ``log_output`` instead shows a bar once, at 0%, then nothing until its cell ends; measured, issue 24.)
+Data. ``data_line(cfg)`` is the runners' first line; ``data_notice(cfg)`` says before anything runs when the data
+used will not be the data asked for (``auto`` falling back to digits), shown as a banner and again at the end.
 """
 from __future__ import annotations
 
@@ -39,8 +30,8 @@ ENV = "TADIST_PROGRESS"  # the file training bars append their progress to (unse
 class _Reporting:
     """A tqdm bar that also appends its progress, throttled, to a JSON-lines file."""
 
-    def __init__(self, bar, path: str, total: int, desc: str, interval: float = 1.0):
-        self._bar, self._path, self._interval = bar, path, interval
+    def __init__(self, bar, path: str, total: int, desc: str):
+        self._bar, self._path = bar, path
         self.total, self.desc, self.count, self.postfix = total, desc, 0, ""
         self._t0 = self._last = time.perf_counter()
         self._closed = False
@@ -59,7 +50,7 @@ class _Reporting:
     def update(self, n: int = 1):
         self.count += n
         self._bar.update(n)
-        if time.perf_counter() - self._last >= self._interval:
+        if time.perf_counter() - self._last >= 1.0:  # throttled: at most a line a second
             self._write(done=False)
 
     def set_postfix_str(self, s: str = "", refresh: bool = True):
@@ -370,13 +361,8 @@ def _relative(text: str, data_dir) -> str:
     return text.replace(str(data_dir), short) if not short.startswith("..") else text
 
 
-def announce(notice: str, stream=None, final: bool = False) -> None:
+def announce(notice: str, final: bool = False) -> None:
     """The data notice, loud: a banner first, one line again in the final summary."""
-    if not notice:
-        return
-    stream = stream or sys.stdout
-    if final:
-        print(f"!!! DATA: {notice}", file=stream, flush=True)
-    else:
-        bar_ = "!" * 100
-        print(f"{bar_}\n!!! DATA: {notice}\n{bar_}", file=stream, flush=True)
+    if notice:
+        line = f"!!! DATA: {notice}"
+        print(line if final else f"{'!' * 100}\n{line}\n{'!' * 100}", flush=True)

@@ -1,13 +1,9 @@
-"""Notebook plumbing: where relative paths point, which parameters were given (and that papermill passed no
-unknown ones), what is on disk.
+"""The set-up every numbered notebook shares, one call after its parameters cell: ``cfg, cfgs =
+nbsetup.start(globals())``.
 
-Every numbered notebook runs its parameters cell, then one call, ``cfg, cfgs = nbsetup.start(globals())``
-(``start`` below): the whole set-up the seven notebooks share, kept here once.
-
-Notebooks run with cwd = their own folder (papermill, nbval, Jupyter), on Colab with cwd = /content.
-Relative ``data_dir`` / ``results_dir`` therefore resolve against the repository root when the
-package is imported from a checkout, and against the cwd otherwise, so every way of running a
-notebook reads and writes the same folders as ``python -m tadist_utils`` does.
+Notebooks run with cwd = their own folder (papermill, nbval, Jupyter) or /content (Colab), so relative
+``data_dir`` / ``results_dir`` resolve against the checkout's root (the cwd for an installed package): every way
+of running a notebook uses the folders ``python -m tadist_utils`` uses.
 """
 from __future__ import annotations
 
@@ -114,13 +110,8 @@ def injected_parameters(history) -> list[str]:
 
 
 def check_parameters(history, declared=PARAMETERS) -> None:
-    """Fail on a papermill parameter this notebook does not declare (papermill itself only warns).
-
-    ``history`` is IPython's ``In`` (the sources of the cells run so far), where papermill's injected
-    cell is found; ``papermill nb.ipynb out.ipynb -p teacher_epoch 3`` then stops at the config cell with
-    ``ConfigError: unknown notebook parameter(s): teacher_epoch (did you mean teacher_epochs?); ...``
-    instead of silently training with the profile's ``teacher_epochs``.
-    """
+    """Fail on a papermill parameter this notebook does not declare (papermill only warns, and ``-p teacher_epoch 3``
+    would train silently with the profile's ``teacher_epochs``). ``history``: IPython's ``In``."""
     unknown = [n for n in injected_parameters(history) if n not in declared]
     if unknown:
         def hint(name):
@@ -169,47 +160,19 @@ def summary(cfg: Config) -> pd.Series:
     return pd.Series(shown, name="value", dtype=object)
 
 
-def in_colab() -> bool:
-    return "google.colab" in sys.modules
-
-
-def _show(obj) -> None:
-    """Display ``obj`` as a cell's last expression would (a table in Jupyter); print it elsewhere."""
-    try:
-        from IPython.display import display
-    except ImportError:
-        print(obj)
-    else:
-        display(obj)
-
-
 def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
-    """A notebook's set-up in one call, right after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
+    """A notebook's set-up: check the papermill parameters, mount Drive (Colab, ``use_drive``), build and check the
+    config (profile, then ``overrides``, then the parameters not None), show its summary.
 
-    ``namespace`` is the notebook's globals: the parameters cell's variables (``PARAMETERS``) and IPython's
-    ``In``, where papermill's injected cell is found. In order, as the notebooks did cell by cell before:
-
-    1. ``check_parameters(In)``: a ``papermill -p`` name the notebook does not take stops here (papermill
-       itself only warns);
-    2. on Colab with ``use_drive``: mount Google Drive, where ``results_dir`` then lives;
-    3. ``check(make_config(profile, ...))``: the profile's defaults, then ``overrides``, then the parameters
-       (``config.role``'s notebook fields) that are not None; relative ``data_dir`` / ``results_dir`` resolve
-       against the repository root;
-       ``per_seed``: one config per seed of ``seeds``;
-    4. ``summary(cfg)``: the settings a reader needs to interpret the numbers, shown as a table.
-
-    Bad settings raise ``ConfigError``, which a notebook shows as one line, not a traceback (its
-    ``_render_traceback_``, errors.py; tests/test_bad_input.py runs a notebook with papermill to check it).
-    Returns ``(cfg, cfgs)``: ``cfgs`` holds one config per seed to train in this notebook, ``cfg`` is the
-    first of them (the one its figures show).
-    """
+    ``namespace``: the notebook's globals (``PARAMETERS`` and IPython's ``In``). Bad settings raise ``ConfigError``,
+    one line in a notebook. Returns ``(cfg, cfgs)``: one config per seed to train, and the first of them."""
     check_parameters(namespace.get("In"))
     missing = [name for name in PARAMETERS if name not in namespace]
     if missing:
         raise ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
                           f"parameters cell declares {', '.join(PARAMETERS)}")
     p = {name: namespace[name] for name in PARAMETERS}
-    drive = in_colab() and bool(p["use_drive"])
+    drive = "google.colab" in sys.modules and bool(p["use_drive"])
     if drive:  # keep results_dir (and its checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
@@ -218,20 +181,18 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
                  results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
     cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
     cfgs = per_seed(cfg, p["seeds"])
-    if show:
-        _show(summary(cfgs[0]).to_frame())
+    if show:  # a table in Jupyter, printed elsewhere
+        try:
+            from IPython.display import display
+        except ImportError:
+            display = print
+        display(summary(cfgs[0]).to_frame())
     return cfgs[0], cfgs
 
 
 def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, history) of ``cfg.results_dir``, restricted to the dataset this run last trained on.
-
-    A results folder reused for another dataset keeps that dataset's rows; mixing them in one table
-    would average CIFAR-10 with digits.
-
-    A folder whose rows of that dataset have several ``settings`` (results.py moves rows of other settings aside,
-    so: rows pasted in by hand, or folders copied together) shows those of the manifest's settings, with a NOTICE.
-    """
+    """(results, history) of ``cfg.results_dir``, of the dataset it last trained on (a table never averages CIFAR-10
+    with digits) and, where rows of several settings were put together by hand, of the manifest's (with a NOTICE)."""
     store = ResultsStore(cfg.results_dir)
     results, history = store.results(), store.history()
     manifest = store.manifest()

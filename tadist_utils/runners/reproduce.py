@@ -5,15 +5,11 @@
     python -m tadist_utils --profile smoke --dataset digits --only 00 01
     python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 
-Inputs are validated before any notebook starts: flags, every setting (``config.make_config``), the results
-files already in ``--results-dir`` and, for an explicit ``--dataset cifar10`` / ``cifar100``, that the data is in
-``--data-dir`` or can be downloaded now.
-Anything wrong is one line, ``error: ...``, and exit 2. Every notebook runs even if an earlier one failed;
-failures are listed at the end (exit 1), each with the notebook, the cell and the error, and the failed
-notebook's executed copy is kept up to the failing cell. Executed copies go to ``<results_dir>/executed/``
-(one subfolder per seed when several are given) and per-notebook wall times to ``<results_dir>/reproduce.json``.
-``--prepare-only`` writes parameterised, unexecuted copies to ``<results_dir>/notebooks/`` for
-``pytest --nbval`` (outputs compared with the committed ones, but in cells tagged ``nbval-ignore-output``).
+Flags, settings, the results files already there and the data are checked before any notebook starts: anything
+wrong is one line, ``error: ...``, exit 2. Every notebook runs even if an earlier one failed; failures are listed
+at the end (exit 1) with the notebook, cell and error. Executed copies go to ``<results_dir>/executed/`` (a
+subfolder per seed when several), wall times to ``<results_dir>/reproduce.json``; ``--prepare-only`` writes
+parameterised copies to ``<results_dir>/notebooks/`` for ``pytest --nbval``.
 """
 from __future__ import annotations
 
@@ -35,16 +31,9 @@ DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profile
 
 
 def check_data(cfg) -> None:
-    """The data is there and readable before any notebook starts, else one ConfigError line.
-
-    An explicitly requested CIFAR that is absent is downloaded now (a machine without network would otherwise
-    learn that in the second notebook, after 00 ran). Data already in ``data_dir`` (an ImageFolder tree, the
-    CIFAR-10 JPEG copy, torchvision's CIFAR files) is read once here, so an undecodable image, a missing class or
-    a refused file is named before anything runs (a run using every image caches the decoded folder for the
-    notebooks; a capped run decodes only its images, here and in each notebook).
-    ``auto`` with nothing local needs no check (it falls back to digits, loudly); digits is read too (a fraction of
-    a second), so that a ``val_size`` it cannot hold is named here.
-    """
+    """The data is there and readable before any notebook starts, else one ConfigError line: an absent CIFAR asked
+    for by name is downloaded now, local data is read once (a bad image or class is named before 00 runs, not in 02).
+    ``auto`` with nothing local needs no check: it falls back to digits, loudly."""
     from .. import data
     if cfg.dataset == "auto" and data.find_cifar10(Path(cfg.data_dir)) is None:
         return
@@ -73,10 +62,8 @@ def in_checkout(path) -> str:
 
 
 def parameters(cfg, overrides: dict) -> dict:
-    """Notebook parameters from a validated config: the profile and seed, then only what was given (flags and
-    ``--set``), typed; fields with a notebook place (``config.role``) by name, other settings in ``overrides``.
-    Short on purpose: papermill shows them as the executed notebook's injected cell, what a reader sees of how its
-    outputs were made."""
+    """Notebook parameters: profile, seed and only what was given, typed; fields with a notebook place
+    (``config.role``) by name, others in ``overrides``. Short: the executed notebook shows them as its injected cell."""
     from ..config import with_role
 
     def plain(v):
@@ -115,22 +102,14 @@ def _failed_cell(path: Path) -> tuple[str | None, str]:
     return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
-def kernel_options(log: Path | None = None) -> dict:
-    """papermill options for one notebook run: jupyter_client's kernel manager, less the SIGINT that begins every
-    shutdown when no cell is running, and with the kernel's own stderr in ``log``.
+def kernel_options(log: Path) -> dict:
+    """papermill options: jupyter_client's kernel manager without the SIGINT it sends an idle kernel at shutdown,
+    and with the kernel's own stderr in ``log``.
 
-    After the last cell papermill asks the kernel for its info and shuts it down as soon as the reply arrives;
-    jupyter_client's shutdown first interrupts the kernel (SIGINT), then sends ``shutdown_request``. The kernel is
-    often still finishing that info request (its handler runs with Python's SIGINT handler installed), so on a busy
-    machine a run that went fine ended with ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.`` on
-    stderr. With no cell running the interrupt is skipped now (``shutdown_request`` alone stops an idle kernel;
-    SIGTERM, then SIGKILL, follow after ``shutdown_wait_time`` as before); a cell still running (Ctrl-C or SIGTERM
-    to the runner, a cell timeout) is interrupted as before. nbclient's cell hooks say whether a cell runs.
-
-    ``log``: the kernel process's stderr, its plumbing (what a cell prints reaches the notebook, not this): a stop
-    mid-cell races the interrupted cell's reply against the shutdown, and the kernel logs a ZMQ traceback when the
-    shutdown wins. In a file, beside the executed notebook, that is kept for a failure and not shown as one.
-    """
+    That SIGINT often lands in the kernel's handler of papermill's last info request, and a run that went fine
+    ended with ``KeyboardInterrupt caught in kernel`` on stderr; ``shutdown_request`` alone stops an idle kernel,
+    and a running cell (Ctrl-C, SIGTERM, a timeout) is still interrupted. ``log`` keeps the kernel's plumbing
+    (a ZMQ traceback when a stop mid-cell races the shutdown) in a file beside the executed notebook."""
     from jupyter_client import AsyncKernelManager
     running = {"cell": False}
 
@@ -141,8 +120,6 @@ def kernel_options(log: Path | None = None) -> dict:
             await super()._async_interrupt_kernel()
 
         async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:  # jupyter_client's hook for launching
-            if log is None:
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
             with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": f})
 
@@ -154,22 +131,15 @@ def kernel_options(log: Path | None = None) -> dict:
     return dict(kernel_manager_class=KernelManager, on_cell_execute=busy, on_cell_executed=idle, on_cell_error=idle)
 
 
-def kernel_log(out: Path) -> Path:
-    """Where the kernel that executes ``out`` writes its own stderr: ``<executed>/<notebook>.kernel.log``."""
-    return out.with_suffix(".kernel.log")
-
-
-def run_one(src: Path, out: Path, params: dict, timeout: int | None, progress: bool) -> str | None:
-    """Execute one notebook; None on success, otherwise a one-line description of the failure.
-
-    The kernel's own stderr goes to ``kernel_log(out)``, removed when empty; a failure names it when it is not."""
+def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | None:
+    """Execute one notebook; None on success, else one line saying where it failed (and the kernel's log if any)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    log = kernel_log(out)
+    log = out.with_suffix(".kernel.log")  # the kernel's own stderr, beside the executed notebook
     log.unlink(missing_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
-                            execution_timeout=timeout, progress_bar=progress, log_output=False,
+                            execution_timeout=timeout, progress_bar=False, log_output=False,
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
                             **kernel_options(log))
         return None
@@ -303,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
                     with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem,
                                                   cfg.batch_size, suffix=lambda: job.short(time.perf_counter() - t0))
                           if live else contextlib.nullcontext()):
-                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout, False)
+                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout)
                     seconds = time.perf_counter() - t0
                     job.finish(cfg.seed, src.stem, seconds)
                     status = "ok" if error is None else "FAILED"

@@ -5,20 +5,13 @@
         --grid student_lr=1e-3,3e-3 --gpus-per-cell 0.25
     python -m tadist_utils.runners.sweep ... --address auto       # join a running Ray cluster (`ray start --head`)
 
-Each cell (one seed, one value of every --grid key) is one Ray task running what the headless CLI runs
-(``python -m tadist_utils.experiments``: ``Pipeline(make_config(profile, seed=..., **sets)).run()``) in its own
-results folder, ``<results_dir>/cells/<cell>/``, so a cell writes exactly what a single run would.
-
-Shared work is done once: cells whose configs give the same teacher (same seed, data and teacher settings)
-depend on one first-stage task that trains it (and S1, when two or more of them need one and the same S1)
-in ``<results_dir>/stages/<stage>/``; its checkpoints are hard-linked into each cell's checkpoint folder, where
-``Pipeline`` finds them by spec hash and loads them instead of training. A cell that dies (a killed worker, an
-exception) is retried (``--retries``) and resumes from its checkpoints; a bad setting or diverged loss
-(``ConfigError``) is not retried. At the end the cells are merged, seed after seed, through ``ResultsStore``
-into ``results.csv``, ``history.csv``, ``manifest.json`` and ``checkpoints/`` (linked): into ``<results_dir>``
-itself when the grid varies only seeds and experiments (columns of results.csv), otherwise one folder per
-setting, ``<results_dir>/<key>=<value>.../``. Notebooks 05/06 read such a folder as they read a single run's.
-``<results_dir>/sweep.json`` lists every cell: ran / reused (nothing trained) / failed (one line), wall time.
+Each cell (one seed, one value of every --grid key) is one Ray task running the headless CLI's run in its own
+folder, ``<results_dir>/cells/<cell>/``, so a cell writes exactly what a single run would. Cells sharing a teacher
+depend on one first-stage task that trains it (and a shared S1) in ``stages/<stage>/``; its checkpoints are
+hard-linked into each cell, where ``Pipeline`` loads them by spec hash. A dying cell is retried and resumes from its
+checkpoints; a ``ConfigError`` is not retried. The cells are then merged through ``ResultsStore`` into
+``<results_dir>`` (grids of seeds and experiments only) or one ``<key>=<value>.../`` folder per setting, which
+notebooks 05/06 read as a single run's; ``sweep.json`` lists every cell: ran / reused / failed, wall time.
 """
 from __future__ import annotations
 
@@ -27,23 +20,22 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from ..storage.atomic import write_atomic
 from ..config import PROFILES, Config, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check, spec_hash
 from ..methods import EXPERIMENTS, build
-from .sweep_files import checkpoint_folder, link_files, merge, snapshot
+from ..storage.results import ResultsStore, read_table, superseded_notice, write_csv_atomic
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
-# Config fields that cannot change the teacher's weights (any other that differs means another teacher), and those
-# that shape S1 beyond it: declared with each field (``config.role``).
-NOT_TEACHER = set(with_role("teacher", False))
-S1_FIELDS = with_role("s1")
 SAME_FOLDER = ("experiments",)  # grid keys whose cells merge into one folder: the experiment is a results column
 KILL_ENV = "TADIST_SWEEP_KILL"  # "<cell>@teacher|students": that cell's first attempt dies there (tests)
 
@@ -111,6 +103,94 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
     return cells, out
 
 
+# ----------------------------------------------------------------------------- the folders: linked, merged
+def checkpoint_folder(results_dir: str, seed: int) -> Path:
+    """Where a results folder keeps one seed's checkpoints (``Pipeline._path``)."""
+    return Path(results_dir) / "checkpoints" / f"seed{seed}"
+
+
+def snapshot(folder: Path) -> dict:
+    """Each checkpoint of ``folder`` by name: (inode, mtime), which change when a stage trains or relinks it."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.pt")} if folder.is_dir() else {}
+
+
+def link_files(src: Path, dst: Path, replace: bool = False) -> None:
+    """Hard-link (copy where links fail) every checkpoint of ``src`` into ``dst``; existing ones kept unless ``replace``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(Path(src).glob("*.pt")):
+        target = dst / f.name
+        if target.exists() and (not replace or target.stat().st_ino == f.stat().st_ino):
+            continue
+        tmp = dst / f".{f.name}.link-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(f, tmp)
+        except OSError:
+            shutil.copy2(f, tmp)
+        os.replace(tmp, target)
+
+
+def merge(root: Path, cells: list[dict]) -> list[Path]:
+    """Cells' results, history, manifest and checkpoints into one folder per setting, in (seed, grid) order.
+
+    Failed cells are left out (their own folders keep what they wrote): a partial run is not a result."""
+    folders = []
+    failed = [c for c in cells if c.get("status") == "failed"]
+    cells = [c for c in cells if c.get("status") != "failed"]
+    for name in dict.fromkeys(c["folder"] for c in cells):
+        dest = root / name if name else root
+        store = ResultsStore(dest)
+        _drop_failed(store, [c for c in failed if c["folder"] == name], {c["seed"] for c in cells if c["folder"] == name})
+        manifest, experiments = store.manifest(), {}
+        for c in sorted((c for c in cells if c["folder"] == name), key=lambda c: c["seed"]):
+            src = ResultsStore(c["sets"]["results_dir"])
+            if not src.results_csv.exists():
+                continue  # failed before writing anything
+            m = src.manifest()
+            moved = store.add_results(src.results().to_dict("records"))
+            if moved:  # said as a run says it (Pipeline._add_results)
+                print(f"[tadist] NOTICE: {superseded_notice(moved, m.get('settings') or {})}", flush=True)
+            store.add_history(src.history().to_dict("records"))
+            stages = {**manifest.get("stages", {}), **m.get("stages", {})}
+            manifest.update({k: v for k, v in m.items() if k != "stages"}, stages=stages)
+            experiments.update(dict.fromkeys(m.get("config", {}).get("experiments", [])))
+            link_files(checkpoint_folder(c["sets"]["results_dir"], c["seed"]), checkpoint_folder(str(dest), c["seed"]), replace=True)
+        if manifest:
+            current = manifest.get("settings", {}).get("hash")
+            if current:  # stages of an earlier sweep under other settings: their rows were moved to superseded/
+                manifest["stages"] = {k: v for k, v in manifest.get("stages", {}).items() if v.get("settings") == current}
+            # the folder's config: the last cell's (as after a run of several seeds), with every experiment merged
+            manifest["config"] = {**manifest.get("config", {}), "results_dir": str(dest), "experiments": list(experiments)}
+            manifest["sweep"] = str(root / "sweep.json")
+            store.replace_manifest(manifest)
+        folders.append(dest)
+    return folders
+
+
+def _drop_failed(store, failed: list[dict], merged_seeds: set) -> None:
+    """Remove what an earlier sweep merged for the cells that failed now: kept, those rows would sit beside this
+    sweep's under this sweep's manifest as if they were its results. A seed none of whose cells merged loses all
+    its rows; otherwise only the failed cells' experiments (their names from the grid or --set; all if unknown)."""
+    if not failed:
+        return
+    with store.lock:
+        for path in (store.results_csv, store.history_csv):
+            if not path.exists() or not path.stat().st_size:
+                continue
+            df = read_table(path)
+            drop = pd.Series(False, index=df.index)
+            for c in failed:
+                rows = df.seed.astype(str) == str(c["seed"])
+                names = c.get("values", {}).get("experiments") or c["sets"].get("experiments")
+                if c["seed"] in merged_seeds and names and "experiment" in df:
+                    rows &= df.experiment.isin([e.strip() for e in str(names).split(",")])
+                elif c["seed"] in merged_seeds:
+                    continue  # history has no experiment column: a merged cell of this seed rewrote what it shares
+                drop |= rows
+            if drop.any():
+                write_csv_atomic(df[~drop], path)
+
+
 # ----------------------------------------------------------------------------- inside the Ray tasks
 def _header(run: str) -> str:
     return f"--- attempt of sweep {run} started"
@@ -165,20 +245,16 @@ def cell_task(profile: str, seed: int, sets: dict, stage: dict | None, kill: str
 
 
 def _dying(stage, kill: str, folder: Path, point: str, ck: Path):
-    """``stage`` (a pipeline method), then ``_maybe_die`` at ``point``: fault injection kept off the real path."""
+    """Fault injection for tests, kept off the real path: ``stage`` (a pipeline method), then the named cell's first
+    attempt exits at ``point``, as a killed worker would."""
     def run(*args, **kwargs):
         out = stage(*args, **kwargs)
-        _maybe_die(kill, folder, point, ck)
+        if kill == f"{folder.name}@{point}" and not (folder / ".killed").exists():
+            (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in snapshot(ck).items()}))
+            sys.stdout.flush()
+            os._exit(1)
         return out
     return run
-
-
-def _maybe_die(kill: str, folder: Path, point: str, ck: Path) -> None:
-    """Fault injection for tests: the named cell's first attempt exits at ``point``, as a killed worker would."""
-    if kill == f"{folder.name}@{point}" and not (folder / ".killed").exists():
-        (folder / ".killed").write_text(json.dumps({k: v[1] for k, v in snapshot(ck).items()}))
-        sys.stdout.flush()
-        os._exit(1)
 
 
 # ----------------------------------------------------------------------------- the driver

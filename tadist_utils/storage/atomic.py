@@ -1,9 +1,4 @@
-"""Files written whole or not at all: a temporary beside the target, then a rename; a full disk is one line.
-
-Used by ``checkpoint`` (model files, fsync'd, one temporary name per process so that a later save can tell a
-dead writer's leftover by its PID) and ``results`` / ``sweep`` (CSVs and JSON that several processes may
-write at once: a unique temporary per write).
-"""
+"""Files written whole or not at all: a temporary beside the target, then a rename; a full disk is one line."""
 from __future__ import annotations
 
 import errno
@@ -24,13 +19,9 @@ def disk_full(error: BaseException, path: Path) -> RunError | None:
 
 
 def write_atomic(write: Callable[[Path], None], path: Path, unique: bool = True) -> None:
-    """``write(tmp)`` to ``.<name>.tmp-<PID>`` beside ``path`` (``-<random>`` appended when ``unique``), then
-    rename it to ``path``.
-
-    A reader sees the old file or the new one, never half of one. Any failure (a full disk, Ctrl-C) removes
-    the temporary and keeps the old file; a full disk is raised as one RunError line, anything else as is.
-    ``write`` decides how the bytes reach the disk (``checkpoint`` flushes and fsyncs before the rename).
-    """
+    """``write(tmp)`` to ``.<name>.tmp-<PID>`` beside ``path``, then rename it: a reader sees the old file or the new
+    one. ``unique`` appends ``-<random>`` for files several processes write at once; without it a later save can
+    tell a dead writer's leftover by its PID (``checkpoint``). A failure removes the temporary, keeps the old file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}" + (f"-{uuid.uuid4().hex[:8]}" if unique else ""))
     try:

@@ -135,22 +135,8 @@ class ResultsStore:
         self.dir = Path(results_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(self.dir / ".results.lock")  # one writer at a time, across processes
-
-    @property
-    def results_csv(self) -> Path:
-        return self.dir / "results.csv"
-
-    @property
-    def history_csv(self) -> Path:
-        return self.dir / "history.csv"
-
-    @property
-    def manifest_json(self) -> Path:
-        return self.dir / "manifest.json"
-
-    @property
-    def summary_csv(self) -> Path:
-        return self.dir / "summary.csv"
+        self.results_csv, self.history_csv = self.dir / "results.csv", self.dir / "history.csv"
+        self.manifest_json, self.summary_csv = self.dir / "manifest.json", self.dir / "summary.csv"
 
     def write_summary(self) -> pd.DataFrame:
         """Rewrite ``summary.csv`` from ``results.csv`` (``summary.summary_table``) and return it; ``add_results``
@@ -226,7 +212,7 @@ class ResultsStore:
         return m
 
     def replace_manifest(self, m: dict) -> None:
-        """Write a whole manifest (a merge of several runs' manifests: ``sweep_files.merge``)."""
+        """Write a whole manifest (a merge of several runs' manifests: ``sweep.merge``)."""
         with self.lock:
             self._write_manifest(m)
 

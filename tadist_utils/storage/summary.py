@@ -1,14 +1,7 @@
-"""Per-seed values and their summary per (experiment, model): ``summary.csv``, written beside ``results.csv``.
-
-``per_seed``       the teacher and ``ensemble_N`` rows of one metric, one value per (dataset, experiment, model,
-                   seed): duplicate rows of one seed are averaged, so a seed is never counted twice;
-``describe``       n, mean, sd (ddof=1), sem, the Student-t interval (half-width ``ci``, bounds ``ci_low``/
-                   ``ci_high``) and min/max of some values;
-``summary_table``  ``describe`` of every (dataset, experiment, model): what ``summary.csv`` holds.
-
-``ResultsStore.add_results`` rewrites ``summary.csv`` whenever ``results.csv`` changes, so every results folder a
-run (or a sweep's merge) writes carries one; the README's accuracy tables are built from it (``analysis.
-study_tables``). One seed gives n = 1 and empty sd, interval and the like: no spread is claimed from one run.
+"""Per-seed values and their summary per (experiment, model): ``summary.csv``, rewritten by
+``ResultsStore.add_results`` whenever ``results.csv`` changes, so every results folder carries one (the README's
+tables are built from it). A seed's duplicate rows are averaged, never counted twice; one seed gives n = 1 and an
+empty sd and interval: no spread is claimed from one run.
 """
 from __future__ import annotations
 
@@ -60,11 +53,6 @@ def per_seed(results: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFra
     return d.groupby(["dataset", "experiment", "model", "seed"], as_index=False).value.mean()
 
 
-def t_quantile(n: int, level: float) -> float:
-    """The two-sided ``level`` Student-t quantile with n - 1 degrees of freedom (NaN below 2 values)."""
-    return float(st.t.ppf(0.5 + level / 2, n - 1)) if n >= 2 else float("nan")
-
-
 def describe(values, level: float = LEVEL) -> dict:
     """n, mean, sd (ddof=1), sem, ci (the ``level`` t-interval's half-width), ci_low, ci_high, min, max."""
     v = np.asarray(values, dtype=float)
@@ -73,7 +61,7 @@ def describe(values, level: float = LEVEL) -> dict:
     mean = float(v.mean()) if n else nan
     sd = float(v.std(ddof=1)) if n >= 2 else nan
     sem = sd / math.sqrt(n) if n >= 2 else nan
-    ci = t_quantile(n, level) * sem if n >= 2 else nan
+    ci = float(st.t.ppf(0.5 + level / 2, n - 1)) * sem if n >= 2 else nan  # two-sided Student-t
     return dict(n=n, mean=mean, sd=sd, sem=sem, ci=ci, ci_low=mean - ci, ci_high=mean + ci,
                 min=float(v.min()) if n else nan, max=float(v.max()) if n else nan)
 
