@@ -286,20 +286,6 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
     return pd.DataFrame(rows)
 
 
-def conclusions_markdown(verdicts: pd.DataFrame, digits: int = 1) -> str:
-    """``conclusions`` as a markdown table: claim, regime, verdict (and what it rests on), reading, the
-    80%-power detectable difference."""
-    lines = ["| conclusion | regime | verdict | what the seeds show | detectable difference at 80% power (points) |",
-             "|---|---|---|---|---|"]
-    for r in verdicts.itertuples():
-        lo, hi = round(r.detectable_min, digits), round(r.detectable_max, digits)
-        det = (f"{lo:.{digits}f}" + (f"–{hi:.{digits}f}" if hi != lo else "")) if np.isfinite(lo) else "—"
-        rests = "" if r.decided else f" (rests on {r.rests_on})"
-        lines.append(f"| {r.claim} | {r.regime} | **{r.verdict}**{rests} | {r.reading or '—'} | {det} "
-                     f"(n={r.n_seeds}) |")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------- planning
 def seed_plan(results: pd.DataFrame, families=None, difference: float = DIFFERENCE, power: float = POWER,
               metric: str = "test_accuracy", dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:

@@ -3,9 +3,9 @@
 From the tidy ``results.csv`` (dataset, experiment, model, seed, metric, value):
 
 ``per_seed``/``summarise``  one value per (experiment, model, seed); n, mean, sd, sem and a Student-t interval
-                            (the core's ``storage.summary``, which writes ``summary.csv``); ``formatted_table`` /
-                            ``markdown_table`` write "mean ± CI half-width (n=k)" per experiment and ensemble size;
-``paired``/``paired_all``   a - b on the seeds both have, per ensemble size, with two tests: ``p``, the paired t-test
+                            (the core's ``storage.summary``, which writes ``summary.csv``); ``formatted_table``
+                            writes "mean ± CI half-width (n=k)" per experiment and ensemble size;
+``paired``                  a - b on the seeds both have, per ensemble size, with two tests: ``p``, the paired t-test
                             (``scipy.stats.ttest_rel``; assumes normal differences, which 3 seeds cannot check), and
                             ``p_perm``, the exact sign-flip test (``sign_flip_p``; assumes only symmetry, and cannot go
                             below 2 / 2^n: 0.25 at 3 seeds). A family's tests are Holm-corrected together
@@ -24,7 +24,6 @@ out of its family. A comparison whose two sides are, model for model, those of a
 """
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -103,14 +102,6 @@ def formatted_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False)
             rows.append({"experiment": f"{exp} (paper)", "teacher": f"{p['teacher']:.{digits}f}",
                          **{col[n]: (f"{p[n]:.{digits}f}" if n in p else "") for n in sizes}})
     return pd.DataFrame(rows, columns=["experiment", "teacher", *col.values()]).set_index("experiment")
-
-
-def markdown_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False) -> str:
-    """``formatted_table`` as a GitHub markdown table (no extra dependency)."""
-    t = formatted_table(summary, digits, paper).reset_index()
-    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------- power of the paired t-test
@@ -345,13 +336,3 @@ def paired(results: pd.DataFrame, a: str, b: str, metric: str = "test_accuracy",
     d = per_seed(results, metric, dataset)
     return correct_family(pd.DataFrame(_paired_rows(d, a, b, level, share_students), columns=_PAIR_COLS), level)
 
-
-def paired_all(results: pd.DataFrame, experiments=None, metric: str = "test_accuracy", dataset: str | None = None,
-               level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
-    """``paired`` for every pair (a, b) of ``experiments`` (a before b in the list; default: every experiment
-    with ensembles, in the usual order); all its rows are one family for the Holm correction."""
-    d = per_seed(results, metric, dataset)
-    if experiments is None:
-        experiments = experiment_order(d[is_ensemble(d.model)].experiment)
-    rows = [r for a, b in itertools.combinations(experiments, 2) for r in _paired_rows(d, a, b, level, share_students)]
-    return correct_family(pd.DataFrame(rows, columns=_PAIR_COLS), level)

@@ -329,8 +329,7 @@ def load_data(cfg: Config) -> DataBundle:
 # ----------------------------------------------------------------------------------- batching
 def augment_draws(n: int, g: torch.Generator, pad: int = 4) -> torch.Tensor:
     """The random numbers of one batch's augmentation, drawn on the host: (3, n) int64 rows of crop offsets
-    (row, column) and flips (0/1). Drawn in the order ``augment_batch`` always drew them, so a seed gives the
-    same crops as before."""
+    (row, column) and flips (0/1); their draw order fixes a seed's crops."""
     off = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
     flip = torch.rand(n, generator=g) < 0.5
     return torch.cat([off, flip[None].long()])
@@ -345,11 +344,6 @@ def crop_flip(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tenso
     cols = torch.where(draws[2, :, None].bool(), cols.flip(1), cols)
     return padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
-    return crop_flip(x, augment_draws(len(x), g, pad).to(x.device), pad)
 
 
 class Batches:
