@@ -7,16 +7,9 @@ was corrected in. A comparison reads "``better`` has a higher test accuracy than
 on the seeds both have; the sign says which way a significant difference goes). The conclusions as the paper's
 Results section states them (``statement``; its numbers are ``results.PAPER_ACCURACY``):
 
-``C1``  "The best accuracies are obtained when all the ensembles are directly trained on the teacher": direct >
-        single TA and direct > hierarchical at 2, 4 and 8 students (6; with shared S01/S2 the two 2-student ones
-        compare direct with the same model, and the second is left out as a duplicate, so 5).
-``C2``  "In hierarchal training, the accuracies of the ensemble models decrease as we keep increasing the number
-        of Teaching Assistants": hierarchical 2 > 4 and 4 > 8 students. The paper says this of the hierarchy alone
-        (its single-TA numbers rise from 4 to 8 students), so "in every experiment" would misquote it.
-``C3``  the hierarchy beats a single TA at 2 and 4 students, a single TA beats it at 8; each tested in the paper's
-        direction (no equivalence margin assumed). With shared S01/S2 the 2-student one cannot be tested.
-``B1``  beyond the paper (notebook 06, exploratory): every pair of dense, hierarchical, direct, kd and labels at 1,
-        2, 4 and 8 students (40; those that are the same model by construction, such as S1, left out).
+C2 is said of the hierarchy alone, as the paper says it (its single-TA numbers rise from 4 to 8 students); C3 is
+tested in the paper's direction (no equivalence margin). With shared S01/S2 a comparison of two identical models is
+left out, and a repeated one counted once. B1 (notebook 06) is exploratory: no verdict.
 
 A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts; also the
 best when one comparison is the same model on both sides), ``does not hold`` (one contradicts it significantly),
@@ -142,9 +135,7 @@ def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
 
 # ------------------------------------------------------------------------- verdicts
 def _missing(d: pd.DataFrame, key: str) -> list[str]:
-    """What a family needs and the results lack: an experiment it compares wholly absent, or an ensemble its
-    claim cannot do without (``Family.requires``: C3's 8 students), as 'experiment/ensemble_N'. Other sizes that
-    are missing are just not compared."""
+    """What a family needs and the results lack (an experiment it compares, or a ``Family.requires`` ensemble)."""
     exps = set(d.experiment)
     f = family(key)
     needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
@@ -204,9 +195,8 @@ def evidence(rows: pd.DataFrame, level: float = LEVEL) -> str:
 
 
 def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | None = None) -> dict:
-    """What a study's verdicts come from: profile, dataset, train/val/test images, teacher/student/fine-tuning
-    epochs, device (from ``manifest.json``, empty when not given), the teacher's mean test accuracy and the seeds
-    (from the results), and ``text``, all of it in one line."""
+    """What a study's verdicts come from (profile, data, epochs, device from ``manifest.json``; the teacher's
+    accuracy and the seeds from the results), and ``text``, all of it in one line."""
     m = manifest or {}
     cfg, data = m.get("config") or {}, m.get("dataset") or {}
     t = per_seed(results, "test_accuracy", dataset)
@@ -228,21 +218,11 @@ def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | N
 
 def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
                 level: float = LEVEL, share_students: bool = True, manifest: dict | None = None) -> pd.DataFrame:
-    """The paper's three conclusions checked across seeds: one row each (the declared families C1-C3).
-
-    Columns: conclusion (1-3), family_key (C1-C3), claim, statement (the paper's sentence), verdict (from the
-    t-tests), verdict_perm (the same rule on the exact sign-flip tests), decided (both agree), rests_on ("both
-    tests", or why the verdict rests on the t-test alone), reading (what was shown and what was not, in words),
-    n_seeds (fewest common seeds over its comparisons), supports, contradicts, unclear, equal (counts of comparison
-    outcomes; equal: identical by construction), family_size (the tests Holm corrects together: comparisons that
-    are not identical by construction nor duplicates), correction, detectable_min / detectable_max (the range of
-    the 80%-power minimum detectable difference over its tests), seeds_needed (seeds at which every test of the
-    family would find a 1-point difference with 80% power, from the observed spread), p_min (smallest Holm-adjusted
-    t-test p), p_perm_min (smallest Holm-adjusted sign-flip p), regime (``regime(...)["text"]``; pass the results
-    folder's ``manifest`` for its profile, images and epochs) and evidence (every comparison in words).
-    A conclusion is "not run" when an experiment it is about, or its largest ensemble size, is missing.
-    ``share_students``: whether the runs shared S01/S2 (``share_students(manifest)``).
-    """
+    """The paper's three conclusions checked across seeds: one row each (families C1-C3), with the verdict from
+    the t-tests (``verdict``) and from the sign-flip tests (``verdict_perm``), what it ``rests_on`` when they
+    differ, outcome counts, family size, detectable range, seeds needed, smallest Holm p of each test, the
+    ``regime`` (pass the folder's ``manifest``) and the ``evidence`` in words. "not run": an experiment or size it
+    needs is missing."""
     d = per_seed(results, metric, dataset)
     d = d[is_ensemble(d.model)]
     comp = comparisons(results, metric, dataset, level, share_students)

@@ -57,12 +57,8 @@ def per_seed(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str 
 # ------------------------------------------------------------------------- summaries
 def summarise(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
               level: float = LEVEL) -> pd.DataFrame:
-    """One row per (experiment, model) for the teacher and every ``ensemble_N``, any experiment name.
-
-    Columns (``summary.summary_table``, the rows of ``summary.csv``): dataset, experiment, label, model, students
-    (NaN for the teacher), metric, n (seeds), mean, sd (ddof=1), sem, ci (half-width of the ``level`` Student-t
-    interval), ci_low, ci_high, min, max. With one seed sd, sem and the interval are NaN.
-    """
+    """One row per (experiment, model) for the teacher and every ``ensemble_N``: ``summary.summary_table``'s
+    columns (the rows of ``summary.csv``); with one seed sd, sem and the interval are NaN."""
     d = results if dataset is None else results[results.dataset == dataset]
     per_seed(d, metric)  # one dataset, or a ValueError naming them
     return core.summary_table(d, metric, level)
@@ -78,11 +74,8 @@ def _cell(row, digits: int) -> str:
 
 
 def formatted_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False) -> pd.DataFrame:
-    """Rows: experiment; columns: teacher, 1, 2, 4, 8 ... students; cells "mean ± CI half-width (n=k)".
-
-    ``summary`` is ``summarise(...)`` output (one dataset). The teacher column repeats the teacher's summary on
-    every row, as in the README. ``paper=True`` adds the paper's single-run numbers under each of its experiments.
-    """
+    """Rows: experiment; columns: teacher, 1, 2, 4, 8 ... students; cells "mean ± CI half-width (n=k)" from one
+    dataset's ``summarise``. ``paper``: the paper's single-run numbers under each of its experiments."""
     if "dataset" in summary and summary.dataset.nunique() > 1:
         raise ValueError("summary holds several datasets: summarise one dataset at a time")
     teacher = summary[summary.model == "teacher"]
@@ -124,11 +117,8 @@ def _power(effect: float, n: int, alpha: float) -> float:
 
 def detectable(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """The mean paired difference a two-sided paired t-test at ``alpha`` finds with probability ``power`` with
-    ``n`` seeds whose differences have standard deviation ``sd`` (NaN below 2 seeds or without a spread).
-
-    The effect size is the root of statsmodels' power function (``_power``), found with ``scipy.optimize.brentq``:
-    ``TTestPower.solve_power`` itself missed it at n = 3 (power 0.787 for 0.8 at alpha 0.01, and a root 2.7
-    times too small at an alpha one rounding error away)."""
+    ``n`` seeds of spread ``sd`` (NaN below 2 seeds or without a spread). ``brentq`` on ``_power``, because
+    ``TTestPower.solve_power`` missed the root at n = 3."""
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     if sd == 0:
@@ -140,9 +130,8 @@ def detectable(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) ->
 
 
 def seeds_needed(sd: float, difference: float = DIFFERENCE, alpha: float = ALPHA, power: float = POWER) -> float:
-    """The fewest seeds (at least 2) at which a two-sided paired t-test at ``alpha`` finds a true mean difference
-    of ``difference`` with probability ``power``, when per-seed differences spread with standard deviation ``sd``
-    (NaN without a spread): power rises with n, so the first n whose power (``TTestPower.power``) reaches it."""
+    """The fewest seeds (at least 2) at which a two-sided paired t-test at ``alpha`` finds ``difference`` with
+    probability ``power`` when per-seed differences have spread ``sd`` (NaN without one); a bisection on n."""
     if not np.isfinite(sd) or difference <= 0:
         return float("nan")
     if sd == 0:
@@ -314,25 +303,15 @@ PAIR_COLUMNS = ["n", "seeds", "mean_a", "mean_b", "mean_diff", "sd_diff", "sem_d
 _PAIR_COLS = ["a", "b", "model", "students", *PAIR_COLUMNS]
 
 
-def _paired_rows(d: pd.DataFrame, a: str, b: str, level: float, shared: bool) -> list[dict]:
-    ens = d[is_ensemble(d.model)]
-    models = set(ens[ens.experiment == a].model) & set(ens[ens.experiment == b].model)
-    return [dict(a=a, b=b, model=m, students=n_students(m), **pair_stats(ens, (a, m), (b, m), level, shared))
-            for m in sorted(models, key=n_students)]
-
-
 def paired(results: pd.DataFrame, a: str, b: str, metric: str = "test_accuracy", dataset: str | None = None,
            level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
-    """Experiment a minus experiment b for every ensemble size present in both, paired on seed; the sizes are one
-    family for the Holm correction.
-
-    Columns: a, b, model, students, n (common seeds), seeds, mean_a, mean_b, mean_diff (a - b), sd_diff,
-    sem_diff, ci (half-width, uncorrected), ci_low, ci_high, min_diff, max_diff (the smallest and largest per-seed
-    difference), t, p (``scipy.stats.ttest_rel``, uncorrected; NaN when n < 2, 1 when every difference is exactly
-    0), p_perm (exact sign-flip test, uncorrected), wins (seeds where a > b), losses, ties, identical (the same
-    model by construction, from the lineage; ``share_students``: see ``share_students(manifest)``), then
-    ``correct_family``'s (claim: a > b).
-    """
+    """Experiment a minus experiment b for every ensemble size present in both, paired on seed: ``pair_stats``
+    per size (p: ``ttest_rel``, NaN when n < 2, 1 when every difference is 0; p_perm: ``sign_flip_p``), the sizes
+    one family for ``correct_family`` (claim: a > b)."""
     d = per_seed(results, metric, dataset)
-    return correct_family(pd.DataFrame(_paired_rows(d, a, b, level, share_students), columns=_PAIR_COLS), level)
+    ens = d[is_ensemble(d.model)]
+    models = set(ens[ens.experiment == a].model) & set(ens[ens.experiment == b].model)
+    rows = [dict(a=a, b=b, model=m, students=n_students(m), **pair_stats(ens, (a, m), (b, m), level, share_students))
+            for m in sorted(models, key=n_students)]
+    return correct_family(pd.DataFrame(rows, columns=_PAIR_COLS), level)
 
