@@ -4,9 +4,7 @@ any study is read; run on a study's seeds (``stats``), with one verdict each.
 Notebooks 05-06, the study tables (``claims.csv``, ``verdicts.csv``) and the README take their families from
 ``FAMILIES``; nothing else groups comparisons for Holm's correction, so a p-value is only quoted with the family it
 was corrected in. A comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests
-on the seeds both have; the sign says which way a significant difference goes). The conclusions as the paper's
-Results section states them (``statement``; its numbers are ``results.PAPER_ACCURACY``):
-
+on the seeds both have; the sign says which way a significant difference goes). ``statement``: the paper's words.
 C2 is said of the hierarchy alone, as the paper says it (its single-TA numbers rise from 4 to 8 students); C3 is
 tested in the paper's direction (no equivalence margin). With shared S01/S2 a comparison of two identical models is
 left out, and a repeated one counted once. B1 (notebook 06) is exploratory: no verdict.
