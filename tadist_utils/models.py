@@ -278,17 +278,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = catalogue()
     if not args.no_layers:
-        try:
-            from torchinfo import summary
-        except ImportError:  # torchinfo is optional; the totals below do not need it
-            summary = None
+        from torchinfo import summary
         for row in rows[:5]:
             print(f"\n=== {row['model']}: {row['role']}")
-            if summary is not None:
-                summary(row["net"], input_size=(1, 3, 32, 32), col_names=("output_size", "num_params"),
-                        depth=3, device="cpu", verbose=1)
-            else:
-                print(row["net"])
+            summary(row["net"], input_size=(1, 3, 32, 32), col_names=("output_size", "num_params"), depth=3,
+                    device="cpu", verbose=1)
     print(f"\n{'model':<16}{'parameters':>12}{'paper':>12}{'MACs/image':>14}  role")
     for row in rows:
         print(f"{row['model']:<16}{row['parameters']:>12,}{row['paper_parameters']:>12,}{row['macs_per_image']:>14,}  {row['role']}")

@@ -267,12 +267,9 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
 # ------------------------------------------------------------------------- planning
 def seed_plan(results: pd.DataFrame, families=None, difference: float = DIFFERENCE, power: float = POWER,
               metric: str = "test_accuracy", dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:
-    """For every comparison of the declared ``families`` (default: the paper's C1-C3) in this study: its family,
-    comparison, n (seeds now), sd_diff (spread of the per-seed differences), family size m, alpha (0.05 / m),
-    detectable (the ``power`` minimum detectable difference with n seeds) and seeds_needed (to find
-    ``difference`` points with that power). Comparisons that are not tests (the same model on both sides, or a
-    duplicate of another) are left out. What a study needs for every comparison of a family to be found is the
-    family's largest ``seeds_needed``."""
+    """For every test of the declared ``families`` (default C1-C3): n, the per-seed spread, family size m, alpha
+    (0.05 / m), the ``power`` detectable difference with n seeds and the seeds needed for ``difference`` points.
+    A family needs its largest ``seeds_needed`` for every comparison to be found."""
     comp = comparisons(results, metric, dataset, share_students=share_students,
                        families=PAPER_FAMILIES if families is None else families)
     comp = comp[comp.in_family]

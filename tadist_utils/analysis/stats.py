@@ -1,26 +1,15 @@
 """Statistics over seeds: which differences of about one point (the paper's, one run each) survive several runs.
 
-From the tidy ``results.csv`` (dataset, experiment, model, seed, metric, value):
+``summarise``/``formatted_table``: n, mean, sd and a Student-t interval per (experiment, model). ``paired``: a - b
+on the seeds both have, per ensemble size, with two tests: the paired t-test (assumes normal differences, which 3
+seeds cannot check) and the exact sign-flip test (assumes only symmetry, but cannot go below 2 / 2^n: 0.25 at 3
+seeds). A family's tests are Holm-corrected together (``correct_family``); the outcome follows the t-test and
+``decided`` says the sign-flip test agrees. ``detectable``/``seeds_needed``: the paired t-test's 80% power at the
+family's strictest level, from the observed spread (estimates, not guarantees).
 
-``per_seed``/``summarise``  one value per (experiment, model, seed); n, mean, sd, sem and a Student-t interval
-                            (the core's ``storage.summary``, which writes ``summary.csv``); ``formatted_table``
-                            writes "mean ± CI half-width (n=k)" per experiment and ensemble size;
-``paired``                  a - b on the seeds both have, per ensemble size, with two tests: ``p``, the paired t-test
-                            (``scipy.stats.ttest_rel``; assumes normal differences, which 3 seeds cannot check), and
-                            ``p_perm``, the exact sign-flip test (``sign_flip_p``; assumes only symmetry, and cannot go
-                            below 2 / 2^n: 0.25 at 3 seeds). A family's tests are Holm-corrected together
-                            (``correct_family``), so any false "significant" in it has at most a 5% chance. The outcome
-                            follows the t-test; ``decided``: the sign-flip test agrees;
-``detectable``/``seeds_needed``  power of the paired t-test (80%) at the family's strictest Holm level alpha / m:
-                            the difference n seeds would find, and the seeds a 1-point difference needs. The spread is
-                            the observed one, so these are estimates, not guarantees.
-
-A comparison "a > b" ``supports`` or ``contradicts`` it when its Holm-adjusted p < 0.05 (by the sign of the mean
-difference), else is ``unclear``. It is ``identical by construction`` when both sides are the very same model, known
-from the lineage keys of their students (``members``; e.g. the 2-student ensembles of single_ta and hierarchical
-with shared S01/S2, ``Config.share_students``, recorded in ``manifest.json``): it carries no information and is left
-out of its family. A comparison whose two sides are, model for model, those of an earlier one is the same test twice:
-``duplicate_of`` names the one kept, whose result it shows.
+A comparison of the very same model on both sides (``members``: the lineage keys of its students) is ``identical by
+construction`` and left out of its family; one whose two sides are those of an earlier one is the same test twice
+(``duplicate_of``).
 """
 from __future__ import annotations
 

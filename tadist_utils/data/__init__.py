@@ -338,11 +338,8 @@ def crop_flip(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tenso
 
 
 class Batches:
-    """Iterate ``(x, y, idx)`` over a device-resident split: x normalised float, idx into the split.
-
-    Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``, so an epoch's
-    batches are the same whether the run was interrupted or not.
-    """
+    """Iterate ``(x, y, idx)`` over a device-resident split; seeded by ``(seed, epoch)``, so an epoch's batches are
+    the same whether the run was interrupted or not."""
 
     def __init__(self, split: Split, bundle: DataBundle, batch_size: int, device: torch.device, *,
                  shuffle: bool = False, augment: bool = False, seed: int = 0, channels_last: bool = False):
