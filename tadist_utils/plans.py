@@ -117,12 +117,8 @@ def hierarchical(levels: int = 4, feature_dim: int = 512) -> Plan:
 
 
 def dense(levels: int = 4, feature_dim: int = 512) -> Plan:
-    """The hierarchical tree, but each student regresses its chunk of the teacher *and* of every assistant above it.
-
-    SS22 (dims 64:128 of S11) also regresses S01[64:128], S1[64:128] and T[64:128]. During training a
-    random subset of these targets is dropped at each step (``Config.dense_drop``), as in DGKD.
-    S1 has only the teacher above it, so it is the same model as in the other plans.
-    """
+    """The hierarchical tree, but each student regresses its chunk of the teacher *and* of every assistant above it
+    (SS22: S11[64:128], S01[64:128], S1[64:128], T[64:128]); a random subset is dropped each step, as in DGKD."""
     tree = hierarchical(levels, feature_dim)
     offsets: dict[str, dict[str, int]] = {TEACHER: {}}  # name -> {ancestor: where this model's output starts in it}
     nodes = []

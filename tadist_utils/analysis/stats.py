@@ -93,11 +93,8 @@ ALPHA = 0.05
 
 
 def _power(effect: float, n: int, alpha: float) -> float:
-    """Power of the two-sided paired t-test at ``alpha``: statsmodels' one-sided powers at alpha / 2, added.
-
-    The far tail (a significant difference in the wrong direction) is below 1e-15 wherever scipy's noncentral t
-    returns NaN for it (n = 3, effect 6 or 7.32; n = 3000, effect 0.3), which made ``TTestPower``'s two-sided
-    power NaN there; it counts as 0."""
+    """Power of the two-sided paired t-test: statsmodels' one-sided powers at alpha / 2, added; the far tail counts
+    as 0 where scipy's noncentral t returns NaN for it (it is below 1e-15 there; ``TTestPower``'s two-sided: NaN)."""
     p = TTestPower()
     near = float(p.power(effect_size=effect, nobs=n, alpha=alpha / 2, alternative="larger"))
     far = float(p.power(effect_size=effect, nobs=n, alpha=alpha / 2, alternative="smaller"))
@@ -223,11 +220,8 @@ def _label(r) -> str:
 
 
 def correct_family(df: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
-    """Holm-adjust the p-values of one family: its rows that are tests (not identical by construction, not a
-    duplicate of an earlier row, n >= 2). Adds duplicate_of, in_family, family (its size m), p_holm, p_perm_holm,
-    detectable (80%-power minimum detectable difference at alpha / m), seeds_needed (seeds to find 1 point with
-    that power), outcome (t-test), outcome_perm (permutation test), decided (both agree) and correction; drops
-    the helper column ``lineage`` when present."""
+    """Holm-adjust the p-values of one family's tests (not identical by construction, no duplicate, n >= 2); adds
+    their outcomes, the detectable difference and seeds needed at alpha / m."""
     df = df.copy().reset_index(drop=True)
     alpha = 1 - level
     first: dict = {}
