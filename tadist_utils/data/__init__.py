@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import cifar_pickles
 from ..config import Config
 from ..errors import ConfigError
-from .imagefolder import PARTS, Listing, check_imagefolder, decode, list_images
+from .imagefolder import PARTS, Listing, decode, list_images
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
@@ -33,7 +33,7 @@ def check(cfg: Config) -> None:
     decoding), and a ``train_size`` that holds ``MIN_PER_CLASS`` images of every class."""
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
-    classes = len(check_imagefolder(Path(cfg.data_dir))) if cfg.dataset == "imagefolder" else \
+    classes = len(list_images(Path(cfg.data_dir))[0]) if cfg.dataset == "imagefolder" else \
         100 if cfg.dataset == "cifar100" else 10
     if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
         raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
@@ -222,7 +222,7 @@ def locate(cfg: Config) -> tuple[str, int | None, int | None]:
         n = len(digits_arrays()[1])
         return "scikit-learn digits (8x8, upsampled to 32x32)", n - n // 5, n // 5  # _digits' fixed 80/20 split
     if name == "imagefolder":
-        classes = check_imagefolder(root)
+        classes = list_images(root)[0]
         return (f"ImageFolder {root} ({len(classes)} classes)", *_count_images(root))
     if name in ("cifar10", "auto"):
         where = find_cifar10(root)

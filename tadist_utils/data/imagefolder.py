@@ -64,11 +64,6 @@ def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]
     return classes, items
 
 
-def check_imagefolder(root: Path) -> list[str]:
-    """The class names of an ImageFolder tree, or one ConfigError (``list_images``)."""
-    return list_images(root)[0]
-
-
 def decode(paths: list[Path]) -> torch.Tensor:
     """The images at ``paths``, in that order, as uint8 ``(N, 3, 32, 32)`` (resized when not 32x32)."""
     from PIL import Image
