@@ -1,9 +1,8 @@
 """Run configuration: one dataclass, the profiles, and the checks a config can make on its own.
 
-Every choice the paper leaves open is a field here with a documented default; a profile is a set of
-overrides; any field can be overridden again (``make_config("quick", student_epochs=5)``). Types and ranges are
-checked here; whether a name is a known experiment, loss, dataset or device is its owner's to say
-(``experiments.check`` asks each), so this module imports nothing from the package but its one-line error.
+Every choice the paper leaves open is a field with a documented default; a profile is a set of overrides
+(``make_config("quick", student_epochs=5)``). Types and ranges are checked here; whether a name is known is its
+owner's to say (``experiments.check``), so this module imports nothing from the package but its error.
 """
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """CIFAR's pickled batches, read without running any code they contain.
 
-``pickle.load`` on a file someone sent you runs whatever that file names; torchvision's CIFAR loader
-does exactly that. This module reads the same extracted folders through an unpickler that can only
-build numpy arrays, dicts, lists and strings (``ArraysOnly``); anything else is one ConfigError.
+``pickle.load`` (torchvision's CIFAR loader) runs whatever a file names; ``ArraysOnly`` builds only numpy arrays,
+dicts, lists and strings, and anything else is one ConfigError.
 """
 from __future__ import annotations
 
