@@ -1,9 +1,8 @@
 """Run configuration: one dataclass, the profiles, and the checks a config can make on its own.
 
-Every choice the paper leaves open is a field here with a documented default; a profile is a set of
-overrides; any field can be overridden again (``make_config("quick", student_epochs=5)``). Types and ranges are
-checked here; whether a name is a known experiment, loss, dataset or device is its owner's to say
-(``experiments.check`` asks each), so this module imports nothing from the package but its one-line error.
+Every choice the paper leaves open is a field with a documented default; a profile is a set of overrides
+(``make_config("quick", student_epochs=5)``). Types and ranges are checked here; whether a name is known is its
+owner's to say (``experiments.check``), so this module imports nothing from the package but its error.
 """
 from __future__ import annotations
 
@@ -25,9 +24,8 @@ RESULTS_ROOT = "results/run"  # git-ignored; the default results folder of each 
 
 
 def default_results_dir(profile: str) -> str:
-    """``results/run/<profile>``: where a run writes when no ``results_dir`` is given (Config, the notebooks,
-    reproduce, experiments). One folder per profile, so a notebook opened in Jupyter on ``smoke`` does not move a
-    ``quick`` run's rows aside (a results folder keeps one set of settings a dataset, ``results.py``)."""
+    """Where a run writes by default: one folder per profile, so a ``smoke`` run does not move a ``quick`` run's rows
+    aside (a results folder keeps one set of settings a dataset)."""
     return f"{RESULTS_ROOT}/{profile}"
 
 
@@ -144,17 +142,13 @@ PROFILES: dict[str, dict] = {
     "smoke": dict(train_size=256, val_size=64, test_size=128, teacher_epochs=1, student_epochs=1,
                   finetune_epochs=1, batch_size=64, eval_batch_size=256, augment=False, student_augment=False,
                   threads=1),
-    # the newcomer's main job, at most about 10 minutes on a 2-core CPU without native bf16 (README has the measured
-    # times): a CIFAR-10 subset, students 1 epoch, 06 the labels-only baseline alone. It checks the whole pipeline on
-    # real images; its ensembles are far from converged (the reference profile is where the method shows). Nothing is
-    # augmented for time (each parent's features computed once), not for accuracy: no accuracy was compared.
+    # the newcomer's main job, about 10 minutes on a 2-core CPU (README): the whole pipeline on real images, far
+    # from converged. Nothing is augmented, for time (each parent's features computed once), not for accuracy.
     "quick": dict(train_size=1500, val_size=300, test_size=1000, teacher_epochs=4, augment=False, student_epochs=1,
                   finetune_epochs=3, batch_size=64, student_augment=False,
                   experiments=("direct", "single_ta", "hierarchical", "labels")),
-    # the run behind the committed notebook outputs (README: "The reference run"): a CIFAR-10 subset on which a
-    # 2-core CPU trains students until their feature losses flatten. Nothing is augmented, so each parent's
-    # features are computed once and more student epochs cost only the students' own passes.
-    # 06 trains the labels-only baseline only: dense, kd and ta_chain would add about 60% to the run.
+    # the run behind the committed notebook outputs (README: "The reference run"): students train until their
+    # feature losses flatten on a 2-core CPU. 06 runs labels only: dense, kd and ta_chain would add about 60%.
     "reference": dict(train_size=5000, val_size=1000, test_size=2000, teacher_epochs=10, augment=False,
                       student_augment=False, student_epochs=10, finetune_epochs=10, batch_size=64,
                       experiments=("direct", "single_ta", "hierarchical", "labels")),

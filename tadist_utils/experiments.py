@@ -7,10 +7,9 @@
     pipe.run_experiment("direct")   # or one at a time (reuses what is already trained)
     pipe.run_experiment("kd")       # baselines (labels, kd, ta_chain) go through the same call
 
-Everything trained is checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused when its
-spec (config fields that shape it + data fingerprint + its parent's spec) is unchanged. Students
-with the same lineage in different experiments (S1 everywhere; S01/S2 in single-TA and hierarchical
-unless ``Config.share_students`` is off, as in the ``paper`` profile) are one model, trained once.
+Everything trained is checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused while its spec (the
+config fields that shape it, the data fingerprint, its parent's spec) is unchanged; students of one lineage are
+trained once.
 """
 from __future__ import annotations
 
@@ -54,11 +53,7 @@ def lineages(plans: list[Plan]) -> tuple[dict[str, Node], dict[str, list[tuple[s
 
 def student_groups(nodes: dict[str, Node], guide_keys: dict, fuse: bool, done=()) -> list[tuple[list[Node], list[str], list[str]]]:
     """Students that share every training step, parents' groups first: (students, guide keys, parent keys).
-
-    Siblings (one parent) when students step one by one; when they run fused, a whole generation
-    (every student whose parents are trained), so that more of them fuse into one network. Guides are
-    every model a group's students regress: ancestors (densely guided students) first, parents last.
-    """
+    Siblings when stepped one by one; fused, a whole generation, so that more fuse into one network."""
     groups: dict[object, list[Node]] = {}
     for n in sorted(nodes.values(), key=lambda n: n.level):
         if n.key not in done:
@@ -72,9 +67,8 @@ def student_groups(nodes: dict[str, Node], guide_keys: dict, fuse: bool, done=()
 
 
 def check(cfg: Config) -> Config:
-    """``cfg``, checked before anything trains, one ConfigError line for the first fault: the config's own checks
-    (types, ranges), then each setting by its owner (methods, models, losses, data, engine). Every runner and
-    ``Pipeline`` call it; ``config`` imports none of them."""
+    """``cfg``, checked before anything trains (one ConfigError line): the config's own checks, then each setting
+    by its owner, which ``config`` does not import."""
     validate(cfg)
     bad = [e for e in cfg.experiments if e not in METHODS]
     if bad or not cfg.experiments:
@@ -228,11 +222,8 @@ class Pipeline:
 
     # ---------------------------------------------------------------- ensembles
     def ensemble(self, plan: Plan, n_students: int) -> tuple[models.Ensemble, dict]:
-        """Build the n-student ensemble of a plan, measure it before and after fine-tuning.
-
-        Fine-tuning keeps its best epoch on the validation split, the ensemble before fine-tuning (epoch 0)
-        included, so a fine-tune that lowers validation accuracy is never the reported result. Every epoch is
-        scored by ``evaluate``, the function (and precision) that reports ``val_accuracy``."""
+        """Build the n-student ensemble of a plan, measure it before and after fine-tuning (whose epoch 0, the
+        ensemble as built, takes part in the selection: a fine-tune that lowers validation accuracy is never kept)."""
         c = self.cfg
         teacher = self.teacher()
         names = plan.ensembles[n_students]

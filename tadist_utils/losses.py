@@ -52,11 +52,7 @@ def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") ->
 
 
 def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "mse") -> torch.Tensor:
-    """``feature_loss`` of ``n`` students at once: ``pred`` and ``target`` hold their equal chunks side by side.
-
-    Returns the ``n`` losses (``feature_loss(pred_g, target_g)`` for each chunk ``g``) from a handful of
-    kernels however many students there are; ``fused.py`` trains on their sum.
-    """
+    """The ``n`` students' ``feature_loss`` (their chunks side by side) from a handful of kernels however many."""
     if pred.shape != target.shape or pred.shape[1] % n:
         raise ValueError(f"outputs {tuple(pred.shape)} and targets {tuple(target.shape)} are not {n} equal chunks")
     return _loss(kind)[1](_wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1))

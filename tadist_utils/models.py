@@ -1,11 +1,7 @@
-"""The paper's networks, built from compact VGG-style conv configs.
+"""The paper's networks, from compact VGG-style configs; parameter counts match the paper's to the unit.
 
-Every model maps a 32x32 image to a *dense feature*: the teacher's is the 512-d input of its
-classifier, a student's is its chunk-sized output. Ensembles concatenate students' features in
-chunk order and put one output layer on top. Parameter counts match the paper's to the unit
-(``tests/test_models.py`` checks them).
-
-Run ``python -m tadist_utils.models`` for a per-layer summary and ``results/models.csv``.
+Every model maps a 32x32 image to a *dense feature* (the teacher's: the 512-d input of its classifier; a
+student's: its chunk). ``python -m tadist_utils.models`` prints a per-layer summary and writes models.csv.
 """
 from __future__ import annotations
 
@@ -61,11 +57,7 @@ def _out_channels(config: Sequence[int | str]) -> int:
 
 
 class ConvNet(nn.Module):
-    """Conv stack, global average pool, optional linear head.
-
-    ``features(x)`` is the dense feature: for the teacher the pooled 512-d vector that enters
-    ``classifier``; for a student the output of its regression head (or of the pool if it has none).
-    """
+    """Conv stack, global average pool, optional linear head; ``features(x)`` is the dense feature."""
 
     def __init__(self, config: Sequence[int | str], head: tuple[int, int] | None, classifier: int | None = None):
         super().__init__()
@@ -98,11 +90,8 @@ def student(level: int) -> ConvNet:
 
 
 class Ensemble(nn.Module):
-    """Students concatenated in chunk order, then one output layer.
-
-    The output layer is typically initialised from the teacher's classifier (``init_from``), so that
-    students which reproduce their chunks exactly reproduce the teacher's logits exactly.
-    """
+    """Students concatenated in chunk order, then one output layer; initialised from the teacher's classifier
+    (``init_from``), students that reproduce their chunks reproduce the teacher's logits."""
 
     def __init__(self, students: Sequence[nn.Module], num_classes: int = 10, init_from: nn.Linear | None = None):
         super().__init__()
@@ -122,18 +111,11 @@ class Ensemble(nn.Module):
 class FusedStudents(nn.Module):
     """Same-architecture students as one wide network: ``features(x)`` is their outputs concatenated in order.
 
-    Every layer fuses exactly. Student ``g``'s conv becomes group ``g`` of one conv with ``groups=n``
-    (weights stacked along the output channels); the first conv, whose input (the image) all students
-    share, becomes one ordinary conv with ``n * c`` outputs; BatchNorm, ReLU and pooling act per
-    channel, so channel block ``g`` of the wide network *is* student ``g`` (in train mode too: each
-    channel's batch statistics are its student's); each Linear head becomes a grouped 1x1 conv. One
-    layer call then runs ``n`` students: ``n`` times fewer kernel launches, which is what tiny
-    students cost on a GPU.
-
-    The state dict has the students' keys, each tensor the students' tensors concatenated along dim 0
-    (``load_students`` / ``store_students`` move weights and BatchNorm buffers in and out;
-    ``part`` splits one fused tensor). ``fold_bn=True`` folds each BatchNorm into the conv before it:
-    fewer parameters, the same function in eval mode only (an inference rewrite, ``cost.py``).
+    Student ``g``'s conv becomes group ``g`` of one grouped conv (the first conv, on the shared image, an ordinary
+    one with ``n * c`` outputs); BatchNorm, ReLU and pooling act per channel, so channel block ``g`` *is* student
+    ``g``, in train mode too. ``n`` times fewer kernel launches: what tiny students cost on a GPU. The state dict
+    has the students' keys, their tensors concatenated along dim 0. ``fold_bn``: BatchNorm folded into the conv
+    before it, the same function in eval mode only (inference, ``cost.py``).
     """
 
     def __init__(self, students: Sequence[nn.Module], fold_bn: bool = False):
@@ -241,11 +223,8 @@ class FusedStudents(nn.Module):
 
 
 class FusedEnsemble(FusedStudents):
-    """An ``Ensemble`` of same-architecture students as one network plus its output layer: the same logits.
-
-    It copies the weights, BatchNorm statistics, mode and device of the Ensemble at construction and
-    shares nothing with it, so build it from the Ensemble in the state you want to run.
-    """
+    """An ``Ensemble`` as one network plus its output layer: the same logits. A copy at construction, sharing
+    nothing with the Ensemble."""
 
     def __init__(self, ensemble: Ensemble, fold_bn: bool = False):
         super().__init__(list(ensemble.students), fold_bn=fold_bn)
@@ -262,14 +241,10 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, image_size: int = 32) -> int:
-    """Multiply-accumulates of one forward pass on one image (convolutions and linear layers).
+    """Multiply-accumulates of one forward pass on one image: convs and matmuls only (``FlopCounterMode`` / 2).
 
-    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-accumulate of every conv and
-    matmul; bias additions, BatchNorm, activations and pooling are not counted) on a zero 1x3xHxW image, in eval
-    mode, on the CPU; the model's mode is restored afterwards. ``torchinfo``'s ``total_mult_adds`` is not used
-    because it also counts each bias and BatchNorm weight as a mult-add, which would change every
-    ``macs_per_image`` written so far (tests/test_analysis_macs.py shows the difference).
-    """
+    Not ``torchinfo``'s ``total_mult_adds``: it also counts biases and BatchNorm weights, which would change every
+    ``macs_per_image`` written so far."""
     was_training = model.training
     model.eval()
     try:
@@ -303,17 +278,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = catalogue()
     if not args.no_layers:
-        try:
-            from torchinfo import summary
-        except ImportError:  # torchinfo is optional; the totals below do not need it
-            summary = None
+        from torchinfo import summary
         for row in rows[:5]:
             print(f"\n=== {row['model']}: {row['role']}")
-            if summary is not None:
-                summary(row["net"], input_size=(1, 3, 32, 32), col_names=("output_size", "num_params"),
-                        depth=3, device="cpu", verbose=1)
-            else:
-                print(row["net"])
+            summary(row["net"], input_size=(1, 3, 32, 32), col_names=("output_size", "num_params"), depth=3,
+                    device="cpu", verbose=1)
     print(f"\n{'model':<16}{'parameters':>12}{'paper':>12}{'MACs/image':>14}  role")
     for row in rows:
         print(f"{row['model']:<16}{row['parameters']:>12,}{row['paper_parameters']:>12,}{row['macs_per_image']:>14,}  {row['role']}")

@@ -1,18 +1,13 @@
 """Distillation plans: who learns from whom, and which slice of the parent's feature.
 
-A plan is a list of student nodes. Each node names its parent (``"teacher"`` or another node) and
-the contiguous ``[start:stop]`` slice of the parent's dense feature it regresses. Ensembles list
-their students in chunk order. The three builders reproduce the paper's trees and generalise to any
-number of levels (level k has 2**(k-1) students, each regressing a 512 / 2**(k-1) chunk).
-A fourth builder, ``dense``, is the paper's future work: densely guided students (Son et al.,
-arXiv 2009.08825) on the hierarchical tree, each regressing its chunk of *every* ancestor at once.
+A plan is a list of student nodes, each naming its parent and the ``[start:stop]`` slice of the parent's dense
+feature it regresses (level k: 2**(k-1) students, 512 / 2**(k-1) dims each). The three paper builders generalise
+to any number of levels; ``dense`` is the paper's future work (densely guided students, Son et al., arXiv
+2009.08825): each regresses its chunk of *every* ancestor.
 
-Every node also has a *lineage key*: the chain of slices from the teacher down to it. Two nodes
-with the same key are the same model trained the same way, so it is trained once and shared
-(S1 across all experiments; S01 and S2 between single-TA and hierarchical). With
-``methods.build(..., share_students=False)`` every student below S1 gets its experiment in its key
-(``...@hierarchical``), so each experiment trains its own S01/S2, as the paper did; S1 (the TA, trained
-once in the paper too) and the teacher's direct students, unique to ``direct`` anyway, keep their keys.
+A node's *lineage key* is the chain of slices from the teacher down to it: nodes with one key are one model,
+trained once and shared (S1 everywhere; S01/S2 between single-TA and hierarchical). ``share_students=False``
+adds the experiment to every key below S1 (``...@hierarchical``): each experiment trains its own, as the paper did.
 """
 from __future__ import annotations
 
@@ -122,12 +117,8 @@ def hierarchical(levels: int = 4, feature_dim: int = 512) -> Plan:
 
 
 def dense(levels: int = 4, feature_dim: int = 512) -> Plan:
-    """The hierarchical tree, but each student regresses its chunk of the teacher *and* of every assistant above it.
-
-    SS22 (dims 64:128 of S11) also regresses S01[64:128], S1[64:128] and T[64:128]. During training a
-    random subset of these targets is dropped at each step (``Config.dense_drop``), as in DGKD.
-    S1 has only the teacher above it, so it is the same model as in the other plans.
-    """
+    """The hierarchical tree, but each student regresses its chunk of the teacher *and* of every assistant above it
+    (SS22: S11[64:128], S01[64:128], S1[64:128], T[64:128]); a random subset is dropped each step, as in DGKD."""
     tree = hierarchical(levels, feature_dim)
     offsets: dict[str, dict[str, int]] = {TEACHER: {}}  # name -> {ancestor: where this model's output starts in it}
     nodes = []
@@ -145,9 +136,9 @@ def own_students(plan: Plan, levels: int) -> Plan:
     return _finish(plan.experiment, list(plan.nodes), levels, plan.feature_dim, own=plan.experiment)
 
 
-def validate(plan: Plan, feature_dims: dict[str, int] | None = None) -> None:
+def validate(plan: Plan) -> None:
     """Check a plan before any training: parents come first, slices fit, chunks tile each ensemble."""
-    dims = {TEACHER: plan.feature_dim, **(feature_dims or {})}
+    dims = {TEACHER: plan.feature_dim}
     seen = {TEACHER}
     for n in plan.nodes:
         if n.name in seen:

@@ -1,13 +1,8 @@
 """Training loops: teacher (cross-entropy), students (chunk regression), ensemble fine-tuning.
 
-All loops checkpoint at the end of every epoch and resume from there (see ``checkpoint.py``).
-Shuffling and augmentation are seeded by ``(seed, epoch)``, so a resumed run sees the batches an
-uninterrupted one would have seen.
-
-``train_students`` is the plain loop (each epoch, each batch: the parent's features as targets, each student's
-loss and optimiser step; then a validation loss and a checkpoint per student). Two accelerators sit behind it with
-the same interface: the targets of a batch (``frozen_targets``: the guides' forward, or a lookup in features computed
-once when nothing is augmented) and the step (``OneByOne``, the CPU's default, or ``fused.FusedTrainer``).
+Every loop checkpoints each epoch and resumes there; batches are seeded by ``(seed, epoch)``, so a resumed run
+sees what an uninterrupted one would. ``train_students`` is the plain loop; its targets (``frozen_targets``) and
+its step (``OneByOne`` or ``fused.FusedTrainer``) are swappable accelerators with one interface.
 """
 from __future__ import annotations
 
@@ -35,10 +30,7 @@ from .losses import feature_loss, guided_loss, kd_loss
 
 @dataclass
 class Context:
-    """How to run (not what to learn): device, precision, progress bars, logging.
-
-    ``bar(total=, desc=, disable=)``: a progress bar, tqdm's unless the caller passes another (the pipeline passes
-    ``runners.console.bar``, which also reports to the runner's terminal)."""
+    """How to run (not what to learn): device, precision, progress bars (``bar``: tqdm's by default), logging."""
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
@@ -64,9 +56,7 @@ class Context:
         return prepare(m, self.device, self.channels_last)
 
     def fast(self, m: nn.Module):
-        """The module to call in the hot loop: compiled when asked (``engine.Compiled``), the module itself otherwise.
-
-        Checkpoints and evaluation use the module itself, so its state dict keeps its own keys."""
+        """The module to call in the hot loop, compiled when asked; checkpoints use the module itself (its own keys)."""
         return Compiled(m, self.device) if self.compile else m
 
 
@@ -110,13 +100,10 @@ def classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch
 
 
 def zero_momentum(opt: torch.optim.Optimizer) -> None:
-    """Start a fused SGD's missing momentum buffers at zero, which is what its first step makes of them (dampening 0:
-    ``0.9 * 0 + g == g``, bit for bit).
+    """Start a fused SGD's missing momentum buffers at zero (what its first step makes of them, bit for bit).
 
-    Fused SGD allocates them with ``torch.empty_like`` on its first step, and its kernel returns without writing
-    anything when the GradScaler found an overflow (fp16's first steps often do, from a scale of 2**16): the
-    buffers keep uninitialised memory and every later step builds on it (NaN or huge weights). Unfused SGD is
-    not called at all on such a step, so it needs nothing."""
+    Fused SGD allocates them with ``empty_like`` and writes nothing on a step the GradScaler skips (fp16's first
+    steps often are), leaving uninitialised memory that every later step builds on."""
     if not isinstance(opt, torch.optim.SGD):
         return
     for g in opt.param_groups:
@@ -146,12 +133,8 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
                      kd_temperature: float = 4.0, kd_alpha: float = 0.9, include_start: bool = False) -> RunState:
     """Cross-entropy training with the best validation epoch kept (teacher, 'all' fine-tuning, baselines).
 
-    ``include_start``: the untrained model (epoch 0) takes part in the selection ('all' fine-tuning).
-
-    ``optimizer``: ``sgd`` or ``adam`` (``classifier_optimizer``).
-    ``distill_from``: a frozen model whose logits the model also matches (Hinton KD, ``losses.kd_loss``);
-    without augmentation its logits are computed once for the whole training split.
-    """
+    ``include_start``: epoch 0 takes part in the selection. ``distill_from``: a frozen model whose logits are also
+    matched (``losses.kd_loss``)."""
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
     params = list(params if params is not None else model.parameters())
@@ -185,16 +168,11 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
                   name: str, path: Path, spec: dict, epochs: int, lr: float, batch_size: int, seed: int,
                   validate: Callable[[], float] | None = None) -> RunState:
-    """Train only the output layer on frozen students' features (computed once, unaugmented).
+    """Train only the output layer on frozen students' features; the starting layer (epoch 0) is kept unless an
+    epoch beats it on validation.
 
-    The layer as given (epoch 0, before fine-tuning) takes part in the selection: when no epoch beats it on
-    the validation split, the starting weights are kept.
-
-    ``validate``: the validation accuracy (%) with the head as it is now, computed by the very function that
-    reports it, so the epochs are ranked by the number that will be reported (the pipeline passes ``evaluate`` of
-    the whole ensemble, which runs under the context's autocast). Default: the head on the stored validation
-    features under that same autocast. Selecting in fp32 and reporting in bf16 once reported a fine-tune worse
-    than the ensemble it started from."""
+    ``validate``: the validation accuracy by the very function that reports it (selecting in fp32 and reporting in
+    bf16 once reported a fine-tune worse than its start); default: the head on the stored validation features."""
     x_train, y_train = features["train"], data.train.labels.to(ctx.device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, **fused_optimizer(ctx.device))
     steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
@@ -224,11 +202,8 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
 # ------------------------------------------------------------------------- students
 @dataclass
 class StudentJob:
-    """One student to train: its model, which slice of the parent it regresses, where it checkpoints.
-
-    ``targets``: (guide index, start, stop) for each feature it regresses; empty means the slice
-    ``[start:stop]`` of the last guide (the parent). Densely guided students list one per ancestor.
-    """
+    """One student to train. ``targets``: (guide index, start, stop) per feature it regresses; empty: the slice
+    ``[start:stop]`` of the last guide (the parent)."""
     name: str
     model: nn.Module
     start: int
@@ -240,10 +215,7 @@ class StudentJob:
 
 def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
                 path: Path | None = None, spec: dict | None = None, fused: bool | None = None) -> RunState:
-    """A student's own Adam, cosine schedule over ``steps`` and scaler: what every student trains with.
-
-    ``fused``: the Adam implementation; None: what ``engine.fused_optimizer`` picks for the device (the bench
-    counts a CUDA step's operators on a CPU with ``True``)."""
+    """A student's own Adam, cosine schedule and scaler. ``fused``: None lets ``engine.fused_optimizer`` pick."""
     how = fused_optimizer(ctx.device) if fused is None else {"fused": fused}
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **how)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -255,9 +227,7 @@ def _features(guide) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def guide_targets(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False) -> Callable[[torch.Tensor], list]:
-    """``x -> [each guide's features, float32]``, frozen (no grad, under autocast): what a student regresses each
-    augmented step. ``guides``: models (their ``features``) or feature functions; with ``fuse``, same-architecture
-    student guides run as one network (``fused.fused_guides``: the same features, fewer launches)."""
+    """``x -> [each guide's features, float32]``, frozen; with ``fuse``, same-architecture guides run as one network."""
     run = fused_guides(guides, ctx, fold_bn) if fuse else (lambda x: [_features(g)(x) for g in guides])
 
     def targets(x: torch.Tensor) -> list[torch.Tensor]:
@@ -268,9 +238,8 @@ def guide_targets(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False)
 
 def frozen_targets(guides: list, data: DataBundle, batch_size: int, ctx: Context, augment: bool,
                    fuse: bool = False) -> Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]:
-    """``(x, idx) -> [each guide's output for the batch]`` (``guide_targets``' guides): the guides' forward on every
-    batch (augmented: new images each time), or, without augmentation, a lookup by index in their outputs over the
-    training split, computed once: the same numbers without a forward pass per step."""
+    """``(x, idx) -> [each guide's output for the batch]``: the guides' forward when augmenting, else a lookup in
+    their outputs over the training split, computed once (the same numbers, no forward pass per step)."""
     if augment:
         forward = guide_targets(guides, ctx, fuse)
         return lambda x, idx: forward(x)
@@ -289,8 +258,8 @@ def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
 
 
 class OneByOne:
-    """The students of an epoch stepped one after another, each with its own optimiser: the CPU's default.
-    ``fused.FusedTrainer`` has the same interface (``runs``, ``train``, ``step``, ``store``) and fuses them."""
+    """Students stepped one after another, each with its own optimiser (the CPU's default; ``fused.FusedTrainer``
+    has the same interface)."""
 
     def __init__(self, runs: list[RunState], wanted, ctx: Context, *, loss: str = "mse"):
         self.runs, self.wanted, self.ctx, self.loss = runs, wanted, ctx, loss
@@ -301,10 +270,7 @@ class OneByOne:
             r.model.train()
 
     def step(self, x: torch.Tensor, targets: list[torch.Tensor], keep: list[list[bool]] | None = None):
-        """One step of each student on batch ``x``; ``targets``: each guide's features for the batch.
-
-        ``wanted[i]``: student ``i``'s (guide, start, stop) targets; ``keep[i]``: which count at this step.
-        Returns the students' losses (not synced to the host)."""
+        """One step of each student on batch ``x``; returns their losses (not synced to the host)."""
         losses = []
         for i, (r, net) in enumerate(zip(self.runs, self.nets)):
             with autocast(self.ctx.device, self.ctx.amp_dtype):
@@ -323,13 +289,8 @@ def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Contex
                    group: str = "", drop: float = 0.0) -> list[RunState]:
     """Train sibling students together: each batch, the guides' features as targets, every student's step.
 
-    ``guides``: the parent (a frozen model, whose ``features`` are the targets, or a feature function), or
-    a list of them (ancestors first, parent last) for densely guided students or a fused generation; a
-    densely guided student's loss is the mean over the targets kept at that step (``drop``).
-    Each student keeps its own optimizer, schedule and checkpoint, so finished students are skipped
-    and unfinished ones resume at their own epoch. ``ctx.fuse`` swaps in the fused step (``fused.FusedTrainer``)
-    and, with augmentation, the guides' fused forward (``fused.fused_guides``): the same maths, fewer launches.
-    Reports mean train loss and val loss (against the parent: a student's last target) per epoch.
+    ``guides``: the parent, or a list (ancestors first, parent last) for densely guided students or a fused
+    generation. Each student keeps its own optimiser, schedule and checkpoint, so each resumes at its own epoch.
     """
     guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)

@@ -69,7 +69,7 @@ def test_only_image_files_are_listed(tmp_path):
                 (d / "b.PNG").write_bytes(b"x")
                 (d / "a.jpg").write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"train/dog holds no images"):
-        data.check_imagefolder(tmp_path)
+        data.list_images(tmp_path)
     for split in ("train", "test"):
         (tmp_path / split / "dog" / "c.jpg").write_bytes(b"x")
     assert [p.rpartition("/")[2] for p, _ in data.list_images(tmp_path)[1]["train"]] == ["a.jpg", "b.PNG", "c.jpg"]

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tadist_utils import data as data_mod
 from tadist_utils.config import ConfigError, make_config
-from tadist_utils.data import Batches, augment_batch, load_data, stratified_split
+from tadist_utils.data import Batches, augment_draws, crop_flip, load_data, stratified_split
 
 
 def test_stratified_split_keeps_class_proportions_and_is_deterministic():
@@ -27,13 +27,13 @@ def test_validation_split_is_disjoint_from_training_and_never_the_test_set(smoke
     assert sum(r in train_rows for r in val_rows) < 10  # digits has a few exact duplicates, nothing more
 
 
-def test_augment_batch_crops_and_flips_exactly():
+def test_crop_flip_crops_and_flips_exactly():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
     g = torch.Generator().manual_seed(0)
-    out = augment_batch(x, g, pad=0)  # no padding: the only change left is the flip
+    out = crop_flip(x, augment_draws(2, g, pad=0), pad=0)  # no padding: the only change left is the flip
     for i in range(2):
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
-    out = augment_batch(x, torch.Generator().manual_seed(1), pad=2)
+    out = crop_flip(x, augment_draws(2, torch.Generator().manual_seed(1), pad=2), pad=2)
     assert out.shape == x.shape and out.dtype == torch.uint8
 
 

@@ -12,7 +12,7 @@ import torch
 from tadist_utils import models
 from tadist_utils.analysis import host_traffic
 from tadist_utils.analysis.host_traffic import DEVICE, HostTraffic, per_step
-from tadist_utils.data import Batches, DataBundle, Split, augment_batch
+from tadist_utils.data import Batches, DataBundle, Split, augment_draws, crop_flip
 from tadist_utils.train import Context, StudentJob, finetune_head, train_classifier, train_students
 
 BATCH = 4
@@ -197,7 +197,7 @@ def test_batches_draw_the_same_epoch_as_per_batch_draws():
     for (x, y, idx), (a, b) in zip(got, [(0, 8), (8, 16), (16, 25)]):
         want = order[a:b]
         assert torch.equal(idx, want) and torch.equal(y, data.train.labels[want])
-        assert torch.equal(x, loader.normalise(augment_batch(data.train.images[want], g)))
+        assert torch.equal(x, loader.normalise(crop_flip(data.train.images[want], augment_draws(len(want), g))))
 
 
 @ON_META

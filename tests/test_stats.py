@@ -119,18 +119,13 @@ def test_paired_uses_common_seeds_only_and_nan_below_two():
     assert stats.paired(df, "direct", "not_there").empty
 
 
-def test_paired_identical_models_and_paired_all():
+def test_paired_identical_models():
     df = make_results()
     p = stats.paired(df, "single_ta", "hierarchical").set_index("students")
     assert p.loc[2, "identical"] and p.loc[2, "mean_diff"] == 0 and p.loc[2, "p"] == 1.0
     assert p.loc[2, "outcome"] == "identical by construction" and p.loc[2, "ties"] == 3
     assert np.isnan(p.loc[2, "p_holm"]) and (p.family == 2).all()  # sizes 1 and 2 are the same models: out
     assert p.loc[8, "outcome"] == "supports" and p.loc[8, "p"] < 0.05
-    allp = stats.paired_all(df, ["direct", "single_ta", "hierarchical"])
-    assert list(dict.fromkeys(zip(allp.a, allp.b))) == [("direct", "single_ta"), ("direct", "hierarchical"),
-                                                        ("single_ta", "hierarchical")]
-    assert len(allp) == 12
-    assert len(stats.paired_all(df)) == 12  # default: every experiment with ensembles
 
 
 def test_differences_are_the_points_behind_paired():
@@ -202,18 +197,16 @@ def test_missing_experiments_are_not_run():
 
 
 # ------------------------------------------------------------------------- tables
-def test_markdown_table():
+def test_formatted_table():
     df = make_results(extra=rows("kd", "ensemble_2", [50.0]))
     s = stats.summarise(df)
-    md = stats.markdown_table(s, paper=True)
-    lines = md.splitlines()
-    assert lines[0] == "| experiment | teacher | 1 student | 2 students | 4 students | 8 students |"
-    assert lines[1] == "|---|---|---|---|---|---|"
+    t = stats.formatted_table(s, paper=True)
+    assert list(t.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
     ci = T_975_DF2 * 1.0 / math.sqrt(3)
-    assert f"| direct | 81.00 ± {ci:.2f} (n=3) |" in md
-    assert "| direct (paper) | 82.89 | 85.60 | 86.57 | 85.12 | 84.93 |" in md  # 85.60493827, the paper's digits
-    assert "| kd | 81.00 ± 2.48 (n=3) |  | 50.00 (n=1) |  |  |" in md
-    assert len(lines) == 2 + 3 * 2 + 1
+    assert t.loc["direct", "teacher"] == f"81.00 ± {ci:.2f} (n=3)"
+    assert list(t.loc["direct (paper)"]) == ["82.89", "85.60", "86.57", "85.12", "84.93"]  # 85.60493827: the paper's digits
+    assert list(t.loc["kd"]) == ["81.00 ± 2.48 (n=3)", "", "50.00 (n=1)", "", ""]
+    assert len(t) == 3 * 2 + 1
     t = stats.formatted_table(s, digits=1)
     assert t.loc["direct", "2 students"] == "90.0 ± 0.6 (n=3)"
 
@@ -365,15 +358,6 @@ def test_any_number_of_seeds():
     assert r.detectable > r.ci  # 80% power, not the 50% of the interval's half-width
     assert r.outcome == "supports"
     assert stats.summarise(df).set_index("experiment").loc["direct", "n"] == 5
-
-
-def test_verdict_markdown_reports_the_detectable_difference():
-    c = claims.conclusions(make_results())
-    md = claims.conclusions_markdown(c)
-    assert md.splitlines()[0].startswith("| conclusion | regime | verdict |") and md.count("\n") == 4
-    assert "**partly holds** (rests on the t-test alone" in md and "at 80% power" in md.splitlines()[0]
-    lo, hi = c.loc[0, "detectable_min"], c.loc[0, "detectable_max"]
-    assert 0 < lo <= hi and f"{lo:.1f}–{hi:.1f} (n=3)" in md
 
 
 def test_paper_numbers_are_stored_once_and_read_the_same_in_every_table():

@@ -4,19 +4,10 @@ any study is read; run on a study's seeds (``stats``), with one verdict each.
 Notebooks 05-06, the study tables (``claims.csv``, ``verdicts.csv``) and the README take their families from
 ``FAMILIES``; nothing else groups comparisons for Holm's correction, so a p-value is only quoted with the family it
 was corrected in. A comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests
-on the seeds both have; the sign says which way a significant difference goes). The conclusions as the paper's
-Results section states them (``statement``; its numbers are ``results.PAPER_ACCURACY``):
-
-``C1``  "The best accuracies are obtained when all the ensembles are directly trained on the teacher": direct >
-        single TA and direct > hierarchical at 2, 4 and 8 students (6; with shared S01/S2 the two 2-student ones
-        compare direct with the same model, and the second is left out as a duplicate, so 5).
-``C2``  "In hierarchal training, the accuracies of the ensemble models decrease as we keep increasing the number
-        of Teaching Assistants": hierarchical 2 > 4 and 4 > 8 students. The paper says this of the hierarchy alone
-        (its single-TA numbers rise from 4 to 8 students), so "in every experiment" would misquote it.
-``C3``  the hierarchy beats a single TA at 2 and 4 students, a single TA beats it at 8; each tested in the paper's
-        direction (no equivalence margin assumed). With shared S01/S2 the 2-student one cannot be tested.
-``B1``  beyond the paper (notebook 06, exploratory): every pair of dense, hierarchical, direct, kd and labels at 1,
-        2, 4 and 8 students (40; those that are the same model by construction, such as S1, left out).
+on the seeds both have; the sign says which way a significant difference goes). ``statement``: the paper's words.
+C2 is said of the hierarchy alone, as the paper says it (its single-TA numbers rise from 4 to 8 students); C3 is
+tested in the paper's direction (no equivalence margin). With shared S01/S2 a comparison of two identical models is
+left out, and a repeated one counted once. B1 (notebook 06) is exploratory: no verdict.
 
 A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts; also the
 best when one comparison is the same model on both sides), ``does not hold`` (one contradicts it significantly),
@@ -142,9 +133,7 @@ def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
 
 # ------------------------------------------------------------------------- verdicts
 def _missing(d: pd.DataFrame, key: str) -> list[str]:
-    """What a family needs and the results lack: an experiment it compares wholly absent, or an ensemble its
-    claim cannot do without (``Family.requires``: C3's 8 students), as 'experiment/ensemble_N'. Other sizes that
-    are missing are just not compared."""
+    """What a family needs and the results lack (an experiment it compares, or a ``Family.requires`` ensemble)."""
     exps = set(d.experiment)
     f = family(key)
     needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
@@ -204,9 +193,8 @@ def evidence(rows: pd.DataFrame, level: float = LEVEL) -> str:
 
 
 def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | None = None) -> dict:
-    """What a study's verdicts come from: profile, dataset, train/val/test images, teacher/student/fine-tuning
-    epochs, device (from ``manifest.json``, empty when not given), the teacher's mean test accuracy and the seeds
-    (from the results), and ``text``, all of it in one line."""
+    """What a study's verdicts come from (profile, data, epochs, device from ``manifest.json``; the teacher's
+    accuracy and the seeds from the results), and ``text``, all of it in one line."""
     m = manifest or {}
     cfg, data = m.get("config") or {}, m.get("dataset") or {}
     t = per_seed(results, "test_accuracy", dataset)
@@ -228,21 +216,11 @@ def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | N
 
 def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
                 level: float = LEVEL, share_students: bool = True, manifest: dict | None = None) -> pd.DataFrame:
-    """The paper's three conclusions checked across seeds: one row each (the declared families C1-C3).
-
-    Columns: conclusion (1-3), family_key (C1-C3), claim, statement (the paper's sentence), verdict (from the
-    t-tests), verdict_perm (the same rule on the exact sign-flip tests), decided (both agree), rests_on ("both
-    tests", or why the verdict rests on the t-test alone), reading (what was shown and what was not, in words),
-    n_seeds (fewest common seeds over its comparisons), supports, contradicts, unclear, equal (counts of comparison
-    outcomes; equal: identical by construction), family_size (the tests Holm corrects together: comparisons that
-    are not identical by construction nor duplicates), correction, detectable_min / detectable_max (the range of
-    the 80%-power minimum detectable difference over its tests), seeds_needed (seeds at which every test of the
-    family would find a 1-point difference with 80% power, from the observed spread), p_min (smallest Holm-adjusted
-    t-test p), p_perm_min (smallest Holm-adjusted sign-flip p), regime (``regime(...)["text"]``; pass the results
-    folder's ``manifest`` for its profile, images and epochs) and evidence (every comparison in words).
-    A conclusion is "not run" when an experiment it is about, or its largest ensemble size, is missing.
-    ``share_students``: whether the runs shared S01/S2 (``share_students(manifest)``).
-    """
+    """The paper's three conclusions checked across seeds: one row each (families C1-C3), with the verdict from
+    the t-tests (``verdict``) and from the sign-flip tests (``verdict_perm``), what it ``rests_on`` when they
+    differ, outcome counts, family size, detectable range, seeds needed, smallest Holm p of each test, the
+    ``regime`` (pass the folder's ``manifest``) and the ``evidence`` in words. "not run": an experiment or size it
+    needs is missing."""
     d = per_seed(results, metric, dataset)
     d = d[is_ensemble(d.model)]
     comp = comparisons(results, metric, dataset, level, share_students)
@@ -286,29 +264,12 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
     return pd.DataFrame(rows)
 
 
-def conclusions_markdown(verdicts: pd.DataFrame, digits: int = 1) -> str:
-    """``conclusions`` as a markdown table: claim, regime, verdict (and what it rests on), reading, the
-    80%-power detectable difference."""
-    lines = ["| conclusion | regime | verdict | what the seeds show | detectable difference at 80% power (points) |",
-             "|---|---|---|---|---|"]
-    for r in verdicts.itertuples():
-        lo, hi = round(r.detectable_min, digits), round(r.detectable_max, digits)
-        det = (f"{lo:.{digits}f}" + (f"–{hi:.{digits}f}" if hi != lo else "")) if np.isfinite(lo) else "—"
-        rests = "" if r.decided else f" (rests on {r.rests_on})"
-        lines.append(f"| {r.claim} | {r.regime} | **{r.verdict}**{rests} | {r.reading or '—'} | {det} "
-                     f"(n={r.n_seeds}) |")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------- planning
 def seed_plan(results: pd.DataFrame, families=None, difference: float = DIFFERENCE, power: float = POWER,
               metric: str = "test_accuracy", dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:
-    """For every comparison of the declared ``families`` (default: the paper's C1-C3) in this study: its family,
-    comparison, n (seeds now), sd_diff (spread of the per-seed differences), family size m, alpha (0.05 / m),
-    detectable (the ``power`` minimum detectable difference with n seeds) and seeds_needed (to find
-    ``difference`` points with that power). Comparisons that are not tests (the same model on both sides, or a
-    duplicate of another) are left out. What a study needs for every comparison of a family to be found is the
-    family's largest ``seeds_needed``."""
+    """For every test of the declared ``families`` (default C1-C3): n, the per-seed spread, family size m, alpha
+    (0.05 / m), the ``power`` detectable difference with n seeds and the seeds needed for ``difference`` points.
+    A family needs its largest ``seeds_needed`` for every comparison to be found."""
     comp = comparisons(results, metric, dataset, share_students=share_students,
                        families=PAPER_FAMILIES if families is None else families)
     comp = comp[comp.in_family]

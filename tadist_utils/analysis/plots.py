@@ -1,9 +1,5 @@
-"""The notebooks' figures and small tables, drawn from the tidy CSVs of ``storage.results``.
-
-Every function takes data (a DataBundle, a plan name, results/history DataFrames) and returns a matplotlib figure
-or a DataFrame, so the notebooks stay narrative plus calls: 00-04 the plans, the data and one experiment's run;
-05-06 experiments side by side, over seeds (``stats``, ``claims``) and against cost (``cost``). Figures are made with
-pyplot so Jupyter's inline backend shows them once, at the end of the cell; ``save`` writes the PNG.
+"""The notebooks' figures and small tables, from the tidy CSVs of ``storage.results``, so the notebooks stay
+narrative plus calls. Figures use pyplot so Jupyter's inline backend shows each once, at the end of the cell.
 """
 from __future__ import annotations
 
@@ -60,12 +56,10 @@ def metrics_table(results: pd.DataFrame, experiment: str, seed: int | None = Non
 
 # ------------------------------------------------------------------------- 00 overview
 def plan_tree(experiment: str, levels: int = 4, ax=None):
-    """One distillation tree from ``methods.build(...).edges()``: who learns which slice of whom.
+    """One distillation tree: who learns which slice of whom, one row per level.
 
-    Students sit in one row per level under the teacher. A parent whose students are all in the next row is joined
-    to each by a straight line. A parent that teaches several rows (the teacher in ``direct``, S1 in ``single_ta``)
-    would send straight lines behind the students of the rows between, which then read as a hierarchy; it feeds
-    one rail per row instead, through a trunk at the left, clear of every box."""
+    A parent that teaches several rows (the teacher in ``direct``) feeds one rail per row through a trunk at the
+    left: straight lines behind the rows between would read as a hierarchy."""
     ax = ax or plt.subplots(figsize=(7, 4))[1]
     pos = {TEACHER: (0.5, 0)}
     for lv in range(1, levels + 1):
@@ -200,8 +194,7 @@ def feature_figure(features: torch.Tensor, labels: torch.Tensor, classes, chunks
 
 # ------------------------------------------------------------------------- 02-04 experiments
 def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None) -> pd.DataFrame:
-    """The curves of one experiment's students: history rows whose lineage key is in its plan (with shared or
-    separate students, ``Config.share_students``: the keys differ, and a results folder holds one kind)."""
+    """History rows of one experiment's students (their lineage keys, with shared or separate students)."""
     nodes = {n.key: n for share in (True, False) for n in build(experiment, levels, share_students=share).nodes}
     h = history[history.key.isin(list(nodes))]
     if seed is not None:
@@ -303,9 +296,8 @@ def _stats_colours(order) -> dict:
 
 def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: str = "test_accuracy",
                              paper: bool = True, dataset: str | None = None, level: float = 0.95, ax=None):
-    """Accuracy vs number of students: per experiment the mean over seeds with its Student-t interval (caps),
-    every seed as a faint dot, the teacher's mean dashed with its interval as a band, and the paper's single
-    runs as hollow markers. One errorbar container per experiment; returns the figure."""
+    """Accuracy vs number of students: per experiment the mean with its Student-t interval, each seed a faint
+    dot, the teacher dashed with its interval as a band, the paper's single runs hollow."""
     s = summarise(results, metric, dataset, level)
     seeds = per_seed(results, metric, dataset)
     ens = s[s.students.notna()]
@@ -347,9 +339,8 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
 
 def declared_tests(results: pd.DataFrame, a: str, b: str, metric: str = "test_accuracy", dataset: str | None = None,
                    level: float = 0.95, share_students: bool = True) -> dict:
-    """{students: row} for every size at which a declared family (``claims.FAMILIES``, first in declaration order)
-    compares experiments a and b (either way round): that family's row of ``family_comparisons``, with its
-    Holm-adjusted t-test and sign-flip p-values. Sizes no declared family compares are absent."""
+    """{students: row of ``family_comparisons``} where a declared family (the first) compares a and b, either way
+    round: p-values are only quoted with the family they were corrected in."""
     out: dict = {}
     for key, fam in FAMILIES.items():
         if not any({c.better[0], c.worse[0]} == {a, b} and c.better[1] == c.worse[1] for c in fam.comparisons):
@@ -363,13 +354,9 @@ def declared_tests(results: pd.DataFrame, a: str, b: str, metric: str = "test_ac
 
 def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric: str = "test_accuracy",
                        dataset: str | None = None, level: float = 0.95, ax=None, share_students: bool = True):
-    """a - b per ensemble size, paired on seed: each seed's difference as a dot, the mean with its Student-t
-    interval (caps, uncorrected), and a zero line; b is one experiment, a list, or (default) the paper's other
-    experiments that were run. One errorbar container per b; above the bars the Holm-adjusted p of the paired
-    t-test and of the exact sign-flip test, each within the declared family that makes that comparison
-    (``declared_tests``: C1-C3, B1), named beside it; "identical" where both sides are the same model by
-    construction (``share_students``: see ``stats.share_students``); nothing where no declared family compares
-    them. Returns the figure."""
+    """a - b per ensemble size, paired on seed: each seed a dot, the mean with its (uncorrected) Student-t
+    interval; b: one experiment, a list, or the paper's others that were run. Above the bars: the Holm-adjusted
+    p of both tests in the declared family that makes the comparison (``declared_tests``), or "identical"."""
     present = set(ensembles(results, metric).experiment)
     bs = [e for e in PAPER_EXPERIMENTS if e != a and e in present] if b is None else ([b] if isinstance(b, str) else list(b))
     tables = {x: paired(results, a, x, metric, dataset, level, share_students) for x in bs}
@@ -410,14 +397,9 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
 
 def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latency_ms_b1", device: str | None = None,
                      modes=("sequential", "together")):
-    """Test accuracy against one cost column of ``cost.cost_table()`` (``latency_ms_b1``, ``latency_ms_b256``,
-    ``parameters``, ``macs``, ``disk_bytes``...), log x: every ensemble (mean over seeds; colour:
-    experiment, marker size: students) and the teacher (star).
-
-    Ensembles were timed two ways: filled markers run their students ``together`` (``FusedEnsemble``),
-    hollow ones ``sequential`` (``Ensemble.forward``), a thin line joining the two; where both cost the
-    same (parameters, MACs) only the filled marker shows. ``device`` picks the cost rows of one device
-    (default: the first in ``cost``).
+    """Test accuracy against one column ``x`` of ``cost.cost_table()``, log x: every ensemble (colour: experiment,
+    size: students) and the teacher (star). Filled: students run ``together``; hollow: ``sequential``, joined by a
+    line where they cost differently. ``device``: default the first in ``cost``.
     """
     if x not in cost:
         raise ValueError(f"cost has no column {x!r}")
@@ -455,9 +437,8 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
 
 
 def save(fig, results_dir, name: str) -> None:
-    """Write ``fig`` as ``<results_dir>/figures/<name>.png`` (results_dir may be a Config).
-
-    Returns nothing, so a notebook cell ending in ``plots.save(...)`` shows the figure and no ``PosixPath(...)``."""
+    """Write ``<results_dir>/figures/<name>.png`` (results_dir may be a Config); returns None, so a cell ending in
+    it shows no ``PosixPath``."""
     folder = Path(getattr(results_dir, "results_dir", results_dir)) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")

@@ -1,30 +1,18 @@
 """Statistics over seeds: which differences of about one point (the paper's, one run each) survive several runs.
 
-From the tidy ``results.csv`` (dataset, experiment, model, seed, metric, value):
+``summarise``/``formatted_table``: n, mean, sd and a Student-t interval per (experiment, model). ``paired``: a - b
+on the seeds both have, per ensemble size, with two tests: the paired t-test (assumes normal differences, which 3
+seeds cannot check) and the exact sign-flip test (assumes only symmetry, but cannot go below 2 / 2^n: 0.25 at 3
+seeds). A family's tests are Holm-corrected together (``correct_family``); the outcome follows the t-test and
+``decided`` says the sign-flip test agrees. ``detectable``/``seeds_needed``: the paired t-test's 80% power at the
+family's strictest level, from the observed spread (estimates, not guarantees).
 
-``per_seed``/``summarise``  one value per (experiment, model, seed); n, mean, sd, sem and a Student-t interval
-                            (the core's ``storage.summary``, which writes ``summary.csv``); ``formatted_table`` /
-                            ``markdown_table`` write "mean ± CI half-width (n=k)" per experiment and ensemble size;
-``paired``/``paired_all``   a - b on the seeds both have, per ensemble size, with two tests: ``p``, the paired t-test
-                            (``scipy.stats.ttest_rel``; assumes normal differences, which 3 seeds cannot check), and
-                            ``p_perm``, the exact sign-flip test (``sign_flip_p``; assumes only symmetry, and cannot go
-                            below 2 / 2^n: 0.25 at 3 seeds). A family's tests are Holm-corrected together
-                            (``correct_family``), so any false "significant" in it has at most a 5% chance. The outcome
-                            follows the t-test; ``decided``: the sign-flip test agrees;
-``detectable``/``seeds_needed``  power of the paired t-test (80%) at the family's strictest Holm level alpha / m:
-                            the difference n seeds would find, and the seeds a 1-point difference needs. The spread is
-                            the observed one, so these are estimates, not guarantees.
-
-A comparison "a > b" ``supports`` or ``contradicts`` it when its Holm-adjusted p < 0.05 (by the sign of the mean
-difference), else is ``unclear``. It is ``identical by construction`` when both sides are the very same model, known
-from the lineage keys of their students (``members``; e.g. the 2-student ensembles of single_ta and hierarchical
-with shared S01/S2, ``Config.share_students``, recorded in ``manifest.json``): it carries no information and is left
-out of its family. A comparison whose two sides are, model for model, those of an earlier one is the same test twice:
-``duplicate_of`` names the one kept, whose result it shows.
+A comparison of the very same model on both sides (``members``: the lineage keys of its students) is ``identical by
+construction`` and left out of its family; one whose two sides are those of an earlier one is the same test twice
+(``duplicate_of``).
 """
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
@@ -58,12 +46,8 @@ def per_seed(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str 
 # ------------------------------------------------------------------------- summaries
 def summarise(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
               level: float = LEVEL) -> pd.DataFrame:
-    """One row per (experiment, model) for the teacher and every ``ensemble_N``, any experiment name.
-
-    Columns (``summary.summary_table``, the rows of ``summary.csv``): dataset, experiment, label, model, students
-    (NaN for the teacher), metric, n (seeds), mean, sd (ddof=1), sem, ci (half-width of the ``level`` Student-t
-    interval), ci_low, ci_high, min, max. With one seed sd, sem and the interval are NaN.
-    """
+    """One row per (experiment, model) for the teacher and every ``ensemble_N``: ``summary.summary_table``'s
+    columns (the rows of ``summary.csv``); with one seed sd, sem and the interval are NaN."""
     d = results if dataset is None else results[results.dataset == dataset]
     per_seed(d, metric)  # one dataset, or a ValueError naming them
     return core.summary_table(d, metric, level)
@@ -79,11 +63,8 @@ def _cell(row, digits: int) -> str:
 
 
 def formatted_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False) -> pd.DataFrame:
-    """Rows: experiment; columns: teacher, 1, 2, 4, 8 ... students; cells "mean ± CI half-width (n=k)".
-
-    ``summary`` is ``summarise(...)`` output (one dataset). The teacher column repeats the teacher's summary on
-    every row, as in the README. ``paper=True`` adds the paper's single-run numbers under each of its experiments.
-    """
+    """Rows: experiment; columns: teacher, 1, 2, 4, 8 ... students; cells "mean ± CI half-width (n=k)" from one
+    dataset's ``summarise``. ``paper``: the paper's single-run numbers under each of its experiments."""
     if "dataset" in summary and summary.dataset.nunique() > 1:
         raise ValueError("summary holds several datasets: summarise one dataset at a time")
     teacher = summary[summary.model == "teacher"]
@@ -105,14 +86,6 @@ def formatted_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False)
     return pd.DataFrame(rows, columns=["experiment", "teacher", *col.values()]).set_index("experiment")
 
 
-def markdown_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False) -> str:
-    """``formatted_table`` as a GitHub markdown table (no extra dependency)."""
-    t = formatted_table(summary, digits, paper).reset_index()
-    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------- power of the paired t-test
 POWER = 0.8
 DIFFERENCE = 1.0  # points of accuracy the planner asks about
@@ -120,11 +93,8 @@ ALPHA = 0.05
 
 
 def _power(effect: float, n: int, alpha: float) -> float:
-    """Power of the two-sided paired t-test at ``alpha``: statsmodels' one-sided powers at alpha / 2, added.
-
-    The far tail (a significant difference in the wrong direction) is below 1e-15 wherever scipy's noncentral t
-    returns NaN for it (n = 3, effect 6 or 7.32; n = 3000, effect 0.3), which made ``TTestPower``'s two-sided
-    power NaN there; it counts as 0."""
+    """Power of the two-sided paired t-test: statsmodels' one-sided powers at alpha / 2, added; the far tail counts
+    as 0 where scipy's noncentral t returns NaN for it (it is below 1e-15 there; ``TTestPower``'s two-sided: NaN)."""
     p = TTestPower()
     near = float(p.power(effect_size=effect, nobs=n, alpha=alpha / 2, alternative="larger"))
     far = float(p.power(effect_size=effect, nobs=n, alpha=alpha / 2, alternative="smaller"))
@@ -133,11 +103,8 @@ def _power(effect: float, n: int, alpha: float) -> float:
 
 def detectable(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """The mean paired difference a two-sided paired t-test at ``alpha`` finds with probability ``power`` with
-    ``n`` seeds whose differences have standard deviation ``sd`` (NaN below 2 seeds or without a spread).
-
-    The effect size is the root of statsmodels' power function (``_power``), found with ``scipy.optimize.brentq``:
-    ``TTestPower.solve_power`` itself missed it at n = 3 (power 0.787 for 0.8 at alpha 0.01, and a root 2.7
-    times too small at an alpha one rounding error away)."""
+    ``n`` seeds of spread ``sd`` (NaN below 2 seeds or without a spread). ``brentq`` on ``_power``, because
+    ``TTestPower.solve_power`` missed the root at n = 3."""
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     if sd == 0:
@@ -149,9 +116,8 @@ def detectable(n: int, sd: float, alpha: float = ALPHA, power: float = POWER) ->
 
 
 def seeds_needed(sd: float, difference: float = DIFFERENCE, alpha: float = ALPHA, power: float = POWER) -> float:
-    """The fewest seeds (at least 2) at which a two-sided paired t-test at ``alpha`` finds a true mean difference
-    of ``difference`` with probability ``power``, when per-seed differences spread with standard deviation ``sd``
-    (NaN without a spread): power rises with n, so the first n whose power (``TTestPower.power``) reaches it."""
+    """The fewest seeds (at least 2) at which a two-sided paired t-test at ``alpha`` finds ``difference`` with
+    probability ``power`` when per-seed differences have spread ``sd`` (NaN without one); a bisection on n."""
     if not np.isfinite(sd) or difference <= 0:
         return float("nan")
     if sd == 0:
@@ -254,11 +220,8 @@ def _label(r) -> str:
 
 
 def correct_family(df: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
-    """Holm-adjust the p-values of one family: its rows that are tests (not identical by construction, not a
-    duplicate of an earlier row, n >= 2). Adds duplicate_of, in_family, family (its size m), p_holm, p_perm_holm,
-    detectable (80%-power minimum detectable difference at alpha / m), seeds_needed (seeds to find 1 point with
-    that power), outcome (t-test), outcome_perm (permutation test), decided (both agree) and correction; drops
-    the helper column ``lineage`` when present."""
+    """Holm-adjust the p-values of one family's tests (not identical by construction, no duplicate, n >= 2); adds
+    their outcomes, the detectable difference and seeds needed at alpha / m."""
     df = df.copy().reset_index(drop=True)
     alpha = 1 - level
     first: dict = {}
@@ -323,35 +286,15 @@ PAIR_COLUMNS = ["n", "seeds", "mean_a", "mean_b", "mean_diff", "sd_diff", "sem_d
 _PAIR_COLS = ["a", "b", "model", "students", *PAIR_COLUMNS]
 
 
-def _paired_rows(d: pd.DataFrame, a: str, b: str, level: float, shared: bool) -> list[dict]:
-    ens = d[is_ensemble(d.model)]
-    models = set(ens[ens.experiment == a].model) & set(ens[ens.experiment == b].model)
-    return [dict(a=a, b=b, model=m, students=n_students(m), **pair_stats(ens, (a, m), (b, m), level, shared))
-            for m in sorted(models, key=n_students)]
-
-
 def paired(results: pd.DataFrame, a: str, b: str, metric: str = "test_accuracy", dataset: str | None = None,
            level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
-    """Experiment a minus experiment b for every ensemble size present in both, paired on seed; the sizes are one
-    family for the Holm correction.
-
-    Columns: a, b, model, students, n (common seeds), seeds, mean_a, mean_b, mean_diff (a - b), sd_diff,
-    sem_diff, ci (half-width, uncorrected), ci_low, ci_high, min_diff, max_diff (the smallest and largest per-seed
-    difference), t, p (``scipy.stats.ttest_rel``, uncorrected; NaN when n < 2, 1 when every difference is exactly
-    0), p_perm (exact sign-flip test, uncorrected), wins (seeds where a > b), losses, ties, identical (the same
-    model by construction, from the lineage; ``share_students``: see ``share_students(manifest)``), then
-    ``correct_family``'s (claim: a > b).
-    """
+    """Experiment a minus experiment b for every ensemble size present in both, paired on seed: ``pair_stats``
+    per size (p: ``ttest_rel``, NaN when n < 2, 1 when every difference is 0; p_perm: ``sign_flip_p``), the sizes
+    one family for ``correct_family`` (claim: a > b)."""
     d = per_seed(results, metric, dataset)
-    return correct_family(pd.DataFrame(_paired_rows(d, a, b, level, share_students), columns=_PAIR_COLS), level)
-
-
-def paired_all(results: pd.DataFrame, experiments=None, metric: str = "test_accuracy", dataset: str | None = None,
-               level: float = LEVEL, share_students: bool = True) -> pd.DataFrame:
-    """``paired`` for every pair (a, b) of ``experiments`` (a before b in the list; default: every experiment
-    with ensembles, in the usual order); all its rows are one family for the Holm correction."""
-    d = per_seed(results, metric, dataset)
-    if experiments is None:
-        experiments = experiment_order(d[is_ensemble(d.model)].experiment)
-    rows = [r for a, b in itertools.combinations(experiments, 2) for r in _paired_rows(d, a, b, level, share_students)]
+    ens = d[is_ensemble(d.model)]
+    models = set(ens[ens.experiment == a].model) & set(ens[ens.experiment == b].model)
+    rows = [dict(a=a, b=b, model=m, students=n_students(m), **pair_stats(ens, (a, m), (b, m), level, share_students))
+            for m in sorted(models, key=n_students)]
     return correct_family(pd.DataFrame(rows, columns=_PAIR_COLS), level)
+

@@ -1,18 +1,8 @@
 """A study's tables, written beside its ``results.csv``, and the README tables built from them.
 
-``write(results_dir)`` writes three CSVs into a results folder:
-
-``summary.csv``   n, mean, sd, 95% t-interval, min and max of the test accuracy per (experiment, model)
-                  (``summary.summary_table``; ``ResultsStore`` also rewrites it with every result);
-``claims.csv``    every comparison of every declared family (``claims.FAMILIES``) the study can make:
-                  mean difference, interval, per-seed range, wins, t-test and exact sign-flip p (raw and
-                  Holm-adjusted within the family), 80%-power detectable difference, seeds for 1 point, outcome;
-``verdicts.csv``  one row per claim of the paper (C1-C3): verdict from each test, whether they agree, what it
-                  rests on, family size, smallest Holm p of each test, detectable range, seeds for 1 point, and
-                  the regime (profile, images, epochs, teacher accuracy, seeds).
-
-``markdown(results_dir, kind)`` renders one of them as a README table, and ``check(paths)`` holds the README's
-tables to the committed CSVs, one line per problem (``tests/test_readme_numbers.py``), by this convention:
+``write(results_dir)`` writes ``summary.csv`` (per experiment and model), ``claims.csv`` (every comparison of every
+declared family) and ``verdicts.csv`` (one row per claim of the paper). ``markdown`` renders one as a README table;
+``check(paths)`` holds the README's tables to the committed CSVs, one line per problem, by this convention:
 
 * A results table sits right under a marker comment naming its CSV, relative to the repository root::
 
@@ -21,8 +11,7 @@ tables to the committed CSVs, one line per problem (``tests/test_readme_numbers.
       |---|---|---|---|
       | direct | 51.50 ± 6.60 | 38.58 ± 14.44 | 41.38 ± 3.16 |
 
-  Blank lines may separate the two; text may surround the table freely, and tables may move, so the README can
-  be restructured as long as each table keeps its marker.
+  Blank lines may separate the two; tables may move as long as each keeps its marker.
 * The CSV has a ``label`` column. A table row's first cell (markdown emphasis and code marks removed) is the
   ``label`` of the CSV row(s) it shows; a first cell ending in " (paper)" shows the paper's numbers
   (``results.PAPER_ACCURACY``) for the experiment of that label. The first cell is a name, and its digits are

@@ -1,11 +1,8 @@
 """Datasets as uint8 tensors held on the training device, with batching and augmentation done there.
 
-Loading decodes every image once into an ``(N, 3, 32, 32)`` uint8 tensor (CIFAR through
-torchvision, any ImageFolder directory, or scikit-learn's digits as an offline fallback); an ImageFolder
-decodes only the images its splits keep (``imagefolder.py``). A fixed,
-stratified validation split is carved from the training set; the test set is never used for model
-selection. ``Batches`` shuffles with ``randperm`` and does random-crop / flip / normalisation on the
-device in one batched op: no worker processes, no PIL in the loop.
+CIFAR, an ImageFolder tree or scikit-learn's digits (the offline fallback), decoded once to ``(N, 3, 32, 32)``
+uint8. A fixed stratified validation split comes from the training set: the test set never selects a model.
+``Batches`` crops, flips and normalises on the device in one batched op: no worker processes, no PIL in the loop.
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ import torch.nn.functional as F
 from . import cifar_pickles
 from ..config import Config
 from ..errors import ConfigError
-from .imagefolder import PARTS, Listing, check_imagefolder, decode, list_images
+from .imagefolder import PARTS, Listing, decode, list_images
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
@@ -36,7 +33,7 @@ def check(cfg: Config) -> None:
     decoding), and a ``train_size`` that holds ``MIN_PER_CLASS`` images of every class."""
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
-    classes = len(check_imagefolder(Path(cfg.data_dir))) if cfg.dataset == "imagefolder" else \
+    classes = len(list_images(Path(cfg.data_dir))[0]) if cfg.dataset == "imagefolder" else \
         100 if cfg.dataset == "cifar100" else 10
     if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
         raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
@@ -76,10 +73,7 @@ class DataBundle:
         return len(self.classes)
 
     def fingerprint(self) -> str:
-        """Identifies the exact images and labels of every split: checkpoints are only reused on a match.
-
-        Every pixel counts (one replaced image changes it); computed once per bundle.
-        """
+        """Identifies every pixel and label of every split: checkpoints are only reused on a match."""
         if self._fingerprint is None:
             h = hashlib.sha256(self.name.encode())
             for s in (self.train, self.val, self.test):
@@ -119,8 +113,8 @@ def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Sp
 
 @dataclass
 class Listed:
-    """ImageFolder images listed, not yet decoded: positions ``index`` in the ``part`` (train/test) of ``listing``,
-    in this split's order. The validation split and size caps pick from the labels; ``decode_picked`` decodes."""
+    """ImageFolder images listed, not decoded (positions ``index`` in ``part`` of ``listing``), so the splits and
+    caps pick from the labels first."""
     listing: Listing
     part: str
     index: torch.Tensor
@@ -220,17 +214,15 @@ def _count_images(root: Path) -> tuple[int, int]:
 
 
 def locate(cfg: Config) -> tuple[str, int | None, int | None]:
-    """(what and where, training images, test images) of the data ``load_raw`` would read, before the validation
-    split and the caps, without decoding or downloading anything: said first by the command-line runners.
-    Counts are None where only reading the data would tell: torchvision's pickled files (read whole to count), or a
-    CIFAR not in ``data_dir`` yet (it will be downloaded)."""
+    """(what and where, training images, test images) of what ``load_raw`` would read, without decoding or
+    downloading: the runners say it first. Counts are None where only reading the data would tell."""
     root = Path(cfg.data_dir)
     name = cfg.dataset
     if name == "digits":
         n = len(digits_arrays()[1])
         return "scikit-learn digits (8x8, upsampled to 32x32)", n - n // 5, n // 5  # _digits' fixed 80/20 split
     if name == "imagefolder":
-        classes = check_imagefolder(root)
+        classes = list_images(root)[0]
         return (f"ImageFolder {root} ({len(classes)} classes)", *_count_images(root))
     if name in ("cifar10", "auto"):
         where = find_cifar10(root)
@@ -297,11 +289,10 @@ def load_raw(cfg: Config) -> tuple[str, str, Split | Listed, Split | Listed, tup
 
 
 def load_data(cfg: Config) -> DataBundle:
-    """Load, carve the stratified validation split, apply the profile's size caps.
+    """Load, carve the stratified validation split, apply the size caps.
 
-    A ``val_size`` above 20% of the training images is clamped to 20%, with a NOTICE: a profile's value meets small
-    datasets (quick's 500 on the 1,437 digits training images: 287; smoke's 64 on a folder of 12 images: 2). One set
-    by hand that is not even below the number of training images is refused (``--set val_size=100000``)."""
+    A profile's ``val_size`` above 20% of the training images is clamped to 20% with a NOTICE (profiles meet small
+    datasets); one set by hand that is not below the number of training images is refused."""
     name, source, train, test, classes, notice = load_raw(cfg)
     val_size = cfg.val_size
     if val_size >= len(train) and not cfg.from_profile("val_size"):
@@ -329,8 +320,7 @@ def load_data(cfg: Config) -> DataBundle:
 # ----------------------------------------------------------------------------------- batching
 def augment_draws(n: int, g: torch.Generator, pad: int = 4) -> torch.Tensor:
     """The random numbers of one batch's augmentation, drawn on the host: (3, n) int64 rows of crop offsets
-    (row, column) and flips (0/1). Drawn in the order ``augment_batch`` always drew them, so a seed gives the
-    same crops as before."""
+    (row, column) and flips (0/1); their draw order fixes a seed's crops."""
     off = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
     flip = torch.rand(n, generator=g) < 0.5
     return torch.cat([off, flip[None].long()])
@@ -347,17 +337,9 @@ def crop_flip(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tenso
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, for a whole uint8 batch at once."""
-    return crop_flip(x, augment_draws(len(x), g, pad).to(x.device), pad)
-
-
 class Batches:
-    """Iterate ``(x, y, idx)`` over a device-resident split: x normalised float, idx into the split.
-
-    Shuffling and augmentation draw from a generator seeded by ``(seed, epoch)``, so an epoch's
-    batches are the same whether the run was interrupted or not.
-    """
+    """Iterate ``(x, y, idx)`` over a device-resident split; seeded by ``(seed, epoch)``, so an epoch's batches are
+    the same whether the run was interrupted or not."""
 
     def __init__(self, split: Split, bundle: DataBundle, batch_size: int, device: torch.device, *,
                  shuffle: bool = False, augment: bool = False, seed: int = 0, channels_last: bool = False):
@@ -384,9 +366,8 @@ class Batches:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self):
-        """An epoch's order and augmentation are drawn on the host first and copied to the device once: a copy
-        from host memory waits for the device (PyTorch syncs the stream after it), so one per batch would stall
-        a GPU's queue every step (``analysis.host_traffic`` counts them; ``tests/test_host_traffic.py``)."""
+        """An epoch's order and augmentation are drawn on the host and copied to the device once: a host copy syncs
+        the stream, so one per batch would stall a GPU's queue every step (``tests/test_host_traffic.py``)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         n = len(self.split)
         bounds = [(i, min(i + self.batch_size, n)) for i in self._starts()]

@@ -1,8 +1,7 @@
 """CIFAR's pickled batches, read without running any code they contain.
 
-``pickle.load`` on a file someone sent you runs whatever that file names; torchvision's CIFAR loader
-does exactly that. This module reads the same extracted folders through an unpickler that can only
-build numpy arrays, dicts, lists and strings (``ArraysOnly``); anything else is one ConfigError.
+``pickle.load`` (torchvision's CIFAR loader) runs whatever a file names; ``ArraysOnly`` builds only numpy arrays,
+dicts, lists and strings, and anything else is one ConfigError.
 """
 from __future__ import annotations
 
@@ -24,11 +23,7 @@ LAYOUT = {  # torchvision's extracted folders: (folder, train files, test file, 
 
 
 class ArraysOnly(pickle.Unpickler):
-    """Unpickles CIFAR's files (dicts, lists, strings, numpy arrays) and refuses anything else.
-
-    ``pickle.load`` on a file someone sent you runs whatever that file names (``os.system``, ...). CIFAR's
-    batches only ever name numpy's array reconstruction, so every other global is refused before it is looked up.
-    """
+    """Refuses every global but numpy's array reconstruction (all CIFAR's batches name), before it is looked up."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # the last: bytes in protocol 2
