@@ -19,13 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .storage.checkpoint import RunState, run_epochs
-from .engine import default_threads
 from .data import Batches, DataBundle
-from .engine import (Compiled, autocast, fused_optimizer, grad_scaler, prepare, resolve_device, resolve_fuse,
-                     resolve_precision, scaled_step)
+from .engine import (Compiled, autocast, default_threads, fused_optimizer, grad_scaler, prepare, resolve_device,
+                     resolve_fuse, resolve_precision, scaled_step)
 from .fused import FusedTrainer, fused_guides
 from .losses import feature_loss, guided_loss, kd_loss
+from .storage.checkpoint import RunState, run_epochs
 
 
 @dataclass
