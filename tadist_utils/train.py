@@ -43,7 +43,7 @@ class Context:
     def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None) -> "Context":
         if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (engine.default_threads), not all cores
             torch.set_num_threads(cfg.threads or default_threads())
-        if getattr(cfg, "deterministic", False):  # recorded in the manifest (results.environment)
+        if cfg.deterministic:  # recorded in the manifest (results.environment)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it (read when CUDA starts)
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False

@@ -46,7 +46,8 @@ from ..data import DataBundle, Split, load_data
 from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_fuse, resolve_precision, sync
 from ..methods import build
 from ..plans import TEACHER
-from ..train import Context, StudentJob, batches, evaluate, init_seed, train_classifier, train_students
+from ..train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed, train_classifier,
+                     train_students)
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
 
 CASES = ("teacher", "students", "ops", "guides", "paper")
@@ -278,14 +279,9 @@ def reference_teacher(model: nn.Module, data: DataBundle, cfg, device, ckpt: Pat
     train = plain_loader(data.train, data, cfg.batch_size, train=True, augment=cfg.augment, seed=cfg.seed)
     val = plain_loader(data.val, data, cfg.batch_size * 4, train=False, augment=False)
     steps = cfg.teacher_epochs * len(train)
-    if cfg.teacher_optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.teacher_lr, momentum=0.9, nesterov=True,
-                              weight_decay=cfg.teacher_weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.teacher_lr, total_steps=max(steps, 8),
-                                                    pct_start=0.25)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr, weight_decay=cfg.teacher_weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    # the same recipe as train_classifier, never the fused optimiser (the CPU's choice): the reference stays plain
+    opt, sched = classifier_optimizer(model.parameters(), cfg.teacher_optimizer, lr=cfg.teacher_lr,
+                                      weight_decay=cfg.teacher_weight_decay, steps=steps, device=torch.device("cpu"))
     best, history = None, []
     for epoch in range(cfg.teacher_epochs):
         model.train()
