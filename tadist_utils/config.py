@@ -61,7 +61,7 @@ class Config:
     student_augment: bool = role(True, teacher=False, s1=True)  # the same for students; off lets the parent's features be computed once
     # --- teacher: Adam + cosine (on 5,000 CIFAR-10 images it learnt faster than SGD one-cycle; README)
     teacher_epochs: int = role(10, notebook=7)
-    teacher_optimizer: Literal["adam", "sgd"] = "adam"  # adam (Adam + cosine) | sgd (SGD Nesterov 0.9 + one-cycle; try teacher_lr=0.05)
+    teacher_optimizer: Literal["adam", "adamw", "sgd"] = "adam"  # adam | adamw (+ cosine) | sgd (SGD Nesterov 0.9 + one-cycle)
     teacher_lr: float = 1e-3
     teacher_weight_decay: float = 5e-4
     # --- students: Adam + cosine decay on the feature-regression loss ---------------------------

@@ -115,13 +115,15 @@ def zero_momentum(opt: torch.optim.Optimizer) -> None:
 # ------------------------------------------------------------------------- classifiers
 def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device):
     """A classifier's optimiser and schedule over ``steps``: ``sgd``: SGD + Nesterov momentum + one-cycle (fast
-    CIFAR recipe); ``adam``: Adam + cosine. Fused on CUDA (``engine.fused_optimizer``)."""
+    CIFAR recipe); ``adam``: Adam (coupled L2) + cosine; ``adamw``: AdamW (decoupled decay) + cosine. Fused on CUDA
+    (``engine.fused_optimizer``)."""
     if kind == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
                               **fused_optimizer(device))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
     else:
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(device))
+        adam = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+        opt = adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(device))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return opt, sched
 

@@ -56,3 +56,21 @@ def test_kd_loss_by_hand():
     y = torch.tensor([1])
     mixed = kd_loss(s, t, y, temperature=1.0, alpha=0.5).item()
     assert mixed == pytest.approx(0.5 * kl_t1 + 0.5 * math.log(2.0), rel=1e-5)
+
+
+def test_classifier_optimizer_adamw_decays_weights_decoupled_and_adam_couples_them():
+    """``adamw`` is AdamW (the decay shrinks the weights apart from the gradient), ``adam`` adds L2 to the gradient."""
+    import torch
+    from tadist_utils.train import classifier_optimizer
+    kinds = {}
+    for kind in ("adam", "adamw", "sgd"):
+        p = torch.nn.Parameter(torch.ones(3))
+        opt, sched = classifier_optimizer([p], kind, lr=0.1, weight_decay=0.5, steps=10, device=torch.device("cpu"))
+        kinds[kind] = type(opt)
+        p.grad = torch.zeros(3)
+        opt.step()
+        if kind == "adamw":  # decoupled: p <- p - lr * wd * p, the zero gradient moves nothing
+            assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.1 * 0.5))
+        if kind == "adam":  # coupled: the decay is a gradient of 0.5, normalised by Adam to a step of lr
+            assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.1), atol=1e-4)
+    assert kinds == dict(adam=torch.optim.Adam, adamw=torch.optim.AdamW, sgd=torch.optim.SGD)

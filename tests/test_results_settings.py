@@ -205,3 +205,18 @@ def test_tables_of_a_folder_that_holds_only_the_teacher_are_empty(tmp_path):
     acc, loss = accuracy_table(teacher), loss_table(teacher)
     assert acc.empty and list(acc.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
     assert loss.empty and list(loss.columns[:3]) == ["loss", "S1", "S01"]
+
+
+def test_the_manifest_names_the_checkouts_folders_relatively_and_others_absolutely(tmp_path):
+    """A committed manifest must not carry one machine's paths (issue 28: data_dir and source were absolute)."""
+    from pathlib import Path
+    from tadist_utils.storage.results import portable
+    root = tmp_path / "clone"
+    (root / "tadist_utils").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    record = dict(data_dir=str(root / "data"), source=f"CIFAR-10 JPEG copy at {root}/data/cifar10-jpeg",
+                  results_dir=str(root), elsewhere="/srv/data", n=3)
+    out = portable(record, root / "results" / "run" / "x")
+    assert out == dict(data_dir="data", source="CIFAR-10 JPEG copy at data/cifar10-jpeg", results_dir=".",
+                       elsewhere="/srv/data", n=3)
+    assert portable(record, Path("/")) == record  # no checkout above: nothing to cut

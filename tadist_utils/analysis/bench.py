@@ -63,7 +63,7 @@ def parse(argv) -> argparse.Namespace:
                         "timed steps; not run by default)")
     p.add_argument("--train-size", type=int, default=None, help="training images (default 256; --quick 32)")
     p.add_argument("--epochs", type=int, default=1, help="epochs for the teacher and for the students")
-    p.add_argument("--teacher-optimizer", choices=("adam", "sgd"), default=None,
+    p.add_argument("--teacher-optimizer", choices=("adam", "adamw", "sgd"), default=None,
                    help="both teachers' recipe (default: the config's teacher_optimizer)")
     p.add_argument("--teacher-lr", type=float, default=None, help="both teachers' (peak) learning rate "
                    "(default: the config's teacher_lr)")

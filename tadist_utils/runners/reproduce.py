@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval -p no:cacheprovider {out}")
         return 0
 
-    report = dict(profile=args.profile, seeds=args.seeds, results_dir=str(results_dir), timeout_per_cell=timeout,
+    report = dict(profile=args.profile, seeds=args.seeds, results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []
     job = console.JobClock([(cfg.seed, src.stem) for cfg in configs for src in selected],
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                         failures.append(f"{src.name} (seed {cfg.seed}): {error}")
                     report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name,
                                                     status="ok" if error is None else "failed", seconds=round(seconds, 1),
-                                                    executed=str(executed / src.name), error=error))
+                                                    executed=in_checkout(executed / src.name), error=error))
                     report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
                                   total_seconds=round(time.perf_counter() - t_all, 1))
                     (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))

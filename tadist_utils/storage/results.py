@@ -200,9 +200,10 @@ class ResultsStore:
 
         ``settings``: ``Pipeline.settings()``, what the rows' ``settings`` hash stands for; each stage names it."""
         env = environment(device)  # outside the lock: it runs git
+        config, data_info = portable(cfg.as_dict(), self.dir), portable(data_info, self.dir)
         with self.lock:
             m = json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
-            m.update(config=cfg.as_dict(), dataset=data_info, environment=env)
+            m.update(config=config, dataset=data_info, environment=env)
             tag = {}
             if settings:
                 m["settings"] = settings
@@ -222,6 +223,17 @@ class ResultsStore:
 
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
+
+
+def portable(record: dict, results_dir: Path) -> dict:
+    """``record`` with the absolute path of the checkout holding ``results_dir`` cut from its strings, so a committed
+    manifest names ``data/cifar10-jpeg``, not one machine's folders. Outside a checkout, paths stay absolute."""
+    here = Path(results_dir).absolute()
+    root = next((p for p in (here, *here.parents) if (p / "tadist_utils").is_dir() and (p / "notebooks").is_dir()), None)
+    if root is None:
+        return record
+    prefix = f"{root}/"
+    return {k: (v.replace(prefix, "") if v != str(root) else ".") if isinstance(v, str) else v for k, v in record.items()}
 
 
 def superseded_notice(moved: dict, settings: dict) -> str:
