@@ -91,7 +91,7 @@ def test_the_job_eta_uses_reference_times_scaled_by_this_runs_pace():
 def test_reference_times_prefer_this_folders_last_run_then_a_committed_one(tmp_path):
     def report(path, profile, times, status="ok"):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(profile=profile, notebooks=[
+        path.write_text(json.dumps(dict(profile=profile, profile_settings=console.profile_settings(profile), notebooks=[
             dict(seed=seed, notebook=f"{stem}.ipynb", status=status, seconds=sec) for (seed, stem), sec in times.items()])))
     repo, here = tmp_path / "repo", tmp_path / "run"
     stems = ["00_overview", "01_teacher"]
@@ -106,6 +106,10 @@ def test_reference_times_prefer_this_folders_last_run_then_a_committed_one(tmp_p
     assert console.reference_times("quick", stems, here, repo) == (
         {"00_overview": 20, "01_teacher": 200}, "this folder's last run")  # seeds averaged
     assert console.reference_times("paper", stems, here, repo) == ({}, "")  # another profile's times are no basis
+    old = json.loads((here / "reproduce.json").read_text())
+    (here / "reproduce.json").write_text(json.dumps(dict(old, profile_settings=dict(train_size=5000))))
+    assert console.reference_times("quick", stems, here, repo)[1].startswith("the reference run")  # made under an
+    # older quick profile (its first ETA said 22 minutes for a 5-minute job): no basis
 
 
 def test_progress_lines_end_with_the_job_eta(tmp_path):

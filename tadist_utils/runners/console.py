@@ -200,6 +200,13 @@ class ProgressPrinter:
 
 
 # ----------------------------------------------------------------------------- the whole job
+def profile_settings(profile: str) -> dict:
+    """The profile's overrides as JSON reads them back (tuples as lists): a reproduce.json records them, and times
+    made under other settings (an older quick profile) are no basis for an ETA."""
+    from ..config import PROFILES
+    return json.loads(json.dumps(PROFILES.get(profile, {})))
+
+
 def reference_times(profile: str, stems: list[str], results_dir: Path, repo: Path) -> tuple[dict[str, float], str]:
     """Seconds per notebook to estimate the whole job from, and where they come from: the last run of this profile
     in ``results_dir`` (this machine), else a committed reference run of this profile (``results/*/reproduce.json``);
@@ -209,7 +216,8 @@ def reference_times(profile: str, stems: list[str], results_dir: Path, repo: Pat
             report = json.loads(path.read_text())
         except (OSError, ValueError):
             return {}
-        if not isinstance(report, dict) or report.get("profile") != profile:
+        if not isinstance(report, dict) or report.get("profile") != profile \
+                or report.get("profile_settings") != profile_settings(profile):
             return {}
         seen: dict[str, list[float]] = {}
         for n in report.get("notebooks", []):

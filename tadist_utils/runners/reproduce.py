@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval -p no:cacheprovider {out}")
         return 0
 
-    report = dict(profile=args.profile, seeds=args.seeds, results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
+    report = dict(profile=args.profile, profile_settings=console.profile_settings(args.profile), seeds=args.seeds,
+                  results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures = []
     job = console.JobClock([(cfg.seed, src.stem) for cfg in configs for src in selected],
