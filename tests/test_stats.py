@@ -460,6 +460,26 @@ def test_a_verdict_the_permutation_test_does_not_share_rests_on_the_t_test():
     c2 = claims.conclusions(pd.DataFrame(rows7)).set_index("family_key").loc["C2"]
     assert c2.verdict == c2.verdict_perm == "holds" and c2.decided and c2.rests_on == "both tests"
     assert c2.p_perm_min == pytest.approx(2 * 2 / 2 ** 7)  # Holm over 2: 2 x 2/128
+    assert c.loc["C1", "p_perm_floor"] == 0.25 and c2.p_perm_floor == pytest.approx(2 / 2 ** 7)
+
+
+def test_an_inconclusive_verdict_is_never_called_decided_and_the_tables_say_why_the_sign_flip_is_silent():
+    """verdicts.csv had decided=True beside 'nothing decided', and the sign-flip column read as a verdict at three
+    seeds, where its p cannot go below 0.25 (issue 28)."""
+    from tadist_utils.analysis import study_tables
+    one = make_results()
+    one = one[one.seed == one.seed.min()]
+    c = claims.conclusions(one)
+    assert (c.verdict == "inconclusive").all() and not c.decided.any()
+    assert (c.rests_on == "nothing decided").all()
+    assert not claims.comparisons(one).decided.any()
+    rows = c.assign(label=c.family_key, profile="p", train_images=1, test_images=1, teacher_epochs=1,
+                    student_epochs=1, finetune_epochs=1, teacher_accuracy=50.0, seeds=1)
+    assert "— (no test with 1 seed)" in study_tables.verdicts_markdown(rows)
+    three = claims.conclusions(make_results())
+    rows = three.assign(label=three.family_key, profile="p", train_images=1, test_images=1, teacher_epochs=1,
+                        student_epochs=1, finetune_epochs=1, teacher_accuracy=50.0, seeds=3)
+    assert "— (cannot go below p = 0.25 with 3 seeds)" in study_tables.verdicts_markdown(rows)
 
 
 def test_detectable_is_the_80_percent_power_difference():

@@ -242,8 +242,8 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
         else:
             v, vp = verdict(r.outcome), verdict(r.outcome_perm)
             reading, ev = _reading(r), evidence(r, level)
-        decided = v == vp
-        if v in (NOT_RUN, INCONCLUSIVE) and decided:
+        decided = v == vp and v not in (NOT_RUN, INCONCLUSIVE)  # both tests agree on a verdict that says something
+        if v in (NOT_RUN, INCONCLUSIVE) and v == vp:
             rests = "nothing decided" if v == INCONCLUSIVE else ""
         elif decided:
             rests = "both tests"
@@ -254,7 +254,9 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
         det = tests.detectable.dropna() if len(tests) else pd.Series(dtype=float)
         rows.append(dict(conclusion=c, family_key=key, claim=CLAIMS[c], statement=family(key).statement, verdict=v,
                          verdict_perm=vp, decided=decided, rests_on=rests, reading=reading,
-                         n_seeds=int(r.n.min()) if len(r) else 0, **counts, family_size=fam, correction=correction,
+                         n_seeds=int(r.n.min()) if len(r) else 0,
+                         p_perm_floor=2 / 2 ** int(r.n.min()) if len(r) and int(r.n.min()) > 1 else float("nan"),
+                         **counts, family_size=fam, correction=correction,
                          detectable_min=float(det.min()) if len(det) else float("nan"),
                          detectable_max=float(det.max()) if len(det) else float("nan"),
                          seeds_needed=float(tests.seeds_needed.max()) if len(tests) else float("nan"),

@@ -251,7 +251,7 @@ def correct_family(df: pd.DataFrame, level: float = LEVEL) -> pd.DataFrame:
     df["outcome"] = [outcome(r, level) for _, r in df.iterrows()] if len(df) else pd.Series(dtype=str)
     df["outcome_perm"] = [outcome(r, level, permutation=True) for _, r in df.iterrows()] if len(df) else \
         pd.Series(dtype=str)
-    df["decided"] = df.outcome == df.outcome_perm
+    df["decided"] = (df.outcome == df.outcome_perm) & df.outcome.isin([SUPPORTS, CONTRADICTS])  # both tests, and a side
     df["correction"] = f"{CORRECTION} over {m}"
     return df.drop(columns=["lineage"], errors="ignore")
 

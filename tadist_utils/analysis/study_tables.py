@@ -48,7 +48,7 @@ CLAIM_COLUMNS = ["dataset", "family", "label", "comparison", "n", "mean_diff", "
                  "max_diff", "wins", "p", "p_holm", "p_perm", "p_perm_holm", "family_size", "detectable",
                  "seeds_needed", "outcome", "outcome_perm", "decided", "identical", "duplicate_of"]
 VERDICT_COLUMNS = ["dataset", "family", "label", "claim", "verdict", "verdict_perm", "decided", "rests_on",
-                   "family_size", "n_seeds", "p_min", "p_perm_min", "detectable_min", "detectable_max",
+                   "family_size", "n_seeds", "p_perm_floor", "p_min", "p_perm_min", "detectable_min", "detectable_max",
                    "seeds_needed", "profile", "train_images", "test_images", "teacher_epochs", "student_epochs",
                    "finetune_epochs", "teacher_accuracy", "seeds", "regime"]
 
@@ -143,10 +143,16 @@ def verdicts_markdown(verdicts: pd.DataFrame) -> str:
                  f"epochs {_int(r.teacher_epochs)} / {_int(r.student_epochs)} / {_int(r.finetune_epochs)} (teacher / "
                  f"students / fine-tuning); teacher {r.teacher_accuracy:.2f}%; {int(r.seeds)} seed"
                  + "s" * (int(r.seeds) != 1))
-        t = f"**{r.verdict}**" + ("" if r.decided else " (rests on the t-test alone)")
+        t = f"**{r.verdict}**" + (" (rests on the t-test alone)" if str(r.rests_on).startswith("the t-test alone") else "")
+        if int(r.n_seeds) < 2:
+            perm = f"— (no test with {int(r.n_seeds)} seed)"
+        elif r.p_perm_floor > 0.05 / max(1, int(r.family_size)):  # its smallest possible p cannot pass Holm's first step
+            perm = f"— (cannot go below p = {_p(r.p_perm_floor)} with {int(r.n_seeds)} seeds)"
+        else:
+            perm = r.verdict_perm
         lo, hi = _num(r.detectable_min, 1), _num(r.detectable_max, 1)
         det = lo if hi == lo else f"{lo}–{hi}"
-        lines.append(f"| {r.label} | {where} | {t} | {r.verdict_perm} | {int(r.family_size)} | {_p(r.p_min)} / "
+        lines.append(f"| {r.label} | {where} | {t} | {perm} | {int(r.family_size)} | {_p(r.p_min)} / "
                      f"{_p(r.p_perm_min)} | {det} | {_num(r.seeds_needed, 0)} |")
     return "\n".join(lines)
 
@@ -170,7 +176,7 @@ def claims_markdown(claims: pd.DataFrame, families=PAPER_FAMILIES, min_students:
         rng = f"{_num(r.min_diff, 2, True)} to {_num(r.max_diff, 2, True)}"
         lines.append(f"| {r.label} | {ci} | {rng} | {int(r.wins)}/{int(r.n)} | {_p(r.p)} / {_p(r.p_holm)} | "
                      f"{_p(r.p_perm)} / {_p(r.p_perm_holm)} | {_num(r.detectable, 1)} | {_num(r.seeds_needed, 0)} | "
-                     f"{r.outcome}" + ("" if r.decided else " (t-test only)") + " |")
+                     f"{r.outcome}" + ("" if r.outcome == r.outcome_perm else " (t-test only)") + " |")
     return "\n".join(lines)
 
 
