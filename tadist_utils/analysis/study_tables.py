@@ -144,12 +144,12 @@ def verdicts_markdown(verdicts: pd.DataFrame) -> str:
                  f"students / fine-tuning); teacher {r.teacher_accuracy:.2f}%; {int(r.seeds)} seed"
                  + "s" * (int(r.seeds) != 1))
         t = f"**{r.verdict}**" + (" (rests on the t-test alone)" if str(r.rests_on).startswith("the t-test alone") else "")
-        if int(r.n_seeds) < 2:
-            perm = f"— (no test with {int(r.n_seeds)} seed)"
-        elif r.p_perm_floor > 0.05 / max(1, int(r.family_size)):  # its smallest possible p cannot pass Holm's first step
-            perm = f"— (cannot go below p = {_p(r.p_perm_floor)} with {int(r.n_seeds)} seeds)"
-        else:
+        if r.verdict_perm == "not run" or int(r.n_seeds) >= 2 and r.p_perm_floor <= 0.05 / max(1, int(r.family_size)):
             perm = r.verdict_perm
+        elif int(r.n_seeds) < 2:
+            perm = f"— (no test with {int(r.n_seeds)} seed)"
+        else:  # its smallest possible p cannot pass Holm's first step
+            perm = f"— (cannot go below p = {_p(r.p_perm_floor)} with {int(r.n_seeds)} seeds)"
         lo, hi = _num(r.detectable_min, 1), _num(r.detectable_max, 1)
         det = lo if hi == lo else f"{lo}–{hi}"
         lines.append(f"| {r.label} | {where} | {t} | {perm} | {int(r.family_size)} | {_p(r.p_min)} / "
