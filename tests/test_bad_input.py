@@ -236,9 +236,75 @@ def test_notebook_seeds_parameter_is_checked():
     from tadist_utils.runners import nbsetup
     cfg = make_config("smoke", dataset="digits")
     assert [c.seed for c in nbsetup.per_seed(cfg, [])] == [cfg.seed]
-    assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, 2])] == [2, 0]
-    with pytest.raises(ConfigError, match="seeds must be a list of integers"):
-        nbsetup.per_seed(cfg, ["a"])
+    assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, "1"])] == [2, 0, 1]
+    for seeds in (["a"], [1.5], [True], "0 1"):
+        with pytest.raises(ConfigError, match="seeds must be a list of integers"):
+            nbsetup.per_seed(cfg, seeds)
+
+
+# ------------------------------------------------ issue 30: seeds, one check (config.check_seed) at every way in
+SEED_RANGE = "must be an integer from 0 to 2,147,483,647, got "
+
+
+def test_the_largest_seed_survives_every_derivation_the_package_makes():
+    """The bound is the package's, not torch's alone: the largest seed's derived seeds (train.init_seed, a dense
+    student's masks at the last epoch, the batches' order) are still seeds torch takes."""
+    from tadist_utils.config import MAX_EPOCHS, SEED_LIMIT
+    from tadist_utils.train import init_seed
+    top = SEED_LIMIT - 1
+    for derived in (init_seed(top, "teacher"), init_seed(top * 1009 + MAX_EPOCHS, "T>L1[0:512]"), top * 100_003 + MAX_EPOCHS):
+        torch.Generator().manual_seed(derived)
+        torch.manual_seed(derived)
+    with pytest.raises((RuntimeError, ValueError, OverflowError)):  # the issue's seed, had it passed: what 01 hit
+        torch.manual_seed(init_seed(100000000000000 * 1009, "T"))
+
+
+@pytest.mark.parametrize("seed", [100000000000000, 2**31, -1, True, 1.0])
+def test_make_config_refuses_a_seed_out_of_range(seed):
+    with pytest.raises(ConfigError) as e:
+        make_config("smoke", dataset="digits", seed=seed)
+    assert "\n" not in str(e.value) and ("seed must be" in str(e.value))
+
+
+@pytest.mark.parametrize("runner", ["reproduce", "experiments", "sweep"])
+@pytest.mark.parametrize("seeds, message", [
+    (["100000000000000"], f"seed {SEED_RANGE}100000000000000"),
+    (["-1"], f"seed {SEED_RANGE}-1"),
+    (["0", "0"], "--seeds names 0 more than once; give each seed once"),
+], ids=["huge", "negative", "twice"])
+def test_every_runner_checks_seeds_as_the_config_does(runner, seeds, message, tmp_path, capsys):
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--seeds", *seeds]
+    try:
+        rc = _main(runner)(argv + (["--only", "00"] if runner == "reproduce" else []))
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err == f"error: {message}\n", out + err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ([0, 0], "seeds names 0 more than once; give each seed once"),  # papermill -y "seeds: [0, 0]" trained one seed
+    ([5, 100000000000000], f"seed {SEED_RANGE}100000000000000"),
+    ([-2], f"seed {SEED_RANGE}-2"),
+])
+def test_notebook_seeds_are_checked_as_the_runners_are(seeds, message):
+    cfg = make_config("smoke", dataset="digits")
+    with pytest.raises(ConfigError) as e:
+        nbsetup.per_seed(cfg, seeds)
+    assert str(e.value) == message
+
+
+def test_papermill_repeated_seeds_stop_at_the_config_cell(papermill_run):
+    assert papermill_run(seeds=[0, 0]) == "seeds names 0 more than once; give each seed once"
+
+
+def test_the_sweep_api_checks_seeds_as_the_runners_do(tmp_path):
+    from tadist_utils.runners import sweep
+    with pytest.raises(ConfigError, match="^seeds names 1 more than once; give each seed once$"):
+        sweep.plan("smoke", [1, 1], {"dataset": "digits"}, {}, tmp_path)
+    with pytest.raises(ConfigError, match=f"^seed {SEED_RANGE}4294967296$"):
+        sweep.plan("smoke", [2**32], {"dataset": "digits"}, {}, tmp_path)
 
 
 # ------------------------------------------------------------------- issue 10: data, values, files, training

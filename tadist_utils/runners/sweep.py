@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..storage.atomic import write_atomic
-from ..config import PROFILES, Config, make_config, with_role
+from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check, spec_hash
 from ..methods import EXPERIMENTS, build
@@ -63,6 +63,7 @@ def parse_grid(pairs: list[str]) -> dict[str, list[str]]:
 
 def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpus: float = 1) -> tuple[list[dict], list[dict]]:
     """Every cell and first stage, each config validated now (a bad one: ConfigError, before Ray starts)."""
+    seeds = check_seeds(seeds)  # in range, none twice, as every runner's --seeds
     clash = sorted(set(sets) & set(grid))
     if clash:
         raise ConfigError(f"{', '.join(clash)} given both in --set and --grid")
@@ -71,7 +72,7 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
     if "threads" not in sets and PROFILES.get(profile, {}).get("threads") is None:  # (an unknown profile: below)
         base["threads"] = str(max(1, int(cpus)))  # not every idle core for each of several cells on one machine
     cells, stages = [], {}
-    for seed, combo in itertools.product(dict.fromkeys(seeds), itertools.product(*grid.values())):
+    for seed, combo in itertools.product(seeds, itertools.product(*grid.values())):
         values = dict(zip(grid, combo))
         cid = _safe("-".join([f"seed{seed}"] + [f"{k}={v}" for k, v in values.items()]))
         folder = _safe("-".join(f"{k}={v}" for k, v in values.items() if k not in SAME_FOLDER))
