@@ -360,7 +360,7 @@ def _images(folder: Path, n: int = 6, colour: int = 40) -> None:
 
 def _folders(tmp: Path) -> None:
     """ImageFolder trees, each wrong in one way, under ``tmp``."""
-    for name in ("one-class", "empty-class", "truncated", "not-an-image", "test-class-missing", "ok"):
+    for name in ("one-class", "empty-class", "truncated", "not-an-image", "test-class-missing", "ok", "dangling"):
         for split in ("train", "test"):
             _images(tmp / name / split / "cat", colour=20)
             if name != "one-class":
@@ -370,6 +370,7 @@ def _folders(tmp: Path) -> None:
     jpg = tmp / "truncated" / "train" / "dog" / "3.jpg"
     jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
     (tmp / "not-an-image" / "test" / "cat" / "notes.jpg").write_text("not a picture")
+    (tmp / "dangling" / "train" / "dog" / "6.jpg").symlink_to(tmp / "moved-away.jpg")  # its target is gone
     (tmp / "no-class-folders" / "train").mkdir(parents=True)
     (tmp / "no-class-folders" / "test").mkdir()
     _images(tmp / "no-class-folders" / "train", n=2)  # images straight in train/, no class folders
@@ -392,6 +393,7 @@ RUNNER_CASES_10 = [  # in-process (fast): reproduce.main's exit status, stderr a
     folder("empty-class", "{tmp}/empty-class/train/dog holds no images"),
     folder("truncated", "cannot decode image {tmp}/truncated/train/dog/3.jpg (OSError"),
     folder("not-an-image", "cannot decode image {tmp}/not-an-image/test/cat/notes.jpg (UnidentifiedImageError"),
+    folder("dangling", "cannot read image {tmp}/dangling/train/dog/6.jpg (FileNotFoundError: No such file or directory)"),
     folder("test-class-missing", "{tmp}/test-class-missing/test does not have the classes of train/: missing dog"),
     folder("no-class-folders", "{tmp}/no-class-folders/train has no class folders"),
     folder("ok", "train_size=3 is too small: at least 2 training images per class are needed (4 for 2 classes)",
@@ -408,6 +410,32 @@ def test_runner_bad_data_and_values_are_one_line(args, message, tmp_path, capsys
     assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
     assert message.replace("{tmp}", str(tmp_path)) in err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unreadable_image_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """An image without read permission: a PermissionError traceback from the listing's hash before (exit 1).
+    root reads a chmod 000 file all the same, so as root the permission error is simulated on that file's open()."""
+    from tadist_utils.data import imagefolder, load_data
+    _folders(tmp_path)
+    image = tmp_path / "ok" / "test" / "cat" / "2.jpg"
+    if os.geteuid() == 0:
+        def refuse(path, *a, **k):
+            if Path(path) == image:
+                raise PermissionError(13, "Permission denied", str(path))
+            return open(path, *a, **k)
+        monkeypatch.setattr(imagefolder, "open", refuse, raising=False)  # the module's name before the builtin
+    else:
+        image.chmod(0)
+    message = f"cannot read image {image} (PermissionError: Permission denied); fix or remove it"
+    with pytest.raises(ConfigError) as e:
+        load_data(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok"), val_size=2))
+    assert str(e.value) == message
+    argv = ["--profile", "smoke", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "ok"),
+            "--results-dir", str(tmp_path / "r"), "--only", "00"]
+    assert reproduce.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: {message}\n" and not (tmp_path / "r").exists()
+    image.chmod(0o644)
 
 
 def test_an_edited_folder_is_decoded_again_not_taken_from_the_cache(tmp_path):
