@@ -622,6 +622,58 @@ def test_every_results_file_is_checked_before_anything_trains(name, text, messag
     assert "\n" not in str(e.value) and (tmp_path / name).read_text() == text
 
 
+HISTORY_CSV = "dataset,key,model,seed,epoch,metric,value,settings\ndigits,T,teacher,0,1,train_loss,2.3,0123abcd4567\n"
+
+
+@pytest.mark.parametrize("name, row, problem", [
+    ("results.csv", "digits,teacher\n", "2 field(s) where the header has 7"),
+    ("results.csv", "digits,teacher,teacher,0,val_accuracy,abc,0123abcd4567\n", "value 'abc' is not a number"),
+    ("results.csv", "digits,teacher,teacher,zero,val_accuracy,1,0123abcd4567\n", "seed 'zero' is not an integer"),
+    ("results.csv", "digits,teacher,teacher,0.0,val_accuracy,1,0123abcd4567\n", "seed '0.0' is not an integer"),
+    ("results.csv", "digits,drect,S1,0,val_accuracy,1,0123abcd4567\n", "unknown experiment 'drect' (known: dense, "),
+    ("results.csv", "digits,direct,S1,0,,1,0123abcd4567\n", "no metric"),
+    ("history.csv", "digits,T,teacher,0,1\n", "5 field(s) where the header has 8"),
+    ("history.csv", "digits,T,teacher,0,two,train_loss,2.1,0123abcd4567\n", "epoch 'two' is not an integer"),
+    ("superseded/history.csv", "digits,T,teacher,0,2,train_loss,n/a,0123abcd4567\n", "value 'n/a' is not a number"),
+], ids=["short-row", "value-abc", "seed-word", "seed-float", "experiment", "empty-key", "history-short", "epoch",
+        "superseded"])  # a long row: pandas' ParserError (test_every_results_file_is_checked_before_anything_trains)
+def test_a_results_file_that_parses_but_is_wrong_is_refused_row_by_row(name, row, problem, tmp_path):
+    """A row pandas reads but this package never writes: one line naming the file and line, nothing changed or
+    moved. (The short row was moved to superseded/ as made under other settings, every seed rewritten as 0.0; the
+    value abc overwritten.)"""
+    from tadist_utils.experiments import Pipeline
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text((HISTORY_CSV if "history" in name else RESULTS_CSV) + "\n" + row)  # a blank line: skipped
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError) as e:
+        Pipeline(make_config("smoke", dataset="digits", results_dir=str(tmp_path)))
+    assert str(e.value).startswith(f"{path}, line 4: {problem}") and "\n" not in str(e.value)
+    assert str(e.value).endswith("; repair or remove that row (nothing was changed)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert path.read_text().endswith(row)
+
+
+def test_the_runners_refuse_a_wrong_row_before_anything_trains(tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    csv.write_text(RESULTS_CSV + "digits,teacher\n")
+    rc, out, err = _experiments_cli(SMOKE + [f"results_dir={tmp_path}"], capsys)
+    assert rc == 2 and err == f"error: {csv}, line 3: 2 field(s) where the header has 7; repair or remove that row " \
+                              "(nothing was changed)\n", err
+    assert not list(tmp_path.rglob("*.pt")) and not (tmp_path / "superseded").exists()
+    assert reproduce.main(["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path), "--only", "00"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {csv}, line 3: ") and not (tmp_path / "executed").exists()
+
+
+def test_every_committed_results_folder_passes_the_check():
+    from tadist_utils.storage.results import check_files
+    folders = {p.parent for p in (ROOT / "results").rglob("*.csv") if p.name in ("results.csv", "history.csv")}
+    assert len(folders) >= 4
+    for folder in sorted(folders):
+        check_files(folder)
+
+
 def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_is_clamped(tmp_path):
     from tadist_utils.data import load_data
     with pytest.raises(ConfigError, match=r"^val_size=1438 is not below the 1,438 training images of digits") as e:
