@@ -89,7 +89,7 @@ class Pipeline:
     def __init__(self, cfg: Config, data: DataBundle | None = None, ctx: Context | None = None):
         check(cfg)
         self.cfg = cfg
-        self.ctx = ctx or Context.from_config(cfg, bar=console.bar)  # tqdm, also reporting to the runner
+        self.ctx = ctx or Context.from_config(cfg, bar=console.bar, log=console.log)  # both also reporting to the runner
         check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
         self._data = data

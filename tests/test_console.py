@@ -60,6 +60,39 @@ def test_bars_report_to_the_progress_file_and_the_printer_prints_them(tmp_path, 
     assert "S1 (2 student(s)) epoch 1/1  100%" in text, text
 
 
+def test_a_corrupted_checkpoint_retrained_in_the_kernel_is_said_on_the_runners_terminal(tmp_path, capsys):
+    """storage.checkpoint logs it through Context.log (console.log in a Pipeline) inside the kernel: the notebook showed
+    it, the terminal did not. The log line now goes through the progress file too; NOTICEs the runner says itself
+    (the data's fallback, rows moved aside) are not repeated per notebook."""
+    import io
+
+    from tadist_utils.storage import checkpoint
+    out = io.StringIO()
+    bad = tmp_path / "ck" / "teacher-0123abcd.pt"
+    bad.parent.mkdir()
+    bad.write_bytes(b"half a checkpoint")
+    with console.ProgressPrinter(tmp_path / "p.jsonl", "01_teacher", every=0.0, stream=out, poll=0.05):
+        assert checkpoint.find_resumable(bad, {}, log=console.log) is None
+        console.log("[tadist] NOTICE: CIFAR-10 not found; using digits")
+    text = out.getvalue()
+    assert text == f"  01_teacher  [tadist] checkpoint {bad} is corrupted or not a tadist checkpoint (no content hash); " \
+                   "retraining it from the start (it will be overwritten)\n", text
+    assert "is corrupted" in capsys.readouterr().out  # and in the notebook's output, as before
+
+
+def test_progress_files_of_dead_runners_are_removed(tmp_path):
+    """A SIGKILLed runner leaves .progress-<pid>.jsonl in the results folder; the next run's printer removes it, and
+    leaves a live runner's (another run writing the same folder) and anything else alone."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, live = tmp_path / f".progress-{int(dead.stdout)}.jsonl", tmp_path / f".progress-{os.getppid()}.jsonl"
+    other = tmp_path / ".progress-notes.jsonl"
+    for p in (stale, live, other):
+        p.write_text("{}\n")
+    with console.ProgressPrinter(tmp_path / f".progress-{os.getpid()}.jsonl", "00_overview", every=0.0):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
 def test_without_the_variable_bars_are_plain_tqdm(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
     from tqdm.auto import tqdm
