@@ -533,6 +533,19 @@ def test_experiments_cli_bad_seeds_is_one_line(capsys):
                                              "(see python -m tadist_utils.experiments --help)\n")
 
 
+def test_the_headless_runner_leaves_no_folder_when_it_refuses_the_data(tmp_path, capsys):
+    """The bad image is found when the pipeline loads the data, after it made the results folder: that folder (and
+    the parents it made) are removed again; a folder that was there before stays."""
+    _folders(tmp_path)
+    args = ["--profile", "smoke", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "truncated")]
+    rc, out, err = _experiments_cli(args + ["--results-dir", str(tmp_path / "new" / "r")], capsys)
+    assert rc == 2 and err.startswith("error: cannot decode image ") and err.count("\n") == 1, err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    rc, out, err = _experiments_cli(args + ["--results-dir", str(tmp_path / "kept")], capsys)
+    assert rc == 2 and (tmp_path / "kept").is_dir()
+
+
 SMOKE = ["--profile", "smoke", "--set", "dataset=digits", "device=cpu", "precision=fp32", "progress=false", "threads=1",
          "experiments=direct", "levels=1"]
 
