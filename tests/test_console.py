@@ -362,3 +362,47 @@ def test_the_sweep_prints_a_line_every_heartbeat_while_a_stage_trains(tmp_path, 
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("sweep: ")]
     assert lines == ["sweep: 0:00 elapsed, 0/2 cell(s) finished, 0/1 first stage(s) (shared teachers) done; "
                      "still running"] * 2, lines
+
+
+# ---------------------------------------------------------------------------- no kernel outlives the runner
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, console.Stopped])
+def test_a_kernel_still_starting_when_the_runner_stops_is_ended_with_it(stop, tmp_path, monkeypatch):
+    """papermill shuts a kernel down only once it has started: Ctrl-C or SIGTERM while it starts left the kernel to die
+    on its own, up to a second after the runner. A stand-in process plays the kernel papermill was starting."""
+    import subprocess
+
+    import papermill
+    kernel = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                               "signal.SIG_IGN); time.sleep(120)"], start_new_session=True)
+
+    def execute_notebook(*a, **k):
+        reproduce.KERNELS.append(kernel)  # as reproduce's kernel manager does at launch
+        raise stop("stopped")
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    with pytest.raises(stop):
+        reproduce.run_one(tmp_path / "01_teacher.ipynb", tmp_path / "out.ipynb", {}, None)
+    assert kernel.poll() is not None and reproduce.KERNELS == []  # SIGTERM ignored: killed after the grace period
+
+
+def test_ctrl_c_while_a_real_kernel_starts_leaves_no_kernel(tmp_path):
+    """The same with a real kernel: Ctrl-C as soon as jupyter_client has launched it, before it answers."""
+    import signal
+    import time
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]
+    nbformat.write(nb, tmp_path / "sleep.ipynb")
+    launched = []
+
+    def interrupt():
+        while not reproduce.KERNELS:
+            time.sleep(0.01)
+        launched.extend(reproduce.KERNELS)
+        os.kill(os.getpid(), signal.SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may inherit it ignored
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            reproduce.run_one(tmp_path / "sleep.ipynb", tmp_path / "out.ipynb", {}, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert launched and all(p.poll() is not None for p in launched) and reproduce.KERNELS == []
