@@ -101,7 +101,7 @@ class Listing:
                 try:
                     with open(path, "rb") as f:
                         digest = hashlib.file_digest(f, "sha256").digest()
-                except OSError as e:  # a dangling symlink, no read permission, a folder named x.jpg: name the file
+                except OSError as e:  # a dangling symlink, no read permission: name the file
                     raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e.strerror or e}); fix or "
                                       "remove it") from None
                 h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode() + digest)
