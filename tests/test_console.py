@@ -93,6 +93,16 @@ def test_progress_files_of_dead_runners_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
+def test_a_quiet_run_removes_them_too(tmp_path, monkeypatch, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "r" / f".progress-{int(dead.stdout)}.jsonl"
+    stale.parent.mkdir()
+    stale.write_text("{}\n")
+    monkeypatch.setattr(reproduce, "run_one", lambda *a: None)
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00", "--quiet"]
+    assert reproduce.main(argv) == 0 and not stale.exists()
+
+
 def test_without_the_variable_bars_are_plain_tqdm(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
     from tqdm.auto import tqdm

@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     results_dir = Path(configs[0].results_dir)
+    console.remove_stale(results_dir)  # progress files of runners killed earlier (--quiet or not)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # kernels import this checkout
 
