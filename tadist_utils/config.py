@@ -30,6 +30,11 @@ def default_results_dir(profile: str) -> str:
 
 
 MAX_EPOCHS = 10_000  # more is a typo (or a run that would never finish), not a schedule
+# Seeds are integers 0 <= seed < 2**31, checked here for every way in (make_config, the runners' --seeds, the notebooks'
+# seed/seeds, the sweep). The package derives other seeds from them (train.init_seed: seed * 1_000_003 + ...; a dense
+# student's masks: init_seed(seed * 1009 + epoch, ...)); below 2**31 those stay below 2**63, which torch's
+# manual_seed takes, for every epoch up to MAX_EPOCHS (--seeds 100000000000000 failed in 01 with an OverflowError).
+SEED_LIMIT = 2**31
 
 
 def role(default, *, setting: bool = True, teacher: bool = True, s1: bool = False, notebook: int | None = None):
@@ -218,6 +223,29 @@ def _kinds(name: str, hint) -> list[tuple[typing.Callable, str]]:
     return [KINDS[hint]]
 
 
+def check_seed(seed, name: str = "seed") -> None:
+    """One seed: an integer in [0, SEED_LIMIT), else one ConfigError line (``validate``, ``check_seeds``)."""
+    if not KINDS[int][0](seed) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{name} must be an integer from 0 to {SEED_LIMIT - 1:,}, got {seed!r}")
+
+
+def check_seeds(seeds, name: str = "seeds") -> list[int]:
+    """A list of seeds (the runners' ``--seeds``, the notebooks' ``seeds``, the sweep's): each an integer in range
+    (``check_seed``; a string of digits, as papermill or a command line passes it, is read as one), none twice, for
+    a seed named twice would train twice over the same checkpoints and rows. Returns them as integers, in order."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of integers, got {seeds!r}")
+    values = [int(s) if isinstance(s, str) and s.strip().lstrip("+-").isdigit() else s for s in seeds]
+    if not all(KINDS[int][0](v) for v in values):
+        raise ConfigError(f"{name} must be a list of integers, got {seeds!r}")
+    for v in values:
+        check_seed(v)
+    twice = [s for s in dict.fromkeys(values) if values.count(s) > 1]
+    if twice:
+        raise ConfigError(f"{name} names {' '.join(map(str, twice))} more than once; give each seed once")
+    return [int(v) for v in values]
+
+
 def _check_types(cfg: Config) -> None:
     """Each field holds a value of its declared type (``Config(...)`` built directly skips ``_coerce``)."""
     for name, hint in typing.get_type_hints(type(cfg)).items():
@@ -229,6 +257,7 @@ def _check_types(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """What the config can check on its own (types, ranges, a writable results_dir), each failure one line."""
     _check_types(cfg)
+    check_seed(cfg.seed)
 
     def need(ok: typing.Callable, names: tuple[str, ...], what: str) -> None:
         for name in names:

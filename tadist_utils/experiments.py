@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class Pipeline:
     def __init__(self, cfg: Config, data: DataBundle | None = None, ctx: Context | None = None):
         check(cfg)
         self.cfg = cfg
-        self.ctx = ctx or Context.from_config(cfg, bar=console.bar)  # tqdm, also reporting to the runner
+        self.ctx = ctx or Context.from_config(cfg, bar=console.bar, log=console.log)  # both also reporting to the runner
         check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
         self._data = data
@@ -337,6 +338,21 @@ class Pipeline:
         return self.store.results()
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (what a run there creates), or None."""
+    folder = folder.absolute()
+    if folder.exists():
+        return None
+    while not folder.parent.exists():
+        folder = folder.parent
+    return folder
+
+
+def _holds_nothing(folder: Path) -> bool:
+    """Only folders and the results lock in ``folder``: what a run leaves when refused before writing anything."""
+    return all(p.is_dir() or p.name == ".results.lock" for p in folder.rglob("*"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Headless runs (a GPU box without Jupyter, a sweep): the notebooks' training, none of their figures.
 
@@ -365,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     finished, t_all, cfg = [], time.perf_counter(), configs[0]
+    created = _first_missing(Path(cfg.results_dir))  # a refusal does not leave behind a folder this run made
     try:
         with console.stop_on_sigterm():
             for cfg in configs:
@@ -372,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     Pipeline(cfg).run()
                 except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line
+                    if created is not None and _holds_nothing(created):
+                        shutil.rmtree(created, ignore_errors=True)
                     print(f"error: {e}", file=sys.stderr)
                     return 2
                 print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}",

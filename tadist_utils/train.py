@@ -40,7 +40,7 @@ class Context:
     bar: Callable[..., tqdm] = partial(tqdm, leave=False, dynamic_ncols=True)
 
     @classmethod
-    def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None) -> "Context":
+    def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None, log: Callable[[str], None] = print) -> "Context":
         if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (engine.default_threads), not all cores
             torch.set_num_threads(cfg.threads or default_threads())
         if cfg.deterministic:  # recorded in the manifest (results.environment)
@@ -49,7 +49,7 @@ class Context:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
-                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar or cls.bar)
+                   cfg.compile, cfg.progress, log=log, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar or cls.bar)
 
     def model(self, m: nn.Module) -> nn.Module:
         return prepare(m, self.device, self.channels_last)

@@ -236,9 +236,75 @@ def test_notebook_seeds_parameter_is_checked():
     from tadist_utils.runners import nbsetup
     cfg = make_config("smoke", dataset="digits")
     assert [c.seed for c in nbsetup.per_seed(cfg, [])] == [cfg.seed]
-    assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, 2])] == [2, 0]
-    with pytest.raises(ConfigError, match="seeds must be a list of integers"):
-        nbsetup.per_seed(cfg, ["a"])
+    assert [c.seed for c in nbsetup.per_seed(cfg, [2, 0, "1"])] == [2, 0, 1]
+    for seeds in (["a"], [1.5], [True], "0 1"):
+        with pytest.raises(ConfigError, match="seeds must be a list of integers"):
+            nbsetup.per_seed(cfg, seeds)
+
+
+# ------------------------------------------------ issue 30: seeds, one check (config.check_seed) at every way in
+SEED_RANGE = "must be an integer from 0 to 2,147,483,647, got "
+
+
+def test_the_largest_seed_survives_every_derivation_the_package_makes():
+    """The bound is the package's, not torch's alone: the largest seed's derived seeds (train.init_seed, a dense
+    student's masks at the last epoch, the batches' order) are still seeds torch takes."""
+    from tadist_utils.config import MAX_EPOCHS, SEED_LIMIT
+    from tadist_utils.train import init_seed
+    top = SEED_LIMIT - 1
+    for derived in (init_seed(top, "teacher"), init_seed(top * 1009 + MAX_EPOCHS, "T>L1[0:512]"), top * 100_003 + MAX_EPOCHS):
+        torch.Generator().manual_seed(derived)
+        torch.manual_seed(derived)
+    with pytest.raises((RuntimeError, ValueError, OverflowError)):  # the issue's seed, had it passed: what 01 hit
+        torch.manual_seed(init_seed(100000000000000 * 1009, "T"))
+
+
+@pytest.mark.parametrize("seed", [100000000000000, 2**31, -1, True, 1.0])
+def test_make_config_refuses_a_seed_out_of_range(seed):
+    with pytest.raises(ConfigError) as e:
+        make_config("smoke", dataset="digits", seed=seed)
+    assert "\n" not in str(e.value) and ("seed must be" in str(e.value))
+
+
+@pytest.mark.parametrize("runner", ["reproduce", "experiments", "sweep"])
+@pytest.mark.parametrize("seeds, message", [
+    (["100000000000000"], f"seed {SEED_RANGE}100000000000000"),
+    (["-1"], f"seed {SEED_RANGE}-1"),
+    (["0", "0"], "--seeds names 0 more than once; give each seed once"),
+], ids=["huge", "negative", "twice"])
+def test_every_runner_checks_seeds_as_the_config_does(runner, seeds, message, tmp_path, capsys):
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--seeds", *seeds]
+    try:
+        rc = _main(runner)(argv + (["--only", "00"] if runner == "reproduce" else []))
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == "" and err == f"error: {message}\n", out + err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seeds, message", [
+    ([0, 0], "seeds names 0 more than once; give each seed once"),  # papermill -y "seeds: [0, 0]" trained one seed
+    ([5, 100000000000000], f"seed {SEED_RANGE}100000000000000"),
+    ([-2], f"seed {SEED_RANGE}-2"),
+])
+def test_notebook_seeds_are_checked_as_the_runners_are(seeds, message):
+    cfg = make_config("smoke", dataset="digits")
+    with pytest.raises(ConfigError) as e:
+        nbsetup.per_seed(cfg, seeds)
+    assert str(e.value) == message
+
+
+def test_papermill_repeated_seeds_stop_at_the_config_cell(papermill_run):
+    assert papermill_run(seeds=[0, 0]) == "seeds names 0 more than once; give each seed once"
+
+
+def test_the_sweep_api_checks_seeds_as_the_runners_do(tmp_path):
+    from tadist_utils.runners import sweep
+    with pytest.raises(ConfigError, match="^seeds names 1 more than once; give each seed once$"):
+        sweep.plan("smoke", [1, 1], {"dataset": "digits"}, {}, tmp_path)
+    with pytest.raises(ConfigError, match=f"^seed {SEED_RANGE}4294967296$"):
+        sweep.plan("smoke", [2**32], {"dataset": "digits"}, {}, tmp_path)
 
 
 # ------------------------------------------------------------------- issue 10: data, values, files, training
@@ -294,7 +360,7 @@ def _images(folder: Path, n: int = 6, colour: int = 40) -> None:
 
 def _folders(tmp: Path) -> None:
     """ImageFolder trees, each wrong in one way, under ``tmp``."""
-    for name in ("one-class", "empty-class", "truncated", "not-an-image", "test-class-missing", "ok"):
+    for name in ("one-class", "empty-class", "truncated", "not-an-image", "test-class-missing", "ok", "dangling"):
         for split in ("train", "test"):
             _images(tmp / name / split / "cat", colour=20)
             if name != "one-class":
@@ -304,6 +370,7 @@ def _folders(tmp: Path) -> None:
     jpg = tmp / "truncated" / "train" / "dog" / "3.jpg"
     jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
     (tmp / "not-an-image" / "test" / "cat" / "notes.jpg").write_text("not a picture")
+    (tmp / "dangling" / "train" / "dog" / "6.jpg").symlink_to(tmp / "moved-away.jpg")  # its target is gone
     (tmp / "no-class-folders" / "train").mkdir(parents=True)
     (tmp / "no-class-folders" / "test").mkdir()
     _images(tmp / "no-class-folders" / "train", n=2)  # images straight in train/, no class folders
@@ -326,6 +393,7 @@ RUNNER_CASES_10 = [  # in-process (fast): reproduce.main's exit status, stderr a
     folder("empty-class", "{tmp}/empty-class/train/dog holds no images"),
     folder("truncated", "cannot decode image {tmp}/truncated/train/dog/3.jpg (OSError"),
     folder("not-an-image", "cannot decode image {tmp}/not-an-image/test/cat/notes.jpg (UnidentifiedImageError"),
+    folder("dangling", "cannot read image {tmp}/dangling/train/dog/6.jpg (FileNotFoundError: No such file or directory)"),
     folder("test-class-missing", "{tmp}/test-class-missing/test does not have the classes of train/: missing dog"),
     folder("no-class-folders", "{tmp}/no-class-folders/train has no class folders"),
     folder("ok", "train_size=3 is too small: at least 2 training images per class are needed (4 for 2 classes)",
@@ -342,6 +410,32 @@ def test_runner_bad_data_and_values_are_one_line(args, message, tmp_path, capsys
     assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
     assert message.replace("{tmp}", str(tmp_path)) in err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unreadable_image_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """An image without read permission: a PermissionError traceback from the listing's hash before (exit 1).
+    root reads a chmod 000 file all the same, so as root the permission error is simulated on that file's open()."""
+    from tadist_utils.data import imagefolder, load_data
+    _folders(tmp_path)
+    image = tmp_path / "ok" / "test" / "cat" / "2.jpg"
+    if os.geteuid() == 0:
+        def refuse(path, *a, **k):
+            if Path(path) == image:
+                raise PermissionError(13, "Permission denied", str(path))
+            return open(path, *a, **k)
+        monkeypatch.setattr(imagefolder, "open", refuse, raising=False)  # the module's name before the builtin
+    else:
+        image.chmod(0)
+    message = f"cannot read image {image} (PermissionError: Permission denied); fix or remove it"
+    with pytest.raises(ConfigError) as e:
+        load_data(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "ok"), val_size=2))
+    assert str(e.value) == message
+    argv = ["--profile", "smoke", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "ok"),
+            "--results-dir", str(tmp_path / "r"), "--only", "00"]
+    assert reproduce.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: {message}\n" and not (tmp_path / "r").exists()
+    image.chmod(0o644)
 
 
 def test_an_edited_folder_is_decoded_again_not_taken_from_the_cache(tmp_path):
@@ -439,6 +533,19 @@ def test_experiments_cli_bad_seeds_is_one_line(capsys):
                                              "(see python -m tadist_utils.experiments --help)\n")
 
 
+def test_the_headless_runner_leaves_no_folder_when_it_refuses_the_data(tmp_path, capsys):
+    """The bad image is found when the pipeline loads the data, after it made the results folder: that folder (and
+    the parents it made) are removed again; a folder that was there before stays."""
+    _folders(tmp_path)
+    args = ["--profile", "smoke", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "truncated")]
+    rc, out, err = _experiments_cli(args + ["--results-dir", str(tmp_path / "new" / "r")], capsys)
+    assert rc == 2 and err.startswith("error: cannot decode image ") and err.count("\n") == 1, err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    rc, out, err = _experiments_cli(args + ["--results-dir", str(tmp_path / "kept")], capsys)
+    assert rc == 2 and (tmp_path / "kept").is_dir()
+
+
 SMOKE = ["--profile", "smoke", "--set", "dataset=digits", "device=cpu", "precision=fp32", "progress=false", "threads=1",
          "experiments=direct", "levels=1"]
 
@@ -526,6 +633,58 @@ def test_every_results_file_is_checked_before_anything_trains(name, text, messag
     with pytest.raises(ConfigError, match=re.escape(message)) as e:
         Pipeline(make_config("smoke", dataset="digits", results_dir=str(tmp_path)))
     assert "\n" not in str(e.value) and (tmp_path / name).read_text() == text
+
+
+HISTORY_CSV = "dataset,key,model,seed,epoch,metric,value,settings\ndigits,T,teacher,0,1,train_loss,2.3,0123abcd4567\n"
+
+
+@pytest.mark.parametrize("name, row, problem", [
+    ("results.csv", "digits,teacher\n", "2 field(s) where the header has 7"),
+    ("results.csv", "digits,teacher,teacher,0,val_accuracy,abc,0123abcd4567\n", "value 'abc' is not a number"),
+    ("results.csv", "digits,teacher,teacher,zero,val_accuracy,1,0123abcd4567\n", "seed 'zero' is not an integer"),
+    ("results.csv", "digits,teacher,teacher,0.0,val_accuracy,1,0123abcd4567\n", "seed '0.0' is not an integer"),
+    ("results.csv", "digits,drect,S1,0,val_accuracy,1,0123abcd4567\n", "unknown experiment 'drect' (known: dense, "),
+    ("results.csv", "digits,direct,S1,0,,1,0123abcd4567\n", "no metric"),
+    ("history.csv", "digits,T,teacher,0,1\n", "5 field(s) where the header has 8"),
+    ("history.csv", "digits,T,teacher,0,two,train_loss,2.1,0123abcd4567\n", "epoch 'two' is not an integer"),
+    ("superseded/history.csv", "digits,T,teacher,0,2,train_loss,n/a,0123abcd4567\n", "value 'n/a' is not a number"),
+], ids=["short-row", "value-abc", "seed-word", "seed-float", "experiment", "empty-key", "history-short", "epoch",
+        "superseded"])  # a long row: pandas' ParserError (test_every_results_file_is_checked_before_anything_trains)
+def test_a_results_file_that_parses_but_is_wrong_is_refused_row_by_row(name, row, problem, tmp_path):
+    """A row pandas reads but this package never writes: one line naming the file and line, nothing changed or
+    moved. (The short row was moved to superseded/ as made under other settings, every seed rewritten as 0.0; the
+    value abc overwritten.)"""
+    from tadist_utils.experiments import Pipeline
+    path = tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text((HISTORY_CSV if "history" in name else RESULTS_CSV) + "\n" + row)  # a blank line: skipped
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError) as e:
+        Pipeline(make_config("smoke", dataset="digits", results_dir=str(tmp_path)))
+    assert str(e.value).startswith(f"{path}, line 4: {problem}") and "\n" not in str(e.value)
+    assert str(e.value).endswith("; repair or remove that row (nothing was changed)")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert path.read_text().endswith(row)
+
+
+def test_the_runners_refuse_a_wrong_row_before_anything_trains(tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    csv.write_text(RESULTS_CSV + "digits,teacher\n")
+    rc, out, err = _experiments_cli(SMOKE + [f"results_dir={tmp_path}"], capsys)
+    assert rc == 2 and err == f"error: {csv}, line 3: 2 field(s) where the header has 7; repair or remove that row " \
+                              "(nothing was changed)\n", err
+    assert not list(tmp_path.rglob("*.pt")) and not (tmp_path / "superseded").exists()
+    assert reproduce.main(["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path), "--only", "00"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {csv}, line 3: ") and not (tmp_path / "executed").exists()
+
+
+def test_every_committed_results_folder_passes_the_check():
+    from tadist_utils.storage.results import check_files
+    folders = {p.parent for p in (ROOT / "results").rglob("*.csv") if p.name in ("results.csv", "history.csv")}
+    assert len(folders) >= 4
+    for folder in sorted(folders):
+        check_files(folder)
 
 
 def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_is_clamped(tmp_path):

@@ -60,6 +60,49 @@ def test_bars_report_to_the_progress_file_and_the_printer_prints_them(tmp_path, 
     assert "S1 (2 student(s)) epoch 1/1  100%" in text, text
 
 
+def test_a_corrupted_checkpoint_retrained_in_the_kernel_is_said_on_the_runners_terminal(tmp_path, capsys):
+    """storage.checkpoint logs it through Context.log (console.log in a Pipeline) inside the kernel: the notebook showed
+    it, the terminal did not. The log line now goes through the progress file too; NOTICEs the runner says itself
+    (the data's fallback, rows moved aside) are not repeated per notebook."""
+    import io
+
+    from tadist_utils.storage import checkpoint
+    out = io.StringIO()
+    bad = tmp_path / "ck" / "teacher-0123abcd.pt"
+    bad.parent.mkdir()
+    bad.write_bytes(b"half a checkpoint")
+    with console.ProgressPrinter(tmp_path / "p.jsonl", "01_teacher", every=0.0, stream=out, poll=0.05):
+        assert checkpoint.find_resumable(bad, {}, log=console.log) is None
+        console.log("[tadist] NOTICE: CIFAR-10 not found; using digits")
+    text = out.getvalue()
+    assert text == f"  01_teacher  [tadist] checkpoint {bad} is corrupted or not a tadist checkpoint (no content hash); " \
+                   "retraining it from the start (it will be overwritten)\n", text
+    assert "is corrupted" in capsys.readouterr().out  # and in the notebook's output, as before
+
+
+def test_progress_files_of_dead_runners_are_removed(tmp_path):
+    """A SIGKILLed runner leaves .progress-<pid>.jsonl in the results folder; the next run's printer removes it, and
+    leaves a live runner's (another run writing the same folder) and anything else alone."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, live = tmp_path / f".progress-{int(dead.stdout)}.jsonl", tmp_path / f".progress-{os.getppid()}.jsonl"
+    other = tmp_path / ".progress-notes.jsonl"
+    for p in (stale, live, other):
+        p.write_text("{}\n")
+    with console.ProgressPrinter(tmp_path / f".progress-{os.getpid()}.jsonl", "00_overview", every=0.0):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+
+
+def test_a_quiet_run_removes_them_too(tmp_path, monkeypatch, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "r" / f".progress-{int(dead.stdout)}.jsonl"
+    stale.parent.mkdir()
+    stale.write_text("{}\n")
+    monkeypatch.setattr(reproduce, "run_one", lambda *a: None)
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00", "--quiet"]
+    assert reproduce.main(argv) == 0 and not stale.exists()
+
+
 def test_without_the_variable_bars_are_plain_tqdm(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
     from tqdm.auto import tqdm
@@ -291,3 +334,89 @@ def test_each_profile_has_its_own_default_results_folder(tmp_path, monkeypatch):
     nb = nbformat.read(tmp_path / default_results_dir("smoke") / "notebooks" / "00_overview.ipynb", as_version=4)
     injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert f'results_dir = "{default_results_dir("smoke")}"' in injected  # relative to the checkout: no machine path
+
+
+# ---------------------------------------------------------------------------- the sweep
+def test_the_sweep_prints_a_line_every_heartbeat_while_a_stage_trains(tmp_path, monkeypatch, capsys):
+    """The sweep printed nothing for 2.5 min while its first stage trained its teacher: now every sweep.HEARTBEAT s
+    without a finished cell is a line with the time elapsed and what finished. Ray is faked: two waits time out."""
+    import types
+
+    from tadist_utils.runners import sweep
+    waits = []
+
+    class Ref:
+        def __init__(self, value):
+            self.value = value
+
+    class Remote:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def options(self, **_):
+            return self
+
+        def remote(self, *args):
+            return Ref(dict(status="ran", error=None, seconds=1.0) if self.fn is sweep.cell_task else dict(error=None))
+
+    def wait(refs, num_returns=1, timeout=None):
+        waits.append(timeout)
+        if timeout == 0:  # the first stages, asked without waiting: still training
+            return [], refs
+        if timeout and len([t for t in waits if t]) <= 2:  # the cells' wait: nothing finished in HEARTBEAT s, twice
+            return [], refs
+        return refs[:num_returns], refs[num_returns:]
+    fake = types.SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {}, remote=Remote, wait=wait,
+                                 get=lambda ref: ref.value, shutdown=lambda: None)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    summary = sweep.run("smoke", [0], {"dataset": "digits", "results_dir": str(tmp_path)},
+                        {"experiments": ["direct", "hierarchical"]}, progress=True)
+    assert [c["status"] for c in summary["cells"]] == ["ran", "ran"]
+    assert sweep.HEARTBEAT == 30.0 and sweep.HEARTBEAT in waits
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("sweep: ")]
+    assert lines == ["sweep: 0:00 elapsed, 0/2 cell(s) finished, 0/1 first stage(s) (shared teachers) done; "
+                     "still running"] * 2, lines
+
+
+# ---------------------------------------------------------------------------- no kernel outlives the runner
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, console.Stopped])
+def test_a_kernel_still_starting_when_the_runner_stops_is_ended_with_it(stop, tmp_path, monkeypatch):
+    """papermill shuts a kernel down only once it has started: Ctrl-C or SIGTERM while it starts left the kernel to die
+    on its own, up to a second after the runner. A stand-in process plays the kernel papermill was starting."""
+    import subprocess
+
+    import papermill
+    kernel = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                               "signal.SIG_IGN); time.sleep(120)"], start_new_session=True)
+
+    def execute_notebook(*a, **k):
+        reproduce.KERNELS.append(kernel)  # as reproduce's kernel manager does at launch
+        raise stop("stopped")
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    with pytest.raises(stop):
+        reproduce.run_one(tmp_path / "01_teacher.ipynb", tmp_path / "out.ipynb", {}, None)
+    assert kernel.poll() is not None and reproduce.KERNELS == []  # SIGTERM ignored: killed after the grace period
+
+
+def test_ctrl_c_while_a_real_kernel_starts_leaves_no_kernel(tmp_path):
+    """The same with a real kernel: Ctrl-C as soon as jupyter_client has launched it, before it answers."""
+    import signal
+    import time
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(120)")]
+    nbformat.write(nb, tmp_path / "sleep.ipynb")
+    launched = []
+
+    def interrupt():
+        while not reproduce.KERNELS:
+            time.sleep(0.01)
+        launched.extend(reproduce.KERNELS)
+        os.kill(os.getpid(), signal.SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may inherit it ignored
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            reproduce.run_one(tmp_path / "sleep.ipynb", tmp_path / "out.ipynb", {}, None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert launched and all(p.poll() is not None for p in launched) and reproduce.KERNELS == []

@@ -98,9 +98,13 @@ class Listing:
         h, files = hashlib.sha256(), {}
         for part in PARTS:
             for path, label in items[part]:
-                with open(path, "rb") as f:
-                    h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode()
-                             + hashlib.file_digest(f, "sha256").digest())
+                try:
+                    with open(path, "rb") as f:
+                        digest = hashlib.file_digest(f, "sha256").digest()
+                except OSError as e:  # a dangling symlink, no read permission: name the file
+                    raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e.strerror or e}); fix or "
+                                      "remove it") from None
+                h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode() + digest)
             files[part] = ([Path(p) for p, _ in items[part]],
                            torch.tensor([label for _, label in items[part]], dtype=torch.int64))
         return cls(root, classes, files, h.hexdigest())

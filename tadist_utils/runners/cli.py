@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import default_results_dir
+from ..config import check_seeds, default_results_dir
 from ..errors import ConfigError
 
 
@@ -46,10 +46,8 @@ def parse_sets(pairs: list[str]) -> dict:
 
 def overrides(args: argparse.Namespace) -> dict:
     """The settings the shared flags give, as strings for ``make_config``: every ``--set``, then ``--dataset``,
-    ``--data-dir`` and ``--results-dir`` where given (they win). ``--seeds`` naming a seed twice is refused: it
-    would run that seed twice over the same checkpoints and rows."""
-    twice = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
-    if twice:
-        raise ConfigError(f"--seeds names {' '.join(map(str, twice))} more than once; give each seed once")
+    ``--data-dir`` and ``--results-dir`` where given (they win). ``--seeds`` are checked as every entry point's are
+    (``config.check_seeds``: in range, none twice)."""
+    check_seeds(args.seeds, "--seeds")
     given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
     return {**parse_sets([p for group in args.sets for p in group]), **{k: v for k, v in given.items() if v is not None}}

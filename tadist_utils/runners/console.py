@@ -39,13 +39,8 @@ class _Reporting:
 
     def _write(self, done: bool) -> None:
         self._last = time.perf_counter()
-        line = json.dumps(dict(desc=self.desc, postfix=self.postfix, n=self.count, total=self.total,
-                               elapsed=round(self._last - self._t0, 3), done=done, pid=os.getpid()))
-        try:
-            with open(self._path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
-        except OSError:  # progress is a courtesy: never let it stop training
-            pass
+        _append(self._path, dict(desc=self.desc, postfix=self.postfix, n=self.count, total=self.total,
+                                 elapsed=round(self._last - self._t0, 3), done=done, pid=os.getpid()))
 
     def update(self, n: int = 1):
         self.count += n
@@ -73,6 +68,22 @@ class _Reporting:
 
     def __getattr__(self, name):
         return getattr(self._bar, name)
+
+
+def _append(path: str, record: dict) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError:  # progress is a courtesy: never let it stop training
+        pass
+
+
+def log(text: str) -> None:
+    """A pipeline's log line (``Context.log``): printed (in a notebook, its output) and, when ``$TADIST_PROGRESS``
+    names a file, sent to the runner's terminal too: a corrupted checkpoint retrained, a resumed model."""
+    print(text, flush=True)
+    if path := os.environ.get(ENV):
+        _append(path, dict(message=str(text), pid=os.getpid()))
 
 
 def bar(total: int, desc: str, disable: bool = False):
@@ -165,6 +176,13 @@ class ProgressPrinter:
                 record = json.loads(raw)
             except ValueError:
                 continue
+            if not isinstance(record, dict):
+                continue
+            if "message" in record:  # a log line (``log``); the NOTICEs of data and moved rows the runner says itself
+                if not str(record["message"]).startswith("[tadist] NOTICE:"):
+                    print(f"  {self.label}  {record['message']}", file=self.stream, flush=True)
+                    self.lines += 1
+                continue
             if record.get("done"):
                 self._pending = None
                 self._emit(record)
@@ -180,6 +198,7 @@ class ProgressPrinter:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.path.parent)
         self.path.write_text("")
         self._previous_env = os.environ.get(ENV)
         os.environ[ENV] = str(self.path)  # the kernel papermill starts inherits it
@@ -197,6 +216,19 @@ class ProgressPrinter:
         with contextlib.suppress(OSError):
             self.path.unlink()
         return False
+
+
+def remove_stale(folder: Path) -> list[Path]:
+    """Delete the ``.progress-<pid>.jsonl`` files of runners that no longer run (a SIGKILL leaves its file behind)."""
+    from ..storage.checkpoint import alive
+    removed = []
+    for p in Path(folder).glob(".progress-*.jsonl"):
+        pid = p.name[len(".progress-"):-len(".jsonl")]
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 # ----------------------------------------------------------------------------- the whole job

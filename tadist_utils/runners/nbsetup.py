@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import FIELDS, Config, default_results_dir, make_config, with_role
+from ..config import FIELDS, Config, check_seeds, default_results_dir, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check
 from ..storage.results import ResultsStore
@@ -142,13 +142,9 @@ def parse_overrides(overrides) -> dict:
 
 def per_seed(cfg: Config, seeds) -> list[Config]:
     """The config once per seed to train in this notebook: ``seeds`` if given, else ``cfg.seed`` alone."""
-    if seeds in (None, []):
+    if seeds is None or (isinstance(seeds, (list, tuple)) and not seeds):
         return [cfg]
-    try:
-        values = [int(s) for s in seeds]
-    except (TypeError, ValueError):
-        raise ConfigError(f"seeds must be a list of integers, got {seeds!r}") from None
-    return [cfg.replace(seed=s) for s in dict.fromkeys(values)]
+    return [cfg.replace(seed=s) for s in check_seeds(seeds)]  # in range, none twice, as --seeds
 
 
 def summary(cfg: Config) -> pd.Series:

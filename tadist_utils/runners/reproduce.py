@@ -102,6 +102,32 @@ def _failed_cell(path: Path) -> tuple[str | None, str]:
     return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
 
 
+KERNELS: list = []  # the kernel processes run_one started (subprocess.Popen), until they have exited
+
+
+def stop_kernels(grace: float = 2.0) -> None:
+    """End every kernel still running, SIGTERM then SIGKILL after ``grace`` s, and wait for it: a runner stopped while
+    papermill was starting a kernel (its shutdown covers only a started one) left it to die on its own, up to a second
+    after the runner (ipykernel polls its parent's pid)."""
+    import signal
+    import subprocess
+    for process in list(KERNELS):
+        for sig in ((signal.SIGTERM, signal.SIGKILL) if os.name == "posix" else (None,)):
+            if process.poll() is not None:
+                break
+            with contextlib.suppress(OSError):
+                if sig is None:
+                    process.kill()
+                elif os.getpgid(process.pid) == process.pid:  # it leads its own session (jupyter_client): its group
+                    os.killpg(process.pid, sig)
+                else:
+                    process.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace)
+        if process.poll() is not None:
+            KERNELS.remove(process)
+
+
 def kernel_options(log: Path) -> dict:
     """papermill options: jupyter_client's kernel manager without the SIGINT it sends an idle kernel at shutdown,
     and with the kernel's own stderr in ``log``.
@@ -122,6 +148,8 @@ def kernel_options(log: Path) -> dict:
         async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:  # jupyter_client's hook for launching
             with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": f})
+            if (process := getattr(self.provisioner, "process", None)) is not None:
+                KERNELS.append(process)  # for stop_kernels
 
     def busy(**_):
         running["cell"] = True
@@ -143,6 +171,9 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | No
                             extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
                             **kernel_options(log))
         return None
+    except (KeyboardInterrupt, console.Stopped):  # Ctrl-C or SIGTERM: no kernel outlives the runner
+        stop_kernels()
+        raise
     except PapermillExecutionError as e:
         return f"cell {_cell_label(e.exec_count, e.cell_index)} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
@@ -151,6 +182,7 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | No
         logged = f" (the kernel's log: {log})" if log.is_file() and log.stat().st_size else ""
         return f"{where}: {type(e).__name__}: {_first_line(e)}{logged}"
     finally:
+        KERNELS[:] = [p for p in KERNELS if p.poll() is None]
         if log.is_file() and not log.stat().st_size:
             log.unlink()
 
@@ -239,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     results_dir = Path(configs[0].results_dir)
+    console.remove_stale(results_dir)  # progress files of runners killed earlier (--quiet or not)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # kernels import this checkout
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..storage.atomic import write_atomic
-from ..config import PROFILES, Config, make_config, with_role
+from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check, spec_hash
 from ..methods import EXPERIMENTS, build
@@ -37,6 +37,7 @@ from ..storage.results import ResultsStore, read_table, superseded_notice, write
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray>=2.9\")"
 SAME_FOLDER = ("experiments",)  # grid keys whose cells merge into one folder: the experiment is a results column
+HEARTBEAT = 30.0  # seconds: the longest the sweep stays silent while its tasks run
 KILL_ENV = "TADIST_SWEEP_KILL"  # "<cell>@teacher|students": that cell's first attempt dies there (tests)
 
 
@@ -63,6 +64,7 @@ def parse_grid(pairs: list[str]) -> dict[str, list[str]]:
 
 def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpus: float = 1) -> tuple[list[dict], list[dict]]:
     """Every cell and first stage, each config validated now (a bad one: ConfigError, before Ray starts)."""
+    seeds = check_seeds(seeds)  # in range, none twice, as every runner's --seeds
     clash = sorted(set(sets) & set(grid))
     if clash:
         raise ConfigError(f"{', '.join(clash)} given both in --set and --grid")
@@ -71,7 +73,7 @@ def plan(profile: str, seeds: list[int], sets: dict, grid: dict, root: Path, cpu
     if "threads" not in sets and PROFILES.get(profile, {}).get("threads") is None:  # (an unknown profile: below)
         base["threads"] = str(max(1, int(cpus)))  # not every idle core for each of several cells on one machine
     cells, stages = [], {}
-    for seed, combo in itertools.product(dict.fromkeys(seeds), itertools.product(*grid.values())):
+    for seed, combo in itertools.product(seeds, itertools.product(*grid.values())):
         values = dict(zip(grid, combo))
         cid = _safe("-".join([f"seed{seed}"] + [f"{k}={v}" for k, v in values.items()]))
         folder = _safe("-".join(f"{k}={v}" for k, v in values.items() if k not in SAME_FOLDER))
@@ -305,7 +307,13 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
         from tqdm.auto import tqdm
         with tqdm(total=len(cells), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True) as bar:
             while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=HEARTBEAT)
+                if not done:  # a first stage trains a teacher for minutes: never silent for longer than HEARTBEAT
+                    if progress:
+                        staged, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=0) if refs else ([], [])
+                        tqdm.write(heartbeat(time.perf_counter() - t0, len(cells) - len(pending), len(cells),
+                                             len(staged), len(refs)))
+                    continue
                 c = pending.pop(done[0])
                 try:
                     c.update(ray.get(done[0]))
@@ -336,6 +344,13 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
     text = json.dumps(summary, indent=2, default=str)
     write_atomic(lambda tmp: tmp.write_text(text), root / "sweep.json")
     return summary
+
+
+def heartbeat(seconds: float, cells_done: int, cells: int, stages_done: int, stages: int) -> str:
+    """The line the sweep prints every ``HEARTBEAT`` s while nothing finishes: elapsed, cells and first stages done."""
+    m, s = divmod(int(seconds), 60)
+    first = f", {stages_done}/{stages} first stage(s) (shared teachers) done" if stages else ""
+    return f"sweep: {m}:{s:02d} elapsed, {cells_done}/{cells} cell(s) finished{first}; still running"
 
 
 def _check_address(address: str, timeout: float = 10.0) -> None:

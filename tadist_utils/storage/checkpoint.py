@@ -33,7 +33,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupted, or not ours)."""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` may still run (a file named after a dead one is stale: here, and runners' progress files)."""
     if os.name == "nt":
         return True  # os.kill(pid, 0) would terminate the process on Windows; keep the file instead
     try:
@@ -54,7 +55,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     removed = []
     for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
         pid = tmp.name.rpartition(".tmp-")[2]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
             continue
         try:
             tmp.unlink()

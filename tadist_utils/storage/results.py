@@ -81,6 +81,7 @@ def check_files(results_dir: str | Path) -> None:
             if missing:
                 raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)}; repair it or move it out of the "
                                   "results folder")
+            _check_rows(path, keys)
     manifest = Path(results_dir) / "manifest.json"
     if manifest.is_file():
         try:
@@ -88,6 +89,49 @@ def check_files(results_dir: str | Path) -> None:
         except (OSError, ValueError) as e:
             raise ConfigError(f"{manifest} cannot be read ({type(e).__name__}: {e}); repair it or move it out of "
                               "the results folder") from None
+
+
+INTEGER_COLUMNS, NUMBER_COLUMNS = ("seed", "epoch"), ("value",)
+
+
+def _check_rows(path: Path, keys: list[str]) -> None:
+    """Every row of a results or history CSV as this package writes it, or one ConfigError naming the file and line:
+    as many fields as the header, a value in every key column, an integer seed (and epoch), a number (or nothing)
+    as value, a known experiment. pandas reads a short row with empty cells, and the next write then moved it to
+    superseded/ as made under other settings and rewrote every seed as 0.0; a value ``abc`` was overwritten."""
+    import csv
+
+    from ..methods import METHODS  # the experiments a row can name: every method, and the teacher they share
+    experiments = {*METHODS, "teacher"}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        for row in rows:
+            if not row:
+                continue  # a blank line: pandas skips it too
+            cells = dict(zip(header, row))
+            if len(row) != len(header):
+                problem = f"{len(row)} field(s) where the header has {len(header)}"
+            elif empty := [k for k in keys if not cells[k].strip()]:
+                problem = f"no {', '.join(empty)}"
+            elif bad := [k for k in INTEGER_COLUMNS if k in cells and not cells[k].strip().lstrip("+-").isdigit()]:
+                problem = f"{bad[0]} {cells[bad[0]]!r} is not an integer"
+            elif bad := [k for k in NUMBER_COLUMNS if k in cells and cells[k].strip() and not _number(cells[k])]:
+                problem = f"{bad[0]} {cells[bad[0]]!r} is not a number"
+            elif "experiment" in cells and cells["experiment"] not in experiments:
+                problem = f"unknown experiment {cells['experiment']!r} (known: {', '.join(sorted(experiments))})"
+            else:
+                continue
+            raise ConfigError(f"{path}, line {rows.line_num}: {problem}; repair or remove that row (nothing was "
+                              "changed)")
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
