@@ -193,7 +193,7 @@ def test_papermill_bad_value_is_one_line(papermill_run):
     (dict(teacher_epochs="three"), "teacher_epochs: bad value 'three'"),
     (dict(augment="maybe"), "augment must be true or false"),
     (dict(precision="fp8"), "precision must be auto, fp32, bf16 or fp16"),
-    (dict(teacher_optimizer="rmsprop"), "teacher_optimizer must be 'adam' or 'sgd'"),
+    (dict(teacher_optimizer="rmsprop"), "teacher_optimizer must be 'adam' or 'adamw' or 'sgd'"),
     (dict(device="cuda:x"), "device 'cuda:x'"),
     (dict(student_lr=0), "student_lr must be positive"),
     (dict(dense_drop=1.0), "dense_drop must be in [0, 1), got 1.0"),

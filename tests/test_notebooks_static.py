@@ -120,7 +120,7 @@ def _namespace(tmp_path, history=("",), **params):
 def test_start_builds_the_config_from_the_parameters(tmp_path):
     from tadist_utils.runners import nbsetup
     from tadist_utils.config import make_config
-    cfg, cfgs = nbsetup.start(_namespace(tmp_path, seeds=[3, 1, 3], teacher_epochs=2,
+    cfg, cfgs = nbsetup.start(_namespace(tmp_path, seeds=[3, 1], teacher_epochs=2,
                                          overrides='{"student_lr": 0.002}'), show=False)
     assert [c.seed for c in cfgs] == [3, 1] and cfg is cfgs[0]
     assert (cfg.teacher_epochs, cfg.student_lr, cfg.results_dir) == (2, 0.002, str(tmp_path / "r"))
