@@ -153,3 +153,53 @@ def test_start_names_a_missing_parameter(tmp_path):
     del ns["seeds"]
     with pytest.raises(ConfigError, match="the parameters cell does not set seeds"):
         nbsetup.start(ns, show=False)
+
+
+# ------------------------------------------------------------------ Run All in Jupyter: smoke, into results/run/
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_run_all_runs_the_parameters_cells_defaults(path):
+    """No committed notebook keeps papermill's injected cell (it set profile reference and results_dir
+    results/reference_cifar10: Run All started a 2-hour run over the committed CSVs); the defaults are smoke, into
+    results/run/smoke."""
+    cells = nbformat.read(path, as_version=4).cells
+    assert not [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])
+                or (c.cell_type == "code" and c.source.lstrip().startswith("# Parameters"))], \
+        "papermill's injected cell: reproduce.publish drops it"
+    source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
+    defaults = {}
+    exec(source, {}, defaults)
+    assert (defaults["profile"], defaults["results_dir"]) == ("smoke", None)
+
+
+def test_default_results_folders_are_ignored_by_git():
+    """Only an explicit results_dir (or --results-dir) writes into a committed folder: every profile's default is
+    under results/run/, which git ignores and where nothing is committed."""
+    import shutil
+    import subprocess
+    from tadist_utils.config import PROFILES, default_results_dir
+    from tadist_utils.runners import nbsetup
+    for profile in PROFILES:
+        assert Path(nbsetup.results_path(None, profile=profile)).relative_to(ROOT).as_posix() == default_results_dir(profile)
+        assert default_results_dir(profile).startswith("results/run/")
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert subprocess.run(["git", "check-ignore", "-q", "results/run/smoke/results.csv"], cwd=ROOT).returncode == 0
+    assert subprocess.run(["git", "ls-files", "results/run"], cwd=ROOT, capture_output=True, text=True).stdout == ""
+
+
+def test_publish_drops_the_injected_cell_and_keeps_the_outputs(tmp_path):
+    from tadist_utils.runners import reproduce
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = None', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('# Parameters\nprofile = "reference"\nresults_dir = "results/reference_cifar10"\n',
+                                  metadata={"tags": ["injected-parameters"], "papermill": {"duration": 1}}),
+        nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text=f"{reproduce.REPO}/results/x\n")])])
+    nb.metadata["papermill"] = {"input_path": "/somewhere"}
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    reproduce.publish(tmp_path / "executed.ipynb", tmp_path / "published.ipynb")
+    cells = nbformat.read(tmp_path / "published.ipynb", as_version=4).cells
+    assert [c.source for c in cells] == [nb.cells[0].source, "print(1)"]
+    assert cells[1].outputs[0].text == "results/x\n"

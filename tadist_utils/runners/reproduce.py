@@ -155,11 +155,17 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | No
             log.unlink()
 
 
+INJECTED = "injected-parameters"  # the tag of the cell papermill adds after the `parameters` cell
+
+
 def publish(executed: Path, dest: Path) -> None:
-    """An executed notebook as a committed source: its outputs kept, papermill's metadata (the run's machine paths
-    and timings) and progress widgets dropped, and the checkout's absolute path made relative in every output."""
+    """An executed notebook as a committed source: its outputs kept, papermill's injected parameters cell, its
+    metadata (the run's machine paths and timings) and progress widgets dropped, and the checkout's absolute path made
+    relative in every output. Without the injected cell, Run All in Jupyter runs the `parameters` cell's defaults
+    (smoke, into results/run/smoke), not the published run's profile into its committed folder."""
     import nbformat
     nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if INJECTED not in c.metadata.get("tags", [])]
     for key in ("papermill", "widgets"):
         nb.metadata.pop(key, None)
     root = f"{REPO}/"
