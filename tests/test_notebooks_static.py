@@ -203,3 +203,83 @@ def test_publish_drops_the_injected_cell_and_keeps_the_outputs(tmp_path):
     cells = nbformat.read(tmp_path / "published.ipynb", as_version=4).cells
     assert [c.source for c in cells] == [nb.cells[0].source, "print(1)"]
     assert cells[1].outputs[0].text == "results/x\n"
+
+
+# ------------------------------------------------------------------ the checkout comes from the notebook's folder
+def test_the_root_is_the_checkout_the_notebook_runs_in(tmp_path, monkeypatch):
+    """From the cwd, not from the import: with another clone installed editable, a notebook run in this one used
+    the other's folders. A notebook's cwd is its own folder; `make notebooks`' copies are in results/_nbval/notebooks."""
+    from tadist_utils.runners import nbsetup
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert nbsetup.repo_root() == ROOT
+    clone = tmp_path / "clone"
+    for sub in ("notebooks", "tadist_utils", "results/_nbval/notebooks"):
+        (clone / sub).mkdir(parents=True)
+    for cwd in (clone / "notebooks", clone / "results/_nbval/notebooks"):
+        monkeypatch.chdir(cwd)
+        assert nbsetup.repo_root() == clone
+        assert nbsetup.repo_path("data") == str(clone / "data")
+        (line,) = nbsetup.where_lines(clone, make_smoke(clone))  # this clone's folders, another's code: said loudly
+        assert line.startswith("!!! ") and str(nbsetup.PACKAGE) in line and str(clone) in line
+    monkeypatch.chdir(tmp_path)
+    assert nbsetup.repo_root() == tmp_path  # no checkout: an installed package, the cwd
+    assert nbsetup.where_lines(ROOT, make_smoke(ROOT)) == []
+
+
+def make_smoke(root):
+    from tadist_utils.config import make_config
+    return make_config("smoke", data_dir=str(root / "data"), results_dir=str(root / "results/run/smoke"))
+
+
+def test_an_installed_package_in_an_empty_folder_says_where_data_and_results_go(tmp_path, monkeypatch, capsys):
+    """Colab or any folder after `pip install`: ./data and ./results there, said first; the data it resolved to in
+    the settings table, not `auto`."""
+    from tadist_utils.runners import nbsetup
+    monkeypatch.chdir(tmp_path)
+    ns = _namespace(tmp_path, results_dir=None)
+    cfg, _ = nbsetup.start(ns, show=True)
+    assert (cfg.data_dir, cfg.results_dir) == (str(tmp_path / "data"), str(tmp_path / "results/run/smoke"))
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (f"[tadist] not in a tadist checkout (an installed package): data in ./data, "
+                                   f"results in ./results/run/smoke, under {tmp_path}")
+    assert "digits: scikit-learn digits (8x8, upsampled to 32x32): 256 train / 64 validation / 128 test" in out
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()  # nothing written yet
+
+
+def test_auto_resolves_to_the_data_it_uses(tmp_path, monkeypatch):
+    """The settings table says which data `auto` resolved to: the CIFAR-10 copy found, or the digits fallback."""
+    from tadist_utils.runners import nbsetup
+    from tadist_utils.config import make_config
+    from PIL import Image
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            (tmp_path / f"data/cifar10-jpeg/{split}/{label}").mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(tmp_path / f"data/cifar10-jpeg/{split}/{label}/0.jpg")
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config("smoke", dataset="auto", data_dir=str(tmp_path / "data"))
+    line, notice = nbsetup.data_lines(cfg, tmp_path)
+    assert line.startswith("data: CIFAR-10 JPEG copy at data/cifar10-jpeg: ") and notice == ""
+    assert nbsetup.summary(cfg, line)["dataset"].startswith("auto: CIFAR-10 JPEG copy at data/cifar10-jpeg")
+    from tadist_utils.runners import console
+    monkeypatch.setattr(console, "data_notice", lambda cfg: f"CIFAR-10 was neither in {tmp_path}/empty nor downloadable")
+    line, notice = nbsetup.data_lines(cfg, tmp_path)
+    assert "(auto fallback: NOT CIFAR-10)" in line and notice == "CIFAR-10 was neither in empty nor downloadable"
+
+
+def test_headless_the_first_lines_reach_the_terminal(monkeypatch):
+    """papermill shows nothing of a kernel without --log-output; what the kernel writes to its copy of the terminal's
+    stderr descriptor (ipykernel's OutStream keeps it) reaches the terminal, and the notebook only once."""
+    import os
+    from tadist_utils.runners import nbsetup
+    read, write = os.pipe()
+
+    class KernelStderr:
+        _original_stdstream_copy = write
+    monkeypatch.setattr("sys.stderr", KernelStderr())
+    monkeypatch.delenv(nbsetup.RUNNER_ENV, raising=False)
+    nbsetup.to_terminal(["data: scikit-learn digits"])
+    monkeypatch.setenv(nbsetup.RUNNER_ENV, "1")  # python -m tadist_utils says it itself
+    nbsetup.to_terminal(["not shown"])
+    os.close(write)
+    assert os.read(read, 1000) == b"data: scikit-learn digits\n"
+    os.close(read)

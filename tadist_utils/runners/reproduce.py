@@ -51,12 +51,12 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [p for p in found if any(p.name.startswith(o) for o in only)]
 
 
-def in_checkout(path) -> str:
-    """``path`` relative to the checkout when it lies inside it (the notebooks resolve relative paths against the
-    checkout: ``nbsetup.repo_path``), else absolute: an executed notebook names no machine's folders."""
+def in_checkout(path, root: Path | None = None) -> str:
+    """``path`` relative to the checkout (``root``, default this one) when it lies inside it (the notebooks resolve
+    relative paths against their checkout: ``nbsetup.repo_path``), else absolute: an output names no machine's folders."""
     p = Path(os.path.normpath(Path(path).absolute()))  # a symlinked folder keeps the name it was given
     try:
-        return p.relative_to(REPO).as_posix() or "."
+        return p.relative_to(REPO if root is None else root).as_posix() or "."
     except ValueError:
         return str(p)
 
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(configs[0].results_dir)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # kernels import this checkout
+    os.environ["TADIST_RUNNER"] = "1"  # nbsetup.RUNNER_ENV: the data is said here, not again by each kernel
 
     if args.prepare_only:
         import papermill as pm
