@@ -283,3 +283,36 @@ def test_headless_the_first_lines_reach_the_terminal(monkeypatch):
     os.close(write)
     assert os.read(read, 1000) == b"data: scikit-learn digits\n"
     os.close(read)
+
+
+# ------------------------------------------------------------------ make notebooks: the committed notebooks only
+def test_nbval_copies_are_refused_for_a_notebook_changed_since_the_commit(tmp_path, monkeypatch, capsys):
+    """A notebook autosaved mid-run in Jupyter made `make test` fail with nbval's `Unrun reference cell has outputs`;
+    now `--prepare-only` names it in one line, with the command that restores it."""
+    import shutil
+    import subprocess
+    from tadist_utils.runners import reproduce
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path / "clone"
+    (repo / "notebooks").mkdir(parents=True)
+    shutil.copy(NOTEBOOKS[0], repo / "notebooks")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", repo / "notebooks")
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "nbval"), "--prepare-only"]
+    assert reproduce.changed_since_commit(NOTEBOOKS[:1]) == []
+    nb = nbformat.read(repo / "notebooks" / NOTEBOOKS[0].name, as_version=4)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="a half-run notebook\n")]
+    nbformat.write(nb, repo / "notebooks" / NOTEBOOKS[0].name)
+    assert reproduce.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: notebooks/{NOTEBOOKS[0].name} changed since the last commit (Jupyter saves a run's outputs "
+                   f"into the notebook; nbval compares against the committed ones): git checkout "
+                   f"notebooks/{NOTEBOOKS[0].name} first, or commit the change\n")
+    assert not (tmp_path / "nbval").exists()
+    subprocess.run(["git", "checkout", "-q", "notebooks"], cwd=repo, check=True)
+    assert reproduce.main(argv) == 0
+    assert (tmp_path / "nbval" / "notebooks" / NOTEBOOKS[0].name).is_file()

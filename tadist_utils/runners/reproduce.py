@@ -51,6 +51,20 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [p for p in found if any(p.name.startswith(o) for o in only)]
 
 
+def changed_since_commit(paths: list[Path]) -> list[str]:
+    """The notebooks among ``paths`` that differ from git's HEAD, as ``notebooks/NAME``; [] outside a git checkout.
+
+    Jupyter autosaves a notebook's outputs as it runs: nbval would then compare against a half-run notebook's outputs
+    (``Unrun reference cell has outputs``) instead of the committed ones."""
+    import subprocess
+    try:
+        r = subprocess.run(["git", "diff", "--name-only", "--relative", "HEAD", "--", *(p.name for p in paths)],
+                           cwd=NOTEBOOKS, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [f"notebooks/{name}" for name in r.stdout.split()] if r.returncode == 0 else []
+
+
 def in_checkout(path, root: Path | None = None) -> str:
     """``path`` relative to the checkout (``root``, default this one) when it lies inside it (the notebooks resolve
     relative paths against their checkout: ``nbsetup.repo_path``), else absolute: an output names no machine's folders."""
@@ -232,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
                                  else REPO / default)
         configs = [check(make_config(args.profile, seed=s, **overrides)) for s in args.seeds]
         selected = notebooks(args.only)
+        if args.prepare_only and (changed := changed_since_commit(selected)):  # for nbval: the committed outputs
+            raise ConfigError(f"{', '.join(changed)} changed since the last commit (Jupyter saves a run's outputs into "
+                              f"the notebook; nbval compares against the committed ones): git checkout {' '.join(changed)} "
+                              "first, or commit the change")
         notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
         check_data(configs[0])
         from ..storage.results import check_files
