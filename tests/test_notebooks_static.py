@@ -281,7 +281,7 @@ def test_headless_the_first_lines_reach_the_terminal(monkeypatch):
     monkeypatch.setenv(nbsetup.RUNNER_ENV, "1")  # python -m tadist_utils says it itself
     nbsetup.to_terminal(["not shown"])
     os.close(write)
-    assert os.read(read, 1000) == b"data: scikit-learn digits\n"
+    assert os.read(read, 1000) == b"\ndata: scikit-learn digits\n"
     os.close(read)
 
 

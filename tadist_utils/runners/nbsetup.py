@@ -91,7 +91,7 @@ def to_terminal(lines: list[str]) -> None:
     fd = getattr(sys.stderr, "_original_stdstream_copy", None)  # ipykernel's OutStream, when it watches the descriptor
     if lines and fd is not None and not os.environ.get(RUNNER_ENV):
         try:
-            os.write(fd, "".join(f"{line}\n" for line in lines).encode())
+            os.write(fd, "".join(f"\n{line}" for line in lines).encode() + b"\n")  # off papermill's bar's line
         except OSError:
             pass
 
