@@ -67,3 +67,16 @@ def test_the_ensemble_legend_covers_no_bar():
     assert len(bars) == 8
     assert not [b for b in bars if legend.overlaps(b)], "the legend covers a bar"
     plt.close(fig)
+
+
+def test_tables_show_accuracies_rounded_for_people():
+    """A smoke run's 128 test images gave 10.15625 in the notebooks' tables; they show 2 decimals (seconds 1)."""
+    rows = [dict(experiment="direct", seed=0, model=m, metric=k, value=v)
+            for m in ("teacher", "ensemble_1") for k, v in (("test_accuracy", 10.15625), ("val_accuracy", 9.375),
+                                                             ("train_seconds", 5.191563), ("parameters", 14728266))]
+    rows = [dict(r, experiment="teacher") if r["model"] == "teacher" else r for r in rows]
+    results = pd.DataFrame(rows)
+    t = plots.metrics_table(results, "teacher", 0)
+    assert t.loc["teacher"].to_dict() == dict(parameters=14728266, test_accuracy=10.16, train_seconds=5.2, val_accuracy=9.38)
+    assert plots.ensemble_table(results, "direct", 0).loc[1, "test_accuracy"] == 10.16
+    assert plots.teacher_accuracy(results, 0) == 10.16

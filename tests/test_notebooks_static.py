@@ -153,3 +153,166 @@ def test_start_names_a_missing_parameter(tmp_path):
     del ns["seeds"]
     with pytest.raises(ConfigError, match="the parameters cell does not set seeds"):
         nbsetup.start(ns, show=False)
+
+
+# ------------------------------------------------------------------ Run All in Jupyter: smoke, into results/run/
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_run_all_runs_the_parameters_cells_defaults(path):
+    """No committed notebook keeps papermill's injected cell (it set profile reference and results_dir
+    results/reference_cifar10: Run All started a 2-hour run over the committed CSVs); the defaults are smoke, into
+    results/run/smoke."""
+    cells = nbformat.read(path, as_version=4).cells
+    assert not [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])
+                or (c.cell_type == "code" and c.source.lstrip().startswith("# Parameters"))], \
+        "papermill's injected cell: reproduce.publish drops it"
+    source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
+    defaults = {}
+    exec(source, {}, defaults)
+    assert (defaults["profile"], defaults["results_dir"]) == ("smoke", None)
+
+
+def test_default_results_folders_are_ignored_by_git():
+    """Only an explicit results_dir (or --results-dir) writes into a committed folder: every profile's default is
+    under results/run/, which git ignores and where nothing is committed."""
+    import shutil
+    import subprocess
+    from tadist_utils.config import PROFILES, default_results_dir
+    from tadist_utils.runners import nbsetup
+    for profile in PROFILES:
+        assert Path(nbsetup.results_path(None, profile=profile)).relative_to(ROOT).as_posix() == default_results_dir(profile)
+        assert default_results_dir(profile).startswith("results/run/")
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert subprocess.run(["git", "check-ignore", "-q", "results/run/smoke/results.csv"], cwd=ROOT).returncode == 0
+    assert subprocess.run(["git", "ls-files", "results/run"], cwd=ROOT, capture_output=True, text=True).stdout == ""
+
+
+def test_publish_drops_the_injected_cell_and_keeps_the_outputs(tmp_path):
+    from tadist_utils.runners import reproduce
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = None', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('# Parameters\nprofile = "reference"\nresults_dir = "results/reference_cifar10"\n',
+                                  metadata={"tags": ["injected-parameters"], "papermill": {"duration": 1}}),
+        nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text=f"{reproduce.REPO}/results/x\n")])])
+    nb.metadata["papermill"] = {"input_path": "/somewhere"}
+    nbformat.write(nb, tmp_path / "executed.ipynb")
+    reproduce.publish(tmp_path / "executed.ipynb", tmp_path / "published.ipynb")
+    cells = nbformat.read(tmp_path / "published.ipynb", as_version=4).cells
+    assert [c.source for c in cells] == [nb.cells[0].source, "print(1)"]
+    assert cells[1].outputs[0].text == "results/x\n"
+
+
+# ------------------------------------------------------------------ the checkout comes from the notebook's folder
+def test_the_root_is_the_checkout_the_notebook_runs_in(tmp_path, monkeypatch):
+    """From the cwd, not from the import: with another clone installed editable, a notebook run in this one used
+    the other's folders. A notebook's cwd is its own folder; `make notebooks`' copies are in results/_nbval/notebooks."""
+    from tadist_utils.runners import nbsetup
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert nbsetup.repo_root() == ROOT
+    clone = tmp_path / "clone"
+    for sub in ("notebooks", "tadist_utils", "results/_nbval/notebooks"):
+        (clone / sub).mkdir(parents=True)
+    for cwd in (clone / "notebooks", clone / "results/_nbval/notebooks"):
+        monkeypatch.chdir(cwd)
+        assert nbsetup.repo_root() == clone
+        assert nbsetup.repo_path("data") == str(clone / "data")
+        (line,) = nbsetup.where_lines(clone, make_smoke(clone))  # this clone's folders, another's code: said loudly
+        assert line.startswith("!!! ") and str(nbsetup.PACKAGE) in line and str(clone) in line
+    monkeypatch.chdir(tmp_path)
+    assert nbsetup.repo_root() == tmp_path  # no checkout: an installed package, the cwd
+    assert nbsetup.where_lines(ROOT, make_smoke(ROOT)) == []
+
+
+def make_smoke(root):
+    from tadist_utils.config import make_config
+    return make_config("smoke", data_dir=str(root / "data"), results_dir=str(root / "results/run/smoke"))
+
+
+def test_an_installed_package_in_an_empty_folder_says_where_data_and_results_go(tmp_path, monkeypatch, capsys):
+    """Colab or any folder after `pip install`: ./data and ./results there, said first; the data it resolved to in
+    the settings table, not `auto`."""
+    from tadist_utils.runners import nbsetup
+    monkeypatch.chdir(tmp_path)
+    ns = _namespace(tmp_path, results_dir=None)
+    cfg, _ = nbsetup.start(ns, show=True)
+    assert (cfg.data_dir, cfg.results_dir) == (str(tmp_path / "data"), str(tmp_path / "results/run/smoke"))
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == (f"[tadist] not in a tadist checkout (an installed package): data in ./data, "
+                                   f"results in ./results/run/smoke, under {tmp_path}")
+    assert "digits: scikit-learn digits (8x8, upsampled to 32x32): 256 train / 64 validation / 128 test" in out
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()  # nothing written yet
+
+
+def test_auto_resolves_to_the_data_it_uses(tmp_path, monkeypatch):
+    """The settings table says which data `auto` resolved to: the CIFAR-10 copy found, or the digits fallback."""
+    from tadist_utils.runners import nbsetup
+    from tadist_utils.config import make_config
+    from PIL import Image
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            (tmp_path / f"data/cifar10-jpeg/{split}/{label}").mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(tmp_path / f"data/cifar10-jpeg/{split}/{label}/0.jpg")
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config("smoke", dataset="auto", data_dir=str(tmp_path / "data"))
+    line, notice = nbsetup.data_lines(cfg, tmp_path)
+    assert line.startswith("data: CIFAR-10 JPEG copy at data/cifar10-jpeg: ") and notice == ""
+    assert nbsetup.summary(cfg, line)["dataset"].startswith("auto: CIFAR-10 JPEG copy at data/cifar10-jpeg")
+    from tadist_utils.runners import console
+    monkeypatch.setattr(console, "data_notice", lambda cfg: f"CIFAR-10 was neither in {tmp_path}/empty nor downloadable")
+    line, notice = nbsetup.data_lines(cfg, tmp_path)
+    assert "(auto fallback: NOT CIFAR-10)" in line and notice == "CIFAR-10 was neither in empty nor downloadable"
+
+
+def test_headless_the_first_lines_reach_the_terminal(monkeypatch):
+    """papermill shows nothing of a kernel without --log-output; what the kernel writes to its copy of the terminal's
+    stderr descriptor (ipykernel's OutStream keeps it) reaches the terminal, and the notebook only once."""
+    import os
+    from tadist_utils.runners import nbsetup
+    read, write = os.pipe()
+
+    class KernelStderr:
+        _original_stdstream_copy = write
+    monkeypatch.setattr("sys.stderr", KernelStderr())
+    monkeypatch.delenv(nbsetup.RUNNER_ENV, raising=False)
+    nbsetup.to_terminal(["data: scikit-learn digits"])
+    monkeypatch.setenv(nbsetup.RUNNER_ENV, "1")  # python -m tadist_utils says it itself
+    nbsetup.to_terminal(["not shown"])
+    os.close(write)
+    assert os.read(read, 1000) == b"\ndata: scikit-learn digits\n"
+    os.close(read)
+
+
+# ------------------------------------------------------------------ make notebooks: the committed notebooks only
+def test_nbval_copies_are_refused_for_a_notebook_changed_since_the_commit(tmp_path, monkeypatch, capsys):
+    """A notebook autosaved mid-run in Jupyter made `make test` fail with nbval's `Unrun reference cell has outputs`;
+    now `--prepare-only` names it in one line, with the command that restores it."""
+    import shutil
+    import subprocess
+    from tadist_utils.runners import reproduce
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path / "clone"
+    (repo / "notebooks").mkdir(parents=True)
+    shutil.copy(NOTEBOOKS[0], repo / "notebooks")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", repo / "notebooks")
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "nbval"), "--prepare-only"]
+    assert reproduce.changed_since_commit(NOTEBOOKS[:1]) == []
+    nb = nbformat.read(repo / "notebooks" / NOTEBOOKS[0].name, as_version=4)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="a half-run notebook\n")]
+    nbformat.write(nb, repo / "notebooks" / NOTEBOOKS[0].name)
+    assert reproduce.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: notebooks/{NOTEBOOKS[0].name} changed since the last commit (Jupyter saves a run's outputs "
+                   f"into the notebook; nbval compares against the committed ones): git checkout "
+                   f"notebooks/{NOTEBOOKS[0].name} first, or commit the change\n")
+    assert not (tmp_path / "nbval").exists()
+    subprocess.run(["git", "checkout", "-q", "notebooks"], cwd=repo, check=True)
+    assert reproduce.main(argv) == 0
+    assert (tmp_path / "nbval" / "notebooks" / NOTEBOOKS[0].name).is_file()

@@ -2,14 +2,16 @@
 nbsetup.start(globals())``.
 
 Notebooks run with cwd = their own folder (papermill, nbval, Jupyter) or /content (Colab), so relative
-``data_dir`` / ``results_dir`` resolve against the checkout's root (the cwd for an installed package): every way
-of running a notebook uses the folders ``python -m tadist_utils`` uses.
+``data_dir`` / ``results_dir`` resolve against the checkout the notebook sits in, found from the cwd (``repo_root``;
+the cwd itself for an installed package): every way of running a notebook uses the folders ``python -m
+tadist_utils`` uses, whichever clone the package was imported from.
 """
 from __future__ import annotations
 
 import ast
 import difflib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from ..config import FIELDS, Config, check_seeds, default_results_dir, make_conf
 from ..errors import ConfigError
 from ..experiments import check
 from ..storage.results import ResultsStore
+from .reproduce import in_checkout
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
 
@@ -40,10 +43,57 @@ REPO_URL = "https://github.com/tadist/tadist"
 REPO_BRANCH = "main"
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # the tadist_utils this process imported
+RUNNER_ENV = "TADIST_RUNNER"  # set by `python -m tadist_utils`, which says the data itself (and logs the kernel's stderr)
+
+
+def is_checkout(folder: Path) -> bool:
+    return (folder / "notebooks").is_dir() and (folder / "tadist_utils").is_dir()
+
+
 def repo_root() -> Path:
-    """The checkout this package was imported from, or the cwd for an installed package."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "notebooks").is_dir() else Path.cwd()
+    """The checkout the notebook runs in, from the cwd, not from the import: the cwd or the nearest folder above it
+    with notebooks/ and tadist_utils/ (a notebook's cwd is its own folder; `make notebooks`' copies sit in
+    results/_nbval/notebooks/), else the cwd itself (an installed package: Colab's /content, an empty folder)."""
+    cwd = Path.cwd()
+    return next((d for d in (cwd, *cwd.parents) if is_checkout(d)), cwd)
+
+
+def where_lines(root: Path, cfg: Config) -> list[str]:
+    """What a reader must know first about the folders: nothing when the checkout's own package is imported."""
+    if not is_checkout(root):
+        def shown(path):
+            path = in_checkout(path, root)
+            return path if os.path.isabs(path) else f"./{path}"
+        return [f"[tadist] not in a tadist checkout (an installed package): data in {shown(cfg.data_dir)}, results in "
+                f"{shown(cfg.results_dir)}, under {root}"]
+    if PACKAGE != (root / "tadist_utils").resolve():
+        return [f"!!! [tadist] this notebook is in the checkout {root} but imports tadist_utils from {PACKAGE} (another "
+                f"clone installed editable?): that code, this checkout's folders. Run `pip install -e .` here, or put "
+                f"this checkout first on PYTHONPATH"]
+    return []
+
+
+def data_lines(cfg: Config, root: Path) -> tuple[str, str]:
+    """(which data the notebook uses, as the runners' first line says it; the fallback notice or ""). ``auto`` with
+    no CIFAR-10 in data_dir tries the download now, so the fallback is known (and said) before anything trains."""
+    from . import console
+    notice = console.data_notice(cfg)
+    line = console.data_line(cfg, fallback=bool(notice)).replace(f"{root}{os.sep}", "")
+    return line, notice.replace(f"{root}{os.sep}", "")
+
+
+def to_terminal(lines: list[str]) -> None:
+    """``lines`` also where a headless run's terminal shows them. papermill shows a kernel's output only with
+    --log-output, but ipykernel copies what reaches the kernel process's stderr descriptor to the terminal that
+    started it (and into the notebook): written to its copy of that descriptor, they reach the terminal alone. Not
+    under `python -m tadist_utils`, which says them itself and keeps the kernel's stderr in a log file."""
+    fd = getattr(sys.stderr, "_original_stdstream_copy", None)  # ipykernel's OutStream, when it watches the descriptor
+    if lines and fd is not None and not os.environ.get(RUNNER_ENV):
+        try:
+            os.write(fd, "".join(f"\n{line}" for line in lines).encode() + b"\n")  # off papermill's bar's line
+        except OSError:
+            pass
 
 
 def repo_path(path: str | Path, drive: bool = False) -> str:
@@ -77,7 +127,7 @@ def sync_repo_url(folder: Path | None = None, url: str = REPO_URL, branch: str =
     """Rewrite every numbered notebook's Colab badge and pip line from ``url``; the notebooks that changed."""
     import nbformat
     changed = []
-    for path in sorted((folder or repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted((folder or PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         dirty = False
         for cell in nb.cells:
@@ -147,12 +197,14 @@ def per_seed(cfg: Config, seeds) -> list[Config]:
     return [cfg.replace(seed=s) for s in check_seeds(seeds)]  # in range, none twice, as --seeds
 
 
-def summary(cfg: Config) -> pd.Series:
-    """The settings a reader needs to interpret a notebook's numbers."""
+def summary(cfg: Config, data: str = "") -> pd.Series:
+    """The settings a reader needs to interpret a notebook's numbers; ``data``: which data ``dataset`` resolved to."""
     keys = ["profile", "dataset", "seed", "device", "precision", "teacher_epochs", "student_epochs", "finetune_epochs",
             "finetune_mode", "feature_loss", "train_size", "val_size", "test_size", "batch_size", "results_dir"]
-    from .reproduce import in_checkout  # the checkout's folders as relative paths: no machine's path in an output
-    shown = {k: in_checkout(getattr(cfg, k)) if k == "results_dir" else getattr(cfg, k) for k in keys}
+    shown = {k: getattr(cfg, k) for k in keys}
+    shown["results_dir"] = in_checkout(cfg.results_dir, repo_root())  # no machine's path in an output
+    if data:
+        shown["dataset"] = f"{cfg.dataset}: {data.removeprefix('data: ')}"
     return pd.Series(shown, name="value", dtype=object)
 
 
@@ -177,12 +229,19 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
                  results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
     cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
     cfgs = per_seed(cfg, p["seeds"])
-    if show:  # a table in Jupyter, printed elsewhere
-        try:
+    if show:  # first the folders and the data, in the notebook and in a headless run's terminal; then the settings
+        root = repo_root()
+        line, notice = data_lines(cfg, root)
+        first = [*where_lines(root, cfg), *([f"!!! DATA: {notice}"] if notice else [])]
+        if first:
+            print("\n".join(first), flush=True)
+        to_terminal([*first, line])  # the data line is in the table below
+        try:  # a table in Jupyter, printed elsewhere
             from IPython.display import display
         except ImportError:
             display = print
-        display(summary(cfgs[0]).to_frame())
+        with pd.option_context("display.max_colwidth", None):  # the data line whole
+            display(summary(cfgs[0], line).to_frame())
     return cfgs[0], cfgs
 
 

@@ -51,12 +51,26 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return [p for p in found if any(p.name.startswith(o) for o in only)]
 
 
-def in_checkout(path) -> str:
-    """``path`` relative to the checkout when it lies inside it (the notebooks resolve relative paths against the
-    checkout: ``nbsetup.repo_path``), else absolute: an executed notebook names no machine's folders."""
+def changed_since_commit(paths: list[Path]) -> list[str]:
+    """The notebooks among ``paths`` that differ from git's HEAD, as ``notebooks/NAME``; [] outside a git checkout.
+
+    Jupyter autosaves a notebook's outputs as it runs: nbval would then compare against a half-run notebook's outputs
+    (``Unrun reference cell has outputs``) instead of the committed ones."""
+    import subprocess
+    try:
+        r = subprocess.run(["git", "diff", "--name-only", "--relative", "HEAD", "--", *(p.name for p in paths)],
+                           cwd=NOTEBOOKS, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [f"notebooks/{name}" for name in r.stdout.split()] if r.returncode == 0 else []
+
+
+def in_checkout(path, root: Path | None = None) -> str:
+    """``path`` relative to the checkout (``root``, default this one) when it lies inside it (the notebooks resolve
+    relative paths against their checkout: ``nbsetup.repo_path``), else absolute: an output names no machine's folders."""
     p = Path(os.path.normpath(Path(path).absolute()))  # a symlinked folder keeps the name it was given
     try:
-        return p.relative_to(REPO).as_posix() or "."
+        return p.relative_to(REPO if root is None else root).as_posix() or "."
     except ValueError:
         return str(p)
 
@@ -187,11 +201,17 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | No
             log.unlink()
 
 
+INJECTED = "injected-parameters"  # the tag of the cell papermill adds after the `parameters` cell
+
+
 def publish(executed: Path, dest: Path) -> None:
-    """An executed notebook as a committed source: its outputs kept, papermill's metadata (the run's machine paths
-    and timings) and progress widgets dropped, and the checkout's absolute path made relative in every output."""
+    """An executed notebook as a committed source: its outputs kept, papermill's injected parameters cell, its
+    metadata (the run's machine paths and timings) and progress widgets dropped, and the checkout's absolute path made
+    relative in every output. Without the injected cell, Run All in Jupyter runs the `parameters` cell's defaults
+    (smoke, into results/run/smoke), not the published run's profile into its committed folder."""
     import nbformat
     nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if INJECTED not in c.metadata.get("tags", [])]
     for key in ("papermill", "widgets"):
         nb.metadata.pop(key, None)
     root = f"{REPO}/"
@@ -258,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
                                  else REPO / default)
         configs = [check(make_config(args.profile, seed=s, **overrides)) for s in args.seeds]
         selected = notebooks(args.only)
+        if args.prepare_only and (changed := changed_since_commit(selected)):  # for nbval: the committed outputs
+            raise ConfigError(f"{', '.join(changed)} changed since the last commit (Jupyter saves a run's outputs into "
+                              f"the notebook; nbval compares against the committed ones): git checkout {' '.join(changed)} "
+                              "first, or commit the change")
         notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
         check_data(configs[0])
         from ..storage.results import check_files
@@ -274,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     console.remove_stale(results_dir)  # progress files of runners killed earlier (--quiet or not)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # kernels import this checkout
+    os.environ["TADIST_RUNNER"] = "1"  # nbsetup.RUNNER_ENV: the data is said here, not again by each kernel
 
     if args.prepare_only:
         import papermill as pm
