@@ -53,7 +53,7 @@ def test_the_plan_trees_still_join_every_student_to_its_parent():
         plt.close(fig)
 
 
-def test_the_ensemble_legend_covers_no_bar():
+def test_the_ensemble_figure_draws_points_not_bars_from_zero_and_its_legend_covers_none():
     rows = [("cifar10", "teacher", "teacher", 0, "test_accuracy", 49.0)]
     for n, before, after in ((1, 32, 35), (2, 35, 39), (4, 35, 40), (8, 42, 44)):  # tall bars at 8, as in quick
         rows += [("cifar10", "direct", f"ensemble_{n}", 0, "test_accuracy_before_finetune", before),
@@ -63,9 +63,12 @@ def test_the_ensemble_legend_covers_no_bar():
     ax = fig.axes[0]
     fig.canvas.draw()
     legend = ax.get_legend().get_window_extent()
-    bars = [p.get_window_extent() for p in ax.patches if p.get_height() > 0]
-    assert len(bars) == 8
-    assert not [b for b in bars if legend.overlaps(b)], "the legend covers a bar"
+    assert not [p for p in ax.patches if p.get_height() > 0], "bars from 0 hide differences of a point (issue 28)"
+    points = [xy for line in ax.lines if line.get_marker() not in (None, "None", "")
+              for xy in ax.transData.transform(line.get_xydata())]
+    assert len(points) == 8
+    assert ax.get_ylim()[0] > 20  # the axis follows the values (32-49), it does not start at 0
+    assert not [p for p in points if legend.contains(*p)], "the legend covers a point"
     plt.close(fig)
 
 
