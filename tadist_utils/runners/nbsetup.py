@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import FIELDS, Config, check_seeds, default_results_dir, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check
-from ..storage.results import ResultsStore
+from ..storage.results import ResultsStore, is_checkout
 from .reproduce import in_checkout
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
@@ -45,10 +45,6 @@ REPO_BRANCH = "main"
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the tadist_utils this process imported
 RUNNER_ENV = "TADIST_RUNNER"  # set by `python -m tadist_utils`, which says the data itself (and logs the kernel's stderr)
-
-
-def is_checkout(folder: Path) -> bool:
-    return (folder / "notebooks").is_dir() and (folder / "tadist_utils").is_dir()
 
 
 def repo_root() -> Path:

@@ -269,11 +269,16 @@ class ResultsStore:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
 
 
+def is_checkout(folder: Path) -> bool:
+    """A tadist checkout: the folder holding notebooks/ and tadist_utils/ (what manifests and notebooks resolve against)."""
+    return (folder / "notebooks").is_dir() and (folder / "tadist_utils").is_dir()
+
+
 def portable(record: dict, results_dir: Path) -> dict:
     """``record`` with the absolute path of the checkout holding ``results_dir`` cut from its strings, so a committed
     manifest names ``data/cifar10-jpeg``, not one machine's folders. Outside a checkout, paths stay absolute."""
     here = Path(results_dir).absolute()
-    root = next((p for p in (here, *here.parents) if (p / "tadist_utils").is_dir() and (p / "notebooks").is_dir()), None)
+    root = next((p for p in (here, *here.parents) if is_checkout(p)), None)
     if root is None:
         return record
     prefix = f"{root}/"
