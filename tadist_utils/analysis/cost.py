@@ -42,7 +42,7 @@ def variants(names: Iterable[str] = MODEL_NAMES, num_classes: int = 10, seed: in
         if name == "teacher":
             yield name, 0, 0, "single", models.teacher(num_classes).eval()
         elif name.startswith("student_level"):
-            yield name, 1, int(name[13:]), "single", models.student(int(name[13:])).eval()
+            yield name, 1, (lv := int(name.removeprefix("student_level"))), "single", models.student(lv).eval()
         else:
             n = int(name.removeprefix("ensemble_"))
             ens = build_ensemble(n, num_classes).eval()
