@@ -7,10 +7,6 @@
 ``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, its README tables, and
                       every number in the README's results tables held to the committed CSV its marker names;
 ``plots``             the notebooks' figures: plans, data, one run (00-04); side by side, over seeds, cost (05-06);
-``cost``              parameters, MACs, disk size and latency of every model and ensemble (``python -m ...cost``),
-                      and their TorchScript and ONNX round trips checked against eager PyTorch;
-``bench``             the fast path against a plain torchvision/PIL fp32 loop (teacher, students: reference vs
-                      per-student loop vs fused, wall time), as a command (``python -m ...bench``) and a JSON;
-``step_profile``      the bench's ops and paper cases: operator calls per step, the paper profile's time;
-``host_traffic``      host round trips per training step (reads back, copies to the device), counted on ``meta``.
+``cost``              parameters, MACs, disk size and latency of every model and ensemble (06's table; measured in
+                      full, with export checks, by ``python -m benchmarks.cost``).
 """

@@ -1,12 +1,12 @@
 """Fast path vs the obvious way: same data, same settings, one process, one JSON.
 
-    python -m tadist_utils.analysis.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
-    python -m tadist_utils.analysis.bench --threads 1      # on a CPU shared with other jobs (see below)
-    python -m tadist_utils.analysis.bench --quick          # two batches of everything; what CI runs (tests/test_bench.py)
-    python -m tadist_utils.analysis.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
-    python -m tadist_utils.analysis.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
-    python -m tadist_utils.analysis.bench --cases guides --threads 1 --out results/benchmarks/guides-cpu-1t.json
-    python -m tadist_utils.analysis.bench --cases ops --compile --threads 1  # also the fused step compiled (Config.compile)
+    python -m benchmarks.bench                  # teacher + 15 direct-plan students, CIFAR-10 if present
+    python -m benchmarks.bench --threads 1      # on a CPU shared with other jobs (see below)
+    python -m benchmarks.bench --quick          # two batches of everything; what CI runs (benchmarks/tests/test_bench.py)
+    python -m benchmarks.bench --cases teacher --check-accuracy --train-size 2048 --epochs 3 --threads 1
+    python -m benchmarks.bench --cases ops paper --fuse both     # operator calls; the paper profile's time
+    python -m benchmarks.bench --cases guides --threads 1 --out benchmarks/results/bench/guides-cpu-1t.json
+    python -m benchmarks.bench --cases ops --compile --threads 1  # also the fused step compiled (Config.compile)
 
 Cases: ``teacher``; ``students``: the reference, the per-student loop (``fast``) and the fused path on the same
 plan, alternating so that a change in load hits every path; ``ops``, ``guides``, ``paper``: ``step_profile``.
@@ -20,7 +20,7 @@ schedule and per-epoch work (a validation pass and a checkpoint per model per ep
 
 On a CPU shared with other jobs use ``--threads 1``: two threads that must meet at every kernel wait on each other's
 time slices (the teacher and students cases took 7 minutes instead of 2.5 on the 2-core EPYC, 2026-11-22).
-Writes ``results/benchmarks/<device-slug>.json`` (``-quick`` appended for ``--quick``).
+Writes ``benchmarks/results/bench/<device-slug>.json`` (``-quick`` appended for ``--quick``).
 """
 from __future__ import annotations
 
@@ -40,14 +40,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .. import models
-from ..config import make_config
-from ..data import DataBundle, Split, load_data
-from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_fuse, resolve_precision, sync
-from ..methods import build
-from ..plans import TEACHER
-from ..train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed, train_classifier,
-                     train_students)
+from tadist_utils import models
+from tadist_utils.config import make_config
+from tadist_utils.data import DataBundle, Split, load_data
+from tadist_utils.engine import resolve_device, resolve_fuse, resolve_precision
+from tadist_utils.methods import build
+from tadist_utils.plans import TEACHER
+from tadist_utils.train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed,
+                                train_classifier, train_students)
+
+from .machine import describe_machine, device_slug, loadavg, sync
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
 
 CASES = ("teacher", "students", "ops", "guides", "paper")
@@ -96,7 +98,7 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="ops case: also count the fused step under Config.compile "
                    "(torch.compile; its first call takes minutes on a CPU)")
     p.add_argument("--quick", action="store_true", help="two batches of everything, no warm-up: for CI, not for timing")
-    p.add_argument("--out", default="results/benchmarks", help="a directory (file named by device) or a .json path")
+    p.add_argument("--out", default="benchmarks/results/bench", help="a directory (file named by device) or a .json path")
     return p.parse_args(argv)
 
 
@@ -127,7 +129,7 @@ def main(argv=None) -> dict:
             benchmark="tadist fast path (device-resident data, batched augmentation, autocast, channels_last, "
                       "siblings trained together) vs a plain torchvision DataLoader/PIL fp32 loop",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            command="python -m tadist_utils.analysis.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+            command="python -m benchmarks.bench " + " ".join(sys.argv[1:] if argv is None else argv),
             machine=dict(**describe_machine(device), loadavg_start=started),
             settings=dict(dataset=data.name, source=data.source, train_size=len(data.train), val_size=len(data.val),
                           epochs=args.epochs, batch_size=batch_size, teacher_optimizer=cfg.teacher_optimizer,
@@ -344,7 +346,8 @@ def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context
 
 def timed(fn, device, walls: list, cpus: list):
     """``fn()``, its wall seconds and this process's CPU seconds (which move less when others share the CPU)
-    appended to ``walls`` and ``cpus``."""
+    appended to ``walls`` and ``cpus``. By hand: a training run is timed once, and ``torch.utils.benchmark`` keeps no
+    CPU time."""
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()

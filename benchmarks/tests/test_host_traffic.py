@@ -1,7 +1,7 @@
 """No host round trip in any hot loop: a training step never makes the host wait for the device.
 
 The real loops (teacher, KD baseline, fine-tuning, students one by one and fused, guided by one parent or by
-several fused ones, dense targets with drop) run on the meta device, counted by ``analysis.host_traffic``:
+several fused ones, dense targets with drop) run on the meta device, counted by ``benchmarks.host_traffic``:
 each extra step must add no value read back and no host-to-device copy. Before the epoch's augmentation was
 drawn up front, every augmented step copied its crops and flips to the device (2 copies a step)."""
 import copy
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tadist_utils import models
-from tadist_utils.analysis import host_traffic
-from tadist_utils.analysis.host_traffic import DEVICE, HostTraffic, per_step
+from benchmarks import host_traffic
+from benchmarks.host_traffic import DEVICE, HostTraffic, per_step
 from tadist_utils.data import Batches, DataBundle, Split, augment_draws, crop_flip
 from tadist_utils.train import Context, StudentJob, finetune_head, train_classifier, train_students
 

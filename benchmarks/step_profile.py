@@ -12,16 +12,19 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.benchmark import Timer
 
-from .. import models
-from ..config import make_config
-from ..engine import grad_scaler, sync
-from ..experiments import lineages, student_groups
-from ..fused import FusedTrainer
-from ..methods import PAPER_EXPERIMENTS, build
-from ..plans import TEACHER
-from ..train import (Context, OneByOne, RunState, classifier_optimizer, classifier_step, guide_targets, init_seed,
-                     student_run)
+from tadist_utils import models
+from tadist_utils.config import make_config
+from tadist_utils.engine import grad_scaler
+from tadist_utils.experiments import lineages, student_groups
+from tadist_utils.fused import FusedTrainer
+from tadist_utils.methods import PAPER_EXPERIMENTS, build
+from tadist_utils.plans import TEACHER
+from tadist_utils.train import (Context, OneByOne, RunState, classifier_optimizer, classifier_step, guide_targets,
+                                init_seed, student_run)
+
+from .machine import sync
 
 
 # ----------------------------------------------------------------------------- launches: operator calls per step
@@ -167,7 +170,8 @@ def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeat
         names, times = list(forwards), {k: [] for k in forwards}
         for fw in forwards.values():
             fw(xt)  # warm-up
-        for i in range(repeats):  # taking turns, the first of each round rotating
+        # by hand, not Timer: the forwards take turns (the first of each round rotating), so load hits each alike
+        for i in range(repeats):
             for k in names[i % len(names):] + names[:i % len(names)]:
                 sync(ctx.device)
                 t0 = time.process_time()
@@ -197,14 +201,8 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
     x = x.contiguous(memory_format=torch.channels_last) if ctx.channels_last else x
     y = torch.randint(0, 10, (bs,), device=ctx.device)
 
-    def per_step(fn) -> float:
-        fn()
-        sync(ctx.device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        sync(ctx.device)
-        return (time.perf_counter() - t0) / steps
+    def per_step(fn) -> float:  # after two untimed steps; the GPU synchronised before each clock read
+        return Timer("fn()", globals=dict(fn=fn), num_threads=torch.get_num_threads()).timeit(steps).mean
 
     teacher = ctx.model(models.teacher()).train()
     opt, sched = classifier_optimizer(teacher.parameters(), cfg.teacher_optimizer, lr=cfg.teacher_lr,

@@ -1,6 +1,5 @@
 """The benchmark runs end to end and writes a JSON with positive speeds, ratios and operator counts."""
 import json
-import warnings
 
 import pytest
 
@@ -9,7 +8,7 @@ pytest.importorskip("sklearn")  # the digits data set ships inside scikit-learn
 
 def test_quick_bench_writes_json(tmp_path):
     import torch
-    from tadist_utils.analysis import bench
+    from benchmarks import bench
 
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
@@ -36,7 +35,7 @@ def test_quick_bench_writes_json(tmp_path):
 
 def test_device_slug_is_a_file_name():
     import torch
-    from tadist_utils.analysis.bench import device_slug
+    from benchmarks.machine import device_slug
 
     slug = device_slug(torch.device("cpu"))
     assert slug.startswith("cpu-") and slug.endswith(f"-{torch.get_num_threads()}t")
@@ -51,7 +50,7 @@ def test_ops_of_the_direct_plans_15_students_fall_to_those_of_4_networks_when_fu
     by about 15/4, the most grouped convolutions can do (the issue's 5x was met only with the CPU's per-tensor
     Adam in the loop, 6.6x; counted with each looped student's Adam fused, as on CUDA, it is 3.9x)."""
     import torch
-    from tadist_utils.analysis import bench
+    from benchmarks import bench
     from tadist_utils.train import Context
 
     ctx = Context(torch.device("cpu"), None, channels_last=True, progress=False)
@@ -64,7 +63,7 @@ def test_ops_of_the_direct_plans_15_students_fall_to_those_of_4_networks_when_fu
 def test_device_ops_count_kernels_not_views_allocations_or_reads():
     """By hand: a view, an allocation and a read back launch nothing; add, sum and a matmul's backward do."""
     import torch
-    from tadist_utils.analysis.step_profile import DeviceOps
+    from benchmarks.step_profile import DeviceOps
 
     a, w = torch.ones(2, 3), torch.ones(3, 1, requires_grad=True)
     with DeviceOps() as counter:
@@ -84,7 +83,7 @@ def test_device_ops_count_kernels_not_views_allocations_or_reads():
 def test_fused_guides_cut_the_operator_calls_of_the_paper_generations_with_student_guides():
     """The parents' forward fused into the step: the paper's level-3 (2 guides) and level-4 (4 guides) generations."""
     import torch
-    from tadist_utils.analysis import bench
+    from benchmarks import bench
     from tadist_utils.train import Context
 
     ctx = Context(torch.device("cpu"), None, channels_last=True, progress=False)
@@ -102,7 +101,7 @@ def test_fused_guides_cut_the_operator_calls_of_the_paper_generations_with_stude
 
 def test_paper_estimate_covers_every_group_of_the_paper_profile():
     import torch
-    from tadist_utils.analysis import bench
+    from benchmarks import bench
     from tadist_utils.train import Context
 
     ctx = Context(torch.device("cpu"), None, progress=False)
@@ -115,52 +114,3 @@ def test_paper_estimate_covers_every_group_of_the_paper_profile():
     nodes, guides = lineages([build(e, 4, share_students=False) for e in PAPER_EXPERIMENTS])
     siblings = student_groups(nodes, guides, fuse=False)  # the per-student loop: one group per parent
     assert sum(len(g) for g, _, _ in siblings) == 43 and len(siblings) == 1 + 1 + 2 + 4
-
-
-def test_forced_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch):
-    import torch
-    from tadist_utils import engine
-
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
-    cpu = torch.device("cpu")
-    assert engine.resolve_precision("auto", cpu) is None  # auto never picks emulated bf16
-    with pytest.warns(UserWarning, match="without native bf16"):
-        assert engine.resolve_precision("bf16", cpu) is torch.bfloat16
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
-    assert engine.resolve_precision("auto", cpu) is torch.bfloat16
-
-
-def test_forced_fp16_on_a_cpu_without_native_fp16_warns(monkeypatch):
-    """On this project's EPYC (AVX512-BF16, no AVX512-FP16) a teacher step took 18.4 s under fp16 autocast against
-    0.57 s in fp32 and 0.35 s in bf16 (interleaved, 1 thread); and a CPU gets no grad scaler (engine.grad_scaler)."""
-    import torch
-    from tadist_utils import engine
-
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(engine, "cpu_has_fp16", lambda: False)
-    with pytest.warns(UserWarning, match="without native fp16"):
-        assert engine.resolve_precision("fp16", cpu) is torch.float16
-    monkeypatch.setattr(engine, "cpu_has_fp16", lambda: True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert engine.resolve_precision("fp16", cpu) is torch.float16
-
-
-@pytest.mark.parametrize("capability, auto", [((7, 5), "float16"), ((7, 0), "float16"), ((8, 0), "bfloat16"),
-                                              ((9, 0), "bfloat16")], ids=["T4", "V100", "A100", "H100"])
-def test_auto_precision_on_a_gpu_without_bf16_units_is_fp16_even_where_torch_says_bf16_is_supported(monkeypatch,
-                                                                                                   capability, auto):
-    """``torch.cuda.is_bf16_supported()`` says yes on a T4 (it counts emulation), so auto picked emulated bf16 on
-    Colab's free GPU; the README promised fp16 with a grad scaler there. Capability decides now."""
-    import torch
-    from tadist_utils import engine
-
-    monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # as on a T4
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
-    gpu = torch.device("cuda")
-    assert engine.resolve_precision("auto", gpu) is getattr(torch, auto)
-    if auto == "float16":
-        with pytest.warns(UserWarning, match="no bf16 units"):
-            assert engine.resolve_precision("bf16", gpu) is torch.bfloat16
