@@ -1,20 +1,13 @@
-"""The paper's three conclusions, and every family of comparisons this project tests, declared once, here, before
-any study is read; run on a study's seeds (``stats``), with one verdict each.
+"""The paper's three conclusions (C1-C3, in its words) and every family of comparisons this project tests (B1,
+exploratory: no verdict), declared once, here, before any study is read, and run on a study's seeds (``stats``).
+Nothing else groups comparisons for Holm's correction, so a p-value is only quoted with its family's. A comparison
+reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests; the sign says which way).
 
-Notebooks 05-06, the study tables (``claims.csv``, ``verdicts.csv``) and the README take their families from
-``FAMILIES``; nothing else groups comparisons for Holm's correction, so a p-value is only quoted with the family it
-was corrected in. A comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests
-on the seeds both have; the sign says which way a significant difference goes). ``statement``: the paper's words.
-C2 is said of the hierarchy alone, as the paper says it (its single-TA numbers rise from 4 to 8 students); C3 is
-tested in the paper's direction (no equivalence margin). With shared S01/S2 a comparison of two identical models is
-left out, and a repeated one counted once. B1 (notebook 06) is exploratory: no verdict.
-
-A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts; also the
-best when one comparison is the same model on both sides), ``does not hold`` (one contradicts it significantly),
-``inconclusive`` (none significant: always so with one seed), ``not run`` (an experiment or size it needs is
-absent). A non-significant difference in the wrong direction is ``unclear``, not a contradiction: with a handful of
-seeds that is noise. Each verdict is read from the t-tests and from the sign-flip tests; ``rests_on`` says when they
-differ. ``regime`` names what a verdict comes from: profile, images, epochs, the teacher's accuracy.
+A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts, or one
+compares a model with itself), ``does not hold`` (one contradicts it significantly), ``inconclusive`` (none
+significant: always so with one seed), ``not run`` (an experiment or size it needs is absent). A non-significant
+difference the wrong way is ``unclear``, not a contradiction. Verdicts are read from the t-tests and from the
+sign-flip tests (``rests_on`` says when they differ); ``regime`` says what they come from.
 """
 from __future__ import annotations
 
@@ -25,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..methods import PAPER_EXPERIMENTS
-from ..storage.summary import is_ensemble
 from .stats import (CONTRADICTS, DIFFERENCE, EQUAL, LEVEL, POWER, SUPPORTS, UNCLEAR, correct_family, detectable,
-                    pair_stats, per_seed, seeds_needed)
+                    is_ensemble, pair_stats, per_seed, seeds_needed)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import torch
 from ..methods import PAPER_EXPERIMENTS, build
 from ..models import catalogue
 from ..plans import TEACHER, level_names
-from ..storage.results import PAPER_ACCURACY
 from .claims import FAMILIES, family_comparisons
+from .paper import PAPER_ACCURACY, STUDENTS
 from .stats import differences, experiment_order, paired, per_seed, summarise
 
 EXPERIMENT_ORDER = list(PAPER_EXPERIMENTS)
