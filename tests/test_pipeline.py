@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from tadist_utils.experiments import Pipeline
-from tadist_utils.storage.results import accuracy_table, loss_table
+from tadist_utils.analysis.paper import accuracy_table, loss_table
 
 
 def test_three_experiments_end_to_end(smoke_cfg):

@@ -1,12 +1,12 @@
 """Every number in the README's results tables is a value of the committed CSV its marker names
-(``tadist_utils.analysis.study_tables``, whose docstring is the convention), and those CSVs are what the package
+(``tools/study_tables.py``, whose docstring is the convention), and those CSVs are what the package
 makes of each study's results.csv today."""
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tadist_utils.analysis import study_tables
+from tools import study_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 READMES = [ROOT / "README.md", ROOT / "results" / "README.md"]
@@ -31,7 +31,7 @@ def test_the_readme_shows_the_tables_of_every_committed_study():
 def test_committed_claims_and_verdicts_are_what_the_package_makes_of_the_results(study):
     """claims.csv and verdicts.csv beside each study are today's ``study_tables.tables`` of its results.csv: a
     changed rule or a corrected results.csv with stale tables fails here (regenerate with ``python -m
-    tadist_utils.analysis.study_tables <folder>``)."""
+    tools.study_tables <folder>``)."""
     now = study_tables.tables(study)
     for kind in ("claims", "verdicts"):
         committed = pd.read_csv(study / f"{kind}.csv", keep_default_na=False, na_values=[""])

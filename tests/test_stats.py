@@ -361,7 +361,7 @@ def test_any_number_of_seeds():
 
 
 def test_paper_numbers_are_stored_once_and_read_the_same_in_every_table():
-    from tadist_utils.storage.results import PAPER_ACCURACY, accuracy_table
+    from tadist_utils.analysis.paper import PAPER_ACCURACY, accuracy_table
     assert PAPER_ACCURACY["direct"][1] == PAPER_ACCURACY["single_ta"][1] == 85.60493827  # the paper's digits
     df = make_results()
     acc = accuracy_table(df)
@@ -392,7 +392,7 @@ def test_c1_counts_the_comparison_with_the_shared_2_student_ensemble_once():
 def test_claims_are_the_papers_statements():
     """C2 is about the hierarchy alone (the paper's single-TA numbers rise from 4 to 8 students); C3 is tested
     in the paper's direction at every size: the hierarchy better at 2 and 4, the single TA at 8."""
-    from tadist_utils.storage.results import PAPER_ACCURACY
+    from tadist_utils.analysis.paper import PAPER_ACCURACY
     c2, c3 = claims.family("C2"), claims.family("C3")
     assert {e for c in c2.comparisons for e in (c.better[0], c.worse[0])} == {"hierarchical"}
     for c in c2.comparisons + c3.comparisons:  # every declared direction is the paper's own ordering
@@ -466,7 +466,7 @@ def test_a_verdict_the_permutation_test_does_not_share_rests_on_the_t_test():
 def test_an_inconclusive_verdict_is_never_called_decided_and_the_tables_say_why_the_sign_flip_is_silent():
     """verdicts.csv had decided=True beside 'nothing decided', and the sign-flip column read as a verdict at three
     seeds, where its p cannot go below 0.25 (issue 28)."""
-    from tadist_utils.analysis import study_tables
+    from tools import study_tables
     one = make_results()
     one = one[one.seed == one.seed.min()]
     c = claims.conclusions(one)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tadist_utils.storage.results import ResultsStore, read_table
-from tadist_utils.storage.summary import summary_table
+from tadist_utils.analysis.stats import summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 T_975_DF2 = 4.302652729911275
@@ -51,8 +51,8 @@ STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/results.csv")  # c
 def test_every_committed_study_has_its_summary(study):
     """Every seeded study under results/ carries summary.csv, and it is what the package makes of its results.csv
     today (a corrected results.csv with a stale summary fails here)."""
-    assert (study / "summary.csv").exists(), f"{study}/summary.csv is missing: python -m tadist_utils.analysis." \
-                                             f"study_tables {study.relative_to(ROOT)}"
+    assert (study / "summary.csv").exists(), f"{study}/summary.csv is missing: python -m tools.study_tables " \
+                                             f"{study.relative_to(ROOT)}"
     committed = pd.read_csv(study / "summary.csv")
     pd.testing.assert_frame_equal(committed, pd.read_csv(pd.io.common.StringIO(
         summary_table(read_table(study / "results.csv")).to_csv(index=False))), check_exact=False, rtol=1e-12)

@@ -1,20 +1,13 @@
-"""The paper's three conclusions, and every family of comparisons this project tests, declared once, here, before
-any study is read; run on a study's seeds (``stats``), with one verdict each.
+"""The paper's three conclusions (C1-C3, in its words) and every family of comparisons this project tests (B1,
+exploratory: no verdict), declared once, here, before any study is read, and run on a study's seeds (``stats``).
+Nothing else groups comparisons for Holm's correction, so a p-value is only quoted with its family's. A comparison
+reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests; the sign says which way).
 
-Notebooks 05-06, the study tables (``claims.csv``, ``verdicts.csv``) and the README take their families from
-``FAMILIES``; nothing else groups comparisons for Holm's correction, so a p-value is only quoted with the family it
-was corrected in. A comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests
-on the seeds both have; the sign says which way a significant difference goes). ``statement``: the paper's words.
-C2 is said of the hierarchy alone, as the paper says it (its single-TA numbers rise from 4 to 8 students); C3 is
-tested in the paper's direction (no equivalence margin). With shared S01/S2 a comparison of two identical models is
-left out, and a repeated one counted once. B1 (notebook 06) is exploratory: no verdict.
-
-A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts; also the
-best when one comparison is the same model on both sides), ``does not hold`` (one contradicts it significantly),
-``inconclusive`` (none significant: always so with one seed), ``not run`` (an experiment or size it needs is
-absent). A non-significant difference in the wrong direction is ``unclear``, not a contradiction: with a handful of
-seeds that is noise. Each verdict is read from the t-tests and from the sign-flip tests; ``rests_on`` says when they
-differ. ``regime`` names what a verdict comes from: profile, images, epochs, the teacher's accuracy.
+A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts, or one
+compares a model with itself), ``does not hold`` (one contradicts it significantly), ``inconclusive`` (none
+significant: always so with one seed), ``not run`` (an experiment or size it needs is absent). A non-significant
+difference the wrong way is ``unclear``, not a contradiction. Verdicts are read from the t-tests and from the
+sign-flip tests (``rests_on`` says when they differ); ``regime`` says what they come from.
 """
 from __future__ import annotations
 
@@ -25,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..methods import PAPER_EXPERIMENTS
-from ..storage.summary import is_ensemble
 from .stats import (CONTRADICTS, DIFFERENCE, EQUAL, LEVEL, POWER, SUPPORTS, UNCLEAR, correct_family, detectable,
-                    pair_stats, per_seed, seeds_needed)
+                    is_ensemble, pair_stats, per_seed, seeds_needed)
 
 
 @dataclass(frozen=True)
@@ -46,14 +38,12 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Family:
-    """Comparisons corrected together with Holm's method. ``claim``: a statement with a verdict (the paper's
-    conclusions); otherwise exploratory (a table of outcomes, no verdict). ``requires``: the (experiment,
-    students) a verdict cannot do without (absent: "not run"); other missing sizes are just not compared."""
+    """Comparisons corrected together with Holm's method; ``requires``: the (experiment, students) a verdict cannot
+    do without (absent: "not run"), other missing sizes are just not compared."""
     key: str
     title: str
     statement: str
     comparisons: tuple[Comparison, ...]
-    claim: bool = True
     requires: tuple[tuple[str, int], ...] = ()
 
 
@@ -81,9 +71,9 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            requires=(("single_ta", 8), ("hierarchical", 8))),
     Family("B1", "every pair of dense, hierarchical, direct, kd and labels at 1, 2, 4 and 8 students (exploratory)",
            "Does dense guidance help, and how do the chunked ensembles compare with the usual methods? (notebook 06)",
-           _pairs(("dense", "hierarchical", "direct", "kd", "labels"), (1, 2, 4, 8)), claim=False),
+           _pairs(("dense", "hierarchical", "direct", "kd", "labels"), (1, 2, 4, 8))),
 )}
-PAPER_FAMILIES = ("C1", "C2", "C3")
+PAPER_FAMILIES = ("C1", "C2", "C3")  # the claims with a verdict; B1 is exploratory
 
 
 def family(key: str) -> Family:
@@ -134,11 +124,9 @@ def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
 # ------------------------------------------------------------------------- verdicts
 def _missing(d: pd.DataFrame, key: str) -> list[str]:
     """What a family needs and the results lack (an experiment it compares, or a ``Family.requires`` ensemble)."""
-    exps = set(d.experiment)
-    f = family(key)
+    f, present = family(key), set(zip(d.experiment, d.model))
     needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
-    out = [e for e in PAPER_EXPERIMENTS if e in needs and e not in exps]
-    present = set(zip(d.experiment, d.model))
+    out = [e for e in PAPER_EXPERIMENTS if e in needs and e not in set(d.experiment)]
     return out or [f"{e}/ensemble_{n}" for e, n in f.requires if (e, f"ensemble_{n}") not in present]
 
 
@@ -159,13 +147,13 @@ def _fmt(x: float, signed: bool = True, digits: int = 2) -> str:
     return "nan" if x is None or not np.isfinite(x) else (f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}")
 
 
-def _reading(rows: pd.DataFrame, column: str = "outcome") -> str:
+def _reading(rows: pd.DataFrame) -> str:
     """What the comparisons show, in words: supported / contradicted / not shown / identical by construction."""
     words = {SUPPORTS: "supported", CONTRADICTS: "contradicted", UNCLEAR: "not shown",
              EQUAL: "not testable (the same model on both sides)"}
     parts = []
     for o in (SUPPORTS, CONTRADICTS, UNCLEAR, EQUAL):
-        got = [r.comparison for r in rows.itertuples() if getattr(r, column) == o]
+        got = [r.comparison for r in rows.itertuples() if r.outcome == o]
         if got:  # many non-significant ones by count: the comparisons are in the evidence
             parts.append(f"{words[o]}: {len(got)} of {len(rows)} comparisons" if o == UNCLEAR and len(got) > 3
                          else f"{words[o]}: {', '.join(got)}")
@@ -180,12 +168,10 @@ def evidence(rows: pd.DataFrame, level: float = LEVEL) -> str:
         if r.identical:
             parts.append(f"{r.comparison}: the same model on both sides (identical by construction, not a test)")
             continue
-        if r.n >= 2:
-            ci = (f"{int(level * 100)}% CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], per seed {_fmt(r.min_diff)} to "
-                  f"{_fmt(r.max_diff)}; t-test p={r.p:.3g}, Holm p={r.p_holm:.3g}; sign-flip p={r.p_perm:.3g}, "
-                  f"Holm p={r.p_perm_holm:.3g}; detectable at 80% power {_fmt(r.detectable, False, 1)}")
-        else:
-            ci = "no CI (1 seed)"
+        ci = (f"{int(level * 100)}% CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], per seed {_fmt(r.min_diff)} to "
+              f"{_fmt(r.max_diff)}; t-test p={r.p:.3g}, Holm p={r.p_holm:.3g}; sign-flip p={r.p_perm:.3g}, "
+              f"Holm p={r.p_perm_holm:.3g}; detectable at 80% power {_fmt(r.detectable, False, 1)}"
+              if r.n >= 2 else "no CI (1 seed)")
         tie = ", tied on every seed" if r.ties == r.n and r.n else ""
         dup = f" (the same test as {r.duplicate_of}: shared students)" if r.duplicate_of else ""
         parts.append(f"{r.comparison}: {_fmt(r.mean_diff)} ({ci}, wins {r.wins}/{r.n}{tie}) -> {r.outcome}{dup}")
@@ -227,15 +213,11 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
     where = regime(results, manifest, dataset)["text"]
     rows = []
     for key in PAPER_FAMILIES:
-        c = int(key[1:])
-        missing = _missing(d, key)
-        r = comp[comp.family_key == key]
+        c, missing, r = int(key[1:]), _missing(d, key), comp[comp.family_key == key]
         counts = {k: int((r.outcome == v).sum()) for k, v in
                   (("supports", SUPPORTS), ("contradicts", CONTRADICTS), ("unclear", UNCLEAR), ("equal", EQUAL))}
-        tests = r[r.in_family.astype(bool)] if len(r) else r
-        fam = int(r.family.iloc[0]) if len(r) else 0
-        correction = (f"Holm over the {fam} test(s) of {key} (not identical by construction, no duplicate; family-wise "
-                      f"at most {1 - level:.0%} under each test's assumptions; statsmodels multipletests)")
+        tests = r[r.in_family.astype(bool)]
+        fam, n = (int(r.family.iloc[0]), int(r.n.min())) if len(r) else (0, 0)
         if missing or r.empty:
             v = vp = NOT_RUN
             reading, ev = "", "missing: " + ", ".join(missing or ["every compared ensemble"])
@@ -245,24 +227,19 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
         decided = v == vp and v not in (NOT_RUN, INCONCLUSIVE)  # both tests agree on a verdict that says something
         if v in (NOT_RUN, INCONCLUSIVE) and v == vp:
             rests = "nothing decided" if v == INCONCLUSIVE else ""
-        elif decided:
-            rests = "both tests"
         else:
-            rests = (f"the t-test alone (normal differences assumed): the exact sign-flip test reads "
-                     f"'{vp}' (its smallest possible p with {int(r.n.min())} seeds is "
-                     f"{2 / 2 ** int(r.n.min()):.3g})")
-        det = tests.detectable.dropna() if len(tests) else pd.Series(dtype=float)
+            rests = "both tests" if decided else (f"the t-test alone (normal differences assumed): the exact sign-flip "
+                                                  f"test reads '{vp}' (its smallest possible p with {n} seeds is "
+                                                  f"{2 / 2 ** n:.3g})")
         rows.append(dict(conclusion=c, family_key=key, claim=CLAIMS[c], statement=family(key).statement, verdict=v,
-                         verdict_perm=vp, decided=decided, rests_on=rests, reading=reading,
-                         n_seeds=int(r.n.min()) if len(r) else 0,
-                         p_perm_floor=2 / 2 ** int(r.n.min()) if len(r) and int(r.n.min()) > 1 else float("nan"),
-                         **counts, family_size=fam, correction=correction,
-                         detectable_min=float(det.min()) if len(det) else float("nan"),
-                         detectable_max=float(det.max()) if len(det) else float("nan"),
-                         seeds_needed=float(tests.seeds_needed.max()) if len(tests) else float("nan"),
-                         p_min=float(tests.p_holm.min()) if len(tests) else float("nan"),
-                         p_perm_min=float(tests.p_perm_holm.min()) if len(tests) else float("nan"),
-                         regime=where, evidence=ev))
+                         verdict_perm=vp, decided=decided, rests_on=rests, reading=reading, n_seeds=n,
+                         p_perm_floor=2 / 2 ** n if n > 1 else float("nan"), **counts, family_size=fam,
+                         correction=f"Holm over the {fam} test(s) of {key} (not identical by construction, no "
+                                    f"duplicate; family-wise at most {1 - level:.0%} under each test's assumptions; "
+                                    "statsmodels multipletests)",
+                         detectable_min=float(tests.detectable.min()), detectable_max=float(tests.detectable.max()),
+                         seeds_needed=float(tests.seeds_needed.max()), p_min=float(tests.p_holm.min()),
+                         p_perm_min=float(tests.p_perm_holm.min()), regime=where, evidence=ev))
     return pd.DataFrame(rows)
 
 

@@ -1,6 +1,5 @@
-"""The notebooks' figures and small tables, from the tidy CSVs of ``storage.results``, so the notebooks stay
-narrative plus calls. Figures use pyplot so Jupyter's inline backend shows each once, at the end of the cell.
-"""
+"""The notebooks' figures and small tables, from the tidy CSVs of ``storage.results``: the notebooks stay narrative
+plus calls. Figures use pyplot, so Jupyter's inline backend shows each once, at the end of its cell."""
 from __future__ import annotations
 
 import re
@@ -15,14 +14,11 @@ import torch
 from ..methods import PAPER_EXPERIMENTS, build
 from ..models import catalogue
 from ..plans import TEACHER, level_names
-from ..storage.results import PAPER_ACCURACY
 from .claims import FAMILIES, family_comparisons
+from .paper import PAPER_ACCURACY, STUDENTS
 from .stats import differences, experiment_order, paired, per_seed, summarise
 
 EXPERIMENT_ORDER = list(PAPER_EXPERIMENTS)
-STUDENT_ORDER = ["S1", "S01", "S2", "S11", "S22", "S33", "S44"] + [f"SS{i}{i}" for i in range(1, 9)]
-
-
 PAPER_TEACHER = PAPER_ACCURACY["direct"]["teacher"]  # the paper's VGG16-BN teacher on CIFAR-10 (82.89 %)
 
 
@@ -32,6 +28,10 @@ def paper_teacher_line(ax) -> None:
 
 def students_of(model: pd.Series) -> pd.Series:
     return model.str.removeprefix("ensemble_").astype(int)
+
+
+def _seed(d: pd.DataFrame, seed: int | None) -> pd.DataFrame:
+    return d if seed is None else d[d.seed == seed]
 
 
 def _integer_epochs(axes, epochs) -> None:
@@ -44,14 +44,11 @@ def _integer_epochs(axes, epochs) -> None:
 
 def metrics_table(results: pd.DataFrame, experiment: str, seed: int | None = None, models=None) -> pd.DataFrame:
     """One row per model of an experiment ("teacher" for the teacher), one column per metric; mean over seeds."""
-    d = results[results.experiment == experiment]
-    if seed is not None:
-        d = d[d.seed == seed]
-    if models is not None:
-        d = d[d.model.isin(list(models))]
+    d = _seed(results[results.experiment == experiment], seed)
+    d = d if models is None else d[d.model.isin(list(models))]
     t = d.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
     t = t.round({c: 2 if "accuracy" in c else 1 for c in t if "accuracy" in c or "seconds" in c})  # 10.16, not 10.15625
-    order = [m for m in ["teacher", *STUDENT_ORDER] if m in t.index]
+    order = [m for m in ["teacher", *STUDENTS] if m in t.index]
     return t.loc[order + [m for m in t.index if m not in order]]
 
 
@@ -156,7 +153,7 @@ def architecture_table(num_classes: int = 10) -> pd.DataFrame:
 # ------------------------------------------------------------------------- 01 teacher
 def teacher_curves(history: pd.DataFrame, seed: int | None = None):
     """The teacher's training loss and validation accuracy per epoch (history key "T")."""
-    h = history[(history.key == "T") & ((history.seed == seed) if seed is not None else True)]
+    h = _seed(history[history.key == "T"], seed)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, metric in zip(axes, ["train_loss", "val_accuracy"]):
         sns.lineplot(data=h[h.metric == metric], x="epoch", y="value", hue="seed", marker="o", ax=ax,
@@ -197,9 +194,7 @@ def feature_figure(features: torch.Tensor, labels: torch.Tensor, classes, chunks
 def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None) -> pd.DataFrame:
     """History rows of one experiment's students (their lineage keys, with shared or separate students)."""
     nodes = {n.key: n for share in (True, False) for n in build(experiment, levels, share_students=share).nodes}
-    h = history[history.key.isin(list(nodes))]
-    if seed is not None:
-        h = h[h.seed == seed]
+    h = _seed(history[history.key.isin(list(nodes))], seed)
     return h.assign(level=h.key.map(lambda k: nodes[k].level), experiment=experiment)
 
 
@@ -225,8 +220,7 @@ def ensemble_table(results: pd.DataFrame, experiment: str, seed: int | None = No
 
 
 def teacher_accuracy(results: pd.DataFrame, seed: int | None = None) -> float:
-    d = results[(results.model == "teacher") & (results.metric == "test_accuracy")]
-    return round((d[d.seed == seed] if seed is not None else d).value.mean(), 2)
+    return round(_seed(results[(results.model == "teacher") & (results.metric == "test_accuracy")], seed).value.mean(), 2)
 
 
 def ensemble_figure(results: pd.DataFrame, experiment: str, seed: int | None = None):
@@ -259,33 +253,10 @@ def ensembles(results: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFr
     return d.assign(students=students_of(d.model))
 
 
-def accuracy_vs_students(results: pd.DataFrame, paper: bool = True):
-    """Ours (mean +- sd over seeds) per experiment, with the paper's CIFAR-10 numbers dashed."""
-    d = ensembles(results)
-    order = [e for e in EXPERIMENT_ORDER if e in set(d.experiment)]
-    palette = dict(zip(EXPERIMENT_ORDER, sns.color_palette("tab10", 3)))
-    n_seeds = d.seed.nunique()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.lineplot(data=d, x="students", y="value", hue="experiment", hue_order=order, palette=palette, marker="o",
-                 errorbar="sd" if n_seeds > 1 else None, err_style="bars", ax=ax)
-    ax.axhline(teacher_accuracy(results), color="0.3", ls="--", lw=1, label="teacher (ours)")
-    if paper:
-        paper_teacher_line(ax)
-        for exp in order:
-            ax.plot([1, 2, 4, 8], [PAPER_ACCURACY[exp][n] for n in (1, 2, 4, 8)], ls=":", marker="x", color=palette[exp],
-                    alpha=0.7, label=f"{exp} (paper, CIFAR-10)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([1, 2, 4, 8], ["1", "2", "4", "8"])
-    ax.set(xlabel="students in the ensemble", ylabel="test accuracy (%)",
-           title=f"accuracy vs number of students ({f'{n_seeds} seeds, bars: sd' if n_seeds > 1 else 'one seed'})")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    return fig
-
-
 def loss_per_student(results: pd.DataFrame, metric: str = "final_train_loss"):
     """Final feature loss of every student, grouped by experiment (log scale: levels differ a lot)."""
-    d = results[(results.metric == metric) & results.model.isin(STUDENT_ORDER)]
-    order = [m for m in STUDENT_ORDER if m in set(d.model)]
+    d = results[(results.metric == metric) & results.model.isin(STUDENTS)]
+    order = [m for m in STUDENTS if m in set(d.model)]
     fig, ax = plt.subplots(figsize=(11, 3.8))
     sns.barplot(data=d, x="model", y="value", hue="experiment", order=order,
                 hue_order=[e for e in EXPERIMENT_ORDER if e in set(d.experiment)], errorbar="sd", ax=ax)
@@ -297,35 +268,38 @@ def loss_per_student(results: pd.DataFrame, metric: str = "final_train_loss"):
     return fig
 
 
-# ------------------------------------------------------------------------- multi-seed statistics (stats)
-def _stats_colours(order) -> dict:
-    """The comparison plots' colours (tab10, direct/single_ta/hierarchical first), extended to any experiment."""
-    known = EXPERIMENT_ORDER + [e for e in experiment_order(order) if e not in EXPERIMENT_ORDER]
+# ------------------------------------------------------------------------- over seeds (05-06)
+def _colours(experiments) -> dict:
+    """One colour per experiment in every comparison plot (tab10, the paper's three first)."""
+    known = EXPERIMENT_ORDER + [e for e in experiment_order(experiments) if e not in EXPERIMENT_ORDER]
     return dict(zip(known, sns.color_palette("tab10", max(10, len(known)))))
+
+
+def _legend_outside(ax, fontsize: int = 7) -> None:
+    ax.legend(fontsize=fontsize, bbox_to_anchor=(1.01, 1), loc="upper left")
 
 
 def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: str = "test_accuracy",
                              paper: bool = True, dataset: str | None = None, level: float = 0.95, ax=None):
     """Accuracy vs number of students: per experiment the mean with its Student-t interval, each seed a faint
     dot, the teacher dashed with its interval as a band, the paper's single runs hollow."""
-    s = summarise(results, metric, dataset, level)
-    seeds = per_seed(results, metric, dataset)
+    s, seeds = summarise(results, metric, dataset, level), per_seed(results, metric, dataset)
     ens = s[s.students.notna()]
-    present = set(ens.experiment)
-    order = experiment_order(present) if experiments is None else [e for e in experiments if e in present]
-    colours = _stats_colours(order)
+    order = experiment_order(ens.experiment) if experiments is None else \
+        [e for e in experiments if e in set(ens.experiment)]
+    palette = _colours(order)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.4))
     for i, exp in enumerate(order):
-        e = ens[ens.experiment == exp].sort_values("students")
+        e, c = ens[ens.experiment == exp].sort_values("students"), palette[exp]
         shift = 2 ** ((i - (len(order) - 1) / 2) * 0.04)  # dodge on the log2 axis
-        c = colours[exp]
-        pts = seeds[(seeds.experiment == exp) & seeds.model.str.startswith("ensemble_")]
+        pts = seeds[(seeds.experiment == exp) & (seeds.model != "teacher")]
         ax.scatter(students_of(pts.model) * shift, pts.value, s=14, color=c, alpha=0.3, linewidths=0, zorder=2)
+        n = f"{int(e.n.min())}" + ("" if e.n.min() == e.n.max() else f"-{int(e.n.max())}")
         ax.errorbar(e.students * shift, e["mean"], yerr=e.ci, fmt="-o", capsize=4, color=c, ms=5, zorder=3,
-                    label=f"{exp} (n={int(e.n.min())}{'' if e.n.min() == e.n.max() else f'-{int(e.n.max())}'})")
+                    label=f"{exp} (n={n})")
         if paper and exp in PAPER_ACCURACY:
-            sizes = [n for n in sorted(e.students.astype(int)) if n in PAPER_ACCURACY[exp]]
-            ax.scatter(sizes, [PAPER_ACCURACY[exp][n] for n in sizes], marker="o", facecolors="none", edgecolors=c,
+            sizes = [k for k in sorted(e.students.astype(int)) if k in PAPER_ACCURACY[exp]]
+            ax.scatter(sizes, [PAPER_ACCURACY[exp][k] for k in sizes], marker="o", facecolors="none", edgecolors=c,
                        s=50, linewidths=1.2, zorder=3, label=f"{exp} (paper, one run)")
     teacher = s[s.model == "teacher"]
     if len(teacher):
@@ -336,14 +310,14 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
     if paper and metric == "test_accuracy" and any(e in PAPER_ACCURACY for e in order):
         paper_teacher_line(ax)
     n_max = int(ens.n.max()) if len(ens) else 0
-    ax.set_xscale("log", base=2)
     sizes = sorted(ens[ens.experiment.isin(order)].students.astype(int).unique())
-    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(k) for k in sizes])
     ax.minorticks_off()
     ax.set(xlabel="students in the ensemble", ylabel=metric.replace("_", " ") + (" (%)" if "accuracy" in metric else ""),
            title=f"{metric.replace('_', ' ')}: " + (f"mean and {level:.0%} t-interval over {n_max} seeds (dots: seeds)"
                                                     if n_max > 1 else "one seed (no interval)"))
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    _legend_outside(ax)
     return fig
 
 
@@ -353,12 +327,10 @@ def declared_tests(results: pd.DataFrame, a: str, b: str, metric: str = "test_ac
     round: p-values are only quoted with the family they were corrected in."""
     out: dict = {}
     for key, fam in FAMILIES.items():
-        if not any({c.better[0], c.worse[0]} == {a, b} and c.better[1] == c.worse[1] for c in fam.comparisons):
-            continue
-        t = family_comparisons(results, key, metric, dataset, level, share_students)
-        for r in t.itertuples():
-            if {r.exp_a, r.exp_b} == {a, b} and r.model_a == r.model_b:
-                out.setdefault(int(r.model_a.removeprefix("ensemble_")), r)
+        if any({c.better[0], c.worse[0]} == {a, b} and c.better[1] == c.worse[1] for c in fam.comparisons):
+            for r in family_comparisons(results, key, metric, dataset, level, share_students).itertuples():
+                if {r.exp_a, r.exp_b} == {a, b} and r.model_a == r.model_b:
+                    out.setdefault(int(r.model_a.removeprefix("ensemble_")), r)
     return out
 
 
@@ -368,34 +340,25 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
     interval; b: one experiment, a list, or the paper's others that were run. Above the bars: the Holm-adjusted
     p of both tests in the declared family that makes the comparison (``declared_tests``), or "identical"."""
     present = set(ensembles(results, metric).experiment)
-    bs = [e for e in PAPER_EXPERIMENTS if e != a and e in present] if b is None else ([b] if isinstance(b, str) else list(b))
+    bs = [e for e in PAPER_EXPERIMENTS if e != a and e in present] if b is None else [b] if isinstance(b, str) else list(b)
     tables = {x: paired(results, a, x, metric, dataset, level, share_students) for x in bs}
-    declared = {x: declared_tests(results, a, x, metric, dataset, level, share_students) for x in bs}
     sizes = sorted({int(n) for t in tables.values() for n in t.students})
-    pos = {n: i for i, n in enumerate(sizes)}
-    colours = _stats_colours([a, *bs])
+    pos, palette = {n: i for i, n in enumerate(sizes)}, _colours([a, *bs])
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
-    for j, x in enumerate(bs):
-        t = tables[x]
-        off = (j - (len(bs) - 1) / 2) * 0.25
-        c = colours[x]
+    for j, (x, t) in enumerate(tables.items()):
+        off, c = (j - (len(bs) - 1) / 2) * 0.25, palette[x]
+        declared = declared_tests(results, a, x, metric, dataset, level, share_students)
         dif = differences(results, a, x, metric, dataset)
         jitter = dif.groupby("students").cumcount() * 0.02 - 0.02
         ax.scatter(dif.students.map(pos) + off + jitter, dif["diff"], s=16, color=c, alpha=0.45, linewidths=0, zorder=2)
         xs = t.students.map(pos) + off
-        ax.errorbar(xs, t.mean_diff, yerr=t.ci, fmt="o", capsize=5, color=c, ms=6, zorder=3,
-                    label=f"{a} - {x}")
+        ax.errorbar(xs, t.mean_diff, yerr=t.ci, fmt="o", capsize=5, color=c, ms=6, zorder=3, label=f"{a} - {x}")
         for xi, r in zip(xs, t.itertuples()):
-            d = declared[x].get(int(r.students))
-            if r.identical:
-                note = "identical"
-            elif d is not None and np.isfinite(d.p_holm):
-                note = f"{d.family_key}: t {d.p_holm:.2g}\nflip {d.p_perm_holm:.2g}"
-            else:
-                note = ""
-            top = r.ci_high if np.isfinite(r.ci_high) else r.mean_diff
-            ax.annotate(note, (xi, top), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=6,
-                        color=c)
+            d = declared.get(int(r.students))
+            note = "identical" if r.identical else f"{d.family_key}: t {d.p_holm:.2g}\nflip {d.p_perm_holm:.2g}" \
+                if d is not None and np.isfinite(d.p_holm) else ""
+            ax.annotate(note, (xi, r.ci_high if np.isfinite(r.ci_high) else r.mean_diff), textcoords="offset points",
+                        xytext=(0, 4), ha="center", fontsize=6, color=c)
     ax.axhline(0, color="0.3", lw=1)
     ax.set_xticks(range(len(sizes)), [str(n) for n in sizes])
     ax.set(xlabel="students in the ensemble", ylabel=f"difference in {metric.replace('_', ' ')}",
@@ -407,32 +370,31 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
 
 def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latency_ms_b1", device: str | None = None,
                      modes=("sequential", "together")):
-    """Test accuracy against one column ``x`` of ``cost.cost_table()``, log x: every ensemble (colour: experiment,
-    size: students) and the teacher (star). Filled: students run ``together``; hollow: ``sequential``, joined by a
-    line where they cost differently. ``device``: default the first in ``cost``.
-    """
+    """Test accuracy against one column ``x`` of ``cost.cost_table()`` (log x, ``device``: default the first):
+    every ensemble (colour: experiment, size: students) and the teacher (star). Filled: students run ``together``;
+    hollow: ``sequential``, joined by a line where the two cost differently."""
     if x not in cost:
         raise ValueError(f"cost has no column {x!r}")
     c = cost[cost.device == (device or cost.device.iloc[0])]
     acc = ensembles(results).groupby(["experiment", "students"], as_index=False).value.mean()
     ens = c[c.model.str.startswith("ensemble_") & c["mode"].isin(list(modes))]
     d = acc.merge(ens.assign(students=students_of(ens.model))[["students", "mode", x]], on="students")
-    palette = _stats_colours(set(d.experiment))  # the same colour per experiment as the error-bar plots
-    order = [e for e in palette if e in set(d.experiment)]
+    palette = _colours(set(d.experiment))
     main_mode = "together" if "together" in modes else modes[0]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sns.scatterplot(data=d[d["mode"] == main_mode], x=x, y="value", hue="experiment", size="students",
-                    sizes=(40, 200), hue_order=order, palette=palette, ax=ax, zorder=3)
-    hollow_modes = set()
+                    sizes=(40, 200), hue_order=[e for e in palette if e in set(d.experiment)], palette=palette, ax=ax,
+                    zorder=3)
+    hollow = set()
     for (exp, _), g in d.groupby(["experiment", "students"]):
         main, other = g[g["mode"] == main_mode], g[g["mode"] != main_mode]
-        for _, r in other[~other[x].isin(main[x])].iterrows():  # a mode that costs differently: hollow
+        for _, r in other[~other[x].isin(main[x])].iterrows():  # a mode that costs differently
             ax.scatter([r[x]], [r.value], s=60, facecolors="none", edgecolors=[palette[exp]], zorder=2)
-            hollow_modes.add(r["mode"])
+            hollow.add(r["mode"])
             if len(main):
                 ax.plot([r[x], main[x].iloc[0]], [r.value, main.value.iloc[0]], color=palette[exp], lw=0.8,
                         alpha=0.6, zorder=1)
-    for mode in sorted(hollow_modes):  # a grey legend entry for the hollow markers
+    for mode in sorted(hollow):  # a grey legend entry for the hollow markers
         ax.scatter([], [], s=60, facecolors="none", edgecolors="0.4", label=f"{mode} (hollow)")
     t = c[c.model == "teacher"]
     if len(t):
@@ -442,13 +404,13 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     label = re.sub(r"^images_per_s_b(\d+)$", r"images/s at batch \1", label).replace("_", " ")
     where = f" on {c.device_name.iloc[0]}" if x.startswith(("latency", "images", "min_ms")) and len(c) else ""
     ax.set(xlabel=label, ylabel="test accuracy (%)", title=f"accuracy vs {label}{where}")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    _legend_outside(ax)
     return fig
 
 
 def save(fig, results_dir, name: str) -> None:
-    """Write ``<results_dir>/figures/<name>.png`` (results_dir may be a Config); returns None, so a cell ending in
-    it shows no ``PosixPath``."""
+    """Write ``<results_dir>/figures/<name>.png`` (results_dir may be a Config); None, so a cell ending in it
+    shows no ``PosixPath``."""
     folder = Path(getattr(results_dir, "results_dir", results_dir)) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")

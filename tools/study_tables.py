@@ -14,7 +14,7 @@ declared family) and ``verdicts.csv`` (one row per claim of the paper). ``markdo
   Blank lines may separate the two; tables may move as long as each keeps its marker.
 * The CSV has a ``label`` column. A table row's first cell (markdown emphasis and code marks removed) is the
   ``label`` of the CSV row(s) it shows; a first cell ending in " (paper)" shows the paper's numbers
-  (``results.PAPER_ACCURACY``) for the experiment of that label. The first cell is a name, and its digits are
+  (``analysis.paper.PAPER_ACCURACY``) for the experiment of that label. The first cell is a name, and its digits are
   not checked.
 * When a label names several CSV rows (summary.csv: one per model), the column header picks one: "teacher" the
   teacher's row (the experiment's own, else the study's one teacher row), "N student(s)" the ``ensemble_N`` row.
@@ -25,10 +25,10 @@ declared family) and ``verdicts.csv`` (one row per claim of the paper). ``markdo
 * A table with a header cell that names an ensemble size ("2 students") or a verdict must have a marker: a results
   table cannot escape the check by losing it.
 
-From the command line::
+From the repository root::
 
-    python -m tadist_utils.analysis.study_tables results/quick_cifar10_seeds            # write the CSVs
-    python -m tadist_utils.analysis.study_tables results/quick_cifar10_seeds --markdown # and print the tables
+    python -m tools.study_tables results/quick_cifar10_seeds            # write the CSVs
+    python -m tools.study_tables results/quick_cifar10_seeds --markdown # and print the tables
 """
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..storage.results import PAPER_ACCURACY, ResultsStore, students_label
-from .claims import FAMILIES, PAPER_FAMILIES, comparisons, conclusions, regime
-from .stats import EQUAL, share_students
+from tadist_utils.analysis.claims import FAMILIES, PAPER_FAMILIES, comparisons, conclusions, regime
+from tadist_utils.analysis.paper import PAPER_ACCURACY, students_label
+from tadist_utils.analysis.stats import EQUAL, share_students
+from tadist_utils.storage.results import ResultsStore
 
 CLAIM_COLUMNS = ["dataset", "family", "label", "comparison", "n", "mean_diff", "ci_low", "ci_high", "min_diff",
                  "max_diff", "wins", "p", "p_holm", "p_perm", "p_perm_holm", "family_size", "detectable",
@@ -192,7 +193,6 @@ def markdown(results_dir, kind: str = "summary", paper: bool = False, families=P
     return f"<!-- table: {folder.as_posix().rstrip('/')}/{kind}.csv -->\n{body}"
 
 
-
 # ------------------------------------------------------------------------- the README held to the CSVs
 MARKER = re.compile(r"<!--\s*table:\s*(\S+)\s*-->")
 NUMBER = re.compile(r"(?<![\w.])([-+−]?)(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(e[-+]?\d+)?(?![\w])")
@@ -329,16 +329,17 @@ def check_text(text: str, root: Path, name: str = "README") -> list[str]:
 
 
 def check(paths, root: Path | None = None) -> list[str]:
-    """Problems in every markdown file of ``paths`` (default root: the repository, two folders above here)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    """Problems in every markdown file of ``paths`` (default root: the repository, above tools/)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     out = []
     for p in paths:
         p = Path(p)
         out += check_text(p.read_text(), root, str(p.relative_to(root) if p.is_absolute() else p))
     return out
 
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m tadist_utils.analysis.study_tables", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.study_tables", description=__doc__.split("\n")[0])
     ap.add_argument("results_dirs", nargs="+", help="results folders (each with results.csv and manifest.json)")
     ap.add_argument("--markdown", action="store_true", help="also print the README tables with their markers")
     args = ap.parse_args(argv)
