@@ -4,8 +4,8 @@
                       Holm's correction, models identical by construction, 80%-power detectable differences;
 ``claims``            every family of comparisons, declared once (C1-C3 as the paper states them, B1 for 06), run,
                       with one verdict per conclusion and the seeds a plan needs;
-``study_tables``      summary.csv, claims.csv and verdicts.csv beside a study's results, its README tables, and
-                      every number in the README's results tables held to the committed CSV its marker names;
+``paper``             the paper's numbers (Table 1's accuracies, its students' final losses) and the tables that
+                      set a run's results beside them;
 ``plots``             the notebooks' figures: plans, data, one run (00-04); side by side, over seeds, cost (05-06);
 ``cost``              parameters, MACs, disk size and latency of every model and ensemble (06's table; measured in
                       full, with export checks, by ``python -m benchmarks.cost``).
