@@ -18,38 +18,25 @@ import torch
 import torch.nn.functional as F
 
 from . import cifar_pickles
-from ..config import Config
+from ..config import MIN_PER_CLASS, Config
 from ..errors import ConfigError
-from .imagefolder import PARTS, Listing, decode, list_images
+from .imagefolder import Listing, decode, list_images
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
 JPEG_FOLDER = "cifar10-jpeg"  # where ../shared/data/cifar10-jpeg.tar.gz is unpacked inside data_dir
-DATASETS = ("auto", "cifar10", "cifar100", "imagefolder", "digits")
-
-
-def check(cfg: Config) -> None:
-    """The data settings, before anything trains: a known dataset, an ImageFolder laid out as one (a listing, no
-    decoding), and a ``train_size`` that holds ``MIN_PER_CLASS`` images of every class."""
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
-    classes = len(list_images(Path(cfg.data_dir))[0]) if cfg.dataset == "imagefolder" else \
-        100 if cfg.dataset == "cifar100" else 10
-    if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
-        raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
-                          f"class are needed ({MIN_PER_CLASS * classes} for {classes} classes)")
 
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 (N, 3, H, W)
+    images: torch.Tensor  # uint8 (N, 3, H, W); with ``listing``: int64 (N,) positions of files not decoded yet
     labels: torch.Tensor  # int64 (N,)
+    listing: Listing | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: torch.Tensor) -> "Split":
-        return Split(self.images[idx], self.labels[idx])
+        return Split(self.images[idx], self.labels[idx], self.listing)
 
     def to(self, device: torch.device) -> "Split":
         return Split(self.images.to(device), self.labels.to(device))
@@ -89,67 +76,42 @@ class DataBundle:
 
 
 # ----------------------------------------------------------------------------------- loaders
-def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
-    if (root / cifar_pickles.LAYOUT[name][0]).is_dir():  # already there: no network, no checksum pass over 170 MB
-        train, test, classes = cifar_pickles.read_folder(name, root)
-        return Split(*train), Split(*test), classes
-    import torchvision
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)  # a machine without network should fail in seconds, not minutes
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            train = cls(str(root), train=True, download=download)
-            test = cls(str(root), train=False, download=download)
-    finally:
-        socket.setdefaulttimeout(old)
-
-    def split(ds) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
-                     torch.as_tensor(ds.targets, dtype=torch.int64))
-    return split(train), split(test), tuple(train.classes)
+def _torchvision_cifar(name: str, root: Path) -> tuple[Split, Split, tuple[str, ...]]:
+    """CIFAR from torchvision's extracted files, downloaded (and checksummed) first when absent."""
+    if not (root / cifar_pickles.LAYOUT[name][0]).is_dir():
+        import torchvision
+        from torchvision.datasets.utils import download_and_extract_archive
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(15)  # a machine without network should fail in seconds, not minutes
+        try:
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        finally:
+            socket.setdefaulttimeout(old)
+    train, test, classes = cifar_pickles.read_folder(name, root)
+    return Split(*train), Split(*test), classes
 
 
-@dataclass
-class Listed:
-    """ImageFolder images listed, not decoded (positions ``index`` in ``part`` of ``listing``), so the splits and
-    caps pick from the labels first."""
-    listing: Listing
-    part: str
-    index: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: torch.Tensor) -> "Listed":
-        return Listed(self.listing, self.part, self.index[idx], self.labels[idx])
-
-
-def decode_picked(*splits: Split | Listed) -> tuple[Split, ...]:
-    """``splits`` with each ``Listed`` one decoded: the whole folder at once (and cached) when the splits use
-    every image, else only the picked files (a capped run on all of CIFAR-10 decodes thousands, not 60,000)."""
-    listed = [s for s in splits if isinstance(s, Listed)]
-    if not listed:
-        return splits
-    listing = listed[0].listing
-    if sum(map(len, listed)) == len(listing):
-        every = {part: Split(*xy) for part, xy in listing.decode_all().items()}
-        return tuple(every[s.part].subset(s.index) if isinstance(s, Listed) else s for s in splits)
-    return tuple(Split(decode([listing.files[s.part][0][i] for i in s.index.tolist()]), s.labels)
-                 if isinstance(s, Listed) else s for s in splits)
-
-
-def _imagefolder(root: Path) -> tuple[Split | Listed, Split | Listed, tuple[str, ...]]:
+def _imagefolder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
     """An ImageFolder tree: from its decoded cache while that matches the tree (file list and contents), else
-    listed for ``decode_picked`` (so any change decodes again)."""
+    listed only (``_decoded`` decodes what the splits keep), so any change decodes again."""
     listing = Listing.of(root)
-    every = listing.cached()
-    if every is not None:
-        return Split(*every["train"]), Split(*every["test"]), tuple(listing.classes)
-    train, test = (Listed(listing, p, torch.arange(len(listing.files[p][1])), listing.files[p][1]) for p in PARTS)
-    return train, test, tuple(listing.classes)
+    x = listing.cached()
+    x, ref = (torch.arange(len(listing)), listing) if x is None else (x, None)
+    n, y = listing.n_train, listing.labels
+    return Split(x[:n], y[:n], ref), Split(x[n:], y[n:], ref), tuple(listing.classes)
+
+
+def _decoded(*splits: Split) -> tuple[Split, ...]:
+    """``splits`` decoded: the whole folder at once (and cached) when they use every image, else only the picked
+    files (a capped run on all of CIFAR-10 decodes thousands, not 60,000)."""
+    listing = splits[0].listing
+    if listing is None:
+        return splits
+    if sum(map(len, splits)) == len(listing):
+        every = listing.decode_all()
+        return tuple(Split(every[s.images], s.labels) for s in splits)
+    return tuple(Split(decode([listing.files[i] for i in s.images.tolist()]), s.labels) for s in splits)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -198,46 +160,37 @@ def find_cifar10(root: Path) -> str | None:
     return None
 
 
+def _source(cfg: Config) -> str:
+    """What ``load_raw`` reads: digits, imagefolder, jpeg (CIFAR-10's JPEG copy), cifar10 or cifar100 (torchvision's)."""
+    if cfg.dataset in ("cifar10", "auto"):
+        return "jpeg" if find_cifar10(Path(cfg.data_dir)) == "jpeg" else "cifar10"
+    return cfg.dataset
+
+
 def is_present(cfg: Config) -> bool:
     """Whether an explicitly requested CIFAR is already in ``data_dir`` (no download needed)."""
     root = Path(cfg.data_dir)
-    if cfg.dataset == "cifar10":
-        return find_cifar10(root) is not None
-    if cfg.dataset == "cifar100":
-        return (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir()
-    return True
-
-
-def _count_images(root: Path) -> tuple[int, int]:
-    """Images in an ImageFolder tree's train/ and test/, counted from the listing (CIFAR-10's 60,000: ~0.1 s)."""
-    return tuple(len(items) for items in list_images(root)[1].values())
+    return {"cifar10": find_cifar10(root) is not None,
+            "cifar100": (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir()}.get(cfg.dataset, True)
 
 
 def locate(cfg: Config) -> tuple[str, int | None, int | None]:
     """(what and where, training images, test images) of what ``load_raw`` would read, without decoding or
     downloading: the runners say it first. Counts are None where only reading the data would tell."""
-    root = Path(cfg.data_dir)
-    name = cfg.dataset
-    if name == "digits":
+    root, source = Path(cfg.data_dir), _source(cfg)
+    if source == "digits":
         n = len(digits_arrays()[1])
         return "scikit-learn digits (8x8, upsampled to 32x32)", n - n // 5, n // 5  # _digits' fixed 80/20 split
-    if name == "imagefolder":
-        classes = list_images(root)[0]
-        return (f"ImageFolder {root} ({len(classes)} classes)", *_count_images(root))
-    if name in ("cifar10", "auto"):
-        where = find_cifar10(root)
-        if where == "jpeg":
-            return (f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", *_count_images(root / JPEG_FOLDER))
-        if where == "torchvision":
-            return f"CIFAR-10 (torchvision's files) at {root}", None, None
-        what = "downloading it with torchvision" if name == "cifar10" else \
-            "downloading it with torchvision, else scikit-learn digits"
-        return f"CIFAR-10, not in {root}: {what}", None, None
-    if name == "cifar100":
-        if (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir():
-            return f"CIFAR-100 (torchvision's files) at {root}", None, None
-        return f"CIFAR-100, not in {root}: downloading it with torchvision", None, None
-    raise ConfigError(f"unknown dataset {name!r}")
+    if source in ("imagefolder", "jpeg"):
+        classes, items = list_images(root / JPEG_FOLDER if source == "jpeg" else root)
+        what = f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}" if source == "jpeg" else \
+            f"ImageFolder {root} ({len(classes)} classes)"
+        return what, len(items["train"]), len(items["test"])
+    name = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[source]
+    if (root / cifar_pickles.LAYOUT[source][0]).is_dir():
+        return f"{name} (torchvision's files) at {root}", None, None
+    else_digits = ", else scikit-learn digits" if cfg.dataset == "auto" else ""
+    return f"{name}, not in {root}: downloading it with torchvision{else_digits}", None, None
 
 
 def split_sizes(cfg: Config, n_train: int, n_test: int) -> tuple[int, int, int]:
@@ -248,44 +201,28 @@ def split_sizes(cfg: Config, n_train: int, n_test: int) -> tuple[int, int, int]:
     return train, val, test
 
 
-def load_raw(cfg: Config) -> tuple[str, str, Split | Listed, Split | Listed, tuple[str, ...], str]:
+def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]:
     """(name, source, train, test, classes, notice) before any splitting; an ImageFolder not decoded yet."""
-    root = Path(cfg.data_dir)
-    name = cfg.dataset
-    if name == "imagefolder":
-        train, test, classes = _imagefolder(root)
-        return root.name, f"ImageFolder {root}", train, test, classes, ""
-    if name == "digits":
-        train, test, classes = _digits()
-        return "digits", "scikit-learn load_digits, 32x32 RGB", train, test, classes, ""
-    if name in ("cifar10", "auto"):
-        where = find_cifar10(root)
-        if where == "jpeg":
-            train, test, classes = _imagefolder(root / JPEG_FOLDER)
-            return "cifar10", f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", train, test, classes, ""
-        try:
-            train, test, classes = _torchvision_cifar("cifar10", root, download=True)
-            return "cifar10", f"torchvision CIFAR10 at {root}", train, test, classes, ""
-        except ConfigError:  # files there but refused (not CIFAR, or naming code to run): never fall back silently
-            raise
-        except Exception as e:  # no network, no files
-            if name == "cifar10":
-                raise ConfigError(f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__})") from None
-            train, test, classes = _digits()
-            notice = (f"CIFAR-10 was neither in {root} nor downloadable ({type(e).__name__}); "
-                      "FELL BACK to scikit-learn digits. These results are NOT CIFAR-10 results.")
-            warnings.warn(notice)
-            print("!" * 8, notice)
-            return "digits", "scikit-learn load_digits (auto fallback)", train, test, classes, notice
-    if name == "cifar100":
-        try:
-            train, test, classes = _torchvision_cifar("cifar100", root, download=True)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"CIFAR-100 is not in {root} and could not be downloaded ({type(e).__name__})") from None
-        return "cifar100", f"torchvision CIFAR100 at {root}", train, test, classes, ""
-    raise ConfigError(f"unknown dataset {name!r}")
+    root, source = Path(cfg.data_dir), _source(cfg)
+    if source == "digits":
+        return "digits", "scikit-learn load_digits, 32x32 RGB", *_digits(), ""
+    if source == "imagefolder":
+        return root.name, f"ImageFolder {root}", *_imagefolder(root), ""
+    if source == "jpeg":
+        return "cifar10", f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", *_imagefolder(root / JPEG_FOLDER), ""
+    try:
+        return source, f"torchvision {source.upper()} at {root}", *_torchvision_cifar(source, root), ""
+    except ConfigError:  # files there but refused (not CIFAR, or naming code to run): never fall back silently
+        raise
+    except Exception as e:  # no network, no files
+        if cfg.dataset != "auto":
+            name = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[source]
+            raise ConfigError(f"{name} is not in {root} and could not be downloaded ({type(e).__name__})") from None
+        notice = (f"CIFAR-10 was neither in {root} nor downloadable ({type(e).__name__}); "
+                  "FELL BACK to scikit-learn digits. These results are NOT CIFAR-10 results.")
+        warnings.warn(notice)
+        print("!" * 8, notice)
+        return "digits", "scikit-learn load_digits (auto fallback)", *_digits(), notice
 
 
 def load_data(cfg: Config) -> DataBundle:
@@ -307,7 +244,7 @@ def load_data(cfg: Config) -> DataBundle:
         train = train.subset(stratified_split(train.labels, cfg.train_size, seed=1235)[0])
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_split(test.labels, cfg.test_size, seed=1236)[0])
-    train, val, test = decode_picked(train, val, test)
+    train, val, test = _decoded(train, val, test)
     if len(train) < MIN_PER_CLASS * len(classes):
         raise ConfigError(f"{len(train)} training image(s) left after the validation split is too few: "
                           f"at least {MIN_PER_CLASS} per class are needed ({MIN_PER_CLASS * len(classes)} "

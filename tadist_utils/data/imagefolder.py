@@ -84,52 +84,53 @@ def decode(paths: list[Path]) -> torch.Tensor:
 
 @dataclass
 class Listing:
-    """Every image file of a tree with its label, per part, in a fixed order; ``key`` hashes every path and content
-    (not size and mtime, which ``cp -p`` or a tar extraction keep): ~1 s for CIFAR-10, against ~60 s to decode."""
+    """Every image file of a tree, train/'s then test/'s, with its label; ``key`` hashes every path and content (not
+    size and mtime, which ``cp -p`` or a tar extraction keep): ~1 s for CIFAR-10, against ~60 s to decode."""
     root: Path
     classes: list[str]
-    files: dict[str, tuple[list[Path], torch.Tensor]]
+    files: list[Path]
+    labels: torch.Tensor  # int64, one a file
+    n_train: int
     key: str
 
     @classmethod
     def of(cls, root: Path) -> "Listing":
         root = Path(root)
         classes, items = list_images(root)
-        h, files = hashlib.sha256(), {}
-        for part in PARTS:
-            for path, label in items[part]:
-                try:
-                    with open(path, "rb") as f:
-                        digest = hashlib.file_digest(f, "sha256").digest()
-                except OSError as e:  # a dangling symlink, no read permission: name the file
-                    raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e.strerror or e}); fix or "
-                                      "remove it") from None
-                h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode() + digest)
-            files[part] = ([Path(p) for p, _ in items[part]],
-                           torch.tensor([label for _, label in items[part]], dtype=torch.int64))
-        return cls(root, classes, files, h.hexdigest())
+        h, files = hashlib.sha256(), items["train"] + items["test"]
+        for i, (path, label) in enumerate(files):
+            try:
+                with open(path, "rb") as f:
+                    digest = hashlib.file_digest(f, "sha256").digest()
+            except OSError as e:  # a dangling symlink, no read permission: name the file
+                raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e.strerror or e}); fix or "
+                                  "remove it") from None
+            part = "train" if i < len(items["train"]) else "test"
+            h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode() + digest)
+        return cls(root, classes, [Path(p) for p, _ in files], torch.tensor([y for _, y in files], dtype=torch.int64),
+                   len(items["train"]), h.hexdigest())
 
     def __len__(self) -> int:
-        return sum(len(labels) for _, labels in self.files.values())
+        return len(self.files)
 
-    def cached(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
-        """Every image decoded, per part, from the cache when it matches this listing; None otherwise."""
+    def cached(self) -> torch.Tensor | None:
+        """Every image decoded, from the cache when it matches this listing; None otherwise."""
         try:
             with np.load(self.root / CACHE, allow_pickle=False) as z:
                 if "key" in z and str(z["key"]) == self.key and list(z["classes"]) == self.classes:
-                    return {p: (torch.from_numpy(z[f"{p}_x"]), torch.from_numpy(z[f"{p}_y"])) for p in PARTS}
+                    return torch.from_numpy(np.concatenate([z["train_x"], z["test_x"]]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # absent or unreadable cache: decode again (and rewrite it)
         return None
 
-    def decode_all(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Every image decoded, per part, and written to the cache (a read-only or full disk: not cached)."""
-        out = {p: (decode(paths), labels) for p, (paths, labels) in self.files.items()}
+    def decode_all(self) -> torch.Tensor:
+        """Every image decoded and written to the cache (a read-only or full disk: not cached)."""
+        x, n = decode(self.files), self.n_train
         tmp = self.root / f".tadist-cache.tmp-{os.getpid()}.npz"
         try:
-            np.savez(tmp, key=np.array(self.key), classes=np.array(self.classes),
-                     **{f"{p}_{k}": t.numpy() for p, (x, y) in out.items() for k, t in (("x", x), ("y", y))})
+            np.savez(tmp, key=np.array(self.key), classes=np.array(self.classes), train_x=x[:n].numpy(),
+                     train_y=self.labels[:n].numpy(), test_x=x[n:].numpy(), test_y=self.labels[n:].numpy())
             tmp.replace(self.root / CACHE)
         except OSError:
             tmp.unlink(missing_ok=True)
-        return out
+        return x
