@@ -1,8 +1,6 @@
-"""Run configuration: one dataclass, its profiles, and every check a config gets (``validate``, one line each).
-
-Each field has a documented default and its roles beside it; a profile is a set of overrides
-(``make_config("quick", student_epochs=5)``). Only ``validate`` imports the package (names' owners), so imports go one way.
-"""
+"""Run configuration: one dataclass (each field's default and roles beside it), its profiles (sets of overrides:
+``make_config("quick", student_epochs=5)``), and every check a config gets (``validate``, a ConfigError line each).
+Only ``validate`` imports from the package (the owners of names), so imports go one way."""
 from __future__ import annotations
 
 import dataclasses
@@ -141,9 +139,8 @@ def settings_fields(cfg: Config) -> dict:
 
 PROFILES: dict[str, dict] = {
     # seconds on a CPU, one epoch of everything: CI, checking a set-up. One thread (two beside any other job: 7x slower)
-    "smoke": dict(train_size=256, val_size=64, test_size=128, teacher_epochs=1, student_epochs=1,
-                  finetune_epochs=1, batch_size=64, eval_batch_size=256, augment=False, student_augment=False,
-                  threads=1),
+    "smoke": dict(train_size=256, val_size=64, test_size=128, teacher_epochs=1, student_epochs=1, finetune_epochs=1,
+                  batch_size=64, eval_batch_size=256, augment=False, student_augment=False, threads=1),
     # minutes on a 2-core CPU (README): a teacher worth copying (SGD one-cycle, unaugmented, batch 32: docs/recipes.md),
     # S1 and the halves, the labels-only baseline beside them
     "quick": dict(train_size=2500, val_size=500, test_size=1000, teacher_optimizer="sgd", teacher_lr=0.05,
@@ -151,16 +148,20 @@ PROFILES: dict[str, dict] = {
                   student_augment=False, experiments=("direct", "single_ta", "hierarchical", "labels")),
     # behind the committed notebook outputs (README), with the recipes the pilot chose on validation (docs/recipes.md)
     "reference": dict(train_size=5000, val_size=1000, test_size=2000, teacher_optimizer="sgd", teacher_lr=0.05,
-                      teacher_weight_decay=5e-4, augment=True, teacher_epochs=40, student_augment=False,
-                      student_epochs=40, finetune_epochs=10, batch_size=64,
-                      experiments=("direct", "single_ta", "hierarchical", "labels")),
+                      teacher_weight_decay=5e-4, augment=True, teacher_epochs=40, student_augment=False, student_epochs=40,
+                      finetune_epochs=10, batch_size=64, experiments=("direct", "single_ta", "hierarchical", "labels")),
     # the paper's schedule on the full dataset, each experiment with its own S01/S2 as in the paper.
     "paper": dict(share_students=False),
 }
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
-WORDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", type(None): "None"}
+KINDS = {  # (test, words) of each type a field may have: a bool is no number, a float is finite, a path not empty
+    int: (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"),
+    float: (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v), "a finite number"),
+    bool: (lambda v: isinstance(v, bool), "true or false"), str: (lambda v: isinstance(v, str), "a string"),
+    type(None): (lambda v: v is None, "None"), "path": (lambda v: isinstance(v, (str, os.PathLike)) and str(v) != "", "a path"),
+    tuple: (lambda v: isinstance(v, tuple) and all(isinstance(e, str) for e in v), "a tuple of names")}
 RANGES = [  # (test, fields, words)
     (lambda v: v > 0, ("levels", "val_size", "teacher_epochs", "student_epochs", "batch_size", "eval_batch_size"),
      "a positive integer"), (lambda v: v is None or v > 0, ("train_size", "test_size", "threads"), "a positive integer or None"),
@@ -183,20 +184,8 @@ def _union(hint) -> tuple:
     return typing.get_args(hint) if typing.get_origin(hint) is types.UnionType else (hint,)  # int | None
 
 
-def _fits(name: str, v, t) -> bool:
-    """Whether ``v`` is a ``t``: a bool is no number, a float is finite, a path is not empty."""
-    if typing.get_origin(t) is tuple:
-        return isinstance(v, tuple) and all(isinstance(e, str) for e in v)
-    if name.endswith("_dir"):
-        return isinstance(v, (str, os.PathLike)) and str(v) != ""
-    if t in (int, float):
-        return isinstance(v, numbers.Integral if t is int else numbers.Real) and not isinstance(v, bool) and \
-            (t is int or math.isfinite(v))
-    return isinstance(v, t)
-
-
 def check_seed(seed, name: str = "seed") -> None:
-    if not _fits(name, seed, int) or not 0 <= seed < SEED_LIMIT:
+    if not KINDS[int][0](seed) or not 0 <= seed < SEED_LIMIT:
         raise ConfigError(f"{name} must be an integer from 0 to {SEED_LIMIT - 1:,}, got {seed!r}")
 
 
@@ -205,7 +194,7 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
     none twice (it would train twice over the same checkpoints and rows)."""
     values = [int(s) if isinstance(s, str) and s.strip().lstrip("+-").isdigit() else s for s in seeds] \
         if isinstance(seeds, (list, tuple)) else [seeds]
-    if isinstance(seeds, (str, bytes)) or not all(_fits(name, v, int) for v in values):
+    if isinstance(seeds, (str, bytes)) or not all(KINDS[int][0](v) for v in values):
         raise ConfigError(f"{name} must be a list of integers, got {seeds!r}")
     for v in values:
         check_seed(v)
@@ -222,13 +211,14 @@ def validate(cfg: Config) -> Config:
     from .engine import resolve_device
     from .methods import METHODS
     for name, hint in typing.get_type_hints(type(cfg)).items():
-        v, kinds = getattr(cfg, name), _union(hint)
-        if typing.get_origin(hint) is Literal and v not in kinds[0].__args__:
-            raise ConfigError(f"unknown {name} {v!r}; choose from {', '.join(typing.get_args(hint))}")
-        if typing.get_origin(hint) is not Literal and not any(_fits(name, v, t) for t in kinds):
-            words = " or ".join("a tuple of names" if typing.get_origin(t) is tuple else "a path" if name.endswith("_dir")
-                                else WORDS[t] for t in kinds)
-            raise ConfigError(f"{name} must be {words}, got {v!r}")
+        v, choices = getattr(cfg, name), typing.get_args(hint)
+        if typing.get_origin(hint) is Literal:
+            if v not in choices:
+                raise ConfigError(f"unknown {name} {v!r}; choose from {', '.join(choices)}")
+            continue
+        kinds = [KINDS["path"]] if name.endswith("_dir") else [KINDS[typing.get_origin(t) or t] for t in _union(hint)]
+        if not any(ok(v) for ok, _ in kinds):
+            raise ConfigError(f"{name} must be {' or '.join(words for _, words in kinds)}, got {v!r}")
     check_seed(cfg.seed)
     for ok, names, words in RANGES:
         if bad := [n for n in names if not ok(getattr(cfg, n))]:
