@@ -193,8 +193,8 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
     """Seeds (the runners', the notebooks', the sweep's) as integers, in order: each in range (digits read as one),
     none twice (it would train twice over the same checkpoints and rows)."""
     values = [int(s) if isinstance(s, str) and s.strip().lstrip("+-").isdigit() else s for s in seeds] \
-        if isinstance(seeds, (list, tuple)) else [seeds]
-    if isinstance(seeds, (str, bytes)) or not all(KINDS[int][0](v) for v in values):
+        if isinstance(seeds, (list, tuple)) else None
+    if values is None or not all(KINDS[int][0](v) for v in values):
         raise ConfigError(f"{name} must be a list of integers, got {seeds!r}")
     for v in values:
         check_seed(v)
@@ -206,9 +206,10 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
 def validate(cfg: Config) -> Config:
     """``cfg``, checked before anything trains: types (from the annotations), ranges, names against their owners, a
     device this machine has, data laid out as the dataset needs (a listing, no decoding), a writable results_dir."""
+    import torch
+
     from . import models
     from .data.imagefolder import list_images
-    from .engine import resolve_device
     from .methods import METHODS
     for name, hint in typing.get_type_hints(type(cfg)).items():
         v, choices = getattr(cfg, name), typing.get_args(hint)
@@ -223,9 +224,14 @@ def validate(cfg: Config) -> Config:
     for ok, names, words in RANGES:
         if bad := [n for n in names if not ok(getattr(cfg, n))]:
             raise ConfigError(f"{bad[0]} must be {words}, got {getattr(cfg, bad[0])!r}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+    if not (cuda := re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device)):
         raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-    resolve_device(cfg.device)  # one this machine has
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {cfg.device!r} requested but this machine has no CUDA GPU (use device='auto' or 'cpu')")
+    if cuda[1] and int(cuda[1][1:]) >= torch.cuda.device_count():
+        raise ConfigError(f"device {cfg.device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if cfg.device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {cfg.device!r} requested but MPS is not available here")
     if (bad := [e for e in cfg.experiments if e not in METHODS]) or not cfg.experiments:
         raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
     if cfg.levels > max(models.STUDENT_LEVELS):

@@ -37,9 +37,6 @@ class Split:
     def subset(self, idx: torch.Tensor) -> "Split":
         return Split(self.images[idx], self.labels[idx], self.listing)
 
-    def to(self, device: torch.device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
-
 
 @dataclass
 class DataBundle:
@@ -144,7 +141,7 @@ def _torchvision_cifar(name: str, root: Path) -> tuple[Split, Split, tuple[str, 
 def _imagefolder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
     """An ImageFolder tree, decoded from its cache while that matches (``Listing.key``), else listed only."""
     listing = Listing.of(root)
-    x, ref = (torch.arange(len(listing)), listing) if (x := listing.cached()) is None else (x, None)
+    x, ref = (torch.arange(len(listing.files)), listing) if (x := listing.cached()) is None else (x, None)
     n, y = listing.n_train, listing.labels
     return Split(x[:n], y[:n], ref), Split(x[n:], y[n:], ref), tuple(listing.classes)
 
@@ -154,7 +151,7 @@ def _decoded(*splits: Split) -> tuple[Split, ...]:
     listing = splits[0].listing
     if listing is None:
         return splits
-    if sum(map(len, splits)) == len(listing):
+    if sum(map(len, splits)) == len(listing.files):
         every = listing.decode_all()
         return tuple(Split(every[s.images], s.labels) for s in splits)
     return tuple(Split(decode([listing.files[i] for i in s.images.tolist()]), s.labels) for s in splits)
@@ -313,7 +310,7 @@ class Batches:
 
     def __init__(self, split: Split, bundle: DataBundle, batch_size: int, device: torch.device, *,
                  shuffle: bool = False, augment: bool = False, seed: int = 0, channels_last: bool = False):
-        self.split = split.to(device)
+        self.split = Split(split.images.to(device), split.labels.to(device))
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.augment, self.seed, self.channels_last = shuffle, augment, seed, channels_last
         self.mean = (bundle.mean * 255).view(1, -1, 1, 1).to(device)

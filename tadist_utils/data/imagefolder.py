@@ -94,9 +94,6 @@ class Listing:
         return cls(root, classes, [Path(p) for p, _ in files], torch.tensor([y for _, y in files], dtype=torch.int64),
                    len(items["train"]), h.hexdigest())
 
-    def __len__(self) -> int:
-        return len(self.files)
-
     def cached(self) -> torch.Tensor | None:
         """Every image decoded, from the cache when it matches this listing; None otherwise."""
         try:
