@@ -224,14 +224,13 @@ def validate(cfg: Config) -> Config:
     for ok, names, words in RANGES:
         if bad := [n for n in names if not ok(getattr(cfg, n))]:
             raise ConfigError(f"{bad[0]} must be {words}, got {getattr(cfg, bad[0])!r}")
-    if not (cuda := re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device)):
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {cfg.device!r} requested but this machine has no CUDA GPU (use device='auto' or 'cpu')")
-    if cuda[1] and int(cuda[1][1:]) >= torch.cuda.device_count():
-        raise ConfigError(f"device {cfg.device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if cfg.device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {cfg.device!r} requested but MPS is not available here")
+    kind, _, index = cfg.device.partition(":")  # one this machine has:
+    have = torch.cuda.device_count() if kind == "cuda" else torch.backends.mps.is_available() if kind == "mps" else 1
+    if int(index or 0) >= have:
+        raise ConfigError(f"device {cfg.device!r} requested but this machine has " + (f"only {have} CUDA device(s)" if have
+                          else f"no {'CUDA GPU' if kind == 'cuda' else 'MPS'} (use device='auto' or 'cpu')"))
     if (bad := [e for e in cfg.experiments if e not in METHODS]) or not cfg.experiments:
         raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
     if cfg.levels > max(models.STUDENT_LEVELS):
