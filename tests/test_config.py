@@ -1,17 +1,18 @@
 """Settings: strings read as their types, one-line errors, roles declared once, threads (more bad values: test_bad_input.py)."""
+import re
+
 import pytest
 import torch
 
 from tadist_utils.config import ConfigError, make_config
-from tadist_utils.experiments import check
 
 
 def test_imagefolder_dir_checks(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        check(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "nope")))
+        make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path / "nope"))
     (tmp_path / "train").mkdir()
     with pytest.raises(ConfigError, match="lacks test/"):
-        check(make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path)))
+        make_config("smoke", dataset="imagefolder", data_dir=str(tmp_path))
 
 
 def test_strings_from_the_command_line_are_coerced():
@@ -110,7 +111,7 @@ def test_a_field_declares_its_roles_once_and_every_list_follows(monkeypatch, tmp
 def test_the_package_lists_are_the_declared_roles():
     from tadist_utils import config
     from tadist_utils.runners import nbsetup
-    assert config.NOT_SETTINGS == set(config.with_role("setting", False)) and "profile" in config.NOT_SETTINGS
+    assert "profile" in config.with_role("setting", False)
     assert "student_lr" not in config.with_role("teacher") and "feature_loss" in config.with_role("s1")
     assert nbsetup.PARAMETERS == nbsetup.notebook_parameters() and nbsetup.PARAMETERS[0] == "profile"
 
@@ -119,3 +120,27 @@ def test_the_default_experiments_are_the_papers():
     """config imports nothing from the package, so its default is spelt out; it must stay the methods' paper set."""
     from tadist_utils import config, methods
     assert config.Config().experiments == methods.PAPER_EXPERIMENTS
+
+
+def test_named_choices_are_their_owners():
+    """A Literal field's choices are the names its owner knows (validate checks the Literal alone)."""
+    import typing
+
+    from tadist_utils import config, losses
+    hints = typing.get_type_hints(config.Config)
+    assert typing.get_args(hints["feature_loss"]) == tuple(losses.FEATURE_LOSSES)
+    for name in ("precision", "fuse_students", "dataset", "teacher_optimizer", "finetune_mode"):
+        assert typing.get_origin(hints[name]) is typing.Literal
+
+
+def test_every_check_is_in_validate(monkeypatch):
+    """One place: a Config changed after make_config (``replace`` checks nothing) is refused by ``validate``."""
+    from tadist_utils.config import validate
+    cfg = make_config("smoke", dataset="digits")
+    for bad, message in ((dict(device="tpu"), "unknown device 'tpu'"), (dict(precision="fp8"), "unknown precision"),
+                         (dict(experiments=("nope",)), "unknown experiment(s) ['nope']"),
+                         (dict(levels=9), "levels=9 needs a student architecture"),
+                         (dict(train_size=3), "train_size=3 is too small")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(cfg.replace(**bad))
+    assert validate(cfg) is cfg

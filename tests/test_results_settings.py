@@ -8,7 +8,7 @@ import shutil
 
 import pandas as pd
 
-from tadist_utils.config import NOT_SETTINGS, FIELDS, settings_fields
+from tadist_utils.config import FIELDS, settings_fields, with_role
 from tadist_utils.experiments import Pipeline
 from tadist_utils.storage.results import SUPERSEDED, ResultsStore, superseded_notice
 
@@ -52,8 +52,8 @@ def test_rows_of_a_version_that_recorded_no_settings_are_superseded(tmp_path):
 
 
 def test_settings_name_every_field_that_shapes_a_number():
-    fields = settings_fields(Pipeline.__init__.__globals__["Config"]())
-    assert set(fields) | NOT_SETTINGS == set(FIELDS) and not set(fields) & NOT_SETTINGS
+    fields, not_settings = settings_fields(Pipeline.__init__.__globals__["Config"]()), set(with_role("setting", False))
+    assert set(fields) | not_settings == set(FIELDS) and not set(fields) & not_settings
     for shaping in ("student_lr", "student_epochs", "levels", "feature_loss", "train_size", "batch_size", "precision",
                     "augment", "finetune_lr", "share_students", "dense_drop"):
         assert shaping in fields

@@ -1,13 +1,12 @@
-"""Datasets as uint8 tensors held on the training device, with batching and augmentation done there.
-
-CIFAR, an ImageFolder tree or scikit-learn's digits (the offline fallback), decoded once to ``(N, 3, 32, 32)``
-uint8. A fixed stratified validation split comes from the training set: the test set never selects a model.
-``Batches`` crops, flips and normalises on the device in one batched op: no worker processes, no PIL in the loop.
-"""
+"""Datasets (CIFAR, an ImageFolder tree, scikit-learn's digits as the offline fallback) as uint8 ``(N, 3, 32, 32)``
+tensors, a fixed stratified validation split carved from the training set (the test set never selects a model), and
+``Batches``, which crops, flips and normalises on the device in one batched op: no workers, no PIL in the loop."""
 from __future__ import annotations
 
+import codecs
 import hashlib
 import importlib.util
+import pickle
 import socket
 import warnings
 from dataclasses import dataclass, field
@@ -17,42 +16,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cifar_pickles
-from ..config import Config
+from ..config import MIN_PER_CLASS, Config
 from ..errors import ConfigError
 from .imagefolder import PARTS, Listing, decode, list_images
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
 JPEG_FOLDER = "cifar10-jpeg"  # where ../shared/data/cifar10-jpeg.tar.gz is unpacked inside data_dir
-DATASETS = ("auto", "cifar10", "cifar100", "imagefolder", "digits")
-
-
-def check(cfg: Config) -> None:
-    """The data settings, before anything trains: a known dataset, an ImageFolder laid out as one (a listing, no
-    decoding), and a ``train_size`` that holds ``MIN_PER_CLASS`` images of every class."""
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
-    classes = len(list_images(Path(cfg.data_dir))[0]) if cfg.dataset == "imagefolder" else \
-        100 if cfg.dataset == "cifar100" else 10
-    if cfg.train_size is not None and cfg.train_size < MIN_PER_CLASS * classes:
-        raise ConfigError(f"train_size={cfg.train_size} is too small: at least {MIN_PER_CLASS} training images per "
-                          f"class are needed ({MIN_PER_CLASS * classes} for {classes} classes)")
+CIFAR = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8 (N, 3, H, W)
+    images: torch.Tensor  # uint8 (N, 3, H, W); with ``listing``: int64 (N,) positions of files not decoded yet
     labels: torch.Tensor  # int64 (N,)
+    listing: Listing | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: torch.Tensor) -> "Split":
-        return Split(self.images[idx], self.labels[idx])
-
-    def to(self, device: torch.device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images[idx], self.labels[idx], self.listing)
 
 
 @dataclass
@@ -62,8 +45,8 @@ class DataBundle:
     train: Split
     val: Split
     test: Split
-    mean: torch.Tensor = field(default=None)  # per-channel, of the training split, in [0, 1]
-    std: torch.Tensor = field(default=None)
+    mean: torch.Tensor = None  # per-channel, of the training split, in [0, 1]
+    std: torch.Tensor = None
     source: str = ""
     notice: str = ""  # non-empty when something the user should know happened (fallback, clamping)
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)  # not copied by replace()
@@ -89,75 +72,95 @@ class DataBundle:
 
 
 # ----------------------------------------------------------------------------------- loaders
-def _torchvision_cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
-    if (root / cifar_pickles.LAYOUT[name][0]).is_dir():  # already there: no network, no checksum pass over 170 MB
-        train, test, classes = cifar_pickles.read_folder(name, root)
-        return Split(*train), Split(*test), classes
-    import torchvision
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(15)  # a machine without network should fail in seconds, not minutes
+LAYOUT = {  # torchvision's extracted folders: (folder, train files, test file, meta file, label key, names key)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
+                "labels", "label_names"),
+    "cifar100": ("cifar-100-python", ["train"], "test", "meta", "fine_labels", "fine_label_names")}
+
+
+class ArraysOnly(pickle.Unpickler):
+    """Unpickles CIFAR's files without running code from them (``pickle.load``, torchvision's loader, runs whatever a
+    file names): every global but numpy's array reconstruction (all CIFAR's batches name) is refused unlooked-up."""
+    SAFE = dict(_reconstruct=np.zeros(0).__reduce__()[0],  # numpy's own, wherever this numpy keeps it
+                _frombuffer=lambda buf, dtype, shape, order: np.frombuffer(buf, dtype=dtype).reshape(shape, order=order),
+                ndarray=np.ndarray, dtype=np.dtype, encode=codecs.encode)  # encode: bytes in protocol 2
+    ALLOWED = {(f"{core}.{m}", n) for core in ("numpy.core", "numpy._core")
+               for m, n in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))} | \
+        {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never does")
+        return self.SAFE[name]
+
+
+def unpickle(path: Path) -> dict:
+    """One CIFAR pickle, loaded with ``ArraysOnly``; a refusal is one ConfigError naming the file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            train = cls(str(root), train=True, download=download)
-            test = cls(str(root), train=False, download=download)
-    finally:
-        socket.setdefaulttimeout(old)
-
-    def split(ds) -> Split:
-        return Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
-                     torch.as_tensor(ds.targets, dtype=torch.int64))
-    return split(train), split(test), tuple(train.classes)
-
-
-@dataclass
-class Listed:
-    """ImageFolder images listed, not decoded (positions ``index`` in ``part`` of ``listing``), so the splits and
-    caps pick from the labels first."""
-    listing: Listing
-    part: str
-    index: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx: torch.Tensor) -> "Listed":
-        return Listed(self.listing, self.part, self.index[idx], self.labels[idx])
+        with open(path, "rb") as fh:
+            d = ArraysOnly(fh, encoding="latin1").load()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing (an incomplete CIFAR folder; delete {path.parent} to download it again)") from None
+    except Exception as e:  # UnpicklingError (refused or corrupt), EOFError, ValueError, ...
+        raise ConfigError(f"refusing to load {path}: {type(e).__name__}: {e}; not a CIFAR file "
+                          f"(delete {path.parent} to download it again)") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"refusing to load {path}: not a CIFAR file (holds a {type(d).__name__}, not a dict)")
+    return d
 
 
-def decode_picked(*splits: Split | Listed) -> tuple[Split, ...]:
-    """``splits`` with each ``Listed`` one decoded: the whole folder at once (and cached) when the splits use
-    every image, else only the picked files (a capped run on all of CIFAR-10 decodes thousands, not 60,000)."""
-    listed = [s for s in splits if isinstance(s, Listed)]
-    if not listed:
-        return splits
-    listing = listed[0].listing
-    if sum(map(len, listed)) == len(listing):
-        every = {part: Split(*xy) for part, xy in listing.decode_all().items()}
-        return tuple(every[s.part].subset(s.index) if isinstance(s, Listed) else s for s in splits)
-    return tuple(Split(decode([listing.files[s.part][0][i] for i in s.index.tolist()]), s.labels)
-                 if isinstance(s, Listed) else s for s in splits)
+def _torchvision_cifar(name: str, root: Path) -> tuple[Split, Split, tuple[str, ...]]:
+    """CIFAR from torchvision's extracted files (downloaded and checksummed first when absent), read by ``unpickle``."""
+    folder, train_files, test_file, meta_file, label_key, names_key = LAYOUT[name]
+    if not (root / folder).is_dir():
+        import torchvision
+        from torchvision.datasets.utils import download_and_extract_archive
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(15)  # a machine without network should fail in seconds, not minutes
+        try:
+            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        finally:
+            socket.setdefaulttimeout(old)
+    if names_key not in (meta := unpickle(root / folder / meta_file)):
+        raise ConfigError(f"{root / folder / meta_file} is not a CIFAR meta file (no {names_key!r})")
+
+    def split(files: list[str]) -> Split:
+        images, labels = [], []
+        for f in files:
+            d = unpickle(root / folder / f)
+            try:
+                images.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels += list(d[label_key])
+            except (KeyError, ValueError, TypeError) as e:
+                raise ConfigError(f"{root / folder / f} is not a CIFAR batch ({type(e).__name__}: {e})") from None
+        return Split(torch.from_numpy(np.concatenate(images)), torch.as_tensor(labels, dtype=torch.int64))
+    return split(train_files), split([test_file]), tuple(meta[names_key])
 
 
-def _imagefolder(root: Path) -> tuple[Split | Listed, Split | Listed, tuple[str, ...]]:
-    """An ImageFolder tree: from its decoded cache while that matches the tree (file list and contents), else
-    listed for ``decode_picked`` (so any change decodes again)."""
+def _imagefolder(root: Path) -> tuple[Split, Split, tuple[str, ...]]:
+    """An ImageFolder tree, decoded from its cache while that matches (``Listing.key``), else listed only."""
     listing = Listing.of(root)
-    every = listing.cached()
-    if every is not None:
-        return Split(*every["train"]), Split(*every["test"]), tuple(listing.classes)
-    train, test = (Listed(listing, p, torch.arange(len(listing.files[p][1])), listing.files[p][1]) for p in PARTS)
-    return train, test, tuple(listing.classes)
+    x, ref = (torch.arange(len(listing.files)), listing) if (x := listing.cached()) is None else (x, None)
+    n, y = listing.n_train, listing.labels
+    return Split(x[:n], y[:n], ref), Split(x[n:], y[n:], ref), tuple(listing.classes)
+
+
+def _decoded(*splits: Split) -> tuple[Split, ...]:
+    """``splits`` decoded: all at once (and cached) when they use every image, else the picked files alone."""
+    listing = splits[0].listing
+    if listing is None:
+        return splits
+    if sum(map(len, splits)) == len(listing.files):
+        every = listing.decode_all()
+        return tuple(Split(every[s.images], s.labels) for s in splits)
+    return tuple(Split(decode([listing.files[i] for i in s.images.tolist()]), s.labels) for s in splits)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as (images (1797, 8, 8), labels), read from the CSV it ships, without importing it:
-    scikit-learn and SciPy cost ~1 s of CPU in every process and notebook kernel that loads digits."""
+    """scikit-learn's digits (images (1797, 8, 8), labels) from the CSV it ships: importing it costs ~1 s of CPU."""
     spec = importlib.util.find_spec("sklearn")
-    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
-    if csv is not None and csv.is_file():
+    if spec and spec.origin and (csv := Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz").is_file():
         d = np.loadtxt(csv, delimiter=",")
         return d[:, :-1].reshape(-1, 8, 8), d[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits  # another release's layout (or not installed: its ImportError)
@@ -191,53 +194,38 @@ def stratified_split(labels: torch.Tensor, n: int, seed: int) -> tuple[torch.Ten
 
 def find_cifar10(root: Path) -> str | None:
     """Where CIFAR-10 already sits under data_dir: torchvision's files or the unpacked JPEG copy."""
-    if (root / "cifar-10-batches-py").is_dir():
-        return "torchvision"
-    if (root / JPEG_FOLDER / "train").is_dir() and (root / JPEG_FOLDER / "test").is_dir():
-        return "jpeg"
-    return None
+    return "torchvision" if (root / LAYOUT["cifar10"][0]).is_dir() else \
+        "jpeg" if all((root / JPEG_FOLDER / p).is_dir() for p in PARTS) else None
+
+
+def _source(cfg: Config) -> str:
+    """What ``load_raw`` reads: digits, imagefolder, jpeg (CIFAR-10's JPEG copy), cifar10 or cifar100 (torchvision's)."""
+    auto = cfg.dataset in ("cifar10", "auto")
+    return ("jpeg" if find_cifar10(Path(cfg.data_dir)) == "jpeg" else "cifar10") if auto else cfg.dataset
 
 
 def is_present(cfg: Config) -> bool:
     """Whether an explicitly requested CIFAR is already in ``data_dir`` (no download needed)."""
     root = Path(cfg.data_dir)
-    if cfg.dataset == "cifar10":
-        return find_cifar10(root) is not None
-    if cfg.dataset == "cifar100":
-        return (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir()
-    return True
-
-
-def _count_images(root: Path) -> tuple[int, int]:
-    """Images in an ImageFolder tree's train/ and test/, counted from the listing (CIFAR-10's 60,000: ~0.1 s)."""
-    return tuple(len(items) for items in list_images(root)[1].values())
+    return cfg.dataset not in CIFAR or (root / LAYOUT[cfg.dataset][0]).is_dir() or \
+        (cfg.dataset == "cifar10" and find_cifar10(root) is not None)
 
 
 def locate(cfg: Config) -> tuple[str, int | None, int | None]:
-    """(what and where, training images, test images) of what ``load_raw`` would read, without decoding or
-    downloading: the runners say it first. Counts are None where only reading the data would tell."""
-    root = Path(cfg.data_dir)
-    name = cfg.dataset
-    if name == "digits":
+    """(what and where, training images, test images) ``load_raw`` would read, from a listing (None: not counted)."""
+    root, source = Path(cfg.data_dir), _source(cfg)
+    if source == "digits":
         n = len(digits_arrays()[1])
         return "scikit-learn digits (8x8, upsampled to 32x32)", n - n // 5, n // 5  # _digits' fixed 80/20 split
-    if name == "imagefolder":
-        classes = list_images(root)[0]
-        return (f"ImageFolder {root} ({len(classes)} classes)", *_count_images(root))
-    if name in ("cifar10", "auto"):
-        where = find_cifar10(root)
-        if where == "jpeg":
-            return (f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", *_count_images(root / JPEG_FOLDER))
-        if where == "torchvision":
-            return f"CIFAR-10 (torchvision's files) at {root}", None, None
-        what = "downloading it with torchvision" if name == "cifar10" else \
-            "downloading it with torchvision, else scikit-learn digits"
-        return f"CIFAR-10, not in {root}: {what}", None, None
-    if name == "cifar100":
-        if (root / cifar_pickles.LAYOUT["cifar100"][0]).is_dir():
-            return f"CIFAR-100 (torchvision's files) at {root}", None, None
-        return f"CIFAR-100, not in {root}: downloading it with torchvision", None, None
-    raise ConfigError(f"unknown dataset {name!r}")
+    if source in ("imagefolder", "jpeg"):
+        classes, items = list_images(root / JPEG_FOLDER if source == "jpeg" else root)
+        what = f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}" if source == "jpeg" else \
+            f"ImageFolder {root} ({len(classes)} classes)"
+        return what, len(items["train"]), len(items["test"])
+    if (root / LAYOUT[source][0]).is_dir():
+        return f"{CIFAR[source]} (torchvision's files) at {root}", None, None
+    else_digits = ", else scikit-learn digits" if cfg.dataset == "auto" else ""
+    return f"{CIFAR[source]}, not in {root}: downloading it with torchvision{else_digits}", None, None
 
 
 def split_sizes(cfg: Config, n_train: int, n_test: int) -> tuple[int, int, int]:
@@ -248,51 +236,32 @@ def split_sizes(cfg: Config, n_train: int, n_test: int) -> tuple[int, int, int]:
     return train, val, test
 
 
-def load_raw(cfg: Config) -> tuple[str, str, Split | Listed, Split | Listed, tuple[str, ...], str]:
+def load_raw(cfg: Config) -> tuple[str, str, Split, Split, tuple[str, ...], str]:
     """(name, source, train, test, classes, notice) before any splitting; an ImageFolder not decoded yet."""
-    root = Path(cfg.data_dir)
-    name = cfg.dataset
-    if name == "imagefolder":
-        train, test, classes = _imagefolder(root)
-        return root.name, f"ImageFolder {root}", train, test, classes, ""
-    if name == "digits":
-        train, test, classes = _digits()
-        return "digits", "scikit-learn load_digits, 32x32 RGB", train, test, classes, ""
-    if name in ("cifar10", "auto"):
-        where = find_cifar10(root)
-        if where == "jpeg":
-            train, test, classes = _imagefolder(root / JPEG_FOLDER)
-            return "cifar10", f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", train, test, classes, ""
-        try:
-            train, test, classes = _torchvision_cifar("cifar10", root, download=True)
-            return "cifar10", f"torchvision CIFAR10 at {root}", train, test, classes, ""
-        except ConfigError:  # files there but refused (not CIFAR, or naming code to run): never fall back silently
-            raise
-        except Exception as e:  # no network, no files
-            if name == "cifar10":
-                raise ConfigError(f"CIFAR-10 is not in {root} and could not be downloaded ({type(e).__name__})") from None
-            train, test, classes = _digits()
-            notice = (f"CIFAR-10 was neither in {root} nor downloadable ({type(e).__name__}); "
-                      "FELL BACK to scikit-learn digits. These results are NOT CIFAR-10 results.")
-            warnings.warn(notice)
-            print("!" * 8, notice)
-            return "digits", "scikit-learn load_digits (auto fallback)", train, test, classes, notice
-    if name == "cifar100":
-        try:
-            train, test, classes = _torchvision_cifar("cifar100", root, download=True)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"CIFAR-100 is not in {root} and could not be downloaded ({type(e).__name__})") from None
-        return "cifar100", f"torchvision CIFAR100 at {root}", train, test, classes, ""
-    raise ConfigError(f"unknown dataset {name!r}")
+    root, source = Path(cfg.data_dir), _source(cfg)
+    if source == "digits":
+        return "digits", "scikit-learn load_digits, 32x32 RGB", *_digits(), ""
+    if source == "imagefolder":
+        return root.name, f"ImageFolder {root}", *_imagefolder(root), ""
+    if source == "jpeg":
+        return "cifar10", f"CIFAR-10 JPEG copy at {root / JPEG_FOLDER}", *_imagefolder(root / JPEG_FOLDER), ""
+    try:
+        return source, f"torchvision {source.upper()} at {root}", *_torchvision_cifar(source, root), ""
+    except ConfigError:  # files there but refused (not CIFAR, or naming code to run): never fall back silently
+        raise
+    except Exception as e:  # no network, no files
+        if cfg.dataset != "auto":
+            raise ConfigError(f"{CIFAR[source]} is not in {root} and could not be downloaded ({type(e).__name__})") from None
+        notice = (f"CIFAR-10 was neither in {root} nor downloadable ({type(e).__name__}); "
+                  "FELL BACK to scikit-learn digits. These results are NOT CIFAR-10 results.")
+        warnings.warn(notice)
+        print("!" * 8, notice)
+        return "digits", "scikit-learn load_digits (auto fallback)", *_digits(), notice
 
 
 def load_data(cfg: Config) -> DataBundle:
-    """Load, carve the stratified validation split, apply the size caps.
-
-    A profile's ``val_size`` above 20% of the training images is clamped to 20% with a NOTICE (profiles meet small
-    datasets); one set by hand that is not below the number of training images is refused."""
+    """Load, carve the stratified validation split, apply the size caps. A profile's ``val_size`` above 20% of the
+    training images is clamped to 20%, said in a NOTICE; one set by hand not below the training images is refused."""
     name, source, train, test, classes, notice = load_raw(cfg)
     val_size = cfg.val_size
     if val_size >= len(train) and not cfg.from_profile("val_size"):
@@ -307,7 +276,7 @@ def load_data(cfg: Config) -> DataBundle:
         train = train.subset(stratified_split(train.labels, cfg.train_size, seed=1235)[0])
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(stratified_split(test.labels, cfg.test_size, seed=1236)[0])
-    train, val, test = decode_picked(train, val, test)
+    train, val, test = _decoded(train, val, test)
     if len(train) < MIN_PER_CLASS * len(classes):
         raise ConfigError(f"{len(train)} training image(s) left after the validation split is too few: "
                           f"at least {MIN_PER_CLASS} per class are needed ({MIN_PER_CLASS * len(classes)} "
@@ -319,8 +288,7 @@ def load_data(cfg: Config) -> DataBundle:
 
 # ----------------------------------------------------------------------------------- batching
 def augment_draws(n: int, g: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """The random numbers of one batch's augmentation, drawn on the host: (3, n) int64 rows of crop offsets
-    (row, column) and flips (0/1); their draw order fixes a seed's crops."""
+    """One batch's crop offsets (row, column) and flips (0/1), (3, n) int64 drawn on the host, in a fixed order."""
     off = torch.randint(0, 2 * pad + 1, (2, n), generator=g)
     flip = torch.rand(n, generator=g) < 0.5
     return torch.cat([off, flip[None].long()])
@@ -338,12 +306,11 @@ def crop_flip(x: torch.Tensor, draws: torch.Tensor, pad: int = 4) -> torch.Tenso
 
 
 class Batches:
-    """Iterate ``(x, y, idx)`` over a device-resident split; seeded by ``(seed, epoch)``, so an epoch's batches are
-    the same whether the run was interrupted or not."""
+    """``(x, y, idx)`` over a device-resident split, seeded by ``(seed, epoch)``: the same, interrupted or not."""
 
     def __init__(self, split: Split, bundle: DataBundle, batch_size: int, device: torch.device, *,
                  shuffle: bool = False, augment: bool = False, seed: int = 0, channels_last: bool = False):
-        self.split = split.to(device)
+        self.split = Split(split.images.to(device), split.labels.to(device))
         self.batch_size, self.device = batch_size, device
         self.shuffle, self.augment, self.seed, self.channels_last = shuffle, augment, seed, channels_last
         self.mean = (bundle.mean * 255).view(1, -1, 1, 1).to(device)
@@ -354,25 +321,22 @@ class Batches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self._starts())
+        return len(self._bounds())
 
-    def _starts(self) -> range:
-        """Batch start offsets; in training, a last batch of one image joins the batch before it (batch norm)."""
+    def _bounds(self) -> list[tuple[int, int]]:
+        """(start, stop) of each batch; in training, a last batch of one image joins the one before it (batch norm)."""
         n, bs = len(self.split), self.batch_size
-        return range(0, n - 1 if self.shuffle and n > bs and n % bs == 1 else n, bs)
+        starts = range(0, n - 1 if self.shuffle and n > bs and n % bs == 1 else n, bs)
+        return [(a, n if a == starts[-1] else a + bs) for a in starts]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         x = (x.float() - self.mean) * self.inv_std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __iter__(self):
-        """An epoch's order and augmentation are drawn on the host and copied to the device once: a host copy syncs
-        the stream, so one per batch would stall a GPU's queue every step (``tests/test_host_traffic.py``)."""
+        """An epoch's order and crops, drawn on the host, go to the device in one copy (one a batch stalls a GPU)."""
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        n = len(self.split)
-        bounds = [(i, min(i + self.batch_size, n)) for i in self._starts()]
-        if bounds:  # a last batch of one joins the one before it (``_starts``)
-            bounds[-1] = (bounds[-1][0], n)
+        n, bounds = len(self.split), self._bounds()
         if not (self.shuffle or self.augment):  # evaluation: in order, nothing drawn
             order, draws = torch.arange(n, device=self.device), None
         else:

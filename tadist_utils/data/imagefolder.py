@@ -1,9 +1,5 @@
-"""ImageFolder trees (``train/<class>/<image>``, ``test/<class>/<image>``): checked and listed without decoding,
-decoded to 32x32 RGB uint8, and a decoded copy cached as ``.tadist-cache.npz`` beside the tree.
-
-Listing (torchvision's ``find_classes``/``make_dataset``) reads names and bytes, not pixels, so labels are known
-before any image is decoded: ``data.load_data`` picks its splits from the labels first and decodes only those it keeps.
-"""
+"""ImageFolder trees (``train/<class>/<image>``, ``test/<class>/<image>``): listed and checked without decoding (so
+splits pick from the labels first), decoded to 32x32 RGB uint8, cached decoded as ``.tadist-cache.npz`` beside them."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.datasets.folder import find_classes, make_dataset
+from torchvision.datasets.folder import make_dataset
 
 from ..errors import ConfigError
 
@@ -27,29 +23,20 @@ def _is_image(path: str) -> bool:  # by suffix (a hidden ".jpg" has none), as to
     return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
 
 
-def _classes(folder: Path) -> list[str]:
-    try:
-        return find_classes(folder)[0]
-    except FileNotFoundError:  # no class folder (torchvision's error), or no folder at all
-        return []
-
-
 def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
-    """The class names of an ImageFolder tree and each part's (path, label) sorted by class then name (torchvision's
-    ``find_classes``/``make_dataset``: a listing, no decoding), or one ConfigError: train/ and test/ there, at least
-    two classes, the same classes in both, and images in every class folder."""
+    """The class names and each part's (path, label), sorted by class then name; or one ConfigError: train/ and test/
+    there, at least two classes, the same in both, images in every class folder."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"data_dir {str(root)!r} does not exist")
-    missing = [s for s in PARTS if not (root / s).is_dir()]
-    if missing:
+    if missing := [s for s in PARTS if not (root / s).is_dir()]:
         raise ConfigError(f"data_dir {str(root)!r} lacks {' and '.join(s + '/' for s in missing)} (ImageFolder layout)")
-    classes = _classes(root / "train")
+    # torchvision's find_classes, less its error when there are none: a folder's folders, sorted
+    classes, test = (sorted(e.name for e in os.scandir(root / p) if e.is_dir()) for p in PARTS)
     if not classes:
         raise ConfigError(f"{root / 'train'} has no class folders (ImageFolder layout: train/<class>/<image>)")
     if len(classes) < 2:
         raise ConfigError(f"{root / 'train'} has one class folder ({classes[0]}); classification needs at least two")
-    test = _classes(root / "test")
     if test != classes:
         missing, extra = sorted(set(classes) - set(test)), sorted(set(test) - set(classes))
         raise ConfigError(f"{root / 'test'} does not have the classes of train/: "
@@ -58,8 +45,7 @@ def list_images(root: Path) -> tuple[list[str], dict[str, list[tuple[str, int]]]
     index = {c: i for i, c in enumerate(classes)}
     items = {p: make_dataset(root / p, index, is_valid_file=_is_image, allow_empty=True) for p in PARTS}
     for part in PARTS:
-        empty = sorted(set(range(len(classes))) - {label for _, label in items[part]})
-        if empty:
+        if empty := sorted(set(range(len(classes))) - {label for _, label in items[part]}):
             raise ConfigError(f"{root / part / classes[empty[0]]} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return classes, items
 
@@ -77,59 +63,55 @@ def decode(paths: list[Path]) -> torch.Tensor:
                 images.append(np.asarray(im, dtype=np.uint8))
         except Exception as e:  # truncated, not an image at all, unsupported mode: name the file
             raise ConfigError(f"cannot decode image {path} ({type(e).__name__}: {e}); fix or remove it") from None
-    if not images:
-        return torch.empty((0, 3, 32, 32), dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
+    return torch.from_numpy((np.stack(images) if images else np.zeros((0, 32, 32, 3), np.uint8)).transpose(0, 3, 1, 2).copy())
 
 
 @dataclass
 class Listing:
-    """Every image file of a tree with its label, per part, in a fixed order; ``key`` hashes every path and content
-    (not size and mtime, which ``cp -p`` or a tar extraction keep): ~1 s for CIFAR-10, against ~60 s to decode."""
+    """Every image file of a tree, train/'s then test/'s, with its label; ``key`` hashes every path and content (not
+    size and mtime, which ``cp -p`` or a tar extraction keep): ~1 s for CIFAR-10, against ~60 s to decode."""
     root: Path
     classes: list[str]
-    files: dict[str, tuple[list[Path], torch.Tensor]]
+    files: list[Path]
+    labels: torch.Tensor  # int64, one a file
+    n_train: int
     key: str
 
     @classmethod
     def of(cls, root: Path) -> "Listing":
         root = Path(root)
         classes, items = list_images(root)
-        h, files = hashlib.sha256(), {}
-        for part in PARTS:
-            for path, label in items[part]:
-                try:
-                    with open(path, "rb") as f:
-                        digest = hashlib.file_digest(f, "sha256").digest()
-                except OSError as e:  # a dangling symlink, no read permission: name the file
-                    raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e.strerror or e}); fix or "
-                                      "remove it") from None
-                h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode() + digest)
-            files[part] = ([Path(p) for p, _ in items[part]],
-                           torch.tensor([label for _, label in items[part]], dtype=torch.int64))
-        return cls(root, classes, files, h.hexdigest())
+        h, files = hashlib.sha256(), items["train"] + items["test"]
+        for i, (path, label) in enumerate(files):
+            try:
+                with open(path, "rb") as f:
+                    digest = hashlib.file_digest(f, "sha256").digest()
+            except OSError as e:  # a dangling symlink, no read permission: name the file
+                raise ConfigError(f"cannot read image {path} ({type(e).__name__}: {e.strerror or e}); fix or "
+                                  "remove it") from None
+            part = "train" if i < len(items["train"]) else "test"
+            h.update(f"{part}/{classes[label]}/{os.path.basename(path)}\0".encode() + digest)
+        return cls(root, classes, [Path(p) for p, _ in files], torch.tensor([y for _, y in files], dtype=torch.int64),
+                   len(items["train"]), h.hexdigest())
 
-    def __len__(self) -> int:
-        return sum(len(labels) for _, labels in self.files.values())
-
-    def cached(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
-        """Every image decoded, per part, from the cache when it matches this listing; None otherwise."""
+    def cached(self) -> torch.Tensor | None:
+        """Every image decoded, from the cache when it matches this listing; None otherwise."""
         try:
             with np.load(self.root / CACHE, allow_pickle=False) as z:
                 if "key" in z and str(z["key"]) == self.key and list(z["classes"]) == self.classes:
-                    return {p: (torch.from_numpy(z[f"{p}_x"]), torch.from_numpy(z[f"{p}_y"])) for p in PARTS}
+                    return torch.from_numpy(np.concatenate([z["train_x"], z["test_x"]]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # absent or unreadable cache: decode again (and rewrite it)
         return None
 
-    def decode_all(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Every image decoded, per part, and written to the cache (a read-only or full disk: not cached)."""
-        out = {p: (decode(paths), labels) for p, (paths, labels) in self.files.items()}
+    def decode_all(self) -> torch.Tensor:
+        """Every image decoded and written to the cache (a read-only or full disk: not cached)."""
+        x, n = decode(self.files), self.n_train
         tmp = self.root / f".tadist-cache.tmp-{os.getpid()}.npz"
         try:
-            np.savez(tmp, key=np.array(self.key), classes=np.array(self.classes),
-                     **{f"{p}_{k}": t.numpy() for p, (x, y) in out.items() for k, t in (("x", x), ("y", y))})
+            np.savez(tmp, key=np.array(self.key), classes=np.array(self.classes), train_x=x[:n].numpy(),
+                     train_y=self.labels[:n].numpy(), test_x=x[n:].numpy(), test_y=self.labels[n:].numpy())
             tmp.replace(self.root / CACHE)
         except OSError:
             tmp.unlink(missing_ok=True)
-        return out
+        return x
