@@ -60,17 +60,6 @@ def test_papermill_sees_every_parameter(path):
     assert list(pm.inspect_notebook(str(path))) == assigned
 
 
-def test_colab_links_come_from_one_constant():
-    """Badges and the Colab pip line are generated from nbsetup.REPO_URL (python -m tadist_utils.runners.nbsetup --sync-repo-url)."""
-    from tadist_utils.runners import nbsetup
-    assert nbsetup.sync_repo_url(write=False) == [], "run: python -m tadist_utils.runners.nbsetup --sync-repo-url"
-    for path in NOTEBOOKS:
-        text = path.read_text()
-        assert nbsetup.colab_badge_url(path.name) in text and nbsetup.pip_line() in text, path.name
-    other = "https://github.com/someone/fork"
-    assert nbsetup.sync_repo_url(url=other, write=False) == NOTEBOOKS  # a change of the constant reaches all of them
-
-
 # ------------------------------------------------------------------ set-up: one call, no cell copied between notebooks
 SETUP_CALL = "cfg, cfgs = nbsetup.start(globals())"
 
