@@ -4,12 +4,11 @@
     python -m tadist_utils --profile paper --dataset cifar10 --seeds 0 1 2
     python -m tadist_utils --profile smoke --dataset digits --only 00 01
     python -m tadist_utils --profile quick --headless --set experiments=direct,kd   (no Jupyter: no figures)
-    python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
 
 Flags, settings, the results files already there and the data are checked before anything runs: anything wrong is
 one line, ``error: ...``, exit 2. Every notebook runs even if an earlier one failed; failures are listed at the end
 (exit 1). Executed copies go to ``<results_dir>/executed/`` (a subfolder per seed when several), wall times to
-``<results_dir>/reproduce.json``; ``--prepare-only`` writes parameterised copies to ``<results_dir>/notebooks/``.
+``<results_dir>/reproduce.json``.
 """
 from __future__ import annotations
 
@@ -48,17 +47,6 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if unknown := [o for o in only or [] if not any(p.name.startswith(o) for p in found)]:
         raise ConfigError(f"--only {' '.join(unknown)} matches no notebook; have {', '.join(p.stem for p in found)}")
     return [p for p in found if not only or any(p.name.startswith(o) for o in only)]
-
-
-def changed_since_commit(paths: list[Path]) -> list[str]:
-    """The notebooks among ``paths`` that differ from git's HEAD (Jupyter autosaves a run's outputs: nbval would
-    compare against a half-run notebook); [] outside a git checkout."""
-    try:
-        r = subprocess.run(["git", "diff", "--name-only", "--relative", "HEAD", "--", *(p.name for p in paths)],
-                           cwd=NOTEBOOKS, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [f"notebooks/{name}" for name in r.stdout.split()] if r.returncode == 0 else []
 
 
 def in_checkout(path, root: Path | None = None) -> str:
@@ -158,26 +146,6 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | No
             log.unlink()
 
 
-def publish(executed: Path, dest: Path) -> None:
-    """An executed notebook as a committed source: outputs kept; papermill's injected cell (Run All would run the
-    published profile), its metadata and widgets dropped; the checkout's path made relative."""
-    import nbformat
-    nb = nbformat.read(executed, as_version=4)
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    for key in ("papermill", "widgets"):
-        nb.metadata.pop(key, None)
-    for cell in nb.cells:
-        for key in ("papermill", "execution"):
-            cell.metadata.pop(key, None)
-        if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
-            for o in cell.outputs:
-                for d, key in [(o, "text"), *((o["data"], m) for m in o.get("data", {}) if m.startswith("text/"))]:
-                    if isinstance(d.get(key), str):
-                        d[key] = d[key].replace(f"{REPO}/", "")
-    nbformat.write(nb, dest)
-
-
 def _superseded(results_dir: Path) -> dict:
     """What ``<results_dir>/superseded/`` holds (name -> size): compared after the notebooks ran."""
     from ..storage.results import SUPERSEDED
@@ -219,11 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
     ap.add_argument("--headless", action="store_true", help="train without Jupyter: the notebooks' training and "
                     "results files, none of their figures (run 05 and 06 on them afterwards)")
-    ap.add_argument("--prepare-only", action="store_true",
-                    help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
     ap.add_argument("--quiet", action="store_true", help="no live training progress, one line per notebook")
-    ap.add_argument("--update-notebooks", action="store_true",
-                    help="after a run without failures, write the first seed's executed notebooks over notebooks/")
     args = ap.parse_args(argv)
     command = shlex.join(["python", "-m", "tadist_utils", *(sys.argv[1:] if argv is None else argv)])
     from ..config import Config, default_results_dir, make_config
@@ -239,21 +203,16 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = str(Path(os.path.normpath(Path(given).absolute())) if given else REPO / default)
         configs = [check(make_config(args.profile, seed=s, **overrides)) for s in args.seeds]
         selected = notebooks(args.only)
-        if args.prepare_only and (changed := changed_since_commit(selected)):
-            raise ConfigError(f"{', '.join(changed)} changed since the last commit (Jupyter saves a run's outputs into "
-                              f"the notebook; nbval compares against the committed ones): git checkout {' '.join(changed)} "
-                              "first, or commit the change")
-        notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
+        notice = console.data_notice(configs[0])  # auto: the download tried now
         if not args.headless:  # headless: the pipeline reads it (and a refusal removes the folder it made)
             check_data(configs[0])
         check_files(configs[0].results_dir)
-        line = "" if args.prepare_only else console.data_line(configs[0], fallback=bool(notice))
+        line = console.data_line(configs[0], fallback=bool(notice))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if line:  # which data, said first; the fallback as a banner, and again at the end
-        console.announce(notice)
-        print(line, flush=True)
+    console.announce(notice)  # which data, said first; the fallback as a banner, and again at the end
+    print(line, flush=True)
     if args.headless:
         return headless(configs, notice, command)
 
@@ -261,15 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # this checkout
     os.environ["TADIST_RUNNER"] = "1"  # nbsetup.RUNNER_ENV: the data is said here, not again by each kernel
-    if args.prepare_only:
-        import papermill as pm
-        out = results_dir / "notebooks"
-        out.mkdir(parents=True, exist_ok=True)
-        for src in selected:
-            pm.execute_notebook(str(src), str(out / src.name), parameters=parameters(configs[0], overrides),
-                                kernel_name="python3", prepare_only=True)
-        print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval -p no:cacheprovider {out}")
-        return 0
 
     from tqdm.std import tqdm
     report = dict(profile=args.profile, seeds=args.seeds, results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
@@ -326,10 +276,6 @@ def main(argv: list[str] | None = None) -> int:
     if _superseded(results_dir) != superseded:  # the notebooks' NOTICE is inside a kernel, unseen here
         print(f"NOTICE: rows made under other settings were moved to {results_dir / 'superseded'}/ during this run (the "
               "executed notebook that moved them says which and why); 05 and 06 show only this run's settings", flush=True)
-    if args.update_notebooks and not failures:
-        for src in selected:
-            publish(results_dir / "executed" / (f"seed{configs[0].seed}" if len(configs) > 1 else "") / src.name, src)
-        print(f"wrote the outputs of seed {configs[0].seed} into {len(selected)} notebook(s) in {NOTEBOOKS}", flush=True)
     if failures:
         print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "
               f"{results_dir / 'executed'}:", *(f"  {line}" for line in failures), sep="\n", file=sys.stderr)
