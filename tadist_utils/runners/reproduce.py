@@ -113,7 +113,8 @@ def kernel_options(log: Path) -> dict:
 
         async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
             with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
-                await super()._async_launch_kernel(kernel_cmd, stderr=f, **kw, **(dict(pass_fds=(int(terminal),)) if terminal else {}))
+                kw.update(stderr=f, pass_fds=(int(terminal),) if terminal else ())
+                await super()._async_launch_kernel(kernel_cmd, **kw)
             KERNELS.append(self.provisioner.process)
 
     def state(busy):
@@ -225,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(profile=args.profile, seeds=args.seeds, results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
     failures, steps = [], [(cfg, src) for cfg in configs for src in selected]
+
+    def save(**extra):
+        report.update(extra, finished=dt.datetime.now().isoformat(timespec="seconds"),
+                      total_seconds=round(time.perf_counter() - t_all, 1))
+        (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
     print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
     t_all, superseded = time.perf_counter(), _superseded(results_dir)
     cfg, src, t0 = configs[0], selected[0], t_all  # where a stop lands
@@ -246,19 +252,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(("" if args.quiet else f"{label} ") + ("ok" if error is None else "FAILED"), f"in {seconds:.1f}s", flush=True)
                 if error:
                     failures.append(f"{src.name} (seed {cfg.seed}): {error}")
-                report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="failed" if error else "ok",
-                                                seconds=round(seconds, 1), executed=in_checkout(executed / src.name),
-                                                error=error))
-                report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
-                              total_seconds=round(time.perf_counter() - t_all, 1))
-                (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+                report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="failed" if error else "ok", error=error,
+                                                seconds=round(seconds, 1), executed=in_checkout(executed / src.name)))
+                save()
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say where, what finished, how to resume
         where, several = src.name, len(configs) > 1
-        report.update(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s",
-                      finished=dt.datetime.now().isoformat(timespec="seconds"),
-                      total_seconds=round(time.perf_counter() - t_all, 1))
         with contextlib.suppress(OSError):
-            (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+            save(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s")
         if args.quiet:
             print(flush=True)  # end the line the notebook's name began
         done = [n["notebook"].removesuffix(".ipynb") + (f" (seed {n['seed']})" if several else "")
