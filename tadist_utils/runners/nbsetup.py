@@ -1,12 +1,11 @@
-"""The set-up every numbered notebook shares, one call after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
+"""The set-up every numbered notebook shares, after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
 
-Relative ``data_dir`` / ``results_dir`` resolve against the checkout the notebook sits in, found from the cwd (its own
-folder under papermill, nbval and Jupyter; the cwd itself for an installed package): the folders ``python -m
-tadist_utils`` uses, whichever clone the package was imported from.
-"""
+Relative folders resolve against the checkout the notebook sits in, found from the cwd (``repo_root``), not from the
+import: the folders ``python -m tadist_utils`` uses, whichever clone the package was imported from."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import json
 import os
@@ -28,8 +27,7 @@ RUNNER_ENV = "TADIST_RUNNER"  # set by `python -m tadist_utils`, which says the 
 
 
 def notebook_parameters() -> tuple[str, ...]:
-    """The names every notebook's `parameters` cell declares: the Config fields with a notebook place
-    (``config.role``), use_drive after results_dir, seeds after seed, overrides last."""
+    """Every notebook's parameters: Config fields with a notebook place (``config.role``), use_drive, seeds, overrides."""
     beside = dict(results_dir=("use_drive",), seed=("seeds",))
     return (*(n for f in with_role("notebook") for n in (f, *beside.get(f, ()))), "overrides")
 
@@ -69,15 +67,12 @@ def to_terminal(lines: list[str]) -> None:
     descriptor, they reach it alone. Not under `python -m tadist_utils`, which says them itself."""
     fd = getattr(sys.stderr, "_original_stdstream_copy", None)
     if lines and fd is not None and not os.environ.get(RUNNER_ENV):
-        try:
+        with contextlib.suppress(OSError):
             os.write(fd, "".join(f"\n{line}" for line in lines).encode() + b"\n")  # off papermill's bar's line
-        except OSError:
-            pass
 
 
 def context(cfg: Config):
-    """A Pipeline's ``ctx``: its bars and log lines also on the runner's terminal (``console``) under ``python -m
-    tadist_utils``."""
+    """A Pipeline's ``ctx``: under ``python -m tadist_utils``, its bars and log lines on the runner's terminal too."""
     from ..train import Context
     return Context.from_config(cfg, bar=console.bar, log=console.log)
 
