@@ -532,6 +532,11 @@ def test_experiments_cli_bad_seeds_is_one_line(capsys):
                                              "(see python -m tadist_utils --help)\n")
 
 
+def test_the_notebooks_flags_are_refused_with_headless(capsys):
+    rc, out, err = _experiments_cli(["--only", "01", "--quiet"], capsys)
+    assert rc == 2 and out == "" and err == "error: --only, --quiet: for the notebooks, not --headless\n", err
+
+
 def test_the_headless_runner_leaves_no_folder_when_it_refuses_the_data(tmp_path, capsys):
     """The bad image is found when the pipeline loads the data, after it made the results folder: that folder (and
     the parents it made) are removed again; a folder that was there before stays."""

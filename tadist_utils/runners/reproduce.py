@@ -88,10 +88,10 @@ def stop_kernels(grace: float = 2.0) -> None:
     """End every kernel still running (SIGTERM, then SIGKILL after ``grace`` s) and wait for it: papermill shuts down
     only a started kernel, and one still starting when the runner stopped outlived it."""
     for process in list(KERNELS):
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in (signal.SIGTERM, getattr(signal, "SIGKILL", signal.SIGTERM)):
             if process.poll() is None:
-                with contextlib.suppress(OSError):
-                    os.killpg(process.pid, sig)  # it leads its own session (jupyter_client)
+                with contextlib.suppress(OSError):  # on POSIX it leads its own session (jupyter_client)
+                    os.killpg(process.pid, sig) if os.name == "posix" else process.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(grace)
         if process.poll() is not None:
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # everything that can be wrong with the input is reported here, before anything runs
         if args.timeout is not None and args.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        if args.headless and (given := [f for f in ("only", "timeout", "quiet") if getattr(args, f)]):
+            raise ConfigError(f"--{', --'.join(given)}: for the notebooks, not --headless")
         overrides = cli.overrides(args)
         for key, default in dict(data_dir=Config.data_dir, results_dir=default_results_dir(args.profile)).items():
             given = overrides.get(key)  # given paths: relative to the cwd; defaults: to the repo root
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
     t_all, superseded = time.perf_counter(), _superseded(results_dir)
     cfg, src, t0 = configs[0], selected[0], t_all  # where a stop lands
-    terminal = None if args.quiet else os.dup(2)  # the kernels' bars write to it (console.terminal)
+    terminal = None if args.quiet or os.name != "posix" else os.dup(2)  # for the kernels' bars (POSIX: pass_fds)
     if terminal is not None:
         os.environ[console.ENV] = str(terminal)
     try:
