@@ -12,5 +12,5 @@ unit:
 # ignored folder
 notebooks:
 	rm -rf results/_nbval
-	python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
+	python tools/nbval_copies.py results/_nbval
 	python -m pytest --nbval -p no:cacheprovider results/_nbval/notebooks  # one process, in order: 05 and 06 read what 01-04 wrote

@@ -1,4 +1,4 @@
-"""``python -m tadist_utils --profile quick``: run the numbered notebooks with papermill (``runners/reproduce.py``)."""
+"""``python -m tadist_utils``: the notebooks with papermill, or their training alone (``runners/reproduce.py``)."""
 from .runners.reproduce import main
 
 raise SystemExit(main())

@@ -265,7 +265,7 @@ def test_make_config_refuses_a_seed_out_of_range(seed):
     assert "\n" not in str(e.value) and ("seed must be" in str(e.value))
 
 
-@pytest.mark.parametrize("runner", ["reproduce", "experiments", "sweep"])
+@pytest.mark.parametrize("runner", ["reproduce", "headless", "sweep"])
 @pytest.mark.parametrize("seeds, message", [
     (["100000000000000"], f"seed {SEED_RANGE}100000000000000"),
     (["-1"], f"seed {SEED_RANGE}-1"),
@@ -516,9 +516,8 @@ def test_parse_overrides(value, expected):
 
 
 def _experiments_cli(args, capsys):
-    from tadist_utils import experiments
     try:
-        rc = experiments.main(args)
+        rc = reproduce.main(["--headless", *args])
     except SystemExit as e:  # argparse
         rc = e.code
     out, err = capsys.readouterr()
@@ -528,7 +527,12 @@ def _experiments_cli(args, capsys):
 def test_experiments_cli_bad_seeds_is_one_line(capsys):
     rc, out, err = _experiments_cli(["--seeds", "abc"], capsys)
     assert rc == 2 and out == "" and err == ("error: argument --seeds: invalid int value: 'abc' "
-                                             "(see python -m tadist_utils.experiments --help)\n")
+                                             "(see python -m tadist_utils --help)\n")
+
+
+def test_the_notebooks_flags_are_refused_with_headless(capsys):
+    rc, out, err = _experiments_cli(["--only", "01", "--quiet"], capsys)
+    assert rc == 2 and out == "" and err == "error: --only, --quiet: for the notebooks, not --headless\n", err
 
 
 def test_the_headless_runner_leaves_no_folder_when_it_refuses_the_data(tmp_path, capsys):
@@ -699,12 +703,11 @@ def test_val_size_set_by_hand_beyond_the_training_set_is_refused_and_a_profiles_
 
 # ------------------------------------------------------------------ one flag vocabulary for every runner (cli.py)
 def _main(runner: str):
-    from tadist_utils import experiments
     from tadist_utils.runners import sweep
-    return dict(reproduce=reproduce.main, experiments=experiments.main, sweep=sweep.main)[runner]
+    return dict(reproduce=reproduce.main, headless=lambda argv: reproduce.main(["--headless", *argv]), sweep=sweep.main)[runner]
 
 
-@pytest.mark.parametrize("runner", ["reproduce", "experiments", "sweep"])
+@pytest.mark.parametrize("runner", ["reproduce", "headless", "sweep"])
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "0", "1", "0"], "--seeds names 0 more than once; give each seed once"),
     (["--profile", "nope"], "unknown profile 'nope'"),

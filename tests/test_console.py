@@ -26,144 +26,49 @@ def offline_env():
 
 
 # ---------------------------------------------------------------------------- progress
-def test_progress_line_names_model_epoch_speed_and_eta():
-    running = dict(desc="teacher epoch 2/4", postfix="", n=5, total=10, elapsed=2.0, done=False)
-    line = console.progress_line(running, batch_size=64)
-    # 2.5 steps/s x 64 = 160 img/s; this epoch's 5 steps and 2 more epochs of 10: 25 steps, 10 s
-    assert line == "teacher epoch 2/4   50%  160 img/s  ETA teacher 0:10", line
-    # with the previous epoch's duration (8 s): the rest of this one, 4 s, and 2 more epochs, 16 s
-    assert console.progress_line(running, batch_size=64, epoch_seconds=8.0).endswith("ETA teacher 0:20")
-    students = dict(desc="S1 group (2 student(s))", postfix="epoch 3/3", n=60, total=60, elapsed=30.0, done=True)
-    line = console.progress_line(students, batch_size=32)
-    assert "S1 group (2 student(s)) epoch 3/3" in line and "64 student-img/s" in line and "took 0:30" in line
-    baseline = dict(desc="kd 8 student(s) epoch 1/2", postfix="", n=4, total=4, elapsed=1.0, done=True)
-    assert "256 img/s" in console.progress_line(baseline, batch_size=64)  # one ensemble, trained end to end
-    stopped = dict(desc="teacher epoch 1/8", postfix="", n=5, total=10, elapsed=3.0, done=True)  # closed by a stop
-    assert console.progress_line(stopped).endswith(" 50%  stopped after 0:03"), console.progress_line(stopped)
+@pytest.fixture
+def runner_terminal(monkeypatch):
+    """``$TADIST_PROGRESS`` as the runner sets it for a kernel: a descriptor (here a pipe's); returns a reader."""
+    read, write = os.pipe()
+    monkeypatch.setenv(console.ENV, str(write))
+    console.terminal.cache_clear()
+    yield lambda: (console.terminal().flush(), os.close(write), os.read(read, 100_000).decode())[-1]
+    console.terminal.cache_clear()
+    os.close(read)
 
 
-def test_bars_report_to_the_progress_file_and_the_printer_prints_them(tmp_path, monkeypatch):
-    import io
-    out = io.StringIO()
-    path = tmp_path / "p.jsonl"
-    with console.ProgressPrinter(path, "01_teacher", batch_size=8, every=0.0, stream=out, poll=0.05):
-        assert os.environ[console.ENV] == str(path)
-        with console.bar(3, "teacher epoch 1/2", disable=True) as b:
-            for _ in range(3):
-                b.update()
-        with console.bar(4, "S1 (2 student(s))", disable=True) as b:
-            b.set_postfix_str("epoch 1/1", refresh=False)
-            b.update(4)
-    assert console.ENV not in os.environ and not path.exists()
-    text = out.getvalue()
-    assert "01_teacher  teacher epoch 1/2  100%" in text and "took" in text, text
-    assert "S1 (2 student(s)) epoch 1/1  100%" in text, text
-
-
-def test_a_corrupted_checkpoint_retrained_in_the_kernel_is_said_on_the_runners_terminal(tmp_path, capsys):
-    """storage.checkpoint logs it through Context.log (console.log in a Pipeline) inside the kernel: the notebook showed
-    it, the terminal did not. The log line now goes through the progress file too; NOTICEs the runner says itself
-    (the data's fallback, rows moved aside) are not repeated per notebook."""
-    import io
-
+def test_bars_and_log_lines_reach_the_runners_terminal(runner_terminal, tmp_path, capsys):
+    """A bar is plain tqdm on the runner's stderr (rate and ETA; a line when it ends); a pipeline's log line (a
+    corrupted checkpoint retrained, through Context.log) is printed in the notebook and on the terminal; the NOTICEs
+    of data and moved rows the runner says itself are not repeated per notebook."""
     from tadist_utils.storage import checkpoint
-    out = io.StringIO()
-    bad = tmp_path / "ck" / "teacher-0123abcd.pt"
-    bad.parent.mkdir()
+    with console.bar(3, "teacher epoch 1/2") as b:
+        b.update(3)
+    bad = tmp_path / "teacher-0123abcd.pt"
     bad.write_bytes(b"half a checkpoint")
-    with console.ProgressPrinter(tmp_path / "p.jsonl", "01_teacher", every=0.0, stream=out, poll=0.05):
-        assert checkpoint.find_resumable(bad, {}, log=console.log) is None
-        console.log("[tadist] NOTICE: CIFAR-10 not found; using digits")
-    text = out.getvalue()
-    assert text == f"  01_teacher  [tadist] checkpoint {bad} is corrupted or not a tadist checkpoint (no content hash); " \
-                   "retraining it from the start (it will be overwritten)\n", text
+    assert checkpoint.find_resumable(bad, {}, log=console.log) is None
+    console.log("[tadist] NOTICE: CIFAR-10 not found; using digits")
+    text = runner_terminal()
+    assert "teacher epoch 1/2: 100%" in text and "3/3" in text and "step/s]" in text, text
+    assert text.endswith(f"]\n[tadist] checkpoint {bad} is corrupted or not a tadist checkpoint (no content hash); "
+                         "retraining it from the start (it will be overwritten)\n"), text
     assert "is corrupted" in capsys.readouterr().out  # and in the notebook's output, as before
-
-
-def test_progress_files_of_dead_runners_are_removed(tmp_path):
-    """A SIGKILLed runner leaves .progress-<pid>.jsonl in the results folder; the next run's printer removes it, and
-    leaves a live runner's (another run writing the same folder) and anything else alone."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale, live = tmp_path / f".progress-{int(dead.stdout)}.jsonl", tmp_path / f".progress-{os.getppid()}.jsonl"
-    other = tmp_path / ".progress-notes.jsonl"
-    for p in (stale, live, other):
-        p.write_text("{}\n")
-    with console.ProgressPrinter(tmp_path / f".progress-{os.getpid()}.jsonl", "00_overview", every=0.0):
-        pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
-
-
-def test_a_quiet_run_removes_them_too(tmp_path, monkeypatch, capsys):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / "r" / f".progress-{int(dead.stdout)}.jsonl"
-    stale.parent.mkdir()
-    stale.write_text("{}\n")
-    monkeypatch.setattr(reproduce, "run_one", lambda *a: None)
-    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00", "--quiet"]
-    assert reproduce.main(argv) == 0 and not stale.exists()
 
 
 def test_without_the_variable_bars_are_plain_tqdm(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
+    console.terminal.cache_clear()
     from tqdm.auto import tqdm
-    assert isinstance(console.bar(1, "x", disable=True), tqdm)
+    assert isinstance(console.bar(1, "x", disable=True), tqdm) and console.terminal() is None
 
 
 # ---------------------------------------------------------------------------- the whole job: ETA, interruption
-def test_the_job_eta_uses_reference_times_scaled_by_this_runs_pace():
-    ref = {"00_overview": 10.0, "01_teacher": 100.0, "02_direct": 50.0}
-    job = console.JobClock([(0, s) for s in ref], ref, "the reference run results/x/reproduce.json")
-    assert job.left() == 160.0 and job.pace() is None
-    assert job.position() == "notebook 1/3; job ETA ~3 min from the notebook times of the reference run " \
-                             "results/x/reproduce.json"
-    job.finish(0, "00_overview", 40.0)  # 4x slower, but 10 reference seconds are mostly a kernel start: not scaled
-    assert job.pace() is None and job.left() == 150.0
-    assert job.left(elapsed_in_current=30.0) == 120.0  # 70 s left of 01's 100, then 02's 50
-    assert job.left(elapsed_in_current=500.0) == 50.0  # an overrun counts the current notebook as about to end
-    job.finish(0, "01_teacher", 180.0)  # 220 s for 110 reference seconds: this machine runs at 2x
-    assert job.pace() == 2.0 and job.left() == 100.0
-    assert job.position().startswith("notebook 3/3; job ETA ~2 min from the notebook times of the reference run")
-    assert job.position().endswith("results/x/reproduce.json x 2.0, this run's pace so far"), job.position()
-    assert job.short(elapsed_in_current=70.0) == "job ETA <1 min"
-    job.finish(0, "02_direct", 90.0)
-    assert job.left() == 0.0
-    nothing = console.JobClock([(0, "00_overview"), (1, "00_overview")], {}, "")
-    assert nothing.position() == "notebook 1/2" and nothing.short(5.0) == "" and nothing.left() is None
-
-
-def test_reference_times_prefer_this_folders_last_run_then_a_committed_one(tmp_path):
-    def report(path, profile, times, status="ok"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(profile=profile, profile_settings=console.profile_settings(profile), notebooks=[
-            dict(seed=seed, notebook=f"{stem}.ipynb", status=status, seconds=sec) for (seed, stem), sec in times.items()])))
-    repo, here = tmp_path / "repo", tmp_path / "run"
-    stems = ["00_overview", "01_teacher"]
-    assert console.reference_times("quick", stems, here, repo) == ({}, "")
-    report(repo / "results" / "quick_cifar10" / "reproduce.json", "quick", {(0, "00_overview"): 10, (0, "01_teacher"): 90})
-    report(repo / "results" / "smoke_x" / "reproduce.json", "smoke", {(0, "00_overview"): 1, (0, "01_teacher"): 2})
-    assert console.reference_times("quick", stems, here, repo) == (
-        {"00_overview": 10, "01_teacher": 90}, "the reference run results/quick_cifar10/reproduce.json")
-    report(here / "reproduce.json", "quick", {(0, "00_overview"): 20})  # interrupted after 00: not a basis
-    assert console.reference_times("quick", stems, here, repo)[1].startswith("the reference run")
-    report(here / "reproduce.json", "quick", {(0, "00_overview"): 20, (0, "01_teacher"): 300, (1, "01_teacher"): 100})
-    assert console.reference_times("quick", stems, here, repo) == (
-        {"00_overview": 20, "01_teacher": 200}, "this folder's last run")  # seeds averaged
-    assert console.reference_times("paper", stems, here, repo) == ({}, "")  # another profile's times are no basis
-    old = json.loads((here / "reproduce.json").read_text())
-    (here / "reproduce.json").write_text(json.dumps(dict(old, profile_settings=dict(train_size=5000))))
-    assert console.reference_times("quick", stems, here, repo)[1].startswith("the reference run")  # made under an
-    # older quick profile (its first ETA said 22 minutes for a 5-minute job): no basis
-
-
-def test_progress_lines_end_with_the_job_eta(tmp_path):
-    import io
-    out = io.StringIO()
-    with console.ProgressPrinter(tmp_path / "p.jsonl", "01_teacher", 8, every=0.0, stream=out, poll=0.05,
-                                 suffix=lambda: "job ETA ~9 min"):
-        with console.bar(2, "teacher epoch 1/1", disable=True) as b:
-            b.update(2)
-    assert "01_teacher  teacher epoch 1/1  100%" in out.getvalue() and out.getvalue().rstrip().endswith(
-        "  | job ETA ~9 min"), out.getvalue()
+def test_each_notebook_line_gives_the_jobs_eta_at_this_runs_pace(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "run_one", lambda *a: None)
+    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "r"), "--only", "00", "01"]
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "00_overview.ipynb (notebook 1/2) ...\n" in out and "01_teacher.ipynb (notebook 2/2; job ETA 00:00) ..." in out, out
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -208,17 +113,17 @@ def test_a_stopped_headless_run_says_the_same(tmp_path, monkeypatch, capsys):
         if len(seeds) == 2:
             raise KeyboardInterrupt
     monkeypatch.setattr(experiments.Pipeline, "run", run)
-    argv = ["--profile", "smoke", "--seeds", "0", "1", "--set", "dataset=digits", f"results_dir={tmp_path / 'r'}"]
-    assert experiments.main(argv) == 130
+    argv = ["--headless", "--profile", "smoke", "--seeds", "0", "1", "--set", "dataset=digits", f"results_dir={tmp_path / 'r'}"]
+    assert reproduce.main(argv) == 130
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("interrupted (Ctrl-C) in seed 1 after ") and "finished: seed 0. To resume, run the same " \
-        f"command again: python -m tadist_utils.experiments {' '.join(argv)} (finished models load from " in line, line
+        f"command again: python -m tadist_utils {' '.join(argv)} (finished models load from " in line, line
 
 
 # ---------------------------------------------------------------------------- the runner, offline, auto data
 def test_runner_shows_progress_and_the_fallback_first_and_last(tmp_path):
     """No CIFAR-10 and no network: the first thing printed is which data is used, and the summary repeats it;
-    between them the teacher's epochs appear live (a line per epoch with images/s)."""
+    between them the teacher's epochs appear live on stderr (the kernel's tqdm bar, a line per epoch with its rate)."""
     empty = tmp_path / "nodata"
     empty.mkdir()
     out = tmp_path / "results"
@@ -230,16 +135,13 @@ def test_runner_shows_progress_and_the_fallback_first_and_last(tmp_path):
     assert lines[0].startswith("!!!") and "FELL BACK to scikit-learn digits" in lines[1], r.stdout
     assert lines[3].startswith("data: scikit-learn digits") and "auto fallback" in lines[3], r.stdout
     assert "FELL BACK to scikit-learn digits" in lines[-1] and lines[-1].startswith("!!! DATA:"), r.stdout
-    progress = [l for l in lines if l.startswith("  01_teacher  teacher epoch 1/1")]
-    assert progress and "img/s" in progress[-1], r.stdout
-    assert lines.index(progress[0]) < lines.index(next(l for l in lines if "01_teacher.ipynb ok in" in l))
-    assert not list(out.glob(".progress-*"))
+    assert "teacher epoch 1/1: 100%" in r.stderr and "step/s]" in r.stderr, r.stderr
 
 
 def test_headless_cli_says_the_fallback_first_and_last(tmp_path):
     empty = tmp_path / "nodata"
     empty.mkdir()
-    r = subprocess.run([sys.executable, "-m", "tadist_utils.experiments", "--profile", "smoke", "--set", "dataset=auto",
+    r = subprocess.run([sys.executable, "-m", "tadist_utils", "--headless", "--profile", "smoke", "--set", "dataset=auto",
                         f"data_dir={empty}", f"results_dir={tmp_path / 'r'}", "experiments=direct", "levels=1",
                         "progress=false"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600, env=offline_env())
@@ -308,7 +210,7 @@ def test_both_runners_say_which_data_in_their_first_line(tmp_path, monkeypatch, 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"data: CIFAR-10 JPEG copy at {root / 'cifar10-jpeg'}: 64 train"), lines
     monkeypatch.setattr(experiments.Pipeline, "run", lambda self: None)
-    assert experiments.main(["--profile", "smoke", "--set", f"data_dir={root}", f"results_dir={tmp_path / 'b'}"]) == 0
+    assert reproduce.main(["--headless", "--profile", "smoke", "--set", f"data_dir={root}", f"results_dir={tmp_path / 'b'}"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"data: CIFAR-10 JPEG copy at {root / 'cifar10-jpeg'}: 64 train"), lines
 
@@ -330,10 +232,11 @@ def test_each_profile_has_its_own_default_results_folder(tmp_path, monkeypatch):
     for path in NOTEBOOKS:  # the notebooks' parameter says None: the profile's default, not a copy of it
         assert pm.inspect_notebook(str(path))["results_dir"]["default"] == "None", path.name
     monkeypatch.setattr(reproduce, "REPO", tmp_path)  # the runner's default, relative to the repository root
-    assert reproduce.main(["--profile", "smoke", "--dataset", "digits", "--only", "00", "--prepare-only"]) == 0
-    nb = nbformat.read(tmp_path / default_results_dir("smoke") / "notebooks" / "00_overview.ipynb", as_version=4)
-    injected = next(c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
-    assert f'results_dir = "{default_results_dir("smoke")}"' in injected  # relative to the checkout: no machine path
+    given = []
+    monkeypatch.setattr(reproduce, "run_one", lambda src, out, params, timeout: given.append(params))
+    assert reproduce.main(["--profile", "smoke", "--dataset", "digits", "--only", "00", "--quiet"]) == 0
+    assert given[0]["results_dir"] == default_results_dir("smoke")  # relative to the checkout: no machine path
+    assert (tmp_path / default_results_dir("smoke") / "reproduce.json").is_file()
 
 
 # ---------------------------------------------------------------------------- the sweep
@@ -379,7 +282,7 @@ def test_the_sweep_prints_a_line_every_heartbeat_while_a_stage_trains(tmp_path, 
 
 
 # ---------------------------------------------------------------------------- no kernel outlives the runner
-@pytest.mark.parametrize("stop", [KeyboardInterrupt, console.Stopped])
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
 def test_a_kernel_still_starting_when_the_runner_stops_is_ended_with_it(stop, tmp_path, monkeypatch):
     """papermill shuts a kernel down only once it has started: Ctrl-C or SIGTERM while it starts left the kernel to die
     on its own, up to a second after the runner. A stand-in process plays the kernel papermill was starting."""
@@ -391,9 +294,9 @@ def test_a_kernel_still_starting_when_the_runner_stops_is_ended_with_it(stop, tm
 
     def execute_notebook(*a, **k):
         reproduce.KERNELS.append(kernel)  # as reproduce's kernel manager does at launch
-        raise stop("stopped")
+        raise KeyboardInterrupt(*(["SIGTERM"] if stop == "SIGTERM" else []))  # as console.stop_on_sigterm raises it
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
-    with pytest.raises(stop):
+    with pytest.raises(KeyboardInterrupt):
         reproduce.run_one(tmp_path / "01_teacher.ipynb", tmp_path / "out.ipynb", {}, None)
     assert kernel.poll() is not None and reproduce.KERNELS == []  # SIGTERM ignored: killed after the grace period
 

@@ -41,7 +41,7 @@ def test_committed_with_outputs_of_one_run_and_small(path):
     the notebook stays light enough to open (the figures are PNGs at 120 dpi)."""
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert any(c.outputs for c in code), "run: python -m tadist_utils --profile reference ... --update-notebooks"
+    assert any(c.outputs for c in code), "run: python tools/publish_notebooks.py results/reference_cifar10"
     assert path.stat().st_size < 1_500_000
     text = json.dumps([c.outputs for c in code] + [c.source for c in code if "injected-parameters" in c.metadata.get("tags", [])])
     assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text).group(0)
@@ -58,17 +58,6 @@ def test_papermill_sees_every_parameter(path):
     source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assigned = [line.split(":")[0].split("=")[0].strip() for line in source.splitlines() if line and not line.startswith("#")]
     assert list(pm.inspect_notebook(str(path))) == assigned
-
-
-def test_colab_links_come_from_one_constant():
-    """Badges and the Colab pip line are generated from nbsetup.REPO_URL (python -m tadist_utils.runners.nbsetup --sync-repo-url)."""
-    from tadist_utils.runners import nbsetup
-    assert nbsetup.sync_repo_url(write=False) == [], "run: python -m tadist_utils.runners.nbsetup --sync-repo-url"
-    for path in NOTEBOOKS:
-        text = path.read_text()
-        assert nbsetup.colab_badge_url(path.name) in text and nbsetup.pip_line() in text, path.name
-    other = "https://github.com/someone/fork"
-    assert nbsetup.sync_repo_url(url=other, write=False) == NOTEBOOKS  # a change of the constant reaches all of them
 
 
 # ------------------------------------------------------------------ set-up: one call, no cell copied between notebooks
@@ -167,7 +156,7 @@ def test_run_all_runs_the_parameters_cells_defaults(path):
     cells = nbformat.read(path, as_version=4).cells
     assert not [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])
                 or (c.cell_type == "code" and c.source.lstrip().startswith("# Parameters"))], \
-        "papermill's injected cell: reproduce.publish drops it"
+        "papermill's injected cell: tools/publish_notebooks.py drops it"
     source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
     defaults = {}
     exec(source, {}, defaults)
@@ -188,21 +177,6 @@ def test_default_results_folders_are_ignored_by_git():
         pytest.skip("not a git checkout")
     assert subprocess.run(["git", "check-ignore", "-q", "results/run/smoke/results.csv"], cwd=ROOT).returncode == 0
     assert subprocess.run(["git", "ls-files", "results/run"], cwd=ROOT, capture_output=True, text=True).stdout == ""
-
-
-def test_publish_drops_the_injected_cell_and_keeps_the_outputs(tmp_path):
-    from tadist_utils.runners import reproduce
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell('profile = "smoke"\nresults_dir = None', metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell('# Parameters\nprofile = "reference"\nresults_dir = "results/reference_cifar10"\n',
-                                  metadata={"tags": ["injected-parameters"], "papermill": {"duration": 1}}),
-        nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text=f"{reproduce.REPO}/results/x\n")])])
-    nb.metadata["papermill"] = {"input_path": "/somewhere"}
-    nbformat.write(nb, tmp_path / "executed.ipynb")
-    reproduce.publish(tmp_path / "executed.ipynb", tmp_path / "published.ipynb")
-    cells = nbformat.read(tmp_path / "published.ipynb", as_version=4).cells
-    assert [c.source for c in cells] == [nb.cells[0].source, "print(1)"]
-    assert cells[1].outputs[0].text == "results/x\n"
 
 
 # ------------------------------------------------------------------ the checkout comes from the notebook's folder
@@ -286,14 +260,17 @@ def test_headless_the_first_lines_reach_the_terminal(monkeypatch):
 
 
 # ------------------------------------------------------------------ make notebooks: the committed notebooks only
-def test_nbval_copies_are_refused_for_a_notebook_changed_since_the_commit(tmp_path, monkeypatch, capsys):
+def test_nbval_copies_are_refused_for_a_notebook_changed_since_the_commit(tmp_path, capsys):
     """A notebook autosaved mid-run in Jupyter made `make test` fail with nbval's `Unrun reference cell has outputs`;
-    now `--prepare-only` names it in one line, with the command that restores it."""
+    now tools/nbval_copies.py names it in one line, with the command that restores it."""
+    import importlib.util
     import shutil
     import subprocess
-    from tadist_utils.runners import reproduce
     if shutil.which("git") is None:
         pytest.skip("needs git")
+    spec = importlib.util.spec_from_file_location("nbval_copies", ROOT / "tools" / "nbval_copies.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
     repo = tmp_path / "clone"
     (repo / "notebooks").mkdir(parents=True)
     shutil.copy(NOTEBOOKS[0], repo / "notebooks")
@@ -301,18 +278,18 @@ def test_nbval_copies_are_refused_for_a_notebook_changed_since_the_commit(tmp_pa
     subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
     subprocess.run([*git, "add", "."], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
-    monkeypatch.setattr(reproduce, "NOTEBOOKS", repo / "notebooks")
-    argv = ["--profile", "smoke", "--dataset", "digits", "--results-dir", str(tmp_path / "nbval"), "--prepare-only"]
-    assert reproduce.changed_since_commit(NOTEBOOKS[:1]) == []
+    assert tool.changed_since_commit(repo / "notebooks") == []
     nb = nbformat.read(repo / "notebooks" / NOTEBOOKS[0].name, as_version=4)
     nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="a half-run notebook\n")]
     nbformat.write(nb, repo / "notebooks" / NOTEBOOKS[0].name)
-    assert reproduce.main(argv) == 2
+    assert tool.main(str(tmp_path / "nbval"), repo / "notebooks") == 2
     err = capsys.readouterr().err
     assert err == (f"error: notebooks/{NOTEBOOKS[0].name} changed since the last commit (Jupyter saves a run's outputs "
                    f"into the notebook; nbval compares against the committed ones): git checkout "
                    f"notebooks/{NOTEBOOKS[0].name} first, or commit the change\n")
     assert not (tmp_path / "nbval").exists()
     subprocess.run(["git", "checkout", "-q", "notebooks"], cwd=repo, check=True)
-    assert reproduce.main(argv) == 0
-    assert (tmp_path / "nbval" / "notebooks" / NOTEBOOKS[0].name).is_file()
+    assert tool.main(str(tmp_path / "nbval"), repo / "notebooks") == 0
+    copy = nbformat.read(tmp_path / "nbval" / "notebooks" / NOTEBOOKS[0].name, as_version=4)
+    injected = next(c.source for c in copy.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'dataset = "digits"' in injected and 'data_dir = "data"' in injected, injected  # relative: no machine path

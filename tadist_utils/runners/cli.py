@@ -1,9 +1,6 @@
-"""The flags every runner takes, one parser for all: ``reproduce`` (the notebooks), ``experiments`` (headless) and
-``sweep`` (Ray) read ``--profile --dataset --data-dir --results-dir --seeds --set`` alike, and add their own.
-
-A bad flag or value is one line, ``error: ...``, exit 2, like every other bad input. Nothing here imports torch:
-a typo is answered in a tenth of a second.
-"""
+"""The flags every runner takes: ``python -m tadist_utils`` (the notebooks, or ``--headless``) and the sweep read
+``--profile --dataset --data-dir --results-dir --seeds --set`` alike. A bad flag is one line, ``error: ...``, exit 2;
+nothing here imports torch (a typo is answered in a tenth of a second)."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +10,7 @@ from ..errors import ConfigError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line (``error: ...``, exit 2) like every other bad input, not usage + error."""
-
-    def error(self, message):
+    def error(self, message):  # one line, like every other bad input, not usage + error
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -32,22 +27,17 @@ def parser(prog: str, description: str, results_dir: str = default_results_dir("
     return ap
 
 
-def parse_sets(pairs: list[str]) -> dict:
+def overrides(args: argparse.Namespace) -> dict:
+    """The settings the shared flags give, as strings for ``make_config``: every ``--set``, then ``--dataset``,
+    ``--data-dir`` and ``--results-dir`` where given (they win); ``--seeds`` checked (``config.check_seeds``)."""
+    check_seeds(args.seeds, "--seeds")
     out = {}
-    for pair in pairs:
+    for pair in (p for group in args.sets for p in group):
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
         if key in ("profile", "seed"):
             raise ConfigError(f"use --{key}{'s' if key == 'seed' else ''} instead of --set {key}=...")
         out[key.strip()] = value
-    return out
-
-
-def overrides(args: argparse.Namespace) -> dict:
-    """The settings the shared flags give, as strings for ``make_config``: every ``--set``, then ``--dataset``,
-    ``--data-dir`` and ``--results-dir`` where given (they win). ``--seeds`` are checked as every entry point's are
-    (``config.check_seeds``: in range, none twice)."""
-    check_seeds(args.seeds, "--seeds")
     given = dict(dataset=args.dataset, data_dir=args.data_dir, results_dir=args.results_dir)
-    return {**parse_sets([p for group in args.sets for p in group]), **{k: v for k, v in given.items() if v is not None}}
+    return {**out, **{k: v for k, v in given.items() if v is not None}}

@@ -1,23 +1,20 @@
-"""The set-up every numbered notebook shares, one call after its parameters cell: ``cfg, cfgs =
-nbsetup.start(globals())``.
+"""The set-up every numbered notebook shares, after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
 
-Notebooks run with cwd = their own folder (papermill, nbval, Jupyter) or /content (Colab), so relative
-``data_dir`` / ``results_dir`` resolve against the checkout the notebook sits in, found from the cwd (``repo_root``;
-the cwd itself for an installed package): every way of running a notebook uses the folders ``python -m
-tadist_utils`` uses, whichever clone the package was imported from.
-"""
+Relative folders resolve against the checkout the notebook sits in, found from the cwd (``repo_root``), not from the
+import: the folders ``python -m tadist_utils`` uses, whichever clone the package was imported from."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from . import console
 from ..config import FIELDS, Config, check_seeds, default_results_dir, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check
@@ -25,32 +22,21 @@ from ..storage.results import ResultsStore, is_checkout
 from .reproduce import in_checkout
 
 DRIVE_ROOT = Path("/content/drive/MyDrive/tadist")  # Colab: where results go when use_drive is on
+PACKAGE = Path(__file__).resolve().parents[1]  # the tadist_utils this process imported
+RUNNER_ENV = "TADIST_RUNNER"  # set by `python -m tadist_utils`, which says the data itself
 
 
 def notebook_parameters() -> tuple[str, ...]:
-    """The names every numbered notebook's `parameters` cell declares (tests/test_bad_input.py keeps them in step): the
-    Config fields with a notebook place (``config.role``), use_drive after results_dir, seeds after seed, overrides last."""
+    """Every notebook's parameters: Config fields with a notebook place (``config.role``), use_drive, seeds, overrides."""
     beside = dict(results_dir=("use_drive",), seed=("seeds",))
     return (*(n for f in with_role("notebook") for n in (f, *beside.get(f, ()))), "overrides")
 
 
 PARAMETERS = notebook_parameters()
 
-# Where the project lives: the notebooks' "Open in Colab" badges and their Colab `%pip install git+...` line.
-# Markdown cannot import it, so after changing it run `python -m tadist_utils.runners.nbsetup --sync-repo-url`, which
-# rewrites every notebook from it (tests/test_notebooks_static.py fails while one is out of step).
-REPO_URL = "https://github.com/tadist/tadist"
-REPO_BRANCH = "main"
-
-
-PACKAGE = Path(__file__).resolve().parents[1]  # the tadist_utils this process imported
-RUNNER_ENV = "TADIST_RUNNER"  # set by `python -m tadist_utils`, which says the data itself (and logs the kernel's stderr)
-
 
 def repo_root() -> Path:
-    """The checkout the notebook runs in, from the cwd, not from the import: the cwd or the nearest folder above it
-    with notebooks/ and tadist_utils/ (a notebook's cwd is its own folder; `make notebooks`' copies sit in
-    results/_nbval/notebooks/), else the cwd itself (an installed package: Colab's /content, an empty folder)."""
+    """The cwd or the nearest folder above it that is a checkout, else the cwd (an installed package)."""
     cwd = Path.cwd()
     return next((d for d in (cwd, *cwd.parents) if is_checkout(d)), cwd)
 
@@ -59,8 +45,7 @@ def where_lines(root: Path, cfg: Config) -> list[str]:
     """What a reader must know first about the folders: nothing when the checkout's own package is imported."""
     if not is_checkout(root):
         def shown(path):
-            path = in_checkout(path, root)
-            return path if os.path.isabs(path) else f"./{path}"
+            return path if os.path.isabs(path := in_checkout(path, root)) else f"./{path}"
         return [f"[tadist] not in a tadist checkout (an installed package): data in {shown(cfg.data_dir)}, results in "
                 f"{shown(cfg.results_dir)}, under {root}"]
     if PACKAGE != (root / "tadist_utils").resolve():
@@ -71,116 +56,73 @@ def where_lines(root: Path, cfg: Config) -> list[str]:
 
 
 def data_lines(cfg: Config, root: Path) -> tuple[str, str]:
-    """(which data the notebook uses, as the runners' first line says it; the fallback notice or ""). ``auto`` with
-    no CIFAR-10 in data_dir tries the download now, so the fallback is known (and said) before anything trains."""
-    from . import console
+    """(the runners' data line, the fallback notice or ""), paths relative to ``root``."""
     notice = console.data_notice(cfg)
-    line = console.data_line(cfg, fallback=bool(notice)).replace(f"{root}{os.sep}", "")
-    return line, notice.replace(f"{root}{os.sep}", "")
+    line = console.data_line(cfg, fallback=bool(notice))
+    return line.replace(f"{root}{os.sep}", ""), notice.replace(f"{root}{os.sep}", "")
 
 
 def to_terminal(lines: list[str]) -> None:
-    """``lines`` also where a headless run's terminal shows them. papermill shows a kernel's output only with
-    --log-output, but ipykernel copies what reaches the kernel process's stderr descriptor to the terminal that
-    started it (and into the notebook): written to its copy of that descriptor, they reach the terminal alone. Not
-    under `python -m tadist_utils`, which says them itself and keeps the kernel's stderr in a log file."""
-    fd = getattr(sys.stderr, "_original_stdstream_copy", None)  # ipykernel's OutStream, when it watches the descriptor
+    """``lines`` also on the terminal of a plain papermill run: written to ipykernel's copy of the kernel's stderr
+    descriptor, they reach it alone. Not under `python -m tadist_utils`, which says them itself."""
+    fd = getattr(sys.stderr, "_original_stdstream_copy", None)
     if lines and fd is not None and not os.environ.get(RUNNER_ENV):
-        try:
+        with contextlib.suppress(OSError):
             os.write(fd, "".join(f"\n{line}" for line in lines).encode() + b"\n")  # off papermill's bar's line
-        except OSError:
-            pass
+
+
+def context(cfg: Config):
+    """A Pipeline's ``ctx``: under ``python -m tadist_utils``, its bars and log lines on the runner's terminal too."""
+    from ..train import Context
+    return Context.from_config(cfg, bar=console.bar, log=console.log)
 
 
 def repo_path(path: str | Path, drive: bool = False) -> str:
     """Absolute paths stay; relative ones sit under the repo root (or under Google Drive when ``drive``)."""
     p = Path(path).expanduser()
-    if p.is_absolute():
-        return str(p)
-    return str((DRIVE_ROOT if drive else repo_root()) / p)
+    return str(p if p.is_absolute() else (DRIVE_ROOT if drive else repo_root()) / p)
 
 
 def results_path(path: str | Path | None, drive: bool = False, *, profile: str) -> str:
-    """``repo_path`` of a notebook's ``results_dir``; None is the profile's ``config.default_results_dir``
-    (``results/run/<profile>``), as for ``reproduce``."""
+    """``repo_path`` of a notebook's ``results_dir``; None: the profile's ``config.default_results_dir``."""
     return repo_path(default_results_dir(profile) if path in (None, "") else path, drive)
-
-
-def colab_badge_url(notebook: str, url: str = REPO_URL, branch: str = REPO_BRANCH) -> str:
-    """The "Open in Colab" link of ``notebooks/<notebook>`` in the repository at ``url``."""
-    return f"https://colab.research.google.com/github/{url.split('github.com/', 1)[-1]}/blob/{branch}/notebooks/{notebook}"
-
-
-def pip_line(url: str = REPO_URL) -> str:
-    return f"%pip install -q git+{url}"
-
-
-_BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+/notebooks/([0-9][0-9]_[\w]+\.ipynb)")
-_PIP = re.compile(r"%pip install -q git\+\S+")
-
-
-def sync_repo_url(folder: Path | None = None, url: str = REPO_URL, branch: str = REPO_BRANCH, write: bool = True) -> list[Path]:
-    """Rewrite every numbered notebook's Colab badge and pip line from ``url``; the notebooks that changed."""
-    import nbformat
-    changed = []
-    for path in sorted((folder or PACKAGE.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        dirty = False
-        for cell in nb.cells:
-            new = _BADGE.sub(lambda m: colab_badge_url(m.group(1), url, branch), cell.source)
-            new = _PIP.sub(pip_line(url).replace("\\", "\\\\"), new)
-            if new != cell.source:
-                cell.source, dirty = new, True
-        if dirty:
-            changed.append(path)
-            if write:
-                nbformat.write(nb, path)
-    return changed
 
 
 def injected_parameters(history) -> list[str]:
     """Names assigned by the last cell papermill injected (its source starts with ``# Parameters``), in order."""
     source = next((s for s in reversed(list(history or [])) if isinstance(s, str)
-                   and s.lstrip().startswith("# Parameters")), None)
-    if source is None:
-        return []
+                   and s.lstrip().startswith("# Parameters")), "")
     try:
         body = ast.parse(source).body
     except SyntaxError:
         return []
-    names = []
-    for node in body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
-    return names
+    targets = [t for n in body for t in (n.targets if isinstance(n, ast.Assign) else [getattr(n, "target", None)])]
+    return list(dict.fromkeys(t.id for t in targets if isinstance(t, ast.Name)))
 
 
 def check_parameters(history, declared=PARAMETERS) -> None:
     """Fail on a papermill parameter this notebook does not declare (papermill only warns, and ``-p teacher_epoch 3``
     would train silently with the profile's ``teacher_epochs``). ``history``: IPython's ``In``."""
-    unknown = [n for n in injected_parameters(history) if n not in declared]
-    if unknown:
-        def hint(name):
-            if name in FIELDS:
-                return f"{name} (a Config field: pass it inside overrides)"
-            match = difflib.get_close_matches(name, declared, 1) or difflib.get_close_matches(name, FIELDS, 1)
-            return f"{name} (did you mean {match[0]}?)" if match else name
+    def hint(name):
+        if name in FIELDS:
+            return f"{name} (a Config field: pass it inside overrides)"
+        match = difflib.get_close_matches(name, declared, 1) or difflib.get_close_matches(name, FIELDS, 1)
+        return f"{name} (did you mean {match[0]}?)" if match else name
+    if unknown := [n for n in injected_parameters(history) if n not in declared]:
         raise ConfigError(
             f"unknown notebook parameter(s): {', '.join(map(hint, unknown))}; this notebook takes "
             f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'")
 
 
 def parse_overrides(overrides) -> dict:
-    """The ``overrides`` parameter as a dict. ``papermill -p overrides '{"batch_size": 0}'`` passes a string:
-    it is read as JSON (never evaluated); anything but a JSON object is one ConfigError line."""
-    if overrides is None:
-        return {}
+    """The ``overrides`` parameter as a dict; a string (``papermill -p overrides '{...}'``) is read as JSON."""
     if isinstance(overrides, str):
         try:
             overrides = json.loads(overrides) if overrides.strip() else {}
         except json.JSONDecodeError as e:
             raise ConfigError(f"overrides must be a JSON object such as '{{\"student_lr\": 0.002}}', got {overrides!r} "
                               f"({e.msg})") from None
+    overrides = {} if overrides is None else overrides
     if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
         raise ConfigError(f"overrides must be a mapping of Config fields to values, got {overrides!r}")
     return overrides
@@ -205,19 +147,15 @@ def summary(cfg: Config, data: str = "") -> pd.Series:
 
 
 def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
-    """A notebook's set-up: check the papermill parameters, mount Drive (Colab, ``use_drive``), build and check the
-    config (profile, then ``overrides``, then the parameters not None), show its summary.
-
-    ``namespace``: the notebook's globals (``PARAMETERS`` and IPython's ``In``). Bad settings raise ``ConfigError``,
-    one line in a notebook. Returns ``(cfg, cfgs)``: one config per seed to train, and the first of them."""
+    """Check the papermill parameters, mount Drive (Colab, ``use_drive``), build and check the config (profile, then
+    ``overrides``, then the parameters not None), show its summary. ``namespace``: the notebook's globals.
+    Returns the first config and one per seed to train; bad settings raise ``ConfigError``, one line."""
     check_parameters(namespace.get("In"))
-    missing = [name for name in PARAMETERS if name not in namespace]
-    if missing:
+    if missing := [name for name in PARAMETERS if name not in namespace]:
         raise ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
                           f"parameters cell declares {', '.join(PARAMETERS)}")
     p = {name: namespace[name] for name in PARAMETERS}
-    drive = "google.colab" in sys.modules and bool(p["use_drive"])
-    if drive:  # keep results_dir (and its checkpoints) on Google Drive
+    if drive := "google.colab" in sys.modules and bool(p["use_drive"]):  # results (and checkpoints) on Google Drive
         from google.colab import drive as google_drive
         google_drive.mount("/content/drive")
     named = {k: v for k, v in p.items() if k in with_role("notebook") and k != "profile" and v is not None}
@@ -225,11 +163,10 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
                  results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
     cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
     cfgs = per_seed(cfg, p["seeds"])
-    if show:  # first the folders and the data, in the notebook and in a headless run's terminal; then the settings
+    if show:  # first the folders and the data, in the notebook and in a plain papermill run's terminal
         root = repo_root()
         line, notice = data_lines(cfg, root)
-        first = [*where_lines(root, cfg), *([f"!!! DATA: {notice}"] if notice else [])]
-        if first:
+        if first := [*where_lines(root, cfg), *([f"!!! DATA: {notice}"] if notice else [])]:
             print("\n".join(first), flush=True)
         to_terminal([*first, line])  # the data line is in the table below
         try:  # a table in Jupyter, printed elsewhere
@@ -242,28 +179,19 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
 
 
 def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, history) of ``cfg.results_dir``, of the dataset it last trained on (a table never averages CIFAR-10
-    with digits) and, where rows of several settings were put together by hand, of the manifest's (with a NOTICE)."""
+    """(results, history) of ``cfg.results_dir``, of the dataset it last trained on and, where rows of several
+    settings were put together by hand, of the manifest's (with a NOTICE)."""
     store = ResultsStore(cfg.results_dir)
-    results, history = store.results(), store.history()
-    manifest = store.manifest()
-    name = manifest.get("dataset", {}).get("name")
-    if name is not None:
+    results, history, manifest = store.results(), store.history(), store.manifest()
+    if (name := manifest.get("dataset", {}).get("name")) is not None:
         results, history = results[results.dataset == name], history[history.dataset == name]
+
     def tags(df):  # rows of a version that recorded no settings: "unrecorded"
         return df.settings.fillna("unrecorded").astype(str) if "settings" in df else pd.Series("unrecorded", df.index)
-    kinds = set(tags(results))
-    if len(kinds) > 1:
+    if len(kinds := set(tags(results))) > 1:
         mine = str((manifest.get("settings") or {}).get("hash"))
         shown = f"showing only the manifest's ({mine})" if mine in kinds else "showing them all, mixed"
         print(f"[tadist] NOTICE: {store.results_csv} holds rows of {len(kinds)} settings for one dataset; {shown}")
         if mine in kinds:
             results, history = results[tags(results) == mine], history[tags(history) == mine]
     return results.reset_index(drop=True), history.reset_index(drop=True)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--sync-repo-url"]:
-        sys.exit("usage: python -m tadist_utils.runners.nbsetup --sync-repo-url  (rewrite the notebooks' Colab links from REPO_URL)")
-    for p in sync_repo_url():
-        print(f"updated {p}")

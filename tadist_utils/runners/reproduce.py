@@ -1,15 +1,14 @@
-"""Run the numbered notebooks with papermill: the whole study in one command.
+"""Run the numbered notebooks with papermill, or their training alone (``--headless``): the study in one command.
 
     python -m tadist_utils --profile quick
     python -m tadist_utils --profile paper --dataset cifar10 --seeds 0 1 2
     python -m tadist_utils --profile smoke --dataset digits --only 00 01
-    python -m tadist_utils --profile smoke --dataset digits --results-dir results/_nbval --prepare-only
+    python -m tadist_utils --profile quick --headless --set experiments=direct,kd   (no Jupyter: no figures)
 
-Flags, settings, the results files already there and the data are checked before any notebook starts: anything
-wrong is one line, ``error: ...``, exit 2. Every notebook runs even if an earlier one failed; failures are listed
-at the end (exit 1) with the notebook, cell and error. Executed copies go to ``<results_dir>/executed/`` (a
-subfolder per seed when several), wall times to ``<results_dir>/reproduce.json``; ``--prepare-only`` writes
-parameterised copies to ``<results_dir>/notebooks/`` for ``pytest --nbval``.
+Flags, settings, the results files already there and the data are checked before anything runs: anything wrong is
+one line, ``error: ...``, exit 2. Every notebook runs even if an earlier one failed; failures are listed at the end
+(exit 1). Executed copies go to ``<results_dir>/executed/`` (a subfolder per seed when several), wall times to
+``<results_dir>/reproduce.json``.
 """
 from __future__ import annotations
 
@@ -18,6 +17,9 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,46 +30,27 @@ from ..errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 DEFAULT_TIMEOUT = {"smoke": 1200}  # seconds per cell; none for the long profiles
+KERNELS: list = []  # the kernel processes run_one started (subprocess.Popen), until they have exited
 
 
 def check_data(cfg) -> None:
-    """The data is there and readable before any notebook starts, else one ConfigError line: an absent CIFAR asked
-    for by name is downloaded now, local data is read once (a bad image or class is named before 00 runs, not in 02).
-    ``auto`` with nothing local needs no check: it falls back to digits, loudly."""
+    """Read the data once now (an absent CIFAR asked for by name is downloaded): a bad image is named before 00 runs.
+    ``auto`` with nothing local falls back to digits, loudly: nothing to check."""
     from .. import data
-    if cfg.dataset == "auto" and data.find_cifar10(Path(cfg.data_dir)) is None:
-        return
-    data.load_data(cfg)
+    if cfg.dataset != "auto" or data.find_cifar10(Path(cfg.data_dir)) is not None:
+        data.load_data(cfg)
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks in run order, optionally only those whose name starts with one of ``only``."""
+    """The numbered notebooks in run order, or those whose name starts with one of ``only``."""
     found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if not only:
-        return found
-    unknown = [o for o in only if not any(p.name.startswith(o) for p in found)]
-    if unknown:
+    if unknown := [o for o in only or [] if not any(p.name.startswith(o) for p in found)]:
         raise ConfigError(f"--only {' '.join(unknown)} matches no notebook; have {', '.join(p.stem for p in found)}")
-    return [p for p in found if any(p.name.startswith(o) for o in only)]
-
-
-def changed_since_commit(paths: list[Path]) -> list[str]:
-    """The notebooks among ``paths`` that differ from git's HEAD, as ``notebooks/NAME``; [] outside a git checkout.
-
-    Jupyter autosaves a notebook's outputs as it runs: nbval would then compare against a half-run notebook's outputs
-    (``Unrun reference cell has outputs``) instead of the committed ones."""
-    import subprocess
-    try:
-        r = subprocess.run(["git", "diff", "--name-only", "--relative", "HEAD", "--", *(p.name for p in paths)],
-                           cwd=NOTEBOOKS, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [f"notebooks/{name}" for name in r.stdout.split()] if r.returncode == 0 else []
+    return [p for p in found if not only or any(p.name.startswith(o) for o in only)]
 
 
 def in_checkout(path, root: Path | None = None) -> str:
-    """``path`` relative to the checkout (``root``, default this one) when it lies inside it (the notebooks resolve
-    relative paths against their checkout: ``nbsetup.repo_path``), else absolute: an output names no machine's folders."""
+    """``path`` relative to the checkout (``root``, default this one) when inside it, else absolute."""
     p = Path(os.path.normpath(Path(path).absolute()))  # a symlinked folder keeps the name it was given
     try:
         return p.relative_to(REPO if root is None else root).as_posix() or "."
@@ -76,181 +59,126 @@ def in_checkout(path, root: Path | None = None) -> str:
 
 
 def parameters(cfg, overrides: dict) -> dict:
-    """Notebook parameters: profile, seed and only what was given, typed; fields with a notebook place
-    (``config.role``) by name, others in ``overrides``. Short: the executed notebook shows them as its injected cell."""
+    """Notebook parameters: profile, seed and only what was given; fields with a notebook place (``config.role``)
+    by name, others in ``overrides`` (the executed notebook shows them as its injected cell)."""
     from ..config import with_role
-
-    def plain(v):
-        return list(v) if isinstance(v, tuple) else v
-    named = with_role("notebook")
-    params = dict(profile=cfg.profile, seed=cfg.seed)
-    for k in named:
-        if k in overrides and k not in params:
-            params[k] = in_checkout(getattr(cfg, k)) if k.endswith("_dir") else plain(getattr(cfg, k))
-    rest = {k: plain(getattr(cfg, k)) for k in overrides if k not in params and k not in named}
-    if rest:
+    named, params = with_role("notebook"), dict(profile=cfg.profile, seed=cfg.seed)
+    plain = {k: list(v) if isinstance(v := getattr(cfg, k), tuple) else v for k in overrides}
+    params.update({k: in_checkout(v) if k.endswith("_dir") else v for k, v in plain.items() if k in named and k not in params})
+    if rest := {k: v for k, v in plain.items() if k not in params and k not in named}:
         params["overrides"] = rest
     return params
 
 
-def _first_line(text: str) -> str:
+def _first_line(text) -> str:
     return (str(text).strip().splitlines() or [""])[0][:200]
 
 
-def _cell_label(exec_count, index) -> str:
-    """``In [7]``, as Jupyter and papermill's error banner show it in the executed copy; else the cell's index."""
-    return f"In [{exec_count}]" if exec_count is not None else f"#{index}"
-
-
-def _failed_cell(path: Path) -> tuple[str | None, str]:
-    """(label, first source line) of the last cell papermill started: the one that timed out or died."""
-    try:
-        import nbformat
+def _failed_cell(path: Path) -> str:
+    """``cell In [7] `source``` of the last cell papermill started (the one that timed out or died), or ``before any cell``."""
+    import nbformat
+    with contextlib.suppress(Exception):
         cells = nbformat.read(path, as_version=4).cells
-    except Exception:
-        return None, ""
-    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
-    if not started:
-        return None, ""
-    cell = cells[started[-1]]
-    return _cell_label(cell.get("execution_count"), started[-1]), _first_line(cell.source)
-
-
-KERNELS: list = []  # the kernel processes run_one started (subprocess.Popen), until they have exited
+        i = max(i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time"))
+        return f"cell In [{cells[i].get('execution_count')}] `{_first_line(cells[i].source)}`"
+    return "before any cell"
 
 
 def stop_kernels(grace: float = 2.0) -> None:
-    """End every kernel still running, SIGTERM then SIGKILL after ``grace`` s, and wait for it: a runner stopped while
-    papermill was starting a kernel (its shutdown covers only a started one) left it to die on its own, up to a second
-    after the runner (ipykernel polls its parent's pid)."""
-    import signal
-    import subprocess
+    """End every kernel still running (SIGTERM, then SIGKILL after ``grace`` s) and wait for it: papermill shuts down
+    only a started kernel, and one still starting when the runner stopped outlived it."""
     for process in list(KERNELS):
-        for sig in ((signal.SIGTERM, signal.SIGKILL) if os.name == "posix" else (None,)):
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(OSError):
-                if sig is None:
-                    process.kill()
-                elif os.getpgid(process.pid) == process.pid:  # it leads its own session (jupyter_client): its group
-                    os.killpg(process.pid, sig)
-                else:
-                    process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
+        for sig in (signal.SIGTERM, getattr(signal, "SIGKILL", signal.SIGTERM)):
+            if process.poll() is None:
+                with contextlib.suppress(OSError):  # on POSIX it leads its own session (jupyter_client)
+                    os.killpg(process.pid, sig) if os.name == "posix" else process.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(grace)
         if process.poll() is not None:
             KERNELS.remove(process)
 
 
 def kernel_options(log: Path) -> dict:
-    """papermill options: jupyter_client's kernel manager without the SIGINT it sends an idle kernel at shutdown,
-    and with the kernel's own stderr in ``log``.
-
-    That SIGINT often lands in the kernel's handler of papermill's last info request, and a run that went fine
-    ended with ``KeyboardInterrupt caught in kernel`` on stderr; ``shutdown_request`` alone stops an idle kernel,
-    and a running cell (Ctrl-C, SIGTERM, a timeout) is still interrupted. ``log`` keeps the kernel's plumbing
-    (a ZMQ traceback when a stop mid-cell races the shutdown) in a file beside the executed notebook."""
+    """papermill options: the kernel's own stderr (plumbing: a ZMQ traceback when a stop races a cell) in ``log``,
+    the runner's stderr passed on as ``$TADIST_PROGRESS`` for its bars, and no SIGINT to an idle kernel at shutdown
+    (it landed in the handler of papermill's last request: ``KeyboardInterrupt caught in kernel`` after a good run)."""
     from jupyter_client import AsyncKernelManager
     running = {"cell": False}
+    terminal = os.environ.get(console.ENV)
 
     class KernelManager(AsyncKernelManager):
         async def _async_interrupt_kernel(self) -> None:
-            if self.shutting_down and not running["cell"]:
-                return  # an idle kernel: nothing to interrupt, and a SIGINT could land in a request's handler
-            await super()._async_interrupt_kernel()
+            if not self.shutting_down or running["cell"]:
+                await super()._async_interrupt_kernel()
 
-        async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:  # jupyter_client's hook for launching
+        async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
             with open(log, "ab") as f:  # the kernel keeps its own copy of the descriptor
-                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": f})
-            if (process := getattr(self.provisioner, "process", None)) is not None:
-                KERNELS.append(process)  # for stop_kernels
+                kw.update(stderr=f, pass_fds=(int(terminal),) if terminal else ())
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+            KERNELS.append(self.provisioner.process)
 
-    def busy(**_):
-        running["cell"] = True
-
-    def idle(**_):
-        running["cell"] = False
-    return dict(kernel_manager_class=KernelManager, on_cell_execute=busy, on_cell_executed=idle, on_cell_error=idle)
+    def state(busy):
+        return lambda **_: running.update(cell=busy)
+    return dict(kernel_manager_class=KernelManager, on_cell_execute=state(True), on_cell_executed=state(False),
+                on_cell_error=state(False))
 
 
 def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | None:
     """Execute one notebook; None on success, else one line saying where it failed (and the kernel's log if any)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    log = out.with_suffix(".kernel.log")  # the kernel's own stderr, beside the executed notebook
+    log = out.with_suffix(".kernel.log")
     log.unlink(missing_ok=True)
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
                             execution_timeout=timeout, progress_bar=False, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no kernel start-up chatter
-                            **kernel_options(log))
-        return None
-    except (KeyboardInterrupt, console.Stopped):  # Ctrl-C or SIGTERM: no kernel outlives the runner
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"], **kernel_options(log))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: no kernel outlives the runner
         stop_kernels()
         raise
     except PapermillExecutionError as e:
-        return f"cell {_cell_label(e.exec_count, e.cell_index)} `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
+        return f"cell In [{e.exec_count}] `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
-        label, line = _failed_cell(out)
-        where = f"cell {label} `{line}`" if label is not None else "before any cell"
         logged = f" (the kernel's log: {log})" if log.is_file() and log.stat().st_size else ""
-        return f"{where}: {type(e).__name__}: {_first_line(e)}{logged}"
+        return f"{_failed_cell(out)}: {type(e).__name__}: {_first_line(e)}{logged}"
     finally:
         KERNELS[:] = [p for p in KERNELS if p.poll() is None]
         if log.is_file() and not log.stat().st_size:
             log.unlink()
 
 
-INJECTED = "injected-parameters"  # the tag of the cell papermill adds after the `parameters` cell
-
-
-def publish(executed: Path, dest: Path) -> None:
-    """An executed notebook as a committed source: its outputs kept, papermill's injected parameters cell, its
-    metadata (the run's machine paths and timings) and progress widgets dropped, and the checkout's absolute path made
-    relative in every output. Without the injected cell, Run All in Jupyter runs the `parameters` cell's defaults
-    (smoke, into results/run/smoke), not the published run's profile into its committed folder."""
-    import nbformat
-    nb = nbformat.read(executed, as_version=4)
-    nb.cells = [c for c in nb.cells if INJECTED not in c.metadata.get("tags", [])]
-    for key in ("papermill", "widgets"):
-        nb.metadata.pop(key, None)
-    root = f"{REPO}/"
-    for cell in nb.cells:
-        for key in ("papermill", "execution"):
-            cell.metadata.pop(key, None)
-        if cell.cell_type != "code":
-            continue
-        cell.outputs = [o for o in cell.outputs if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
-        for o in cell.outputs:
-            if "text" in o:
-                o["text"] = o["text"].replace(root, "")
-            for mime, value in o.get("data", {}).items():
-                if mime.startswith("text/") and isinstance(value, str):
-                    o["data"][mime] = value.replace(root, "")
-    nbformat.write(nb, dest)
-
-
-def _manifest_notice(results_dir: Path) -> str:
-    """The data notice the notebooks recorded in the manifest (a fallback the runner's own check did not see)."""
-    try:
-        return json.loads((results_dir / "manifest.json").read_text()).get("dataset", {}).get("notice", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
 def _superseded(results_dir: Path) -> dict:
-    """What ``<results_dir>/superseded/`` holds (name -> size), compared before and after the notebooks run."""
+    """What ``<results_dir>/superseded/`` holds (name -> size): compared after the notebooks ran."""
     from ..storage.results import SUPERSEDED
     folder = results_dir / SUPERSEDED
     return {p.name: p.stat().st_size for p in folder.iterdir()} if folder.is_dir() else {}
 
 
-def moved_aside_line(before: dict, results_dir: Path) -> str:
-    """One line if the notebooks moved rows of other settings aside: their NOTICE is inside a kernel, unseen here."""
-    if _superseded(results_dir) == before:
-        return ""
-    return (f"NOTICE: rows made under other settings were moved to {results_dir / 'superseded'}/ during this run (the "
-            "executed notebook that moved them says which and why); 05 and 06 show only this run's settings")
+def headless(configs, notice: str, command: str) -> int:
+    """The notebooks' training without Jupyter (and without their figures), seed after seed, into the same files."""
+    from ..experiments import Pipeline
+    from ..train import Context
+    finished, t_all, cfg = [], time.perf_counter(), configs[0]
+    folder = Path(cfg.results_dir).absolute()
+    created = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)  # what a refusal removes
+    try:
+        with console.stop_on_sigterm():
+            for cfg in configs:
+                t0 = time.perf_counter()
+                try:
+                    Pipeline(cfg, ctx=Context.from_config(cfg, bar=console.bar, log=console.log)).run()
+                except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line
+                    if created and all(p.is_dir() or p.name == ".results.lock" for p in created.rglob("*")):
+                        shutil.rmtree(created, ignore_errors=True)
+                    print(f"error: {e}", file=sys.stderr)
+                    return 2
+                print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}", flush=True)
+                finished.append(f"seed {cfg.seed}")
+    except KeyboardInterrupt as stop:
+        return console.interrupted(stop, f"seed {cfg.seed}", time.perf_counter() - t_all, finished, command,
+                                   Path(cfg.results_dir) / "checkpoints")
+    console.announce(notice, final=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,122 +186,101 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, help="papermill execution_timeout: seconds any one cell of a notebook may "
                                                 "take (training is one cell); default 1200 for smoke, none otherwise")
     ap.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, e.g. --only 02 03")
-    ap.add_argument("--prepare-only", action="store_true",
-                    help="write parameterised copies to <results_dir>/notebooks/ without running them (for nbval)")
+    ap.add_argument("--headless", action="store_true", help="train without Jupyter: the notebooks' training and "
+                    "results files, none of their figures (run 05 and 06 on them afterwards)")
     ap.add_argument("--quiet", action="store_true", help="no live training progress, one line per notebook")
-    ap.add_argument("--update-notebooks", action="store_true",
-                    help="after a run without failures, write the first seed's executed notebooks over notebooks/ "
-                         "(the committed outputs: README, 'The reference run')")
     args = ap.parse_args(argv)
+    command = shlex.join(["python", "-m", "tadist_utils", *(sys.argv[1:] if argv is None else argv)])
     from ..config import Config, default_results_dir, make_config
     from ..experiments import check  # torch (~2 s): not for a bad flag or --help
+    from ..storage.results import check_files
 
-    try:  # everything that can be wrong with the input is reported here, before any notebook runs
+    try:  # everything that can be wrong with the input is reported here, before anything runs
         if args.timeout is not None and args.timeout <= 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        if args.headless and (given := [f for f in ("only", "timeout", "quiet") if getattr(args, f)]):
+            raise ConfigError(f"--{', --'.join(given)}: for the notebooks, not --headless")
         overrides = cli.overrides(args)
-        defaults = dict(data_dir=Config.data_dir, results_dir=default_results_dir(args.profile))
-        for key, default in defaults.items():  # given paths: relative to the cwd; defaults: to the repo root
-            overrides[key] = str(Path(os.path.normpath(Path(overrides[key]).absolute())) if overrides.get(key)
-                                 else REPO / default)
+        for key, default in dict(data_dir=Config.data_dir, results_dir=default_results_dir(args.profile)).items():
+            given = overrides.get(key)  # given paths: relative to the cwd; defaults: to the repo root
+            overrides[key] = str(Path(os.path.normpath(Path(given).absolute())) if given else REPO / default)
         configs = [check(make_config(args.profile, seed=s, **overrides)) for s in args.seeds]
         selected = notebooks(args.only)
-        if args.prepare_only and (changed := changed_since_commit(selected)):  # for nbval: the committed outputs
-            raise ConfigError(f"{', '.join(changed)} changed since the last commit (Jupyter saves a run's outputs into "
-                              f"the notebook; nbval compares against the committed ones): git checkout {' '.join(changed)} "
-                              "first, or commit the change")
-        notice = "" if args.prepare_only else console.data_notice(configs[0])  # auto: the download tried now
-        check_data(configs[0])
-        from ..storage.results import check_files
+        notice = console.data_notice(configs[0])  # auto: the download tried now
+        if not args.headless:  # headless: the pipeline reads it (and a refusal removes the folder it made)
+            check_data(configs[0])
         check_files(configs[0].results_dir)
-        line = "" if args.prepare_only else console.data_line(configs[0], fallback=bool(notice))
+        line = console.data_line(configs[0], fallback=bool(notice))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if line:  # which data, said first; the fallback as a banner, and again at the end
-        console.announce(notice)
-        print(line, flush=True)
+    console.announce(notice)  # which data, said first; the fallback as a banner, and again at the end
+    print(line, flush=True)
+    if args.headless:
+        return headless(configs, notice, command)
 
     results_dir = Path(configs[0].results_dir)
-    console.remove_stale(results_dir)  # progress files of runners killed earlier (--quiet or not)
     timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT.get(args.profile)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # kernels import this checkout
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])  # this checkout
     os.environ["TADIST_RUNNER"] = "1"  # nbsetup.RUNNER_ENV: the data is said here, not again by each kernel
 
-    if args.prepare_only:
-        import papermill as pm
-        out = results_dir / "notebooks"
-        out.mkdir(parents=True, exist_ok=True)
-        for src in selected:
-            pm.execute_notebook(str(src), str(out / src.name), parameters=parameters(configs[0], overrides),
-                                kernel_name="python3", prepare_only=True)
-        print(f"prepared {len(selected)} notebook(s) in {out}; run: python -m pytest --nbval -p no:cacheprovider {out}")
-        return 0
-
-    report = dict(profile=args.profile, profile_settings=console.profile_settings(args.profile), seeds=args.seeds,
-                  results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
+    from tqdm.std import tqdm
+    report = dict(profile=args.profile, seeds=args.seeds, results_dir=in_checkout(results_dir), timeout_per_cell=timeout,
                   started=dt.datetime.now().isoformat(timespec="seconds"), notebooks=[])
-    failures = []
-    job = console.JobClock([(cfg.seed, src.stem) for cfg in configs for src in selected],
-                           *console.reference_times(args.profile, [s.stem for s in selected], results_dir, REPO))
+    failures, steps = [], [(cfg, src) for cfg in configs for src in selected]
+
+    def save(**extra):
+        report.update(extra, finished=dt.datetime.now().isoformat(timespec="seconds"),
+                      total_seconds=round(time.perf_counter() - t_all, 1))
+        (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
     print(f"{len(selected)} notebook(s) x {len(configs)} seed(s), profile {args.profile}, results in {results_dir}")
     t_all, superseded = time.perf_counter(), _superseded(results_dir)
-    cfg, src, t0 = configs[0], selected[0], t_all  # where a stop lands, updated as the notebooks run
+    cfg, src, t0 = configs[0], selected[0], t_all  # where a stop lands
+    terminal = None if args.quiet or os.name != "posix" else os.dup(2)  # for the kernels' bars (POSIX: pass_fds)
+    if terminal is not None:
+        os.environ[console.ENV] = str(terminal)
     try:
         with console.stop_on_sigterm():
-            for cfg in configs:
+            for i, (cfg, src) in enumerate(steps):
                 executed = results_dir / "executed" / (f"seed{cfg.seed}" if len(configs) > 1 else "")
                 executed.mkdir(parents=True, exist_ok=True)
-                for src in selected:
-                    label = f"[seed {cfg.seed}] {src.name}"
-                    live = not args.quiet  # training progress read from the kernel (console.py), a line per epoch or 30 s
-                    print(f"{label} ({job.position()}) ...", end="\n" if live else " ", flush=True)
-                    t0 = time.perf_counter()
-                    with (console.ProgressPrinter(results_dir / f".progress-{os.getpid()}.jsonl", src.stem,
-                                                  cfg.batch_size, suffix=lambda: job.short(time.perf_counter() - t0))
-                          if live else contextlib.nullcontext()):
-                        error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout)
-                    seconds = time.perf_counter() - t0
-                    job.finish(cfg.seed, src.stem, seconds)
-                    status = "ok" if error is None else "FAILED"
-                    print(f"{label} {status}" if live else status, f"in {seconds:.1f}s", flush=True)
-                    if error:
-                        failures.append(f"{src.name} (seed {cfg.seed}): {error}")
-                    report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name,
-                                                    status="ok" if error is None else "failed", seconds=round(seconds, 1),
-                                                    executed=in_checkout(executed / src.name), error=error))
-                    report.update(finished=dt.datetime.now().isoformat(timespec="seconds"),
-                                  total_seconds=round(time.perf_counter() - t_all, 1))
-                    (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
-    except (KeyboardInterrupt, console.Stopped) as stop:  # Ctrl-C or SIGTERM: say where, what finished, how to resume
-        where = f"{src.name}" + (f" (seed {cfg.seed})" if len(configs) > 1 else "")
-        finished = [f"{n['notebook'].removesuffix('.ipynb')}" + (f" (seed {n['seed']})" if len(configs) > 1 else "")
-                    for n in report["notebooks"] if n["status"] == "ok"]
-        command = "python -m tadist_utils " + shlex.join(sys.argv[1:] if argv is None else argv)
-        report.update(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s",
-                      finished=dt.datetime.now().isoformat(timespec="seconds"),
-                      total_seconds=round(time.perf_counter() - t_all, 1))
+                label = f"[seed {cfg.seed}] {src.name}"
+                elapsed = time.perf_counter() - t_all  # the job's ETA at this run's pace so far
+                eta = tqdm.format_meter(i, len(steps), elapsed, bar_format="; job ETA {remaining}") if i else ""
+                print(f"{label} (notebook {i + 1}/{len(steps)}{eta}) ...", end=" " if args.quiet else "\n", flush=True)
+                t0 = time.perf_counter()
+                error = run_one(src, executed / src.name, parameters(cfg, overrides), timeout)
+                seconds = time.perf_counter() - t0
+                print(("" if args.quiet else f"{label} ") + ("ok" if error is None else "FAILED"), f"in {seconds:.1f}s", flush=True)
+                if error:
+                    failures.append(f"{src.name} (seed {cfg.seed}): {error}")
+                report["notebooks"].append(dict(seed=cfg.seed, notebook=src.name, status="failed" if error else "ok", error=error,
+                                                seconds=round(seconds, 1), executed=in_checkout(executed / src.name)))
+                save()
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: say where, what finished, how to resume
+        where, several = src.name, len(configs) > 1
         with contextlib.suppress(OSError):
-            (results_dir / "reproduce.json").write_text(json.dumps(report, indent=2))
+            save(interrupted=f"{where} after {time.perf_counter() - t0:.0f}s")
         if args.quiet:
             print(flush=True)  # end the line the notebook's name began
-        print(console.interrupted_line(stop, where, time.perf_counter() - t_all, finished, command.strip(),
-                                       results_dir / "checkpoints"), file=sys.stderr, flush=True)
-        return console.exit_status(stop)
+        done = [n["notebook"].removesuffix(".ipynb") + (f" (seed {n['seed']})" if several else "")
+                for n in report["notebooks"] if n["status"] == "ok"]
+        return console.interrupted(stop, where + (f" (seed {cfg.seed})" if several else ""), time.perf_counter() - t_all,
+                                   done, command, results_dir / "checkpoints")
+    finally:
+        if terminal is not None:
+            os.environ.pop(console.ENV, None)
+            os.close(terminal)
     print(f"done in {time.perf_counter() - t_all:.1f}s; executed notebooks in {results_dir / 'executed'}")
-    console.announce(notice or _manifest_notice(results_dir), final=True)
-    if moved := moved_aside_line(superseded, results_dir):
-        print(moved, flush=True)
-    if args.update_notebooks and not failures:
-        first = results_dir / "executed" / (f"seed{configs[0].seed}" if len(configs) > 1 else "")
-        for src in selected:
-            publish(first / src.name, src)
-        print(f"wrote the outputs of seed {configs[0].seed} into {len(selected)} notebook(s) in {NOTEBOOKS}", flush=True)
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a fallback the runner's own check did not see
+        notice = notice or json.loads((results_dir / "manifest.json").read_text()).get("dataset", {}).get("notice", "")
+    console.announce(notice, final=True)
+    if _superseded(results_dir) != superseded:  # the notebooks' NOTICE is inside a kernel, unseen here
+        print(f"NOTICE: rows made under other settings were moved to {results_dir / 'superseded'}/ during this run (the "
+              "executed notebook that moved them says which and why); 05 and 06 show only this run's settings", flush=True)
     if failures:
         print(f"{len(failures)} notebook(s) failed; their executed copies, kept up to the failing cell, are in "
-              f"{results_dir / 'executed'}:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
+              f"{results_dir / 'executed'}:", *(f"  {line}" for line in failures), sep="\n", file=sys.stderr)
         return 1
     return 0
 
