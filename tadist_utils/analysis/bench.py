@@ -43,11 +43,12 @@ from torch.utils.data import DataLoader, Dataset
 from .. import models
 from ..config import make_config
 from ..data import DataBundle, Split, load_data
-from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_fuse, resolve_precision, sync
-from ..methods import build
+from ..engine import describe_machine, device_slug, loadavg, resolve_device, resolve_precision, sync
+from ..fused import resolve_fuse
+from ..methods import METHODS
 from ..plans import TEACHER
-from ..train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed, train_classifier,
-                     train_students)
+from ..train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed, run_epochs,
+                     student_training, train_classifier)
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
 
 CASES = ("teacher", "students", "ops", "guides", "paper")
@@ -334,10 +335,10 @@ def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context
     for node in nodes:
         torch.manual_seed(init_seed(cfg.seed, node.key))
         jobs.append(StudentJob(node.name, ctx.model(models.student(node.level)), node.start, node.stop,
-                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=node.key)))
-    runs = train_students(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
-                          weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
-                          augment=cfg.student_augment, seed=cfg.seed, loss="mse", group="bench")
+                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=str(node.key))))
+    runs = run_epochs(student_training(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
+                                       weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
+                                       augment=cfg.student_augment, seed=cfg.seed, kind="mse", group="bench"), ctx)
     return {j.name: dict(train_loss=r.history[-1]["train_loss"], val_loss=r.history[-1]["val_loss"])
             for j, r in zip(jobs, runs)}
 
@@ -433,7 +434,7 @@ def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool)
 
 def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None, repeats: int = 2) -> dict:
     # the teacher-fed students only: others need trained parents, and the engine's saving is the same per group
-    nodes = [n for n in build(experiment, cfg.levels).nodes if n.parent == TEACHER]
+    nodes = [n for n in METHODS[experiment].plan(cfg.levels).nodes if n.parent == TEACHER]
     weights = "trained by the teacher case (fast path)" if teacher is not None else "random init (timing only)"
     if teacher is None:
         torch.manual_seed(init_seed(cfg.seed, "teacher"))

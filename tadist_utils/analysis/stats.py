@@ -22,7 +22,7 @@ from scipy.optimize import brentq
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from ..methods import BASELINES, EXPERIMENTS, METHODS, build
+from ..methods import BASELINES, EXPERIMENTS, METHODS
 from ..storage import summary as core
 from ..storage.results import PAPER_ACCURACY, students_label
 from ..storage.summary import describe, is_ensemble, n_students
@@ -155,7 +155,7 @@ def members(experiment: str, model: str, share_students: bool = True) -> tuple[s
     if experiment in BASELINES:
         return (METHODS[experiment].lineage(n),)
     if experiment in EXPERIMENTS:
-        plan = build(experiment, n.bit_length(), share_students=share_students)
+        plan = METHODS[experiment].plan(n.bit_length(), share_students=share_students)
         return tuple(plan.node(name).key for name in plan.ensembles[n])
     return None
 
