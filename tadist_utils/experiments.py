@@ -1,15 +1,8 @@
 """The paper's pipeline: teacher, then students grouped by parent, then ensembles, with results on disk.
 
-    from tadist_utils.config import make_config
-    from tadist_utils.experiments import Pipeline
-    pipe = Pipeline(make_config("smoke", dataset="digits"))
-    pipe.run()                      # teacher + the config's experiments; returns the tidy results
-    pipe.run_experiment("direct")   # or one at a time (reuses what is already trained)
-    pipe.run_experiment("kd")       # baselines (labels, kd, ta_chain) go through the same call
-
-Everything trained is checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused while its spec (the
-config fields that shape it, the data fingerprint, its parent's spec) is unchanged; students of one lineage are
-trained once.
+``Pipeline(make_config("smoke", dataset="digits")).run()``, or ``.run_experiment("direct")`` one at a time. All
+trained models are checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused while their spec (the
+config fields that shape them, the data fingerprint, the parent's spec) is unchanged; one lineage trains once.
 """
 from __future__ import annotations
 
@@ -48,11 +41,12 @@ def lineages(plans: list[Plan]) -> tuple[dict[Lineage, Node], dict[Lineage, list
     for plan in plans:
         for n in plan.nodes:
             nodes.setdefault(n.key, n)
-            guide_keys[n.key] = [(TEACHER_LINEAGE if a == TEACHER else plan.node(a).key, lo, hi) for a, lo, hi in n.targets]
+            guide_keys[n.key] = [(TEACHER_LINEAGE if a == TEACHER else plan.node(a).key, lo, hi)
+                                 for a, lo, hi in n.targets]
     return nodes, guide_keys
 
 
-def student_groups(nodes: dict[Lineage, Node], guide_keys: dict, fuse: bool, done=()) -> list[tuple[list[Node], list, list]]:
+def student_groups(nodes: dict[Lineage, Node], guide_keys: dict, fuse: bool, done=()) -> list[tuple[list, list, list]]:
     """Students that share every training step, parents' groups first: (students, guide lineages, parent lineages).
     Siblings when stepped one by one; fused, a whole generation, so that more fuse into one network."""
     groups: dict[object, list[Node]] = {}
@@ -197,10 +191,7 @@ class Pipeline:
         self.teacher()
         c = self.cfg
         nodes, guide_keys = lineages(plans)
-        unit_loss: dict[Lineage, object] = {}  # the first plan's method's, as for the node
-        for p in plans:
-            for n in p.nodes:
-                unit_loss.setdefault(n.key, METHODS[p.experiment].loss)
+        unit_loss = {n.key: METHODS[p.experiment].loss for p in reversed(plans) for n in p.nodes}  # the first plan's
         for group, guides, parent_keys in student_groups(nodes, guide_keys, self.ctx.fuse, done=self._students):
             t0 = time.perf_counter()
             jobs = []
@@ -330,16 +321,12 @@ class Pipeline:
         self._manifest(experiment, time.perf_counter() - t0)
         return pd.DataFrame(rows)
 
-    def plans(self, experiments: tuple[str, ...] | None = None) -> list[Plan]:
-        """The plans of the chunked methods among ``experiments`` (default: the config's), baselines left out."""
-        return [METHODS[e].plan(self.cfg.levels, share_students=self.cfg.share_students)
-                for e in experiments or self.cfg.experiments if METHODS[e].chunked]
-
     def run(self, experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Teacher and every requested experiment (default: the config's); the full results table."""
         experiments = experiments or self.cfg.experiments
         self.teacher()
-        self.students(self.plans(experiments))  # every plan's students first: fused together
+        self.students([METHODS[e].plan(self.cfg.levels, share_students=self.cfg.share_students)
+                       for e in experiments if METHODS[e].chunked])  # every plan's students first: fused together
         for e in experiments:
             self.run_experiment(e)
         return self.store.results()

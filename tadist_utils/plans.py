@@ -99,7 +99,8 @@ def level_names(level: int) -> list[str]:
     return ["S" * (level - 2) + f"{i}{i}" for i in range(1, 2 ** (level - 1) + 1)]
 
 
-def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int, own: str = "", whole: bool = False) -> Plan:
+def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int, own: str = "",
+            whole: bool = False) -> Plan:
     keys = {TEACHER: TEACHER_LINEAGE}
     finished = []
     for n in nodes:

@@ -155,7 +155,8 @@ def run_epochs(t: Training, ctx: Context) -> list[RunState]:
         r.record(t.validate(r), t.select)
     todo = [r for r in t.runs if r.epoch < t.epochs]
     total = sum(t.epochs - r.epoch for r in todo) * t.steps
-    with ctx.bar(total=total, desc=t.desc(len(todo)) if callable(t.desc) else t.desc, disable=not (ctx.progress and todo)) as bar:
+    desc = t.desc(len(todo)) if callable(t.desc) else t.desc
+    with ctx.bar(total=total, desc=desc, disable=not (ctx.progress and todo)) as bar:
         for epoch in range(min((r.epoch for r in todo), default=t.epochs), t.epochs):
             active = [r for r in todo if r.epoch == epoch]
             if not active:
@@ -216,8 +217,9 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
         zero_momentum(opt)  # here, not at construction: a resumed state may hold no buffers either
         return step, ((len(y), x, y, idx) for x, y, idx in train)
 
-    return run_epochs(Training([run], epochs, len(train), begin, _mean, lambda r: dict(val_accuracy=evaluate(model, val, ctx)),
-                               name, "val_accuracy", include_start), ctx)[0]
+    validate = lambda r: dict(val_accuracy=evaluate(model, val, ctx))  # noqa: E731
+    return run_epochs(Training([run], epochs, len(train), begin, _mean, validate, name, "val_accuracy", include_start),
+                      ctx)[0]
 
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
