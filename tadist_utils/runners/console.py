@@ -218,9 +218,21 @@ class ProgressPrinter:
         return False
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` may still run (moved here from storage.checkpoint, which no longer reaps by PID)."""
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate the process on Windows; keep the file instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but belongs to someone else (or cannot tell): leave its file alone
+    return True
+
+
 def remove_stale(folder: Path) -> list[Path]:
     """Delete the ``.progress-<pid>.jsonl`` files of runners that no longer run (a SIGKILL leaves its file behind)."""
-    from ..storage.checkpoint import alive
     removed = []
     for p in Path(folder).glob(".progress-*.jsonl"):
         pid = p.name[len(".progress-"):-len(".jsonl")]
