@@ -65,12 +65,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. 'auto': bf16 on GPUs that support it, fp16 on older ones.
-
-    On a CPU, 'auto' means bf16 only where the CPU has native bf16 instructions (AVX512-BF16 or
-    AMX): measured 2.7x faster for the teacher on a 2-core AVX512-BF16 EPYC; elsewhere fp32, since
-    emulated bf16 was ~12x *slower* than fp32 on an AVX2-only EPYC (a forced 'bf16' there warns).
-    """
+    """The autocast dtype, or None for fp32. 'auto': bf16 on GPUs that support it, fp16 on older ones; on a CPU, bf16
+    only with native bf16 (AVX512-BF16, AMX: the teacher 2.7x faster), else fp32 (emulated bf16: ~12x slower)."""
     if precision == "fp32":
         return None
     if precision == "bf16":

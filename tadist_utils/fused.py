@@ -124,8 +124,7 @@ class FusedStudents(nn.Module):
 
 
 class FusedEnsemble(FusedStudents):
-    """A ``models.Ensemble`` as one network plus its output layer: the same logits. A copy at construction, sharing
-    nothing with the Ensemble."""
+    """A ``models.Ensemble`` as one network plus its output layer: the same logits (a copy, sharing nothing)."""
 
     def __init__(self, ensemble: models.Ensemble, fold_bn: bool = False):
         super().__init__(list(ensemble.students), fold_bn=fold_bn)
