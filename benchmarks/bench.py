@@ -43,11 +43,12 @@ from torch.utils.data import DataLoader, Dataset
 from tadist_utils import models
 from tadist_utils.config import make_config
 from tadist_utils.data import DataBundle, Split, load_data
-from tadist_utils.engine import resolve_device, resolve_fuse, resolve_precision
-from tadist_utils.methods import build
+from tadist_utils.engine import resolve_device, resolve_precision
+from tadist_utils.fused import resolve_fuse
+from tadist_utils.methods import METHODS
 from tadist_utils.plans import TEACHER
-from tadist_utils.train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed,
-                                train_classifier, train_students)
+from tadist_utils.train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed, run_epochs,
+                                student_training, train_classifier)
 
 from .machine import describe_machine, device_slug, loadavg, sync
 from .step_profile import bench_guide_ops, bench_ops, bench_paper
@@ -336,10 +337,10 @@ def fast_students(teacher: nn.Module, nodes, data: DataBundle, cfg, ctx: Context
     for node in nodes:
         torch.manual_seed(init_seed(cfg.seed, node.key))
         jobs.append(StudentJob(node.name, ctx.model(models.student(node.level)), node.start, node.stop,
-                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=node.key)))
-    runs = train_students(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
-                          weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
-                          augment=cfg.student_augment, seed=cfg.seed, loss="mse", group="bench")
+                               ckpt_dir / f"{tag}-{node.name}.pt", dict(bench=str(node.key))))
+    runs = run_epochs(student_training(teacher.features, jobs, data, ctx, epochs=cfg.student_epochs, lr=cfg.student_lr,
+                                       weight_decay=cfg.student_weight_decay, batch_size=cfg.batch_size,
+                                       augment=cfg.student_augment, seed=cfg.seed, kind="mse", group="bench"), ctx)
     return {j.name: dict(train_loss=r.history[-1]["train_loss"], val_loss=r.history[-1]["val_loss"])
             for j, r in zip(jobs, runs)}
 
@@ -436,7 +437,7 @@ def bench_teacher(data, cfg, ctx, tmp: Path, repeats: int, check_accuracy: bool)
 
 def bench_students(data, cfg, ctx, tmp: Path, experiment: str, teacher: nn.Module | None, repeats: int = 2) -> dict:
     # the teacher-fed students only: others need trained parents, and the engine's saving is the same per group
-    nodes = [n for n in build(experiment, cfg.levels).nodes if n.parent == TEACHER]
+    nodes = [n for n in METHODS[experiment].plan(cfg.levels).nodes if n.parent == TEACHER]
     weights = "trained by the teacher case (fast path)" if teacher is not None else "random init (timing only)"
     if teacher is None:
         torch.manual_seed(init_seed(cfg.seed, "teacher"))

@@ -18,10 +18,10 @@ from tadist_utils import models
 from tadist_utils.config import make_config
 from tadist_utils.engine import grad_scaler
 from tadist_utils.experiments import lineages, student_groups
-from tadist_utils.fused import FusedTrainer
-from tadist_utils.methods import PAPER_EXPERIMENTS, build
+from tadist_utils.fused import FusedSteps
+from tadist_utils.methods import METHODS, PAPER_EXPERIMENTS
 from tadist_utils.plans import TEACHER
-from tadist_utils.train import (Context, OneByOne, RunState, classifier_optimizer, classifier_step, guide_targets,
+from tadist_utils.train import (Context, RunState, SeparateSteps, classifier_optimizer, classifier_step, guide_features,
                                 init_seed, student_run)
 
 from .machine import sync
@@ -67,7 +67,7 @@ class DeviceOps(TorchDispatchMode):
 
 def student_step(runs, wanted, ctx: Context, fuse: bool):
     """A callable ``(x, targets) -> losses``: one training step of every student, fused or one by one."""
-    step = (FusedTrainer if fuse else OneByOne)(runs, wanted, ctx)
+    step = (FusedSteps if fuse else SeparateSteps)(runs, wanted, ctx)
     step.train()
     return step.step
 
@@ -106,7 +106,7 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compi
 
     ``compiled``: also the fused step under ``Config.compile`` (its first call takes minutes on a CPU); inductor's
     kernels run outside the dispatcher, so only the ATen operators it still calls (convolutions) show."""
-    nodes = [n for n in build(experiment, levels).nodes if n.parent == TEACHER]
+    nodes = [n for n in METHODS[experiment].plan(levels).nodes if n.parent == TEACHER]
     wanted = [((0, n.start, n.stop),) for n in nodes]
     x = torch.randn(batch_size, 3, 32, 32, device=ctx.device)
     if ctx.channels_last:
@@ -128,7 +128,7 @@ def bench_ops(ctx: Context, experiment: str, levels: int, batch_size: int, compi
 def _paper_generations(ctx: Context):
     """The paper profile's fused generations whose guides are two or more students: (group, guide models, wanted)."""
     cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
-    nodes, guide_keys = lineages([build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
+    nodes, guide_keys = lineages([METHODS[e].plan(cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
     for group, guides, _ in student_groups(nodes, guide_keys, fuse=True):
         if sum(k != "T" for k in guides) < 2:
             continue
@@ -154,8 +154,8 @@ def bench_guide_ops(ctx: Context, batch_size: int, time_batch: int = 128, repeat
                     f"seconds at batch {time_batch}, median of {repeats} rounds taking turns", generations=[])
     for group, guides, wanted in _paper_generations(ctx):
         row = dict(students=len(group), levels=sorted({n.level for n in group}), guides=len(guides))
-        forwards = {"separate": guide_targets(guides, ctx, False), "fused": guide_targets(guides, ctx, True),
-                    "fused_folded": guide_targets(guides, ctx, True, fold_bn=True)}
+        forwards = {"separate": guide_features(guides, ctx, False), "fused": guide_features(guides, ctx, True),
+                    "fused_folded": guide_features(guides, ctx, True, fold_bn=True)}
         row["guides_forward"] = {k: count_ops(lambda: fw(x), ctx.device) for k, fw in forwards.items()}
         paths = (("loop", False, False),) * loop + (("fused", True, False), ("fused_guides", True, True))
         for path, fuse, fuse_guides in paths:
@@ -212,7 +212,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
     rows = [dict(group="teacher", models=1, s_per_step=round(t_step, 4), epochs=cfg.teacher_epochs,
                  seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
     teacher.eval()
-    nodes, guide_keys = lineages([build(e, cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
+    nodes, guide_keys = lineages([METHODS[e].plan(cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
     trained = {"T": teacher}
     for group, guides, parent_keys in student_groups(nodes, guide_keys, fuse):
         for k in guides:
@@ -221,7 +221,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
         runs = student_runs(group, step_ctx, total_steps=10_000)
         wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
         step = student_step(runs, wanted, step_ctx, fuse)
-        targets = guide_targets([trained[k] for k in guides], step_ctx, fuse)  # as train_students runs them
+        targets = guide_features([trained[k] for k in guides], step_ctx, fuse)  # as train_students runs them
 
         def one():
             step(x, targets(x))

@@ -3,33 +3,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from .config import Config
 from .errors import ConfigError
 
 
-def check(cfg: Config) -> None:
-    """The engine's settings, before anything trains: a precision and fuse_students it knows, a device this machine has."""
-    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):  # resolve_precision's and resolve_fuse's words
-        raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")
-    if cfg.fuse_students not in ("auto", "on", "off"):
-        raise ConfigError(f"fuse_students must be auto, on or off, got {cfg.fuse_students!r}")
-    resolve_device(cfg.device)
-
-
 def default_threads() -> int:
-    """Torch CPU threads when ``threads`` is None: the cores not busy with other running processes, at least 1.
-
-    Beside other jobs on a 2-core CPU the quick teacher trained at 26 img/s with 2 threads, 99 img/s with 1. Busy =
-    processes running now (/proc/loadavg, median of 5 looks) less this one; the 1-minute load average would count
-    the notebook kernel that just finished.
-    """
+    """Torch CPU threads when ``threads`` is None: the cores not busy with other processes running now (/proc/loadavg,
+    median of 5 looks), at least 1 (beside other jobs on 2 cores, 1 thread trained 4x faster than 2)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -71,12 +55,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32. 'auto': bf16 on GPUs that support it, fp16 on older ones.
-
-    On a CPU, 'auto' means bf16 only where the CPU has native bf16 instructions (AVX512-BF16 or
-    AMX): measured 2.7x faster for the teacher on a 2-core AVX512-BF16 EPYC; elsewhere fp32, since
-    emulated bf16 was ~12x *slower* than fp32 on an AVX2-only EPYC (a forced 'bf16' there warns).
-    """
+    """The autocast dtype, or None for fp32. 'auto': bf16 on GPUs that support it, fp16 on older ones; on a CPU, bf16
+    only with native bf16 (AVX512-BF16, AMX: the teacher 2.7x faster), else fp32 (emulated bf16: ~12x slower)."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -102,14 +82,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
-def resolve_fuse(setting: str, device: torch.device) -> bool:
-    """Train sibling students as one fused network? 'auto': on accelerators, where a tiny student's cost
-    is kernel launches; not on a CPU, where the per-student loop measured faster (README, Performance)."""
-    if setting in ("on", "off"):
-        return setting == "on"
-    return device.type != "cpu"
-
-
 def cuda_has_bf16(device: torch.device) -> bool:
     """bf16 in hardware: Ampere (compute capability 8) and later, or ROCm. Not ``torch.cuda.is_bf16_supported()``,
     which by default also says yes where bf16 is only emulated (a T4, Colab's free GPU: sm 7.5)."""
@@ -126,16 +98,12 @@ def _cpuinfo(field: str) -> str:
         return ""
 
 
-def cpu_flags() -> set[str]:
-    return set(_cpuinfo("flags").split())
-
-
 def cpu_has_bf16() -> bool:
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return bool({"avx512_bf16", "amx_bf16"} & set(_cpuinfo("flags").split()))
 
 
 def cpu_has_fp16() -> bool:
-    return bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
+    return bool({"avx512_fp16", "amx_fp16"} & set(_cpuinfo("flags").split()))
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -165,13 +133,9 @@ def fused_optimizer(device: torch.device) -> dict:
 
 
 class Compiled:
-    """``torch.compile(module)`` for the hot loop, used for one input shape only: the first it is called with.
-
-    An epoch's smaller last batch runs eagerly (same maths), so each module compiles once, as a static-shape
-    graph. On CUDA the mode is ``"reduce-overhead"`` (CUDA graphs: what a launch-bound step of tiny students
-    needs; not yet measured on a GPU). The optimiser step stays eager: the fused Adam is already one kernel, and
-    a compiled one would need a tensor learning rate in the checkpointed optimiser state.
-    """
+    """``torch.compile(module)`` for one input shape, the first it is called with: an epoch's smaller last batch runs
+    eagerly (same maths), so each module compiles once. CUDA: ``"reduce-overhead"`` (CUDA graphs, for launch-bound
+    tiny students). The optimiser step stays eager (the fused Adam is one kernel already)."""
 
     def __init__(self, module: torch.nn.Module, device: torch.device):
         self.module, self.shape = module, None
@@ -200,41 +164,3 @@ def describe(device: torch.device) -> str:
         n = torch.get_num_threads()
         return f"{name} ({n} thread{'s' if n != 1 else ''})"
     return device.type
-
-
-# ----------------------------------------------------------------------------- measuring (used by analysis only)
-def device_slug(device: torch.device | Sequence[torch.device]) -> str:
-    """'cpu-amd-epyc-2t', 'cuda-nvidia-h100-80gb-hbm3' (several joined by '+'): how result files are named."""
-    if not isinstance(device, torch.device):
-        return "+".join(device_slug(d) for d in device)
-    name = describe(device)
-    if device.type == "cpu":
-        name = re.sub(r"\s*\(\d+ threads?\)$", "", name) + f" {torch.get_num_threads()}t"
-    return f"{device.type}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def sync(device: torch.device) -> None:
-    """GPU work is asynchronous: wait for it before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def loadavg() -> list[float] | None:
-    """1/5/15-minute load: this CPU may be shared, and readers of a timing should know how busy it was."""
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def describe_machine(device: torch.device) -> dict:
-    """A timing report's ``machine``: versions, threads, cores and the CPU flags that decide speed (bf16 or fp16
-    autocast is many times slower where it is emulated)."""
-    import platform
-
-    import torchvision
-    flags = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_tile")
-    return dict(device=str(device), description=describe(device), torch=torch.__version__,
-                torchvision=torchvision.__version__, python=platform.python_version(), platform=platform.platform(),
-                threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-                cpu_flags=[f for f in flags if f in cpu_flags()])

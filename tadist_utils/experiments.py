@@ -1,39 +1,31 @@
 """The paper's pipeline: teacher, then students grouped by parent, then ensembles, with results on disk.
 
-    from tadist_utils.config import make_config
-    from tadist_utils.experiments import Pipeline
-    pipe = Pipeline(make_config("smoke", dataset="digits"))
-    pipe.run()                      # teacher + the config's experiments; returns the tidy results
-    pipe.run_experiment("direct")   # or one at a time (reuses what is already trained)
-    pipe.run_experiment("kd")       # baselines (labels, kd, ta_chain) go through the same call
-
-Everything trained is checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused while its spec (the
-config fields that shape it, the data fingerprint, its parent's spec) is unchanged; students of one lineage are
-trained once.
+``Pipeline(make_config("smoke", dataset="digits")).run()``, or ``.run_experiment("direct")`` one at a time. All
+trained models are checkpointed under ``<results_dir>/checkpoints/seed<N>/`` and reused while their spec (the
+config fields that shape them, the data fingerprint, the parent's spec) is unchanged; one lineage trains once.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
-import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from . import data, engine, losses, models
+from . import models
 from .config import Config, settings_fields, validate
-from .errors import ConfigError
 from .data import DataBundle, load_data
 from .engine import describe
+from .losses import guided_loss
 from .methods import METHODS
-from .plans import TEACHER, Node, Plan
-from .runners import console
+from .plans import TEACHER, TEACHER_LINEAGE, Lineage, Node, Plan
 from .storage.results import ResultsStore, check_files, superseded_notice
-from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, train_classifier,
-                    train_students)
+from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, run_epochs,
+                    student_training, train_classifier)
 
 
 def spec_hash(obj) -> str:
@@ -41,55 +33,40 @@ def spec_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def lineages(plans: list[Plan]) -> tuple[dict[str, Node], dict[str, list[tuple[str, int, int]]]]:
-    """Every student the plans need, once per lineage key, and (ancestor key, start, stop) per target ("T": teacher)."""
-    nodes: dict[str, Node] = {}
-    guide_keys: dict[str, list[tuple[str, int, int]]] = {}
+def lineages(plans: list[Plan]) -> tuple[dict[Lineage, Node], dict[Lineage, list[tuple[Lineage, int, int]]]]:
+    """Every student the plans need, once per lineage, and (ancestor's lineage, start, stop) per target."""
+    nodes: dict[Lineage, Node] = {}
+    guide_keys: dict[Lineage, list[tuple[Lineage, int, int]]] = {}
     for plan in plans:
         for n in plan.nodes:
             nodes.setdefault(n.key, n)
-            guide_keys[n.key] = [("T" if a == TEACHER else plan.node(a).key, lo, hi) for a, lo, hi in n.targets]
+            guide_keys[n.key] = [(TEACHER_LINEAGE if a == TEACHER else plan.node(a).key, lo, hi)
+                                 for a, lo, hi in n.targets]
     return nodes, guide_keys
 
 
-def student_groups(nodes: dict[str, Node], guide_keys: dict, fuse: bool, done=()) -> list[tuple[list[Node], list[str], list[str]]]:
-    """Students that share every training step, parents' groups first: (students, guide keys, parent keys).
+def student_groups(nodes: dict[Lineage, Node], guide_keys: dict, fuse: bool, done=()) -> list[tuple[list, list, list]]:
+    """Students that share every training step, parents' groups first: (students, guide lineages, parent lineages).
     Siblings when stepped one by one; fused, a whole generation, so that more fuse into one network."""
     groups: dict[object, list[Node]] = {}
     for n in sorted(nodes.values(), key=lambda n: n.level):
         if n.key not in done:
-            groups.setdefault(n.key.count(">") if fuse else n.key.rsplit(">", 1)[0], []).append(n)
+            groups.setdefault(n.key.depth if fuse else n.key.parent, []).append(n)
     out = []
     for group in groups.values():  # insertion order follows level, so parents come first
-        parent_keys = list(dict.fromkeys(n.key.rsplit(">", 1)[0] for n in group))
+        parent_keys = list(dict.fromkeys(n.key.parent for n in group))
         guides = list(dict.fromkeys(k for n in group for k, _, _ in guide_keys[n.key] if k not in parent_keys))
         out.append((group, guides + parent_keys, parent_keys))
     return out
-
-
-def check(cfg: Config) -> Config:
-    """``cfg``, checked before anything trains (one ConfigError line): the config's own checks, then each setting
-    by its owner, which ``config`` does not import."""
-    validate(cfg)
-    bad = [e for e in cfg.experiments if e not in METHODS]
-    if bad or not cfg.experiments:
-        raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
-    if cfg.levels > max(models.STUDENT_LEVELS):
-        raise ConfigError(f"levels={cfg.levels} needs a student architecture for every level; "
-                          f"defined levels are {sorted(models.STUDENT_LEVELS)} (add one to models.STUDENT_LEVELS)")
-    if cfg.feature_loss not in losses.FEATURE_LOSSES:
-        raise ConfigError(f"unknown feature_loss {cfg.feature_loss!r}; choose from {', '.join(losses.FEATURE_LOSSES)}")
-    engine.check(cfg)
-    return cfg
 
 
 class Pipeline:
     """Trains and evaluates, reusing checkpoints; every public method is safe to call again."""
 
     def __init__(self, cfg: Config, data: DataBundle | None = None, ctx: Context | None = None):
-        check(cfg)
+        validate(cfg)
         self.cfg = cfg
-        self.ctx = ctx or Context.from_config(cfg, bar=console.bar, log=console.log)  # both also reporting to the runner
+        self.ctx = ctx or Context.from_config(cfg)  # a runner passes its own (its bar and log)
         check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
         self._data = data
@@ -110,8 +87,8 @@ class Pipeline:
                 self.ctx.log(f"[tadist] NOTICE: {self._data.notice}")
         return self._data
 
-    def _path(self, name: str, key: str) -> Path:
-        return self.cfg.checkpoint_dir / f"seed{self.cfg.seed}" / f"{name}-{spec_hash(key)[:8]}.pt"
+    def _path(self, name: str, key) -> Path:
+        return self.cfg.checkpoint_dir / f"seed{self.cfg.seed}" / f"{name}-{spec_hash(str(key))[:8]}.pt"
 
     def _common(self) -> dict:
         c, x = self.cfg, self.ctx  # the engine settings that change the weights (as resolved), not just the speed
@@ -141,7 +118,7 @@ class Pipeline:
             self.ctx.log(f"[tadist] NOTICE: {superseded_notice(moved, self.settings())}")
 
     def _history_rows(self, key: str, name: str, history: list[dict]) -> list[dict]:
-        return [dict(dataset=self.data.name, key=key, model=name, seed=self.cfg.seed, epoch=h["epoch"], metric=m,
+        return [dict(dataset=self.data.name, key=str(key), model=name, seed=self.cfg.seed, epoch=h["epoch"], metric=m,
                      value=v, settings=self.settings()["hash"]) for h in history for m, v in h.items() if m != "epoch"]
 
     def _rows(self, experiment: str, model: str, **metrics) -> list[dict]:
@@ -161,7 +138,7 @@ class Pipeline:
         c, t0 = self.cfg, time.perf_counter()
         torch.manual_seed(init_seed(c.seed, "teacher"))
         net = self.ctx.model(models.teacher(self.data.num_classes))
-        run = train_classifier(net, self.data, self.ctx, name="teacher", path=self._path("teacher", "T"),
+        run = train_classifier(net, self.data, self.ctx, name="teacher", path=self._path("teacher", TEACHER_LINEAGE),
                                spec=self.teacher_spec(), epochs=c.teacher_epochs, lr=c.teacher_lr,
                                weight_decay=c.teacher_weight_decay, batch_size=c.batch_size, augment=c.augment,
                                seed=c.seed, optimizer=c.teacher_optimizer)
@@ -169,48 +146,51 @@ class Pipeline:
         self._add_results(self._rows("teacher", "teacher", test_accuracy=test, val_accuracy=run.best["metric"],
                                           selected_epoch=run.best["epoch"], parameters=models.count_params(net),
                                           train_seconds=run.seconds))
-        self.store.add_history(self._history_rows("T", "teacher", run.history))
+        self.store.add_history(self._history_rows(TEACHER_LINEAGE, "teacher", run.history))
         self._manifest("teacher", time.perf_counter() - t0, test_accuracy=test)
         net.requires_grad_(False)
         self._teacher = net
-        self._specs["T"] = self.teacher_spec()
+        self._specs[TEACHER_LINEAGE] = self.teacher_spec()
         return net
 
     # ---------------------------------------------------------------- students
-    def student_spec(self, node: Node) -> dict:
+    def student_spec(self, node: Node, loss=guided_loss) -> dict:
         c = self.cfg
-        parent_key = node.key.rsplit(">", 1)[0]
-        spec = dict(model=node.key, level=node.level, parent=spec_hash(self._specs[parent_key]), epochs=c.student_epochs,
-                    lr=c.student_lr, weight_decay=c.student_weight_decay, loss=c.feature_loss,
+        spec = dict(model=str(node.key), level=node.level, parent=spec_hash(self._specs[node.key.parent]),
+                    epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay, loss=c.feature_loss,
                     **{**self._common(), "augment": c.student_augment})
         if len(node.targets) > 1:
             spec.update(guides=[list(g) for g in node.targets], dense_drop=c.dense_drop)
+        if loss is not guided_loss:  # a method of its own loss: never another's checkpoint
+            spec.update(unit_loss=getattr(loss, "__qualname__", repr(loss)))
         return spec
 
-    def _parent(self, key: str):
-        return self.teacher() if key == "T" else self._students[key]
+    def _parent(self, key: Lineage):
+        return self.teacher() if key.parent is None else self._students[key]
 
     def students(self, plans: list[Plan]) -> dict[str, torch.nn.Module]:
         """Train every student the plans need, once per lineage, siblings together; return key -> model."""
         self.teacher()
         c = self.cfg
         nodes, guide_keys = lineages(plans)
+        unit_loss = {n.key: METHODS[p.experiment].loss for p in reversed(plans) for n in p.nodes}  # the first plan's
         for group, guides, parent_keys in student_groups(nodes, guide_keys, self.ctx.fuse, done=self._students):
             t0 = time.perf_counter()
             jobs = []
             for n in group:
                 torch.manual_seed(init_seed(c.seed, n.key))
                 net = self.ctx.model(models.student(n.level))
-                self._specs[n.key] = self.student_spec(n)
+                self._specs[n.key] = self.student_spec(n, unit_loss[n.key])
                 targets = tuple((guides.index(k), lo, hi) for k, lo, hi in guide_keys[n.key])
-                jobs.append(StudentJob(n.name, net, n.start, n.stop, self._path(n.name, n.key), self._specs[n.key], targets))
-            label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
+                jobs.append(StudentJob(n.name, net, n.start, n.stop, self._path(n.name, n.key), self._specs[n.key],
+                                       targets, unit_loss[n.key]))
+            label = ", ".join(dict.fromkeys("teacher" if k.parent is None else nodes[k].name for k in parent_keys))
             for k in guides:
                 self._parent(k).eval()
-            runs = train_students([self._parent(k) for k in guides], jobs, self.data, self.ctx,
-                                  epochs=c.student_epochs, lr=c.student_lr, weight_decay=c.student_weight_decay,
-                                  batch_size=c.batch_size, augment=c.student_augment, seed=c.seed, loss=c.feature_loss,
-                                  group=f"students of {label}", drop=c.dense_drop)
+            runs = run_epochs(student_training(
+                [self._parent(k) for k in guides], jobs, self.data, self.ctx, epochs=c.student_epochs, lr=c.student_lr,
+                weight_decay=c.student_weight_decay, batch_size=c.batch_size, augment=c.student_augment, seed=c.seed,
+                kind=c.feature_loss, group=f"students of {label}", drop=c.dense_drop), self.ctx)
             for n, job, run in zip(group, jobs, runs):
                 job.model.requires_grad_(False)
                 self._students[n.key] = job.model
@@ -238,7 +218,7 @@ class Pipeline:
         spec = dict(model="ensemble", students=[spec_hash(self._specs[k]) for k in keys], mode=c.finetune_mode,
                     epochs=c.finetune_epochs, lr=c.finetune_lr, select_from=0, select_by="evaluate",
                     **self._common())
-        key = "E:" + "|".join(keys)
+        key = "E:" + "|".join(map(str, keys))
         path = self._path(f"ensemble{n_students}", key + c.finetune_mode)
         history: list = []
         if c.finetune_epochs > 0 and c.finetune_mode == "head":
@@ -272,7 +252,7 @@ class Pipeline:
         if src not in (None, "T"):  # a chain's smaller link, trained (or loaded) first
             self.baseline_model(baseline, method.previous(n_students))
         teacher = None if src is None else self.teacher() if src == "T" else self._baselines[src][0]
-        source_spec = self._specs["T"] if src == "T" else self._baseline_specs.get(src)
+        source_spec = self._specs[TEACHER_LINEAGE] if src == "T" else self._baseline_specs.get(src)
         level = n_students.bit_length()
         torch.manual_seed(init_seed(c.seed, key))
         net = self.ctx.model(models.Ensemble([models.student(level) for _ in range(n_students)], self.data.num_classes))
@@ -283,7 +263,8 @@ class Pipeline:
                                path=self._path(f"{baseline}{n_students}", key), spec=spec, epochs=c.student_epochs,
                                lr=c.student_lr, weight_decay=c.student_weight_decay, batch_size=c.batch_size,
                                augment=c.student_augment, seed=c.seed, optimizer="adam",
-                               distill_from=teacher, kd_temperature=c.kd_temperature, kd_alpha=c.kd_alpha)
+                               distill_from=teacher, loss=partial(method.loss, temperature=c.kd_temperature,
+                                                                  alpha=c.kd_alpha))
         net.requires_grad_(False)
         test = evaluate(net, batches(self.data, "test", c.eval_batch_size, self.ctx), self.ctx)
         metrics = dict(val_accuracy=run.best["metric"], test_accuracy=test, selected_epoch=run.best["epoch"],
@@ -322,87 +303,13 @@ class Pipeline:
         self._manifest(experiment, time.perf_counter() - t0)
         return pd.DataFrame(rows)
 
-    def plans(self, experiments: tuple[str, ...] | None = None) -> list[Plan]:
-        """The plans of the chunked methods among ``experiments`` (default: the config's), baselines left out."""
-        return [METHODS[e].plan(self.cfg.levels, share_students=self.cfg.share_students)
-                for e in experiments or self.cfg.experiments if METHODS[e].chunked]
-
     def run(self, experiments: tuple[str, ...] | None = None) -> pd.DataFrame:
         """Teacher and every requested experiment (default: the config's); the full results table."""
         experiments = experiments or self.cfg.experiments
         self.teacher()
-        self.students(self.plans(experiments))  # every plan's students first: fused together
+        self.students([METHODS[e].plan(self.cfg.levels, share_students=self.cfg.share_students)
+                       for e in experiments if METHODS[e].chunked])  # every plan's students first: fused together
         for e in experiments:
             self.run_experiment(e)
         return self.store.results()
 
-
-def _first_missing(folder: Path) -> Path | None:
-    """The outermost folder of ``folder``'s path that does not exist yet (what a run there creates), or None."""
-    folder = folder.absolute()
-    if folder.exists():
-        return None
-    while not folder.parent.exists():
-        folder = folder.parent
-    return folder
-
-
-def _holds_nothing(folder: Path) -> bool:
-    """Only folders and the results lock in ``folder``: what a run leaves when refused before writing anything."""
-    return all(p.is_dir() or p.name == ".results.lock" for p in folder.rglob("*"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Headless runs (a GPU box without Jupyter, a sweep): the notebooks' training, none of their figures.
-
-        python -m tadist_utils.experiments --profile quick --dataset cifar10 --seeds 0 1 2 --set experiments=direct,kd
-    Takes the runner's flags (``cli.py``) and writes the same results_dir files as the notebooks, so ``05``/``06``
-    can be run on them afterwards. Relative paths are relative to the current folder.
-    """
-    import shlex
-    import sys
-
-    from .runners import cli
-    from .config import make_config
-    args = cli.parser("python -m tadist_utils.experiments", main.__doc__).parse_args(argv)
-    try:
-        sets = cli.overrides(args)
-        configs = [check(make_config(args.profile, seed=s, **sets)) for s in args.seeds]
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from .runners.console import announce, data_line, data_notice
-    try:
-        notice = data_notice(configs[0])  # not the data asked for (auto fell back to digits): said first and last
-        announce(notice)
-        print(data_line(configs[0], fallback=bool(notice)), flush=True)  # which data, where, how many images
-    except ConfigError as e:  # data there but refused (not CIFAR, an ImageFolder without classes)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finished, t_all, cfg = [], time.perf_counter(), configs[0]
-    created = _first_missing(Path(cfg.results_dir))  # a refusal does not leave behind a folder this run made
-    try:
-        with console.stop_on_sigterm():
-            for cfg in configs:
-                t0 = time.perf_counter()
-                try:
-                    Pipeline(cfg).run()
-                except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line
-                    if created is not None and _holds_nothing(created):
-                        shutil.rmtree(created, ignore_errors=True)
-                    print(f"error: {e}", file=sys.stderr)
-                    return 2
-                print(f"seed {cfg.seed}: done in {time.perf_counter() - t0:.1f}s; results in {cfg.results_dir}",
-                      flush=True)
-                finished.append(f"seed {cfg.seed}")
-    except (KeyboardInterrupt, console.Stopped) as stop:  # Ctrl-C or SIGTERM: where, what finished, how to resume
-        command = "python -m tadist_utils.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
-        print(console.interrupted_line(stop, f"seed {cfg.seed}", time.perf_counter() - t_all, finished,
-                                       command.strip(), Path(cfg.results_dir) / "checkpoints"), file=sys.stderr, flush=True)
-        return console.exit_status(stop)
-    announce(notice, final=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

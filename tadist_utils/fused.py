@@ -1,25 +1,139 @@
-"""Sibling students trained as one network: the same maths as separate students, a fraction of the launches.
+"""Fusion, the opt-in accelerator: sibling students as one network, the same maths in a fraction of the launches.
 
-On a GPU a tiny student costs kernel launches, not arithmetic. ``FusedTrainer`` runs every student of one
-architecture as one ``models.FusedStudents`` network (grouped convolutions) stepped by *one* Adam, so a step of the
-direct plan's 15 students launches about as many kernels as four students do. The maths is unchanged: the loss is
-the sum of the students' own losses, Adam (with L2 weight decay) acts element by element, and BatchNorm, ReLU and
-pooling act per channel, so each student's block follows its own trajectory to float rounding
-(``tests/test_fused.py``). One difference: under fp16 one overflow skips the step for every fused student.
-
-Between epochs the state lives in the ordinary per-student modules, optimisers, schedules and scalers (copied in
-when an epoch starts, out by ``store``), so checkpoints, resume and ``models.Ensemble`` see plain students.
-``fused_guides`` does the same for frozen parents of one architecture whose features the students regress.
+On a GPU a tiny student costs kernel launches, not arithmetic. ``FusedSteps`` steps every student of one
+architecture as one ``FusedStudents`` network (grouped convolutions) with *one* Adam: the loss is the sum of the
+students' own, Adam (with L2 decay) acts element by element, BatchNorm, ReLU and pooling per channel, so each
+student follows its own trajectory to float rounding (``tests/test_fused.py``); under fp16 one overflow skips the
+step for all. Between epochs the state lives in the plain per-student modules, optimisers, schedules and scalers
+(copied in at construction, out by ``write_back``), so checkpoints and resume see plain students.
 """
 from __future__ import annotations
 
-from typing import Callable
+import copy
+from typing import Callable, Sequence
 
 import torch
+from torch import nn
 
 from . import models
 from .engine import autocast, grad_scaler, scaled_step
 from .losses import chunk_losses, guided_loss
+
+
+def resolve_fuse(setting: str, device: torch.device) -> bool:
+    """Fuse sibling students? 'auto': on accelerators, where a tiny student costs launches; not on a CPU, where the
+    per-student loop measured faster."""
+    return setting == "on" if setting in ("on", "off") else device.type != "cpu"
+
+
+class FusedStudents(nn.Module):
+    """Same-architecture students as one wide network: ``features(x)`` is their outputs concatenated in order.
+
+    Student ``g``'s conv is group ``g`` of one grouped conv (the first, on the shared image, an ordinary one with
+    ``n * c`` outputs); BatchNorm, ReLU and pooling act per channel, so channel block ``g`` *is* student ``g``. The
+    state dict has the students' keys, their tensors concatenated along dim 0. ``fold_bn``: BatchNorm folded into
+    the conv before it, the same function in eval mode only (inference).
+    """
+
+    def __init__(self, students: Sequence[nn.Module], fold_bn: bool = False):
+        super().__init__()
+        students = list(students)  # models.ConvNet students without a classifier (conv_stack's layers)
+        first = students[0]
+        if any(_arch(s) != _arch(first) or s.classifier is not None for s in students):
+            raise ValueError("FusedStudents needs students of one architecture (same config and head), no classifier")
+        n = self.n_students = len(students)
+        self.fold_bn = fold_bn
+        self.feature_dim = sum(s.feature_dim for s in students)
+        self.student_shapes = {k: v.shape for k, v in first.state_dict().items()}
+        layers: list[nn.Module] = []
+        shared_input = True  # until the first conv, every student sees the same (image) tensor
+        for mods in zip(*[s.body for s in students]):
+            m = mods[0]
+            if isinstance(m, nn.Conv2d):
+                layers.append(nn.Conv2d(m.in_channels * (1 if shared_input else n), m.out_channels * n, m.kernel_size,
+                                        stride=m.stride, padding=m.padding, dilation=m.dilation,
+                                        groups=1 if shared_input else n, bias=m.bias is not None or fold_bn))
+                shared_input = False
+            elif isinstance(m, nn.BatchNorm2d):
+                layers.append(nn.Identity() if fold_bn else nn.BatchNorm2d(m.num_features * n, eps=m.eps,
+                                                                           momentum=m.momentum))
+            else:  # ReLU, pooling: per channel, on each student's block alone
+                layers.append(copy.deepcopy(m))
+        self.body = nn.Sequential(*layers)
+        self.pool = copy.deepcopy(first.pool)
+        if isinstance(first.head, nn.Linear):  # n Linear(in, out) heads == one grouped 1x1 conv on (B, n*in, 1, 1)
+            lin = first.head
+            self.head = nn.Conv2d(lin.in_features * n, lin.out_features * n, 1, groups=n, bias=lin.bias is not None)
+        else:
+            self.head = nn.Identity()
+        ref = next(first.parameters())
+        self.to(device=ref.device, dtype=ref.dtype)  # the students' device and precision
+        if fold_bn:
+            self._fold(students)
+        else:
+            self.load_students(students)
+        self.train(first.training)  # the students' mode: eval uses running statistics, as they did
+
+    def part(self, tensor: torch.Tensor, key: str, g: int) -> torch.Tensor:
+        """Student ``g``'s block of a fused tensor stored under ``key`` (a weight, buffer or its Adam state)."""
+        shape = self.student_shapes[key]
+        return tensor if not shape else tensor.reshape(self.n_students, *shape)[g]
+
+    @torch.no_grad()
+    def load_students(self, students: Sequence[nn.Module]) -> None:
+        """Copy the students' weights and BatchNorm buffers in (concatenated along dim 0)."""
+        states = [s.state_dict() for s in students]
+        for key, t in self.state_dict().items():
+            t.copy_(states[0][key] if t.dim() == 0 else torch.cat([st[key] for st in states]).reshape(t.shape))
+
+    @torch.no_grad()
+    def store_students(self, students: Sequence[nn.Module]) -> None:
+        """Copy the fused weights and buffers back into the students (the inverse of ``load_students``)."""
+        if self.fold_bn:
+            raise ValueError("a BatchNorm-folded network cannot be split back into students")
+        for g, s in enumerate(students):
+            own = s.state_dict()
+            for key, t in self.state_dict().items():
+                own[key].copy_(self.part(t, key, g))
+
+    @torch.no_grad()
+    def _fold(self, students: Sequence[nn.Module]) -> None:
+        mods = list(zip(*[s.body for s in students]))
+        for i, layer in enumerate(self.body):
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.copy_(torch.cat([m.weight for m in mods[i]]))
+                layer.bias.copy_(torch.cat([m.bias for m in mods[i]]) if mods[i][0].bias is not None else 0)
+            elif isinstance(mods[i][0], nn.BatchNorm2d):
+                bns, conv = mods[i], self.body[i - 1]
+                weight, bias = torch.cat([b.weight for b in bns]), torch.cat([b.bias for b in bns])
+                mean, var = torch.cat([b.running_mean for b in bns]), torch.cat([b.running_var for b in bns])
+                scale = weight / torch.sqrt(var + bns[0].eps)
+                conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                conv.bias.copy_((conv.bias - mean) * scale + bias)
+        if isinstance(self.head, nn.Conv2d):
+            self.head.weight.copy_(torch.cat([s.head.weight for s in students]).reshape(self.head.weight.shape))
+            if self.head.bias is not None:
+                self.head.bias.copy_(torch.cat([s.head.bias for s in students]))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The students' features concatenated in order: ``Ensemble.features(x)`` for an ensemble's students."""
+        return torch.flatten(self.head(self.pool(self.body(x))), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class FusedEnsemble(FusedStudents):
+    """A ``models.Ensemble`` as one network plus its output layer: the same logits (a copy, sharing nothing)."""
+
+    def __init__(self, ensemble: models.Ensemble, fold_bn: bool = False):
+        super().__init__(list(ensemble.students), fold_bn=fold_bn)
+        self.classifier = copy.deepcopy(ensemble.classifier)
+        self.train(ensemble.training)
+        self.to(next(ensemble.parameters()).device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
 
 
 def _arch(model: models.ConvNet) -> tuple:
@@ -39,12 +153,14 @@ def _adam(params, group: dict, device: torch.device) -> torch.optim.Adam:
     return torch.optim.Adam(params, foreach=device.type != "cpu", **hyper)
 
 
-class FusedTrainer:
-    """One epoch of several students (``train.RunState`` each, all at the same epoch) as fused networks, with the
-    interface of ``train.OneByOne``."""
+class FusedSteps:
+    """Training steps of several students (``RunState`` each, all at one epoch) as fused networks: the interface of
+    ``train.SeparateSteps``, plus ``write_back`` at the end of an epoch."""
 
-    def __init__(self, runs: list, targets: list[tuple[tuple[int, int, int], ...]], ctx, *, loss: str = "mse"):
-        self.runs, self.ctx, self.loss = runs, ctx, loss
+    def __init__(self, runs: list, targets: list[tuple[tuple[int, int, int], ...]], ctx, *, kind: str = "mse",
+                 unit_losses: list[Callable] | None = None):
+        self.runs, self.ctx, self.kind = runs, ctx, kind
+        unit_losses = unit_losses or [guided_loss] * len(runs)
         first = runs[0]
         for r in runs[1:]:
             if r.scheduler.state_dict() != first.scheduler.state_dict() or (
@@ -53,11 +169,11 @@ class FusedTrainer:
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(runs):
             groups.setdefault(_arch(r.model), []).append(i)
-        self.groups = []  # (student indices, fused network, targets per student)
+        self.groups = []  # (student indices, fused network, targets per student, their losses)
         for idx in groups.values():
-            net = ctx.model(models.FusedStudents([runs[i].model for i in idx]))
-            self.groups.append((idx, net, [targets[i] for i in idx]))
-        params = [p for _, net, _ in self.groups for p in net.parameters()]
+            net = ctx.model(FusedStudents([runs[i].model for i in idx]))
+            self.groups.append((idx, net, [targets[i] for i in idx], [unit_losses[i] for i in idx]))
+        params = [p for _, net, _, _ in self.groups for p in net.parameters()]
         self.optimizer = _adam(params, first.optimizer.param_groups[0], ctx.device)
         self.optimizer.load_state_dict(self._fused_optimizer_state())
         self.scheduler = type(first.scheduler)(self.optimizer, T_max=first.scheduler.T_max,
@@ -66,13 +182,12 @@ class FusedTrainer:
         self.optimizer.param_groups[0]["lr"] = first.optimizer.param_groups[0]["lr"]
         self.scaler = grad_scaler(ctx.device, ctx.amp_dtype)
         self.scaler.load_state_dict(first.scaler.state_dict())
-        self.fast = [ctx.fast(net) for _, net, _ in self.groups]
-        self.order = torch.tensor([i for idx, _, _ in self.groups for i in idx]).argsort().to(ctx.device)
+        self.nets = [ctx.compiled(net) for _, net, _, _ in self.groups]
+        self.order = torch.tensor([i for idx, *_ in self.groups for i in idx]).argsort().to(ctx.device)
 
-    # ------------------------------------------------------------------ state in and out
     def _slots(self):
         """(fused parameter, its key, fused network, its students' indices, their parameters) for every tensor."""
-        for idx, net, _ in self.groups:
+        for idx, net, *_ in self.groups:
             own = [dict(self.runs[i].model.named_parameters()) for i in idx]
             for key, p in net.named_parameters():
                 yield p, key, net, idx, [o[key] for o in own]
@@ -91,72 +206,59 @@ class FusedTrainer:
         return dict(state=state, param_groups=[dict(group, params=list(range(len(self.optimizer.param_groups[0]["params"]))))])
 
     @torch.no_grad()
-    def store(self) -> None:
+    def write_back(self) -> None:
         """Write the fused state back into every student's model, optimiser, schedule and scaler."""
-        for idx, net, _ in self.groups:
+        for idx, net, *_ in self.groups:
             net.store_students([self.runs[i].model for i in idx])
-        fused_state = self.optimizer.state
         lr = self.optimizer.param_groups[0]["lr"]
         per_student: dict[int, dict] = {i: {} for i in range(len(self.runs))}
         for p, key, net, idx, parts in self._slots():
-            st = fused_state.get(p)
+            st = self.optimizer.state.get(p)
             if not st:
                 continue
             for g, (i, q) in enumerate(zip(idx, parts)):
                 per_student[i][q] = {name: (v.detach().cpu().clone() if name == "step" else net.part(v, key, g).clone())
                                      for name, v in st.items()}
         for i, r in enumerate(self.runs):
-            params = list(r.model.parameters())
             sd = r.optimizer.state_dict()
-            sd["state"] = {k: per_student[i][q] for k, q in enumerate(params) if q in per_student[i]}
+            sd["state"] = {k: per_student[i][q] for k, q in enumerate(r.model.parameters()) if q in per_student[i]}
             sd["param_groups"][0]["lr"] = lr
             r.optimizer.load_state_dict(sd)
             r.scheduler.load_state_dict(self.scheduler.state_dict())
             r.scaler.load_state_dict(self.scaler.state_dict())
 
-    # ------------------------------------------------------------------ one training step
     def train(self) -> None:
-        for _, net, _ in self.groups:
+        for _, net, *_ in self.groups:
             net.train()
 
-    def step(self, x: torch.Tensor, targets: list[torch.Tensor], keep: list[list[bool]] | None = None) -> torch.Tensor:
-        """One step of every student on batch ``x`` (``train.OneByOne.step``): losses in the order of ``runs``."""
-        losses = []
-        for (idx, net, wanted), fast in zip(self.groups, self.fast):
+    def step(self, x: torch.Tensor, feats: list[torch.Tensor], keep: list[list[bool]] | None = None) -> torch.Tensor:
+        """One step of every student on batch ``x``: their losses in the order of ``runs`` (not synced)."""
+        out_losses = []
+        for (idx, _, targets, fns), net in zip(self.groups, self.nets):
             with autocast(self.ctx.device, self.ctx.amp_dtype):
-                out = fast(x)
-            if all(len(w) == 1 for w in wanted):
-                losses.append(chunk_losses(out, _gather(targets, [w[0] for w in wanted]), len(idx), self.loss))
+                out = net(x)
+            if all(len(t) == 1 for t in targets) and all(f is guided_loss for f in fns):  # the stock loss, batched
+                out_losses.append(chunk_losses(out, _gather(feats, [t[0] for t in targets]), len(idx), self.kind))
                 continue
             d = out.shape[1] // len(idx)
-            per = []
-            for g, (i, w) in enumerate(zip(idx, wanted)):
-                per.append(guided_loss(out[:, g * d:(g + 1) * d], targets, w, keep and keep[i], self.loss))
-            losses.append(torch.stack(per))
-        losses = torch.cat(losses)[self.order] if len(self.groups) > 1 else losses[0]
-        scaled_step(losses.sum(), self.optimizer, self.scheduler, self.scaler)
-        return losses.detach()
+            out_losses.append(torch.stack([fn(out[:, g * d:(g + 1) * d], feats, t, keep and keep[i], self.kind)
+                                           for g, (i, t, fn) in enumerate(zip(idx, targets, fns))]))
+        out_losses = torch.cat(out_losses)[self.order] if len(self.groups) > 1 else out_losses[0]
+        scaled_step(out_losses.sum(), self.optimizer, self.scheduler, self.scaler)
+        return out_losses.detach()
 
 
 def fused_guides(guides: list, ctx, fold_bn: bool = False) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-    """``x -> [features of each guide]``: guides that are frozen students of one architecture run as one network.
-
-    ``guides``: models (their ``features`` are the targets) or feature functions. Two or more eval-mode students
-    (``models.ConvNet`` without a classifier) sharing architecture, dtype and device become one ``FusedStudents``
-    (a copy of the weights as they are now: only frozen guides belong here); the rest run as before.
-    ``fold_bn`` folds BatchNorm into the convolutions (fewer launches, but under bf16 the targets round
-    differently: off in training, measured by ``analysis.step_profile.bench_guide_ops``).
-    """
+    """``x -> [features of each guide]``: two or more frozen (eval-mode, classifier-less) ``models.ConvNet`` guides
+    of one architecture, dtype and device run as one ``FusedStudents`` (a copy of their weights now); the rest
+    (models or feature functions) run alone. ``fold_bn``: fewer launches, but bf16 targets round differently."""
     groups: dict[tuple, list[int]] = {}
     for i, g in enumerate(guides):
         if isinstance(g, models.ConvNet) and g.classifier is None and not g.training:
             p = next(g.parameters())
             groups.setdefault((_arch(g), p.dtype, p.device), []).append(i)
-    nets = []  # (guide indices, their fused network)
-    for idx in groups.values():
-        if len(idx) > 1:
-            net = models.FusedStudents([guides[i] for i in idx], fold_bn=fold_bn)
-            nets.append((idx, ctx.model(net).eval().requires_grad_(False)))
+    nets = [(idx, ctx.model(FusedStudents([guides[i] for i in idx], fold_bn=fold_bn)).eval().requires_grad_(False))
+            for idx in groups.values() if len(idx) > 1]
     fused = {i for idx, _ in nets for i in idx}
     alone = [(i, g.features if isinstance(g, torch.nn.Module) else g) for i, g in enumerate(guides) if i not in fused]
 
@@ -172,10 +274,9 @@ def fused_guides(guides: list, ctx, fold_bn: bool = False) -> Callable[[torch.Te
     return forward
 
 
-def _gather(targets: list[torch.Tensor], slices: list[tuple[int, int, int]]) -> torch.Tensor:
+def _gather(feats: list[torch.Tensor], slices: list[tuple[int, int, int]]) -> torch.Tensor:
     """The students' target chunks side by side: one view when they are contiguous slices of one guide."""
     gi, lo, hi = slices[0]
-    contiguous = all(s[0] == gi and s[1] == prev[2] for prev, s in zip(slices, slices[1:]))
-    if contiguous:
-        return targets[gi][:, lo:slices[-1][2]]
-    return torch.cat([targets[g][:, a:b] for g, a, b in slices], dim=1)
+    if all(s[0] == gi and s[1] == prev[2] for prev, s in zip(slices, slices[1:])):
+        return feats[gi][:, lo:slices[-1][2]]
+    return torch.cat([feats[g][:, a:b] for g, a, b in slices], dim=1)

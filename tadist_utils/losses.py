@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+
 def chunk_slices(dim: int, n_chunks: int) -> list[tuple[int, int]]:
     """Contiguous equal chunks of a ``dim``-d vector: ``chunk_slices(512, 2) == [(0, 256), (256, 512)]``."""
     if n_chunks <= 0 or dim % n_chunks:
@@ -58,12 +59,12 @@ def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "
     return _loss(kind)[1](_wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1))
 
 
-def guided_loss(pred: torch.Tensor, targets: list[torch.Tensor], wanted, keep: list[bool] | None = None,
+def guided_loss(pred: torch.Tensor, feats: list[torch.Tensor], targets, keep: list[bool] | None = None,
                 kind: str = "mse") -> torch.Tensor:
-    """One student's loss: the mean ``feature_loss`` over its targets, ``wanted`` = (guide, start, stop) each, that
-    ``keep`` leaves in this step (all when None). One target: the paper's students; several: densely guided ones."""
-    chosen = [t for t, k in zip(wanted, keep) if k] if keep is not None else wanted
-    return sum(feature_loss(pred, targets[gi][:, a:b], kind) for gi, a, b in chosen) / len(chosen)
+    """One student's loss: the mean ``feature_loss`` over its ``targets``, (guide, start, stop) each into the guides'
+    ``feats``, that ``keep`` leaves in this step (all when None). One target: the paper's; several: densely guided."""
+    chosen = [t for t, k in zip(targets, keep) if k] if keep is not None else targets
+    return sum(feature_loss(pred, feats[gi][:, a:b], kind) for gi, a, b in chosen) / len(chosen)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None,

@@ -1,11 +1,11 @@
 """Every method the pipeline runs, one unit each: adding a method is adding a unit to ``METHODS`` (and its tests).
 
-A unit carries what the pipeline asks of a method: its targets, its loss, its source. ``experiments.Pipeline``
-asks the units; ``config.validate`` accepts their names.
+A unit carries what the pipeline asks of a method: its plan, its loss (the one training calls), its source.
+``METHODS[name]`` is the only door: ``METHODS["direct"].plan(levels, feature_dim, share_students)``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
 
 import torch.nn.functional as F
@@ -15,21 +15,23 @@ from . import losses, plans
 
 @dataclass(frozen=True)
 class Chunked:
-    """Students that regress chunks of dense features: ``targets`` builds the tree (``plans.py``) of who regresses
-    which chunk of whom, the teacher at its root; each student's loss is ``losses.guided_loss``."""
+    """Students that regress chunks of dense features: ``tree`` builds the plan (``plans.py``) of who regresses
+    which chunk of whom, the teacher at its root; ``loss`` is each student's, in every training step."""
     name: str
     summary: str
-    targets: Callable[[int, int], plans.Plan]  # (levels, feature_dim) -> plans.Plan
+    tree: Callable[[int, int], plans.Plan]  # (levels, feature_dim) -> plans.Plan
     paper: bool = False  # one of the paper's three experiments
+    loss: Callable = losses.guided_loss  # (pred, feats, targets, keep, kind) -> the student's loss
     chunked: ClassVar[bool] = True
-    loss: ClassVar[Callable] = staticmethod(losses.guided_loss)
 
     def plan(self, levels: int = 4, feature_dim: int = 512, share_students: bool = True) -> plans.Plan:
-        """Its students. ``share_students=False``: its students below S1 are its own (``plans.own_students``)."""
+        """Its students. ``share_students=False``: its students below S1 are its own (``plans.own_students``); a unit
+        of another loss than the stock one shares none, S1 included (the same lineage would be another model)."""
         if levels < 1:
             raise ValueError(f"levels must be at least 1, got {levels}")
-        plan = self.targets(levels, feature_dim)
-        return plan if share_students else plans.own_students(plan, levels)
+        plan = replace(self.tree(levels, feature_dim), experiment=self.name)  # a copy of a unit names its own
+        whole = self.loss is not losses.guided_loss
+        return plan if share_students and not whole else plans.own_students(plan, levels, whole)
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,11 @@ class EndToEnd:
     chunked: ClassVar[bool] = False
     paper: ClassVar[bool] = False
 
-    @property
-    def loss(self) -> Callable:
-        return losses.kd_loss if self.distils else F.cross_entropy
+    def loss(self, out, labels, teacher_logits=None, temperature: float = 4.0, alpha: float = 0.9):
+        """What its classifier training minimises: Hinton's loss against the source's logits, or the labels'."""
+        if teacher_logits is None:
+            return F.cross_entropy(out.float(), labels)
+        return losses.kd_loss(out, teacher_logits, labels, temperature, alpha)
 
     @staticmethod
     def sizes(levels: int) -> list[int]:
@@ -90,10 +94,3 @@ EXPERIMENTS = tuple(n for n, m in METHODS.items() if m.chunked)  # every chunked
 BASELINES = tuple(n for n, m in METHODS.items() if not m.chunked)
 BEYOND = tuple(n for n, m in METHODS.items() if not m.paper)  # what notebook 06 adds to the paper's three
 
-
-def build(experiment: str, levels: int = 4, feature_dim: int = 512, share_students: bool = True) -> plans.Plan:
-    """The plan of one chunked method, by name (``Chunked.plan``)."""
-    method = METHODS.get(experiment)
-    if method is None or not method.chunked:
-        raise ValueError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
-    return method.plan(levels, feature_dim, share_students)

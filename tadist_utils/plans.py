@@ -5,9 +5,9 @@ feature it regresses (level k: 2**(k-1) students, 512 / 2**(k-1) dims each). The
 to any number of levels; ``dense`` is the paper's future work (densely guided students, Son et al., arXiv
 2009.08825): each regresses its chunk of *every* ancestor.
 
-A node's *lineage key* is the chain of slices from the teacher down to it: nodes with one key are one model,
+A node's ``Lineage`` is the chain of slices from the teacher down to it: nodes with one lineage are one model,
 trained once and shared (S1 everywhere; S01/S2 between single-TA and hierarchical). ``share_students=False``
-adds the experiment to every key below S1 (``...@hierarchical``): each experiment trains its own, as the paper did.
+marks every student below S1 as the experiment's own (``...@hierarchical``), as the paper trained them.
 """
 from __future__ import annotations
 
@@ -19,24 +19,54 @@ TEACHER = "teacher"
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """Who a model is: its parent's lineage (None: the teacher itself), its level and slice, whether it regresses
+    every ancestor (``dense``) and the experiment it belongs to alone (``own``). ``str()`` is the key written to
+    history.csv and hashed into checkpoint names: ``T>L1[0:512]>L2[0:256]@hierarchical``."""
+    parent: Lineage | None = None
+    level: int = 0
+    start: int = 0
+    stop: int = 0
+    dense: bool = False
+    own: str = ""
+
+    def __str__(self) -> str:
+        if self.parent is None:
+            return "T"
+        return (f"{self.parent}>L{self.level}[{self.start}:{self.stop}]" + ("+dense" if self.dense else "")
+                + (f"@{self.own}" if self.own else ""))
+
+    @property
+    def depth(self) -> int:
+        """Steps from the teacher: the students of one depth form a generation."""
+        return 0 if self.parent is None else self.parent.depth + 1
+
+    @property
+    def owned(self) -> bool:
+        return bool(self.own) or (self.parent is not None and self.parent.owned)
+
+
+TEACHER_LINEAGE = Lineage()
+
+
+@dataclass(frozen=True)
 class Node:
     name: str
     level: int
     parent: str
     start: int
     stop: int
-    key: str = ""  # lineage key, filled in by the plan
-    # (ancestor, start, stop) for every model this student regresses, teacher first, parent last.
-    # Empty means the parent alone (the paper's three plans); filled in by the plan.
-    guides: tuple[tuple[str, int, int], ...] = ()
+    key: Lineage | None = None  # filled in by the plan
+    # (ancestor, start, stop) for every model this student regresses, teacher first, parent last; default: the parent
+    targets: tuple[tuple[str, int, int], ...] = ()
+
+    def __post_init__(self):
+        if not self.targets:
+            object.__setattr__(self, "targets", ((self.parent, self.start, self.stop),))
 
     @property
     def dim(self) -> int:
         return self.stop - self.start
-
-    @property
-    def targets(self) -> tuple[tuple[str, int, int], ...]:
-        return self.guides or ((self.parent, self.start, self.stop),)
 
 
 @dataclass(frozen=True)
@@ -69,17 +99,15 @@ def level_names(level: int) -> list[str]:
     return ["S" * (level - 2) + f"{i}{i}" for i in range(1, 2 ** (level - 1) + 1)]
 
 
-def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int, own: str = "") -> Plan:
-    keys = {TEACHER: "T"}
+def _finish(experiment: str, nodes: list[Node], levels: int, feature_dim: int, own: str = "",
+            whole: bool = False) -> Plan:
+    keys = {TEACHER: TEACHER_LINEAGE}
     finished = []
     for n in nodes:
-        key = f"{keys[n.parent]}>L{n.level}[{n.start}:{n.stop}]"
-        if len(n.guides) > 1:  # learns from more than its parent: a different model from the plain one
-            key += "+dense"
-        if own and n.parent != TEACHER and "@" not in keys[n.parent]:  # this experiment's own model (and subtree)
-            key += f"@{own}"
-        keys[n.name] = key
-        finished.append(Node(n.name, n.level, n.parent, n.start, n.stop, key, n.guides))
+        parent = keys[n.parent]
+        mine = own if own and (whole or n.parent != TEACHER) and not parent.owned else ""  # its own (and subtree)
+        keys[n.name] = Lineage(parent, n.level, n.start, n.stop, len(n.targets) > 1, mine)
+        finished.append(Node(n.name, n.level, n.parent, n.start, n.stop, keys[n.name], n.targets))
     ensembles = {2 ** (lv - 1): tuple(level_names(lv)) for lv in range(1, levels + 1)}
     plan = Plan(experiment, tuple(finished), ensembles, feature_dim)
     validate(plan)
@@ -126,14 +154,14 @@ def dense(levels: int = 4, feature_dim: int = 512) -> Plan:
         here = {n.parent: n.start, **{a: o + n.start for a, o in offsets[n.parent].items()}}
         offsets[n.name] = here
         order = [TEACHER] + [m.name for m in tree.nodes if m.name in here and m.name != TEACHER]  # teacher first, parent last
-        guides = tuple((a, here[a], here[a] + n.dim) for a in order)
-        nodes.append(Node(n.name, n.level, n.parent, n.start, n.stop, guides=guides))
+        targets = tuple((a, here[a], here[a] + n.dim) for a in order)
+        nodes.append(Node(n.name, n.level, n.parent, n.start, n.stop, targets=targets))
     return _finish("dense", nodes, levels, feature_dim)
 
 
-def own_students(plan: Plan, levels: int) -> Plan:
-    """The same tree with every student below S1 keyed to this experiment alone (``share_students=False``)."""
-    return _finish(plan.experiment, list(plan.nodes), levels, plan.feature_dim, own=plan.experiment)
+def own_students(plan: Plan, levels: int, whole: bool = False) -> Plan:
+    """The same tree with every student below S1 (``whole``: S1 too) keyed to this experiment alone."""
+    return _finish(plan.experiment, list(plan.nodes), levels, plan.feature_dim, own=plan.experiment, whole=whole)
 
 
 def validate(plan: Plan) -> None:
@@ -149,7 +177,7 @@ def validate(plan: Plan) -> None:
         if not (0 <= n.start < n.stop <= parent_dim) or parent_dim % n.dim:
             raise ValueError(f"plan {plan.experiment!r}: slice [{n.start}:{n.stop}] of {n.parent!r} "
                              f"does not cut its {parent_dim}-d feature into equal chunks")
-        for ancestor, a, b in n.guides:
+        for ancestor, a, b in n.targets:
             if ancestor not in seen or not (0 <= a < b <= dims[ancestor]) or b - a != n.dim:
                 raise ValueError(f"plan {plan.experiment!r}: {n.name!r} cannot regress [{a}:{b}] of {ancestor!r}")
         seen.add(n.name)

@@ -1,8 +1,8 @@
-"""Training loops: teacher (cross-entropy), students (chunk regression), ensemble fine-tuning.
+"""Training: one resumable epoch loop (``run_epochs``) for the teacher, the students, fine-tuning and the baselines.
 
-Every loop checkpoints each epoch and resumes there; batches are seeded by ``(seed, epoch)``, so a resumed run
-sees what an uninterrupted one would. ``train_students`` is the plain loop; its targets (``frozen_targets``) and
-its step (``OneByOne`` or ``fused.FusedTrainer``) are swappable accelerators with one interface.
+Every run checkpoints each epoch and resumes there; batches are seeded by ``(seed, epoch)``, so a resumed run sees
+what an uninterrupted one would. Students step one by one (``SeparateSteps``, the plain loop a CPU runs) or, opt-in,
+fused (``fused.FusedSteps``); either way each student's loss is its method's (``methods.Chunked.loss``).
 """
 from __future__ import annotations
 
@@ -10,37 +10,62 @@ import os
 import time
 import zlib
 from dataclasses import dataclass
-from functools import partial
+import functools
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import std
 from tqdm.auto import tqdm
 
 from .data import Batches, DataBundle
 from .engine import (Compiled, autocast, default_threads, fused_optimizer, grad_scaler, prepare, resolve_device,
-                     resolve_fuse, resolve_precision, scaled_step)
-from .fused import FusedTrainer, fused_guides
-from .losses import feature_loss, guided_loss, kd_loss
-from .storage.checkpoint import RunState, run_epochs
+                     resolve_precision, scaled_step)
+from .fused import FusedSteps, fused_guides, resolve_fuse
+from .losses import feature_loss, guided_loss
+from .storage.checkpoint import RunState
+
+
+@functools.cache
+def terminal():
+    """Inside a notebook kernel of ``python -m tadist_utils``: its terminal, the descriptor it hands its kernels in
+    ``$TADIST_PROGRESS`` (``runners/reproduce.py``); else None."""
+    fd = os.environ.get("TADIST_PROGRESS")
+    return open(int(fd), "w", buffering=1, closefd=False) if fd else None
+
+
+def bar(total: int, desc: str, disable: bool = False) -> tqdm:
+    """A progress bar: a line on the runner's terminal every 30 s when there is one (no widget is left in the executed
+    notebook), else ``tqdm.auto`` (a widget in Jupyter, text in a terminal)."""
+    if (out := terminal()) is not None:
+        return std.tqdm(total=total, desc=desc, disable=disable, file=out, mininterval=30, miniters=1, unit="step")
+    return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
+
+
+def log(text: str) -> None:
+    """A log line (a corrupted checkpoint retrained, a resume): printed, and on the runner's terminal too (not the
+    data NOTICEs: the runner says those itself)."""
+    print(text, flush=True)
+    if (out := terminal()) is not None and not str(text).startswith("[tadist] NOTICE:"):
+        print(text, file=out)
 
 
 @dataclass
 class Context:
-    """How to run (not what to learn): device, precision, progress bars (``bar``: tqdm's by default), logging."""
+    """How to run (not what to learn): device, precision, progress bars and log lines (``bar``, ``log`` above)."""
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     compile: bool = False
     progress: bool = True
-    log: Callable[[str], None] = print
-    fuse: bool = False  # train sibling students as one network (fused.py); engine.resolve_fuse picks it
-    bar: Callable[..., tqdm] = partial(tqdm, leave=False, dynamic_ncols=True)
+    log: Callable[[str], None] = log
+    fuse: bool = False  # train sibling students as one network (fused.py, which picks it: resolve_fuse)
+    bar: Callable[..., tqdm] = bar
 
     @classmethod
-    def from_config(cls, cfg, bar: Callable[..., tqdm] | None = None, log: Callable[[str], None] = print) -> "Context":
+    def from_config(cls, cfg, bar: Callable[..., tqdm] = bar, log: Callable[[str], None] = log) -> "Context":
         if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (engine.default_threads), not all cores
             torch.set_num_threads(cfg.threads or default_threads())
         if cfg.deterministic:  # recorded in the manifest (results.environment)
@@ -49,19 +74,19 @@ class Context:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
-                   cfg.compile, cfg.progress, log=log, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar or cls.bar)
+                   cfg.compile, cfg.progress, log=log, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar)
 
     def model(self, m: nn.Module) -> nn.Module:
         return prepare(m, self.device, self.channels_last)
 
-    def fast(self, m: nn.Module):
+    def compiled(self, m: nn.Module):
         """The module to call in the hot loop, compiled when asked; checkpoints use the module itself (its own keys)."""
         return Compiled(m, self.device) if self.compile else m
 
 
-def init_seed(seed: int, key: str) -> int:
+def init_seed(seed: int, key) -> int:
     """Per-model seed: a model's initialisation does not depend on which others train beside it."""
-    return seed * 1_000_003 + zlib.crc32(key.encode()) % 1_000_003
+    return seed * 1_000_003 + zlib.crc32(str(key).encode()) % 1_000_003
 
 
 def batches(data: DataBundle, split: str, batch_size: int, ctx: Context, *, train: bool = False,
@@ -90,19 +115,22 @@ def evaluate(model: nn.Module, loader: Batches, ctx: Context) -> float:
     return 100.0 * correct.item() / max(1, len(loader.split))
 
 
+def cross_entropy(out: torch.Tensor, labels: torch.Tensor, teacher_logits=None) -> torch.Tensor:
+    return F.cross_entropy(out.float(), labels)
+
+
 def classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch.Tensor:
+    """``loss_fn(out, y)``; default: cross-entropy on the labels."""
     with autocast(ctx.device, ctx.amp_dtype):
         out = model(x)
-    loss = F.cross_entropy(out.float(), y) if loss_fn is None else loss_fn(out, y)
+    loss = cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
     scaled_step(loss, opt, sched, scaler)
     return loss.detach()
 
 
 def zero_momentum(opt: torch.optim.Optimizer) -> None:
-    """Start a fused SGD's missing momentum buffers at zero (what its first step makes of them, bit for bit).
-
-    Fused SGD allocates them with ``empty_like`` and writes nothing on a step the GradScaler skips (fp16's first
-    steps often are), leaving uninitialised memory that every later step builds on."""
+    """Start a fused SGD's missing momentum buffers at zero, what its first step makes of them: it allocates them with
+    ``empty_like`` and writes nothing on a step the GradScaler skips (fp16's first steps often are)."""
     if not isinstance(opt, torch.optim.SGD):
         return
     for g in opt.param_groups:
@@ -112,7 +140,6 @@ def zero_momentum(opt: torch.optim.Optimizer) -> None:
                     opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-# ------------------------------------------------------------------------- classifiers
 def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device):
     """A classifier's optimiser and schedule over ``steps``: ``sgd``: SGD + Nesterov momentum + one-cycle (fast
     CIFAR recipe); ``adam``: Adam (coupled L2) + cosine; ``adamw``: AdamW (decoupled decay) + cosine. Fused on CUDA
@@ -128,66 +155,117 @@ def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, s
     return opt, sched
 
 
+@dataclass
+class Training:
+    """Runs that train together, as ``run_epochs`` asks: ``begin(epoch, active)`` readies an epoch of the active runs
+    and gives ``(step, batches)``, each batch ``(images, *args)`` and ``step(*args)`` the active runs' losses;
+    ``end(sums, images)`` their mean training losses; ``validate(run)`` a run's validation metrics."""
+    runs: list[RunState]
+    epochs: int
+    steps: int  # batches an epoch
+    begin: Callable
+    end: Callable
+    validate: Callable[[RunState], dict]
+    desc: str | Callable[[int], str]  # or of the number of runs left to train
+    select: str | None = None  # the validation metric whose best epoch is kept
+    include_start: bool = False  # a fresh run's starting weights are epoch 0 and can be chosen
+
+
+def run_epochs(t: Training, ctx: Context) -> list[RunState]:
+    """The one epoch loop. Restore each run from its checkpoint; then each epoch, for the runs at that epoch (a run
+    resumed later joins at its own): train, validate, record, select, save; last, load the chosen weights."""
+    fresh = [not r.restore(ctx.log) for r in t.runs]
+    for r in (r for r, new in zip(t.runs, fresh) if new and t.include_start):
+        r.model.eval()
+        r.record(t.validate(r), t.select)
+    todo = [r for r in t.runs if r.epoch < t.epochs]
+    total = sum(t.epochs - r.epoch for r in todo) * t.steps
+    desc = t.desc(len(todo)) if callable(t.desc) else t.desc
+    with ctx.bar(total=total, desc=desc, disable=not (ctx.progress and todo)) as bar:
+        for epoch in range(min((r.epoch for r in todo), default=t.epochs), t.epochs):
+            active = [r for r in todo if r.epoch == epoch]
+            if not active:
+                continue
+            bar.set_postfix_str(f"epoch {epoch + 1}/{t.epochs}", refresh=False)
+            t0 = time.perf_counter()
+            for r in active:
+                r.model.train()
+            step, batches = t.begin(epoch, active)
+            sums, n = torch.zeros(len(active), device=ctx.device), 0
+            for size, *args in batches:
+                sums += step(*args) * size
+                n += size
+                bar.update(len(active))
+            train_loss = t.end(sums, n)
+            share = (time.perf_counter() - t0) / len(active)
+            for r, loss in zip(active, train_loss):
+                t0 = time.perf_counter()
+                r.model.eval()
+                metrics = dict(train_loss=loss, **t.validate(r))
+                r.epoch += 1
+                r.seconds += share + time.perf_counter() - t0
+                r.record(metrics, t.select)
+                r.save(t.epochs)
+    for r in t.runs:
+        r.finish()
+    return t.runs
+
+
+def _mean(sums: torch.Tensor, n: int) -> list[float]:
+    """One run's mean loss, divided on the host (as the classifiers always did)."""
+    return [sums[0].item() / max(1, n)]
+
+
 def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: str, path: Path, spec: dict,
                      epochs: int, lr: float, weight_decay: float, batch_size: int, augment: bool, seed: int,
                      optimizer: str = "sgd", params=None, distill_from: Callable | None = None,
-                     kd_temperature: float = 4.0, kd_alpha: float = 0.9, include_start: bool = False) -> RunState:
-    """Cross-entropy training with the best validation epoch kept (teacher, 'all' fine-tuning, baselines).
-
-    ``include_start``: epoch 0 takes part in the selection. ``distill_from``: a frozen model whose logits are also
-    matched (``losses.kd_loss``)."""
+                     loss: Callable = cross_entropy, include_start: bool = False) -> RunState:
+    """Classifier training with the best validation epoch kept (teacher, 'all' fine-tuning, baselines): ``loss(out,
+    labels, teacher_logits)``, the logits of the frozen ``distill_from`` (None without it)."""
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
     params = list(params if params is not None else model.parameters())
     opt, sched = classifier_optimizer(params, optimizer, lr=lr, weight_decay=weight_decay,
                                       steps=max(1, epochs * len(train)), device=ctx.device)
     run = RunState(path, spec, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
-    fast = ctx.fast(model)
+    net = ctx.compiled(model)
     soft = None
     if distill_from is not None:  # its __call__, a function: its logits (a module would give its features)
-        soft = frozen_targets([distill_from.__call__], data, batch_size, ctx, augment)
+        soft = frozen_features([distill_from.__call__], data, batch_size, ctx, augment)
 
-    def train_epoch(epoch: int) -> dict:
+    def step(x, y, idx) -> torch.Tensor:
+        teacher_logits = soft(x, idx)[0] if soft is not None else None
+        return classifier_step(net, opt, sched, run.scaler, x, y, ctx, lambda out, y: loss(out, y, teacher_logits))
+
+    def begin(epoch: int, active):
         train.set_epoch(epoch)
         zero_momentum(opt)  # here, not at construction: a resumed state may hold no buffers either
-        total, n = torch.zeros((), device=ctx.device), 0
-        with ctx.bar(total=len(train), desc=f"{name} epoch {epoch + 1}/{epochs}", disable=not ctx.progress) as bar:
-            for x, y, idx in train:
-                loss_fn = None
-                if soft is not None:
-                    teacher_logits = soft(x, idx)[0]
-                    loss_fn = lambda out, y: kd_loss(out, teacher_logits, y, kd_temperature, kd_alpha)  # noqa: E731
-                total += classifier_step(fast, opt, sched, run.scaler, x, y, ctx, loss_fn) * len(y)
-                n += len(y)
-                bar.update()
-        return dict(train_loss=total.item() / max(1, n))
+        return step, ((len(y), x, y, idx) for x, y, idx in train)
 
-    return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=evaluate(model, val, ctx)), ctx,
-                      select="val_accuracy", include_start=include_start)
+    validate = lambda r: dict(val_accuracy=evaluate(model, val, ctx))  # noqa: E731
+    return run_epochs(Training([run], epochs, len(train), begin, _mean, validate, name, "val_accuracy", include_start),
+                      ctx)[0]
 
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
                   name: str, path: Path, spec: dict, epochs: int, lr: float, batch_size: int, seed: int,
                   validate: Callable[[], float] | None = None) -> RunState:
-    """Train only the output layer on frozen students' features; the starting layer (epoch 0) is kept unless an
-    epoch beats it on validation.
-
-    ``validate``: the validation accuracy by the very function that reports it (selecting in fp32 and reporting in
-    bf16 once reported a fine-tune worse than its start); default: the head on the stored validation features."""
+    """Train only the output layer on frozen students' features, the starting layer (epoch 0) kept unless an epoch
+    beats it. ``validate``: the accuracy by the very function that reports it (selecting in fp32 and reporting in
+    bf16 once kept a fine-tune worse than its start); default: the head on the stored validation features."""
     x_train, y_train = features["train"], data.train.labels.to(ctx.device)
     opt = torch.optim.Adam(head.parameters(), lr=lr, **fused_optimizer(ctx.device))
-    steps_per_epoch = (len(y_train) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    steps = (len(y_train) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
     run = RunState(path, spec, head, opt, sched, grad_scaler(ctx.device, None))
 
-    def train_epoch(epoch: int) -> dict:
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(len(y_train), generator=g).to(ctx.device)
-        total = torch.zeros((), device=ctx.device)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            total += classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx) * len(idx)
-        return dict(train_loss=total.item() / max(1, len(order)))
+    def step(idx) -> torch.Tensor:
+        return classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx)
+
+    def begin(epoch: int, active):
+        order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        order = order.to(ctx.device)
+        return step, ((len(idx), idx) for idx in order.split(batch_size))
 
     def head_accuracy() -> float:
         labels = data.val.labels.to(ctx.device)
@@ -196,15 +274,15 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
         return 100.0 * correct.item() / max(1, len(labels))
 
     score = head_accuracy if validate is None else validate
-    return run_epochs(run, epochs, train_epoch, lambda: dict(val_accuracy=score()), ctx, select="val_accuracy",
-                      include_start=True)
+    return run_epochs(Training([run], epochs, steps, begin, _mean, lambda r: dict(val_accuracy=score()), name,
+                               "val_accuracy", include_start=True), ctx)[0]
 
 
 # ------------------------------------------------------------------------- students
 @dataclass
 class StudentJob:
     """One student to train. ``targets``: (guide index, start, stop) per feature it regresses; empty: the slice
-    ``[start:stop]`` of the last guide (the parent)."""
+    ``[start:stop]`` of the last guide (the parent). ``loss``: its method's (``methods.Chunked.loss``)."""
     name: str
     model: nn.Module
     start: int
@@ -212,6 +290,7 @@ class StudentJob:
     path: Path
     spec: dict
     targets: tuple[tuple[int, int, int], ...] = ()
+    loss: Callable = guided_loss
 
 
 def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
@@ -227,22 +306,22 @@ def _features(guide) -> Callable[[torch.Tensor], torch.Tensor]:
     return guide.features if isinstance(guide, nn.Module) else guide
 
 
-def guide_targets(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False) -> Callable[[torch.Tensor], list]:
+def guide_features(guides: list, ctx: Context, fuse: bool, fold_bn: bool = False) -> Callable[[torch.Tensor], list]:
     """``x -> [each guide's features, float32]``, frozen; with ``fuse``, same-architecture guides run as one network."""
     run = fused_guides(guides, ctx, fold_bn) if fuse else (lambda x: [_features(g)(x) for g in guides])
 
-    def targets(x: torch.Tensor) -> list[torch.Tensor]:
+    def feats(x: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
             return [t.float() for t in run(x)]
-    return targets
+    return feats
 
 
-def frozen_targets(guides: list, data: DataBundle, batch_size: int, ctx: Context, augment: bool,
-                   fuse: bool = False) -> Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]:
+def frozen_features(guides: list, data: DataBundle, batch_size: int, ctx: Context, augment: bool,
+                    fuse: bool = False) -> Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]:
     """``(x, idx) -> [each guide's output for the batch]``: the guides' forward when augmenting, else a lookup in
     their outputs over the training split, computed once (the same numbers, no forward pass per step)."""
     if augment:
-        forward = guide_targets(guides, ctx, fuse)
+        forward = guide_features(guides, ctx, fuse)
         return lambda x, idx: forward(x)
     with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
         full = batches(data, "train", batch_size * 4, ctx)
@@ -258,93 +337,77 @@ def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
     return keep
 
 
-class OneByOne:
-    """Students stepped one after another, each with its own optimiser (the CPU's default; ``fused.FusedTrainer``
-    has the same interface)."""
+class SeparateSteps:
+    """Training steps of students one after another, each with its own optimiser (what a CPU runs; ``fused.FusedSteps``
+    is the opt-in accelerator with the same interface)."""
 
-    def __init__(self, runs: list[RunState], wanted, ctx: Context, *, loss: str = "mse"):
-        self.runs, self.wanted, self.ctx, self.loss = runs, wanted, ctx, loss
-        self.nets = [ctx.fast(r.model) for r in runs]
+    def __init__(self, runs: list[RunState], targets, ctx: Context, *, kind: str = "mse",
+                 unit_losses: list[Callable] | None = None):
+        self.runs, self.targets, self.ctx, self.kind = runs, targets, ctx, kind
+        self.unit_losses = unit_losses or [guided_loss] * len(runs)
+        self.nets = [ctx.compiled(r.model) for r in runs]
 
     def train(self) -> None:
         for r in self.runs:
             r.model.train()
 
-    def step(self, x: torch.Tensor, targets: list[torch.Tensor], keep: list[list[bool]] | None = None):
+    def step(self, x: torch.Tensor, feats: list[torch.Tensor], keep: list[list[bool]] | None = None):
         """One step of each student on batch ``x``; returns their losses (not synced to the host)."""
-        losses = []
-        for i, (r, net) in enumerate(zip(self.runs, self.nets)):
+        out_losses = []
+        for i, (r, net, loss) in enumerate(zip(self.runs, self.nets, self.unit_losses)):
             with autocast(self.ctx.device, self.ctx.amp_dtype):
                 out = net(x)
-            loss = guided_loss(out, targets, self.wanted[i], keep and keep[i], self.loss)
-            scaled_step(loss, r.optimizer, r.scheduler, r.scaler)
-            losses.append(loss.detach())
-        return torch.stack(losses)
-
-    def store(self) -> None:
-        """Nothing to copy back: each student stepped its own model and optimiser."""
+            value = loss(out, feats, self.targets[i], keep and keep[i], self.kind)
+            scaled_step(value, r.optimizer, r.scheduler, r.scaler)
+            out_losses.append(value.detach())
+        return torch.stack(out_losses)
 
 
-def train_students(guides, jobs: list[StudentJob], data: DataBundle, ctx: Context, *, epochs: int, lr: float,
-                   weight_decay: float, batch_size: int, augment: bool, seed: int, loss: str = "mse",
-                   group: str = "", drop: float = 0.0) -> list[RunState]:
-    """Train sibling students together: each batch, the guides' features as targets, every student's step.
-
-    ``guides``: the parent, or a list (ancestors first, parent last) for densely guided students or a fused
-    generation. Each student keeps its own optimiser, schedule and checkpoint, so each resumes at its own epoch.
-    """
+def student_training(guides, jobs: list[StudentJob], data: DataBundle, ctx: Context, *, epochs: int, lr: float,
+                     weight_decay: float, batch_size: int, augment: bool, seed: int, kind: str = "mse",
+                     group: str = "", drop: float = 0.0) -> Training:
+    """Sibling students trained together (``run_epochs(student_training(...), ctx)``): each batch, the guides'
+    features, then every student's step with its method's loss. ``guides``: the parent, or a list (ancestors first,
+    parent last) for densely guided students or a fused generation. Each student keeps its own optimiser, schedule
+    and checkpoint, so each resumes at its own epoch."""
     guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)
     runs = [student_run(j.model, ctx, lr=lr, weight_decay=weight_decay, steps=max(1, epochs * len(train)),
                         path=j.path, spec=j.spec) for j in jobs]
-    for r in runs:
-        r.restore(ctx.log)  # from its checkpoint: finished, or the epoch to resume at
-    wanted = [j.targets or ((len(guides) - 1, j.start, j.stop),) for j in jobs]  # (guide, start, stop): parent last
-    todo = [i for i, r in enumerate(runs) if r.epoch < epochs]
-    if not todo:  # all finished: nothing to load, run or show
-        for r in runs:
-            r.finish()
-        return runs
-    with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):  # the parents' features on the validation split
-        val_targets = {gi: extract(_features(guides[gi]), val, ctx) for gi in {wanted[i][-1][0] for i in todo}}
-    targets = frozen_targets(guides, data, batch_size, ctx, augment, ctx.fuse)
-    step = None
-    total = sum(epochs - runs[i].epoch for i in todo) * len(train)
-    with ctx.bar(total=total, desc=f"{group or 'students'} ({len(todo)} student(s))", disable=not ctx.progress) as bar:
-        for epoch in range(min(runs[i].epoch for i in todo), epochs):
-            active = [i for i in todo if runs[i].epoch == epoch]  # students resumed later join at their epoch
-            if not active:
-                continue
-            train.set_epoch(epoch)
-            bar.set_postfix_str(f"epoch {epoch + 1}/{epochs}", refresh=False)
-            t0 = time.perf_counter()
-            if step is None or list(map(id, step.runs)) != [id(runs[i]) for i in active]:  # kept: compiled once
-                step = (FusedTrainer if ctx.fuse else OneByOne)([runs[i] for i in active], [wanted[i] for i in active],
-                                                                ctx, loss=loss)
-            masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, jobs[i].name)) for i in active]
-            dense = drop > 0 and any(len(wanted[i]) > 1 for i in active)
-            step.train()
-            sums, n = torch.zeros(len(active), device=ctx.device), 0
-            for x, _, idx in train:
-                keep = [keep_mask(len(wanted[i]), drop, m) if len(wanted[i]) > 1 else [True]
-                        for i, m in zip(active, masks)] if dense else None
-                sums += step.step(x, targets(x, idx), keep) * len(idx)
-                n += len(idx)
-                bar.update(len(active))
-            step.store()
-            share, train_loss = (time.perf_counter() - t0) / len(active), (sums / max(1, n)).tolist()
-            for k, i in enumerate(active):
-                r = runs[i]
-                r.model.eval()
-                with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
-                    pred = extract(r.model, val, ctx)
-                gi, a, b = wanted[i][-1]  # the parent: last of a student's targets
-                val_loss = feature_loss(pred, val_targets[gi][:, a:b], loss).item()
-                r.epoch += 1
-                r.seconds += share
-                r.record(dict(train_loss=train_loss[k], val_loss=val_loss), select=None)
-                r.save(epochs)
-    for r in runs:
-        r.finish()
-    return runs
+    targets = [j.targets or ((len(guides) - 1, j.start, j.stop),) for j in jobs]  # (guide, start, stop): parent last
+    pos = {id(r): i for i, r in enumerate(runs)}
+    lazy: dict = {}  # the guides' features, computed on the first epoch to train (none when all are finished)
+
+    def begin(epoch: int, active: list[RunState]):
+        ids = [pos[id(r)] for r in active]
+        if not lazy:
+            with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):  # the parents' features on the validation split
+                parents = {targets[pos[id(r)]][-1][0] for r in runs if r.epoch < epochs}
+                lazy["val"] = {gi: extract(_features(guides[gi]), val, ctx) for gi in parents}
+            lazy["feats"] = frozen_features(guides, data, batch_size, ctx, augment, ctx.fuse)
+        step = lazy.get("step")
+        if step is None or list(map(id, step.runs)) != list(map(id, active)):  # kept: compiled once
+            step = lazy["step"] = (FusedSteps if ctx.fuse else SeparateSteps)(
+                active, [targets[i] for i in ids], ctx, kind=kind, unit_losses=[jobs[i].loss for i in ids])
+        train.set_epoch(epoch)
+        masks = [torch.Generator().manual_seed(init_seed(seed * 1009 + epoch, jobs[i].name)) for i in ids]
+        dense = drop > 0 and any(len(targets[i]) > 1 for i in ids)
+        step.train()
+        return step.step, ((len(idx), x, lazy["feats"](x, idx), [keep_mask(len(targets[i]), drop, m)
+                            if len(targets[i]) > 1 else [True] for i, m in zip(ids, masks)] if dense else None)
+                           for x, _, idx in train)
+
+    def end(sums: torch.Tensor, n: int) -> list[float]:
+        if ctx.fuse:
+            lazy["step"].write_back()
+        return (sums / max(1, n)).tolist()
+
+    def validate(r: RunState) -> dict:
+        with torch.no_grad(), autocast(ctx.device, ctx.amp_dtype):
+            pred = extract(r.model, val, ctx)
+        gi, a, b = targets[pos[id(r)]][-1]  # the parent: last of a student's targets
+        return dict(val_loss=feature_loss(pred, lazy["val"][gi][:, a:b], kind).item())
+
+    return Training(runs, epochs, len(train), begin, end, validate,
+                    lambda n: f"{group or 'students'} ({n} student(s))")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tadist_utils import models
+from tadist_utils import fused, models
 
 
 def hook_macs(model: nn.Module, image_size: int = 32) -> int:
@@ -41,8 +41,8 @@ NETS = {
     "teacher": lambda: models.teacher(),
     **{f"student_level{lv}": (lambda lv=lv: models.student(lv)) for lv in models.STUDENT_LEVELS},
     "ensemble_2": ensemble_of_2,
-    "fused_ensemble_2": lambda: models.FusedEnsemble(ensemble_of_2()),
-    "fused_ensemble_2_bn_folded": lambda: models.FusedEnsemble(ensemble_of_2().eval(), fold_bn=True),
+    "fused_ensemble_2": lambda: fused.FusedEnsemble(ensemble_of_2()),
+    "fused_ensemble_2_bn_folded": lambda: fused.FusedEnsemble(ensemble_of_2().eval(), fold_bn=True),
 }
 
 
@@ -60,7 +60,7 @@ def test_count_macs_equals_the_hook_reference(name):
 
 def test_fused_ensemble_costs_what_its_ensemble_costs():
     ens = ensemble_of_2().eval()
-    assert models.count_macs(models.FusedEnsemble(ens)) == models.count_macs(ens) == 105_714_688
+    assert models.count_macs(fused.FusedEnsemble(ens)) == models.count_macs(ens) == 105_714_688
 
 
 def test_torchinfo_counts_biases_and_batchnorm_too():

@@ -9,8 +9,8 @@ from tadist_utils import models
 from tadist_utils.data import load_data
 from tadist_utils.experiments import Pipeline
 from tadist_utils.losses import feature_loss, kd_loss
-from tadist_utils.methods import build
-from tadist_utils.train import Context, StudentJob, batches, keep_mask, train_students
+from tadist_utils.methods import METHODS
+from tadist_utils.train import Context, StudentJob, batches, keep_mask, run_epochs, student_training
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cifar_fixture import write_fake_cifar100  # noqa: E402
@@ -40,8 +40,8 @@ def test_dense_loss_is_the_mean_over_kept_targets(smoke_cfg, tmp_path, monkeypat
     monkeypatch.setattr("tadist_utils.losses.feature_loss", spy)  # the step's (losses.guided_loss)
     monkeypatch.setattr("tadist_utils.train.feature_loss", spy)  # the validation loss
     job = StudentJob("x", net, 0, 128, tmp_path / "x.pt", {"n": 1}, targets=((0, 128, 256), (1, 0, 128)))
-    run, = train_students([a.features, b.features], [job], data, ctx, epochs=1, lr=1e-3, weight_decay=0.0,
-                          batch_size=64, augment=False, seed=0, drop=0.0)
+    run, = run_epochs(student_training([a.features, b.features], [job], data, ctx, epochs=1, lr=1e-3, weight_decay=0.0,
+                          batch_size=64, augment=False, seed=0, drop=0.0), ctx)
     assert len(data.train) == 64  # one step per epoch: the epoch's loss is that step's loss
     assert len(seen) == 3  # the step's two guides, then the validation loss against the parent (guide 1)
     assert abs(run.history[0]["train_loss"] - float((seen[0] + seen[1]).detach() / 2)) < 1e-6
@@ -72,13 +72,12 @@ def test_dense_experiment_and_baselines_end_to_end(smoke_cfg):
 def test_kd_baseline_learns_from_the_teacher(smoke_cfg, monkeypatch):
     """KD trains on kd_loss against the teacher's logits of the training images, with the configured T and alpha;
     the labels baseline never calls it."""
-    import tadist_utils.train as train_module
     calls = []
 
     def recording(student_logits, teacher_logits, labels, temperature, alpha):
         calls.append((teacher_logits.detach().clone(), temperature, alpha))
         return kd_loss(student_logits, teacher_logits, labels, temperature, alpha)
-    monkeypatch.setattr(train_module, "kd_loss", recording)
+    monkeypatch.setattr("tadist_utils.losses.kd_loss", recording)  # what methods.EndToEnd.loss calls
     cfg = smoke_cfg(kd_alpha=1.0, kd_temperature=2.0, levels=1)
     pipe = Pipeline(cfg)
     teacher = pipe.teacher()
@@ -98,12 +97,12 @@ def test_kd_baseline_learns_from_the_teacher(smoke_cfg, monkeypatch):
 
 def test_cached_soft_targets_line_up_with_shuffled_batches(smoke_cfg):
     """KD without augmentation looks the teacher's logits up by index: they must be the logits of *that* batch."""
-    from tadist_utils.train import frozen_targets
+    from tadist_utils.train import frozen_features
     data = load_data(smoke_cfg())
     ctx = Context(torch.device("cpu"), progress=False)
     torch.manual_seed(0)
     teacher = models.teacher(data.num_classes).eval()
-    soft = frozen_targets([teacher.__call__], data, 64, ctx, augment=False)  # its logits, as train_classifier asks
+    soft = frozen_features([teacher.__call__], data, 64, ctx, augment=False)  # its logits, as train_classifier asks
     train = batches(data, "train", 64, ctx, train=True, seed=3)
     train.set_epoch(1)
     x, _, idx = next(iter(train))
@@ -119,7 +118,7 @@ def test_cifar100_has_a_100_way_output_layer(smoke_cfg, tmp_path):
     df = pipe.run()
     assert pipe.data.num_classes == 100 and pipe.teacher().classifier.out_features == 100
     assert set(df.dataset) == {"cifar100"}
-    ens, metrics = pipe.ensemble(build("direct", 2), 2)
+    ens, metrics = pipe.ensemble(METHODS["direct"].plan(2), 2)
     assert ens.classifier.out_features == 100 and ens(pipe.data.test.images[:2].float()).shape == (2, 100)
 
 

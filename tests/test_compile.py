@@ -18,7 +18,7 @@ from torch._dynamo.utils import counters
 
 from tadist_utils import models
 from tadist_utils.engine import Compiled, grad_scaler
-from tadist_utils.fused import FusedTrainer
+from tadist_utils.fused import FusedSteps
 from tadist_utils.train import Context, RunState
 
 pytestmark = pytest.mark.skipif(not any(map(shutil.which, ("g++", "clang++", "c++"))),
@@ -56,9 +56,9 @@ def test_compiled_fused_steps_equal_eager_steps_float32(monkeypatch):
     students = [models.ConvNet([8, "M", 16], head=(16, 16)).train() for _ in range(2)]
     eager, compiled = tiny_runs(copy.deepcopy(students)), tiny_runs(copy.deepcopy(students))
     wanted = [((0, 0, 16),), ((0, 16, 32),)]
-    fa = FusedTrainer(eager, wanted, Context(CPU, progress=False, fuse=True))
-    fb = FusedTrainer(compiled, wanted, Context(CPU, progress=False, fuse=True, compile=True))
-    assert all(isinstance(f, Compiled) for f in fb.fast)
+    fa = FusedSteps(eager, wanted, Context(CPU, progress=False, fuse=True))
+    fb = FusedSteps(compiled, wanted, Context(CPU, progress=False, fuse=True, compile=True))
+    assert all(isinstance(f, Compiled) for f in fb.nets)
     fa.train()
     fb.train()
     g = torch.Generator().manual_seed(1)
@@ -67,8 +67,8 @@ def test_compiled_fused_steps_equal_eager_steps_float32(monkeypatch):
         x, targets = torch.randn(bs, 3, 32, 32, generator=g), [torch.randn(bs, 32, generator=g)]
         torch.testing.assert_close(fb.step(x, targets), fa.step(x, targets), **TOL)
     assert counters["stats"]["unique_graphs"] == 1  # one compiled graph (forward + backward) for every step
-    fa.store()
-    fb.store()
+    fa.write_back()
+    fb.write_back()
     noisy = noise_keys(students[0])
     for ra, rb in zip(eager, compiled):
         for (k, p), q in zip(ra.model.state_dict().items(), rb.model.state_dict().values()):

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tadist_utils import train
 from tadist_utils.runners import console, nbsetup, reproduce
 from tadist_utils.config import RESULTS_ROOT, Config, default_results_dir, make_config
 
@@ -31,9 +32,9 @@ def runner_terminal(monkeypatch):
     """``$TADIST_PROGRESS`` as the runner sets it for a kernel: a descriptor (here a pipe's); returns a reader."""
     read, write = os.pipe()
     monkeypatch.setenv(console.ENV, str(write))
-    console.terminal.cache_clear()
-    yield lambda: (console.terminal().flush(), os.close(write), os.read(read, 100_000).decode())[-1]
-    console.terminal.cache_clear()
+    train.terminal.cache_clear()
+    yield lambda: (train.terminal().flush(), os.close(write), os.read(read, 100_000).decode())[-1]
+    train.terminal.cache_clear()
     os.close(read)
 
 
@@ -42,12 +43,12 @@ def test_bars_and_log_lines_reach_the_runners_terminal(runner_terminal, tmp_path
     corrupted checkpoint retrained, through Context.log) is printed in the notebook and on the terminal; the NOTICEs
     of data and moved rows the runner says itself are not repeated per notebook."""
     from tadist_utils.storage import checkpoint
-    with console.bar(3, "teacher epoch 1/2") as b:
+    with train.bar(3, "teacher epoch 1/2") as b:
         b.update(3)
     bad = tmp_path / "teacher-0123abcd.pt"
     bad.write_bytes(b"half a checkpoint")
-    assert checkpoint.find_resumable(bad, {}, log=console.log) is None
-    console.log("[tadist] NOTICE: CIFAR-10 not found; using digits")
+    assert checkpoint.find_resumable(bad, {}, log=train.log) is None
+    train.log("[tadist] NOTICE: CIFAR-10 not found; using digits")
     text = runner_terminal()
     assert "teacher epoch 1/2: 100%" in text and "3/3" in text and "step/s]" in text, text
     assert text.endswith(f"]\n[tadist] checkpoint {bad} is corrupted or not a tadist checkpoint (no content hash); "
@@ -57,9 +58,9 @@ def test_bars_and_log_lines_reach_the_runners_terminal(runner_terminal, tmp_path
 
 def test_without_the_variable_bars_are_plain_tqdm(monkeypatch):
     monkeypatch.delenv(console.ENV, raising=False)
-    console.terminal.cache_clear()
+    train.terminal.cache_clear()
     from tqdm.auto import tqdm
-    assert isinstance(console.bar(1, "x", disable=True), tqdm) and console.terminal() is None
+    assert isinstance(train.bar(1, "x", disable=True), tqdm) and train.terminal() is None
 
 
 # ---------------------------------------------------------------------------- the whole job: ETA, interruption

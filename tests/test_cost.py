@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tadist_utils import models
+from tadist_utils import fused, models
 from tadist_utils.analysis import cost
 
 
@@ -32,7 +32,7 @@ def table():
 def test_fused_ensemble_gives_the_ensembles_logits(n, fold_bn):
     torch.manual_seed(n)
     ens = randomise_bn(cost.build_ensemble(n), seed=n)
-    fused = models.FusedEnsemble(ens, fold_bn=fold_bn).eval()
+    fused = fused.FusedEnsemble(ens, fold_bn=fold_bn).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(fused.features(x), ens.features(x), atol=1e-4, rtol=1e-4)
@@ -52,7 +52,7 @@ def test_fused_ensemble_keeps_chunk_order():
     swapped.classifier.load_state_dict(ens.classifier.state_dict())
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():
-        f, fs = models.FusedEnsemble(ens)(x), models.FusedEnsemble(swapped.eval())(x)
+        f, fs = fused.FusedEnsemble(ens)(x), fused.FusedEnsemble(swapped.eval())(x)
         assert (f - fs).abs().max() > 1e-3
         torch.testing.assert_close(fs, swapped(x), atol=1e-4, rtol=1e-4)
 
@@ -60,7 +60,7 @@ def test_fused_ensemble_keeps_chunk_order():
 def test_fused_ensemble_in_train_mode_uses_each_students_batch_statistics():
     torch.manual_seed(4)
     ens = cost.build_ensemble(4).train()
-    fused = models.FusedEnsemble(ens)
+    fused = fused.FusedEnsemble(ens)
     assert fused.training
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(fused(x), ens(x), atol=1e-4, rtol=1e-4)
@@ -69,10 +69,10 @@ def test_fused_ensemble_in_train_mode_uses_each_students_batch_statistics():
 
 def test_fused_ensemble_copies_weights_and_rejects_mixed_students():
     ens = cost.build_ensemble(2).eval()
-    fused = models.FusedEnsemble(ens)
+    fused = fused.FusedEnsemble(ens)
     assert not any(p.data_ptr() == q.data_ptr() for p in fused.parameters() for q in ens.students.parameters())
     with pytest.raises(ValueError, match="one architecture"):
-        models.FusedEnsemble(models.Ensemble([models.student(3), models.student(4)]))
+        fused.FusedEnsemble(models.Ensemble([models.student(3), models.student(4)]))
 
 
 def test_table_parameters_match_count_params_and_the_paper(table):

@@ -17,9 +17,9 @@ from tadist_utils import models
 from tadist_utils.config import make_config
 from tadist_utils.data import load_data
 from tadist_utils.engine import grad_scaler
-from tadist_utils.fused import FusedTrainer
+from tadist_utils.fused import FusedStudents, FusedSteps
 from tadist_utils.losses import chunk_losses, feature_loss
-from tadist_utils.train import Context, OneByOne, RunState, StudentJob, keep_mask, train_students
+from tadist_utils.train import Context, SeparateSteps, RunState, StudentJob, keep_mask, run_epochs, student_training
 
 CPU = torch.device("cpu")
 LEVELS = (2, 3, 3, 4, 4, 4)  # mixed architectures (one fused network per level), out of chunk order
@@ -36,8 +36,8 @@ def runs_for(students, lr=1e-3, weight_decay=1e-4, t_max=10):
 
 
 def separate_step(runs, wanted, x, targets, loss, keep=None):
-    """The per-student step of train.train_students (``train.OneByOne``), in float64 without autocast."""
-    return OneByOne(runs, wanted, Context(CPU, None, progress=False), loss=loss).step(x, targets, keep)
+    """The per-student step of train.train_students (``train.SeparateSteps``), in float64 without autocast."""
+    return SeparateSteps(runs, wanted, Context(CPU, None, progress=False), kind=loss).step(x, targets, keep)
 
 
 def assert_same_state(a, b, tol=1e-9):
@@ -61,15 +61,15 @@ def test_fused_steps_equal_separate_steps_float64(loss):
     a, b = runs_for(copy.deepcopy(students)), runs_for(copy.deepcopy(students))
     wanted = [(s,) for s in SLICES[-len(levels):]]
     ctx = Context(CPU, None, progress=False, fuse=True)
-    for step in range(3):  # a new FusedTrainer every step: the state goes in and out each time
+    for step in range(3):  # a new FusedSteps every step: the state goes in and out each time
         x, targets = torch.randn(3, 3, 32, 32, dtype=torch.float64), [torch.randn(3, 512, dtype=torch.float64)]
         for r in a + b:
             r.model.train()
         la = separate_step(a, wanted, x, targets, loss)
-        fused = FusedTrainer(b, wanted, ctx, loss=loss)
+        fused = FusedSteps(b, wanted, ctx, kind=loss)
         fused.train()
         lb = fused.step(x, targets)
-        fused.store()
+        fused.write_back()
         torch.testing.assert_close(lb, la, atol=1e-12, rtol=1e-10)
     assert_same_state(a, b)
     # and the students still compute what they did: the fused optimiser left ordinary modules behind
@@ -85,7 +85,7 @@ def test_fused_densely_guided_steps_equal_separate_steps_float64():
     a, b = runs_for(copy.deepcopy(students)), runs_for(copy.deepcopy(students))
     wanted = [((0, 0, 128), (1, 0, 128)), ((0, 128, 256), (1, 128, 256))]
     ctx = Context(CPU, None, progress=False, fuse=True)
-    fused = FusedTrainer(b, wanted, ctx)
+    fused = FusedSteps(b, wanted, ctx)
     gen = torch.Generator().manual_seed(3)
     for step in range(3):
         x = torch.randn(5, 3, 32, 32, dtype=torch.float64)
@@ -96,7 +96,7 @@ def test_fused_densely_guided_steps_equal_separate_steps_float64():
         fused.train()
         torch.testing.assert_close(fused.step(x, targets, keep), separate_step(a, wanted, x, targets, "mse", keep),
                                    atol=1e-12, rtol=1e-10)
-    fused.store()
+    fused.write_back()
     assert_same_state(a, b)
 
 
@@ -107,7 +107,7 @@ def test_fused_trainer_refuses_students_at_different_epochs():
         warnings.simplefilter("ignore")
         runs[1].scheduler.step()
     with pytest.raises(ValueError, match="same epoch"):
-        FusedTrainer(runs, [((0, 0, 64),), ((0, 64, 128),)], Context(CPU, None, progress=False, fuse=True))
+        FusedSteps(runs, [((0, 0, 64),), ((0, 64, 128),)], Context(CPU, None, progress=False, fuse=True))
 
 
 def test_chunk_losses_are_each_chunks_feature_loss():
@@ -143,8 +143,8 @@ def student_jobs(tmp_path, tag, levels=LEVELS):
 
 def train(jobs, data, teacher, fuse, epochs=2, augment=False):
     ctx = Context(CPU, None, progress=False, fuse=fuse, log=lambda *_: None)
-    return train_students(teacher.features, jobs, data, ctx, epochs=epochs, lr=1e-3, weight_decay=0.0,
-                          batch_size=32, augment=augment, seed=0)
+    return run_epochs(student_training(teacher.features, jobs, data, ctx, epochs=epochs, lr=1e-3, weight_decay=0.0,
+                          batch_size=32, augment=augment, seed=0), ctx)
 
 
 def test_train_students_fused_matches_the_loop(tiny, tmp_path):
@@ -180,7 +180,7 @@ def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch, epochs):
         train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True, epochs=epochs)
     monkeypatch.setattr(RunState, "save", real_save)
     built = []
-    monkeypatch.setattr(FusedTrainer, "__init__", lambda self, runs, *a, _init=FusedTrainer.__init__, **k:
+    monkeypatch.setattr(FusedSteps, "__init__", lambda self, runs, *a, _init=FusedSteps.__init__, **k:
                         built.append(len(runs)) or _init(self, runs, *a, **k))
     resumed = train(student_jobs(tmp_path, "killed"), data, teacher, fuse=True, epochs=epochs)
     assert built == ([3] if epochs == 2 else [3, 6])  # a new fused set only when the set of students changes
@@ -191,7 +191,7 @@ def test_fused_resume_and_skip_finished(tiny, tmp_path, monkeypatch, epochs):
     # everything finished: a third call trains nothing and returns the same weights
     again_jobs = student_jobs(tmp_path, "killed")
     counted = {"n": 0}
-    monkeypatch.setattr(FusedTrainer, "step", lambda *a, **k: counted.__setitem__("n", counted["n"] + 1))
+    monkeypatch.setattr(FusedSteps, "step", lambda *a, **k: counted.__setitem__("n", counted["n"] + 1))
     again = train(again_jobs, data, teacher, fuse=True, epochs=epochs)
     assert counted["n"] == 0
     for rr, ra in zip(resumed, again):
@@ -232,13 +232,13 @@ def test_fused_students_under_fp16_and_a_grad_scaler_as_on_a_t4(tiny, tmp_path, 
 
     with warnings.catch_warnings(record=True) as caught, ConvDtypes():
         warnings.simplefilter("always")
-        runs = train_students(pixels, jobs, data, ctx, epochs=3, lr=1e-3, weight_decay=0.0, batch_size=16,
-                              augment=False, seed=0)
+        runs = run_epochs(student_training(pixels, jobs, data, ctx, epochs=3, lr=1e-3, weight_decay=0.0, batch_size=16,
+                              augment=False, seed=0), ctx)
     assert {d for d in seen if d[2] > 1} == {(torch.float16, torch.float16, 2)}  # the fused level-4 pair, in fp16
     # a fused optimiser is called even on a skipped step (its kernel skips), so PyTorch's "lr_scheduler.step() before
     # optimizer.step()" warning, which an unfused one's skipped first step draws, does not reach a T4's notebooks
     assert not [w for w in caught if "lr_scheduler" in str(w.message)]
-    fused_scale = scalers[-1].get_scale()  # the FusedTrainer's, made last
+    fused_scale = scalers[-1].get_scale()  # the FusedSteps's, made last
     assert fused_scale < 2.0 ** 20  # some steps overflowed and were skipped
     skipped = math.log2(2.0 ** 20 / fused_scale)  # each halves the scale (growth_interval 2000: it never grows here)
     assert skipped == int(skipped)
@@ -268,8 +268,8 @@ def frozen(net, seed):
 def fused_forwards(monkeypatch):
     """Counts the guides' fused forward passes (FusedStudents in eval mode) and how many students each ran."""
     calls = []
-    real = models.FusedStudents.features
-    monkeypatch.setattr(models.FusedStudents, "features", lambda self, x: (
+    real = FusedStudents.features
+    monkeypatch.setattr(FusedStudents, "features", lambda self, x: (
         calls.append(self.n_students) if not self.training else None) or real(self, x))
     return calls
 
@@ -324,8 +324,8 @@ def test_train_students_with_fused_guides_gives_the_same_students_float64(tmp_pa
             torch.manual_seed(200 + i)
             jobs.append(StudentJob(f"s{i}", models.student(4).double(), 0, 64, tmp_path / f"{tag}{i}.pt", {}, t))
         ctx = Context(CPU, None, progress=False, fuse=True, log=lambda *_: None)
-        return train_students(guides, jobs, data, ctx, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=10,
-                              augment=True, seed=0, drop=0.5)
+        return run_epochs(student_training(guides, jobs, data, ctx, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=10,
+                              augment=True, seed=0, drop=0.5), ctx)
 
     separate = run([g.features for g in guides], "separate")
     assert fused_forwards == []

@@ -32,8 +32,8 @@ def test_perfect_students_reproduce_teacher_logits(experiment):
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = teacher(x)
-        made = oracles(methods.build(experiment), teacher)
-        for size, names in methods.build(experiment).ensembles.items():
+        made = oracles(methods.METHODS[experiment].plan(), teacher)
+        for size, names in methods.METHODS[experiment].plan().ensembles.items():
             ens = models.Ensemble([made[n] for n in names], init_from=teacher.classifier).eval()
             torch.testing.assert_close(ens(x), expected, rtol=0, atol=1e-5)
 
@@ -43,7 +43,7 @@ def test_dense_guides_agree_for_perfect_students():
     torch.manual_seed(0)
     teacher = models.teacher().eval()
     x = torch.randn(4, 3, 32, 32)
-    plan = methods.build("dense")
+    plan = methods.METHODS["dense"].plan()
     made = oracles(plan, teacher)
     with torch.no_grad():
         for n in plan.nodes:
@@ -56,7 +56,7 @@ def test_students_in_the_wrong_order_do_not():
     torch.manual_seed(0)
     teacher = models.teacher().eval()
     x = torch.randn(4, 3, 32, 32)
-    made = oracles(methods.build("direct"), teacher)
+    made = oracles(methods.METHODS["direct"].plan(), teacher)
     with torch.no_grad():
         ens = models.Ensemble([made["S2"], made["S01"]], init_from=teacher.classifier).eval()
         assert not torch.allclose(ens(x), teacher(x), atol=1e-3)

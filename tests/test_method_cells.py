@@ -13,7 +13,7 @@ import torch
 
 from tadist_utils import models
 from tadist_utils.config import make_config
-from tadist_utils.methods import build
+from tadist_utils.methods import METHODS
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -30,7 +30,7 @@ def namespace(tmp_path, experiment: str | None = None, **overrides) -> dict:
     torch.manual_seed(0)
     ns = dict(cfg=cfg, teacher=models.teacher(10).eval().requires_grad_(False), x=torch.randn(8, 3, 32, 32))
     if experiment:
-        plan = build(experiment, cfg.levels)
+        plan = METHODS[experiment].plan(cfg.levels)
         ns.update(plan=plan, trained={n.key: models.student(n.level).eval() for n in plan.nodes})
     return ns
 
@@ -93,14 +93,14 @@ def _break_loss(monkeypatch):
 def _break_step(monkeypatch):
     """The package's step with another learning rate than the config's: the weights no longer agree."""
     from tadist_utils import train
-    real = train.OneByOne.step
+    real = train.SeparateSteps.step
 
     def step(self, *args):
         for r in self.runs:
             for group in r.optimizer.param_groups:
                 group["lr"] *= 1.5
         return real(self, *args)
-    monkeypatch.setattr(train.OneByOne, "step", step)
+    monkeypatch.setattr(train.SeparateSteps, "step", step)
 
 
 def _break_cut(monkeypatch):
@@ -131,15 +131,15 @@ def _break_features(monkeypatch):
 
 def _break_targets(monkeypatch):
     from tadist_utils import train
-    real = train.guide_targets
-    monkeypatch.setattr(train, "guide_targets", lambda *a, **k: (lambda x: [t + 1e-3 for t in real(*a, **k)(x)]))
+    real = train.guide_features
+    monkeypatch.setattr(train, "guide_features", lambda *a, **k: (lambda x: [t + 1e-3 for t in real(*a, **k)(x)]))
 
 
 def _break_guided(monkeypatch):
     from tadist_utils import losses
     real = losses.guided_loss
-    monkeypatch.setattr(losses, "guided_loss", lambda pred, targets, wanted, keep=None, kind="mse":
-                        real(pred, targets, wanted, None, kind))  # ignores the mask: every target counts
+    monkeypatch.setattr(losses, "guided_loss", lambda pred, feats, targets, keep=None, kind="mse":
+                        real(pred, feats, targets, None, kind))  # ignores the mask: every target counts
 
 
 def _break_kd(monkeypatch):

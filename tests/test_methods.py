@@ -1,12 +1,17 @@
 """methods.py: one unit per method; adding one is adding a unit, and nothing else dispatches on names."""
+import copy
+import dataclasses
 import types
 
 import pytest
+import torch
 import torch.nn.functional as F
 
-from tadist_utils import experiments, losses, methods, plans
+from tadist_utils import experiments, losses, methods, models, plans
+from tadist_utils.data import load_data
+from tadist_utils.train import Context, StudentJob, run_epochs, student_training
 from tadist_utils.config import ConfigError, make_config
-from tadist_utils.experiments import Pipeline, check, spec_hash
+from tadist_utils.experiments import Pipeline, spec_hash
 
 
 def test_the_table_names_the_papers_experiments_and_the_baselines():
@@ -14,10 +19,13 @@ def test_the_table_names_the_papers_experiments_and_the_baselines():
     assert methods.EXPERIMENTS == methods.PAPER_EXPERIMENTS + ("dense",)
     assert methods.BASELINES == ("labels", "kd", "ta_chain")
     assert methods.BEYOND == ("dense", "labels", "kd", "ta_chain")
-    assert {n: (m.loss, m.source(1), m.source(4)) for n, m in methods.METHODS.items() if not m.chunked} == {
-        "labels": (F.cross_entropy, None, None), "kd": (losses.kd_loss, "T", "T"),
-        "ta_chain": (losses.kd_loss, "T", "T>KD>E1>KD>E2")}
+    assert {n: (m.source(1), m.source(4)) for n, m in methods.METHODS.items() if not m.chunked} == {
+        "labels": (None, None), "kd": ("T", "T"), "ta_chain": ("T", "T>KD>E1>KD>E2")}
     assert all(m.loss is losses.guided_loss for m in methods.METHODS.values() if m.chunked)
+    out, teacher, y = torch.randn(8, 10), torch.randn(8, 10), torch.arange(8)  # the baselines' losses, as training calls them
+    assert torch.equal(methods.METHODS["labels"].loss(out, y), F.cross_entropy(out, y))
+    for name in ("kd", "ta_chain"):
+        assert torch.equal(methods.METHODS[name].loss(out, y, teacher, 2.0, 0.5), losses.kd_loss(out, teacher, y, 2.0, 0.5))
 
 
 def test_baseline_lineage_keys_are_unchanged():
@@ -48,7 +56,7 @@ def test_baseline_checkpoint_names_specs_and_teachers_are_unchanged(tmp_path, mo
                                                                channels_last=False))
     monkeypatch.setitem(methods.METHODS, "mine", methods.EndToEnd("mine", "registered: labels alone", distils=False))
     pipe = Pipeline(make_config("smoke", dataset="digits", levels=3, results_dir=str(tmp_path)))
-    pipe._specs["T"] = {"model": "teacher"}
+    pipe._specs[plans.TEACHER_LINEAGE] = {"model": "teacher"}
     for name, n in [("labels", 2), ("kd", 1), ("ta_chain", 4), ("mine", 1)]:
         pipe.baseline_model(name, n)
     link = {k: model for k, (model, _) in pipe._baselines.items()}
@@ -56,12 +64,6 @@ def test_baseline_checkpoint_names_specs_and_teachers_are_unchanged(tmp_path, mo
                     ("ta_chain2-e67b1d9b.pt", "5313c6a31761", link["T>KD>E1"]),  # the chain's first link is kd's
                     ("ta_chain4-c11897b1.pt", "733fe0951ec6", link["T>KD>E1>KD>E2"]),
                     ("mine1-dc024291.pt", "4aaba324540f", None)]  # a registered unit: labels1's very model
-
-
-def test_build_refuses_baselines_and_unknown_names():
-    for name in ("kd", "nope"):
-        with pytest.raises(ValueError, match="unknown experiment"):
-            methods.build(name)
 
 
 @pytest.fixture
@@ -78,10 +80,10 @@ def reversed_direct(monkeypatch):
 
 def test_a_registered_method_is_accepted_built_and_run(reversed_direct, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown experiment"):
-        check(make_config("smoke", experiments=("reversed_typo",), results_dir=str(tmp_path)))
+        make_config("smoke", experiments=("reversed_typo",), results_dir=str(tmp_path))
     cfg = make_config("smoke", dataset="digits", experiments=("reversed",), levels=2, results_dir=str(tmp_path))
-    plan = methods.build("reversed", cfg.levels)
-    assert plan.experiment == "reversed" and [n.key for n in plan.nodes][:1] == ["T>L1[0:512]"]
+    plan = methods.METHODS["reversed"].plan(cfg.levels)
+    assert plan.experiment == "reversed" and [str(n.key) for n in plan.nodes][:1] == ["T>L1[0:512]"]
     assert (plan.node("S01").start, plan.node("S2").start) == (256, 0)  # its own tree, validated by plans.validate
 
     trained = []  # the pipeline's dispatch reaches the new plan builder without a branch naming it
@@ -97,3 +99,39 @@ def test_a_registered_method_is_accepted_built_and_run(reversed_direct, tmp_path
     rows = pipe.run_experiment("reversed")
     assert trained == ["reversed"]
     assert list(rows.model[rows.model.str.startswith("ensemble")]) == ["ensemble_1", "ensemble_2"]
+
+
+def test_a_units_loss_is_the_one_training_calls(tmp_path, monkeypatch):
+    """A copy of ``direct`` whose loss is the stock one scaled by 0: training calls the unit's loss, so its
+    students record a zero loss, on their own lineage (never direct's checkpoints)."""
+    zero = dataclasses.replace(methods.METHODS["direct"], name="zero", loss=lambda *a: 0 * losses.guided_loss(*a))
+    monkeypatch.setitem(methods.METHODS, "zero", zero)
+    assert str(zero.plan(1).node("S1").key) == "T>L1[0:512]@zero"
+    cfg = make_config("smoke", dataset="digits", experiments=("direct", "zero"), levels=1, progress=False,
+                      results_dir=str(tmp_path))
+    df = Pipeline(cfg).run()
+    loss = df[(df.model == "S1") & (df.metric == "final_train_loss")].set_index("experiment").value
+    assert loss["zero"] == 0.0 and loss["direct"] > 0
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_the_stock_loss_through_a_unit_trains_exactly_as_before(smoke_cfg, tmp_path, fuse):
+    """The same students trained with the stock loss and with a unit's loss that only wraps it: the same numbers
+    one by one; fused, a unit's own loss leaves the batched kernels (``losses.chunk_losses``): the same to rounding."""
+    data = load_data(smoke_cfg(train_size=64))
+    ctx = Context(torch.device("cpu"), progress=False, fuse=fuse)
+    parent = models.student(2).eval()
+    torch.manual_seed(0)
+    nets = [models.student(3) for _ in range(2)]
+    runs = {}
+    for tag, loss in (("stock", losses.guided_loss), ("wrapped", lambda *a: losses.guided_loss(*a))):
+        jobs = [StudentJob(f"s{i}", copy.deepcopy(n), 128 * i, 128 * (i + 1), tmp_path / f"{tag}{i}.pt", {}, loss=loss)
+                for i, n in enumerate(nets)]
+        runs[tag] = run_epochs(student_training(parent.features, jobs, data, ctx, epochs=2, lr=1e-3, weight_decay=0.0,
+                                                batch_size=32, augment=False, seed=0), ctx)
+    same = (lambda a, b, k: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)) if fuse else (
+        lambda a, b, k: torch.equal(a, b) or pytest.fail(k))
+    for a, b in zip(runs["stock"], runs["wrapped"]):
+        same(torch.tensor([h["train_loss"] for h in a.history]), torch.tensor([h["train_loss"] for h in b.history]), "loss")
+        for k, v in a.model.state_dict().items():
+            same(v, b.model.state_dict()[k], k)

@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pandas as pd
 
 from tadist_utils.experiments import Pipeline
 from tadist_utils.analysis.paper import accuracy_table, loss_table
@@ -63,16 +62,3 @@ def test_exact_metrics_are_reproducible_on_cpu(smoke_cfg, tmp_path, direct_level
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     keep = ~a.metric.str.contains("seconds")
     assert np.array_equal(a.value[keep].to_numpy(), b.value[keep].to_numpy())
-
-
-def test_headless_cli_runs_and_refuses_bad_input(tmp_path, capsys):
-    from tadist_utils.experiments import main
-    assert main(["--profile", "smoke", "--set", "experiments=nope"]) == 2
-    assert "unknown experiment" in capsys.readouterr().err
-    assert main(["--profile", "smoke", "--set", "levels"]) == 2
-    out = tmp_path / "r"
-    assert main(["--profile", "smoke", "--seeds", "0", "1", "--set", "dataset=digits", "levels=1", "progress=false",
-                 "device=cpu", f"results_dir={out}", "experiments=direct"]) == 0
-    df = pd.read_csv(out / "results.csv")
-    assert sorted(df[(df.model == "ensemble_1") & (df.metric == "test_accuracy")].seed) == [0, 1]
-

@@ -5,7 +5,7 @@ import torch
 from tadist_utils import models
 from tadist_utils.data import load_data
 from tadist_utils.experiments import Pipeline
-from tadist_utils.train import Context, StudentJob, train_students
+from tadist_utils.train import Context, StudentJob, run_epochs, student_training
 
 
 def test_student_loss_falls_on_a_fixed_parent(smoke_cfg, tmp_path):
@@ -16,8 +16,8 @@ def test_student_loss_falls_on_a_fixed_parent(smoke_cfg, tmp_path):
     jobs = []
     for name, (a, b) in {"left": (0, 128), "right": (128, 256)}.items():
         jobs.append(StudentJob(name, models.student(3), a, b, tmp_path / f"{name}.pt", {"name": name}))
-    runs = train_students(parent.features, jobs, data, ctx, epochs=4, lr=2e-3, weight_decay=0.0, batch_size=64,
-                          augment=False, seed=0)
+    runs = run_epochs(student_training(parent.features, jobs, data, ctx, epochs=4, lr=2e-3, weight_decay=0.0, batch_size=64,
+                          augment=False, seed=0), ctx)
     for run in runs:
         losses = [h["train_loss"] for h in run.history]
         assert len(losses) == 4 and losses[-1] < 0.7 * losses[0], losses

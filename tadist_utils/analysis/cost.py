@@ -1,7 +1,7 @@
 """What compression buys: parameters, MACs, bytes on disk and latency of the teacher, each student and each ensemble.
 
 One row per (device, model, mode): ``teacher`` and ``student_level1..4`` (``single``), ``ensemble_1/2/4/8`` run
-``sequential`` (``models.Ensemble``: one student after another) and ``together`` (``models.FusedEnsemble``: one network
+``sequential`` (``models.Ensemble``: one student after another) and ``together`` (``fused.FusedEnsemble``: one network
 of grouped convolutions, the same logits). Latency is ``torch.utils.benchmark``'s median of fp32 eval-mode forwards
 at batch 1 and ``large_batch``. Weights are random: size and speed do not depend on them. The full measurement,
 export checks included: ``python -m benchmarks.cost``.
@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 from .. import models
+from ..fused import FusedEnsemble
 from ..engine import describe, resolve_device
 
 ENSEMBLE_LEVELS = {1: 1, 2: 2, 4: 3, 8: 4}  # students in the ensemble -> their level
@@ -47,7 +48,7 @@ def variants(names: Iterable[str] = MODEL_NAMES, num_classes: int = 10, seed: in
             n = int(name.removeprefix("ensemble_"))
             ens = build_ensemble(n, num_classes).eval()
             yield name, n, ENSEMBLE_LEVELS[n], "sequential", ens
-            yield name, n, ENSEMBLE_LEVELS[n], "together", models.FusedEnsemble(ens).eval()
+            yield name, n, ENSEMBLE_LEVELS[n], "together", FusedEnsemble(ens).eval()
 
 
 def disk_bytes(model: nn.Module) -> int:

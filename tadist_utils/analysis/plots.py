@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ..methods import PAPER_EXPERIMENTS, build
+from ..methods import METHODS, PAPER_EXPERIMENTS
 from ..models import catalogue
 from ..plans import TEACHER, level_names
 from .claims import FAMILIES, family_comparisons
@@ -64,7 +64,7 @@ def plan_tree(experiment: str, levels: int = 4, ax=None):
         names = level_names(lv)
         pos.update({n: ((i + 0.5) / len(names), -lv) for i, n in enumerate(names)})
     colours = sns.color_palette("viridis", levels)
-    plan = build(experiment, levels)
+    plan = METHODS[experiment].plan(levels)
     rows: dict[str, set[int]] = {}  # parent -> the levels of its students
     for parent, child, *_ in plan.edges():
         rows.setdefault(parent, set()).add(plan.node(child).level)
@@ -193,7 +193,7 @@ def feature_figure(features: torch.Tensor, labels: torch.Tensor, classes, chunks
 # ------------------------------------------------------------------------- 02-04 experiments
 def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None) -> pd.DataFrame:
     """History rows of one experiment's students (their lineage keys, with shared or separate students)."""
-    nodes = {n.key: n for share in (True, False) for n in build(experiment, levels, share_students=share).nodes}
+    nodes = {str(n.key): n for share in (True, False) for n in METHODS[experiment].plan(levels, share_students=share).nodes}
     h = _seed(history[history.key.isin(list(nodes))], seed)
     return h.assign(level=h.key.map(lambda k: nodes[k].level), experiment=experiment)
 

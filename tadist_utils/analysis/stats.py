@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats as st
 from scipy.optimize import brentq
 
-from ..methods import BASELINES, EXPERIMENTS, METHODS, build
+from ..methods import BASELINES, EXPERIMENTS, METHODS
 from .paper import PAPER_ACCURACY, students_label
 
 LEVEL = 0.95
@@ -183,7 +183,7 @@ def members(experiment: str, model: str, share_students: bool = True) -> tuple[s
     if experiment in BASELINES:
         return (METHODS[experiment].lineage(n),)
     if experiment in EXPERIMENTS:
-        plan = build(experiment, n.bit_length(), share_students=share_students)
+        plan = METHODS[experiment].plan(n.bit_length(), share_students=share_students)
         return tuple(plan.node(name).key for name in plan.ensembles[n])
     return None
 

@@ -1,44 +1,19 @@
-"""What a terminal shows while notebooks train in papermill's kernels: tqdm bars, log lines, which data, how to resume.
+"""What a runner's terminal says besides the training bars: which data, a stop on SIGTERM, how to resume.
 
-The runner hands its kernels a copy of its stderr (``$TADIST_PROGRESS``: the descriptor, ``reproduce.kernel_options``);
-a bar there is plain tqdm on it, refreshed every 30 s (papermill's ``log_output`` shows a bar only when its cell ends).
+The bars and log lines come from the kernels: the runner hands them a copy of its stderr (``$TADIST_PROGRESS``, the
+descriptor, ``reproduce.kernel_options``), where ``train.bar`` writes plain tqdm every 30 s (papermill's
+``log_output`` shows a bar only when its cell ends) and ``train.log`` its lines.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import signal
 import sys
 import warnings
 
-ENV = "TADIST_PROGRESS"
-
-
-@functools.cache
-def terminal():
-    """The runner's stderr inside its kernel, or None (not run by ``python -m tadist_utils``, or ``--quiet``)."""
-    fd = os.environ.get(ENV)
-    return open(int(fd), "w", buffering=1, closefd=False) if fd else None
-
-
-def bar(total: int, desc: str, disable: bool = False):
-    """A training bar: on the runner's terminal when there is one (no widget left in the executed notebook), else
-    ``tqdm.auto`` (a widget in Jupyter)."""
-    if (out := terminal()) is not None:
-        from tqdm.std import tqdm
-        return tqdm(total=total, desc=desc, disable=disable, file=out, mininterval=30, miniters=1, unit="step")
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
-
-
-def log(text: str) -> None:
-    """A pipeline's log line (a corrupted checkpoint retrained, a resume): printed, and on the runner's terminal too
-    (not its NOTICEs of data and moved rows: the runner says those itself)."""
-    print(text, flush=True)
-    if (out := terminal()) is not None and not str(text).startswith("[tadist] NOTICE:"):
-        print(text, file=out)
+ENV = "TADIST_PROGRESS"  # read by train.terminal (which imports no runner)
 
 
 @contextlib.contextmanager

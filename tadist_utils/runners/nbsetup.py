@@ -17,7 +17,6 @@ import pandas as pd
 from . import console
 from ..config import FIELDS, Config, check_seeds, default_results_dir, make_config, with_role
 from ..errors import ConfigError
-from ..experiments import check
 from ..storage.results import ResultsStore, is_checkout
 from .reproduce import in_checkout
 
@@ -69,12 +68,6 @@ def to_terminal(lines: list[str]) -> None:
     if lines and fd is not None and not os.environ.get(RUNNER_ENV):
         with contextlib.suppress(OSError):
             os.write(fd, "".join(f"\n{line}" for line in lines).encode() + b"\n")  # off papermill's bar's line
-
-
-def context(cfg: Config):
-    """A Pipeline's ``ctx``: under ``python -m tadist_utils``, its bars and log lines on the runner's terminal too."""
-    from ..train import Context
-    return Context.from_config(cfg, bar=console.bar, log=console.log)
 
 
 def repo_path(path: str | Path, drive: bool = False) -> str:
@@ -161,7 +154,7 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
     named = {k: v for k, v in p.items() if k in with_role("notebook") and k != "profile" and v is not None}
     named.update(data_dir=repo_path(p["data_dir"]),
                  results_dir=results_path(p["results_dir"], drive=drive, profile=p["profile"]))
-    cfg = check(make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named}))
+    cfg = make_config(p["profile"], **{**parse_overrides(p["overrides"]), **named})
     cfgs = per_seed(cfg, p["seeds"])
     if show:  # first the folders and the data, in the notebook and in a plain papermill run's terminal
         root = repo_root()

@@ -157,7 +157,6 @@ def _superseded(results_dir: Path) -> dict:
 def headless(configs, notice: str, command: str) -> int:
     """The notebooks' training without Jupyter (and without their figures), seed after seed, into the same files."""
     from ..experiments import Pipeline
-    from ..train import Context
     finished, t_all, cfg = [], time.perf_counter(), configs[0]
     folder = Path(cfg.results_dir).absolute()
     created = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)  # what a refusal removes
@@ -166,7 +165,7 @@ def headless(configs, notice: str, command: str) -> int:
             for cfg in configs:
                 t0 = time.perf_counter()
                 try:
-                    Pipeline(cfg, ctx=Context.from_config(cfg, bar=console.bar, log=console.log)).run()
+                    Pipeline(cfg).run()
                 except ConfigError as e:  # bad data found on loading, a full disk, a diverged loss: one line
                     if created and all(p.is_dir() or p.name == ".results.lock" for p in created.rglob("*")):
                         shutil.rmtree(created, ignore_errors=True)
@@ -192,7 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     command = shlex.join(["python", "-m", "tadist_utils", *(sys.argv[1:] if argv is None else argv)])
     from ..config import Config, default_results_dir, make_config
-    from ..experiments import check  # torch (~2 s): not for a bad flag or --help
     from ..storage.results import check_files
 
     try:  # everything that can be wrong with the input is reported here, before anything runs
@@ -204,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, default in dict(data_dir=Config.data_dir, results_dir=default_results_dir(args.profile)).items():
             given = overrides.get(key)  # given paths: relative to the cwd; defaults: to the repo root
             overrides[key] = str(Path(os.path.normpath(Path(given).absolute())) if given else REPO / default)
-        configs = [check(make_config(args.profile, seed=s, **overrides)) for s in args.seeds]
+        configs = [make_config(args.profile, seed=s, **overrides) for s in args.seeds]
         selected = notebooks(args.only)
         notice = console.data_notice(configs[0])  # auto: the download tried now
         if not args.headless:  # headless: the pipeline reads it (and a refusal removes the folder it made)

@@ -31,7 +31,7 @@ from ..storage.atomic import write_atomic
 from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import check, spec_hash
-from ..methods import EXPERIMENTS, build
+from ..methods import EXPERIMENTS, METHODS
 from ..storage.results import ResultsStore, read_table, superseded_notice, write_csv_atomic
 
 DEFAULT_ROOT = "results/sweep"
@@ -217,7 +217,7 @@ def stage_task(profile: str, seed: int, sets: dict, s1: bool, run: str = "") -> 
             pipe = Pipeline(cfg)
             pipe.teacher()
             if s1:
-                pipe.students([build(next(e for e in cfg.experiments if e in EXPERIMENTS), 1,
+                pipe.students([METHODS[next(e for e in cfg.experiments if e in EXPERIMENTS)].plan(1,
                                      share_students=cfg.share_students)])
         except ConfigError as e:
             return dict(error=f"{type(e).__name__}: {e}", checkpoints=str(ck))

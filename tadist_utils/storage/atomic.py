@@ -1,4 +1,4 @@
-"""Files written whole or not at all: a temporary beside the target, then a rename; a full disk is one line."""
+"""Files written whole or not at all: a temporary beside the target, then ``os.replace``; a full disk is one line."""
 from __future__ import annotations
 
 import errno
@@ -19,15 +19,15 @@ def disk_full(error: BaseException, path: Path) -> RunError | None:
 
 
 def write_atomic(write: Callable[[Path], None], path: Path, unique: bool = True) -> None:
-    """``write(tmp)`` to ``.<name>.tmp-<PID>`` beside ``path``, then rename it: a reader sees the old file or the new
-    one. ``unique`` appends ``-<random>`` for files several processes write at once; without it a later save can
-    tell a dead writer's leftover by its PID (``checkpoint``). A failure removes the temporary, keeps the old file."""
+    """``write(tmp)`` to ``.<name>.tmp-<PID>`` beside ``path`` (``-<random>`` appended when ``unique``: files several
+    processes write at once), then rename it: a reader sees the old file or the new one. A failure removes the
+    temporary and keeps the old file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}" + (f"-{uuid.uuid4().hex[:8]}" if unique else ""))
     try:
         write(tmp)
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException as e:  # a SIGKILL leaves the temporary: checkpoint.remove_stale_temporaries
+        os.replace(tmp, path)
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
         full = disk_full(e, path)
         if full is not None:

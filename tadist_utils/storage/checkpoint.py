@@ -1,10 +1,9 @@
 """Checkpoints that survive a killed process and are never reused for the wrong run.
 
-Each trained model has one file, rewritten atomically (temporary file, fsync, rename) at the end of
-every epoch. It carries the *spec* it was trained under (the config fields that shape that model,
-plus the data fingerprint): a file whose spec differs from the request is not reused, and the
-message says which fields differ. The file starts with a SHA-256 of its content, checked on every
-load: a corrupted (or foreign) file is named in one line and retrained, never loaded.
+One file per trained model, rewritten each epoch by ``torch.save`` into a temporary beside it and ``os.replace``
+(a SIGKILL mid-write leaves the old file intact and a ``.<name>.tmp-*`` beside it that nothing reads). The file is
+a SHA-256 of the payload, then the payload, which carries the *spec* it was trained under: a corrupted file or a
+different spec is said in one line and retrained, never loaded.
 """
 from __future__ import annotations
 
@@ -14,11 +13,8 @@ import io
 import math
 import os
 import pickle
-import time
 from dataclasses import dataclass, field
-from glob import escape as glob_escape
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -33,47 +29,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupted, or not ours)."""
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` may still run (a file named after a dead one is stale: here, and runners' progress files)."""
-    if os.name == "nt":
-        return True  # os.kill(pid, 0) would terminate the process on Windows; keep the file instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists but belongs to someone else (or cannot tell): leave its file alone
-    return True
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete ``.<name>.tmp-<PID>`` files of ``path`` left by a process killed mid-write (its PID no longer runs).
-
-    A temporary of a live process (a concurrent writer) is kept; so is anything not named like ours.
-    """
-    path = Path(path)
-    removed = []
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
-        pid = tmp.name.rpartition(".tmp-")[2]
-        if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except FileNotFoundError:
-            pass
-    return removed
-
-
 def save_atomic(obj: dict, path: Path) -> None:
-    """Write ``obj`` to ``path`` so that a kill at any moment leaves the old file or the new one, never half of one.
-
-    A kill between writing the temporary file and the rename leaves that temporary behind; the next save to
-    the same path removes it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    """Write ``obj`` to ``path``: a kill at any moment leaves the old file or the new one, never half of one."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getbuffer()
@@ -84,7 +42,7 @@ def save_atomic(obj: dict, path: Path) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-    write_atomic(write, path, unique=False)  # ".<name>.tmp-<PID>": remove_stale_temporaries reads the PID
+    write_atomic(write, path)
 
 
 def load(path: Path) -> dict:
@@ -148,26 +106,22 @@ _HOW_IT_RUNS = ("fused", "foreach", "capturable")  # an optimiser's implementati
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """``optimizer.load_state_dict(state)``, keeping the implementation the optimiser was built with.
-
-    PyTorch takes ``fused``/``foreach`` from the saved groups, so a checkpoint written on a CPU (or before
-    optimisers were fused on CUDA) would make a GPU's fused optimiser unfused again, which a GradScaler then
-    calls with arguments only fused steps take (an error), and a GPU's checkpoint would ask a Mac for a fused
-    kernel. Adam's step counter moves where the kept implementation wants it (on the device when fused)."""
+    """``optimizer.load_state_dict(state)`` keeping the implementation it was built with: PyTorch would take
+    ``fused``/``foreach`` from the file, so a CPU's checkpoint would unfuse a GPU's optimiser (which a GradScaler
+    then calls wrongly) and a GPU's would ask a Mac for a fused kernel. Unfused steps count on the host."""
     if len(state["param_groups"]) != len(optimizer.param_groups):
         optimizer.load_state_dict(state)  # PyTorch's own error (zip below would drop the extra groups silently)
     groups = [dict(saved, **{k: g[k] for k in _HOW_IT_RUNS if k in g})
               for saved, g in zip(state["param_groups"], optimizer.param_groups)]
     optimizer.load_state_dict(dict(state, param_groups=groups))
     for g in optimizer.param_groups:
-        if not (g.get("fused") or g.get("capturable")):  # unfused steps count on the host
+        if not (g.get("fused") or g.get("capturable")):
             for p in g["params"]:
                 st = optimizer.state.get(p, {})
                 if isinstance(st.get("step"), torch.Tensor):
                     st["step"] = st["step"].cpu()
 
 
-# ------------------------------------------------------------------------- the resumable epoch runner
 @dataclass
 class RunState:
     """Everything a resumable training run owns: checkpointed together, restored together."""
@@ -203,10 +157,8 @@ class RunState:
         return True
 
     def save(self, epochs: int) -> None:
-        """Checkpoint the run. The weights are written once: the best epoch's copy only when it is not the model's
-        current weights; and a finished run keeps only its chosen weights, with no optimiser state (two more copies
-        under Adam), since nothing trains it further (its spec holds the epoch count): the teacher's file shrinks
-        from four copies of its weights (236 MB) to one."""
+        """Checkpoint the run, each tensor once: the best epoch's copy only when it is not the current weights, and a
+        finished run keeps only its chosen weights (no optimiser state: the teacher's file is 59 MB, not 236)."""
         done = self.epoch >= epochs
         best = self.best
         if best is not None and (done or best["epoch"] == self.epoch):  # the chosen weights go in as the model's
@@ -233,31 +185,3 @@ class RunState:
         if self.best is not None:
             self.model.load_state_dict(self.best["state"])
         self.model.eval()
-
-
-def run_epochs(run: RunState, epochs: int, train_epoch: Callable[[int], dict], validate: Callable[[], dict],
-               ctx, select: str | None = None, include_start: bool = False) -> RunState:
-    """Resume ``run`` if its checkpoint matches, train the remaining epochs, checkpoint after each (``ctx.log`` says so).
-
-    ``include_start``: on a fresh run, validate the model before any training and record it as epoch 0, so
-    the selection can keep the starting weights when no epoch beats them (fine-tuning that only hurts).
-    """
-    restored = run.restore(ctx.log)
-    if restored and run.epoch >= epochs:
-        run.finish()
-        return run
-    if include_start and not restored and run.epoch == 0:
-        run.model.eval()
-        run.record(validate(), select)
-    while run.epoch < epochs:
-        t0 = time.perf_counter()
-        run.model.train()
-        metrics = train_epoch(run.epoch)
-        run.model.eval()
-        metrics.update(validate())
-        run.epoch += 1
-        run.seconds += time.perf_counter() - t0
-        run.record(metrics, select)
-        run.save(epochs)
-    run.finish()
-    return run
