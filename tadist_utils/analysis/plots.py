@@ -199,10 +199,13 @@ def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, see
 
 
 def student_curves(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None):
-    """Feature loss per epoch for every student, one panel per level (solid: train, dashed: validation)."""
+    """Feature loss per epoch for every student, one panel per level (solid: train, dashed: validation); within a
+    panel each student its own tab10 colour (one palette over all 15 gave near-identical hues)."""
     h = student_history(history, experiment, levels, seed)
+    colour = {n: c for lv in range(1, levels + 1) for n, c in zip(level_names(lv), sns.color_palette("tab10"))}
     g = sns.relplot(data=h, x="epoch", y="value", hue="model", style="metric", col="level", kind="line", marker="o",
-                    style_order=["train_loss", "val_loss"], height=3.2, aspect=1.1, facet_kws=dict(sharey=False))
+                    palette={m: colour.get(m, "0.5") for m in h.model.unique()}, style_order=["train_loss", "val_loss"],
+                    height=3.2, aspect=1.1, facet_kws=dict(sharey=False))
     for ax in g.axes.flat:
         ax.set_yscale("log")
     _integer_epochs(g.axes, h.epoch)
@@ -240,7 +243,7 @@ def ensemble_figure(results: pd.DataFrame, experiment: str, seed: int | None = N
             paper_teacher_line(ax)
         else:
             title += f" (the paper's teacher, {PAPER_TEACHER:.2f}%, is off this axis)"
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)  # outside: never on a point
+    _legend_outside(ax, 8)  # outside: never on a point
     ax.set(title=title)
     fig.tight_layout()
     return fig
