@@ -388,16 +388,13 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     sns.scatterplot(data=d[d["mode"] == main_mode], x=x, y="value", hue="experiment", size="students",
                     sizes=(40, 200), hue_order=[e for e in palette if e in set(d.experiment)], palette=palette, ax=ax,
                     zorder=3)
-    hollow = set()
-    for (exp, _), g in d.groupby(["experiment", "students"]):
-        main, other = g[g["mode"] == main_mode], g[g["mode"] != main_mode]
-        for _, r in other[~other[x].isin(main[x])].iterrows():  # a mode that costs differently
-            ax.scatter([r[x]], [r.value], s=60, facecolors="none", edgecolors=[palette[exp]], zorder=2)
-            hollow.add(r["mode"])
-            if len(main):
-                ax.plot([r[x], main[x].iloc[0]], [r.value, main.value.iloc[0]], color=palette[exp], lw=0.8,
-                        alpha=0.6, zorder=1)
-    for mode in sorted(hollow):  # a grey legend entry for the hollow markers
+    other = d[d["mode"] != main_mode].merge(d[d["mode"] == main_mode][["experiment", "students", x, "value"]],
+                                            on=["experiment", "students"], how="left", suffixes=("", "_main"))
+    for _, r in other[other[x] != other[f"{x}_main"]].iterrows():  # only a mode that costs differently
+        ax.scatter([r[x]], [r.value], s=60, facecolors="none", edgecolors=[palette[r.experiment]], zorder=2)
+        ax.plot([r[x], r[f"{x}_main"]], [r.value, r.value_main], color=palette[r.experiment], lw=0.8, alpha=0.6,
+                zorder=1)
+    for mode in sorted(set(other[other[x] != other[f"{x}_main"]]["mode"])):  # a grey legend entry for the hollow
         ax.scatter([], [], s=60, facecolors="none", edgecolors="0.4", label=f"{mode} (hollow)")
     t = c[c.model == "teacher"]
     if len(t):
