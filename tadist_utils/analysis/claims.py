@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..methods import PAPER_EXPERIMENTS
 from .stats import (CONTRADICTS, EQUAL, LEVEL, SUPPORTS, UNCLEAR, correct_family, is_ensemble, pair_stats,
                     per_seed)
 
@@ -120,12 +119,11 @@ def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
 
 
 # ------------------------------------------------------------------------- verdicts
-def _missing(d: pd.DataFrame, key: str) -> list[str]:
-    """What a family needs and the results lack (an experiment it compares, or a ``Family.requires`` ensemble)."""
+def _runnable(d: pd.DataFrame, key: str) -> bool:
+    """The results hold every experiment the family compares, and its ``Family.requires`` ensembles."""
     f, present = family(key), set(zip(d.experiment, d.model))
-    needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
-    out = [e for e in PAPER_EXPERIMENTS if e in needs and e not in set(d.experiment)]
-    return out or [f"{e}/ensemble_{n}" for e, n in f.requires if (e, f"ensemble_{n}") not in present]
+    return ({e for c in f.comparisons for e in (c.better[0], c.worse[0])} <= set(d.experiment)
+            and all((e, f"ensemble_{n}") in present for e, n in f.requires))
 
 
 def verdict(outcomes) -> str:
@@ -175,12 +173,12 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
     where = regime(results, manifest, dataset)["text"]
     rows = []
     for key in PAPER_FAMILIES:
-        c, missing, r = int(key[1:]), _missing(d, key), comp[comp.family_key == key]
+        c, r = int(key[1:]), comp[comp.family_key == key]
         counts = {k: int((r.outcome == v).sum()) for k, v in
                   (("supports", SUPPORTS), ("contradicts", CONTRADICTS), ("unclear", UNCLEAR), ("equal", EQUAL))}
         tests = r[r.in_family.astype(bool)]
         fam, n = (int(r.family.iloc[0]), int(r.n.min())) if len(r) else (0, 0)
-        v, vp = (NOT_RUN, NOT_RUN) if missing or r.empty else (verdict(r.outcome), verdict(r.outcome_perm))
+        v, vp = (NOT_RUN, NOT_RUN) if r.empty or not _runnable(d, key) else (verdict(r.outcome), verdict(r.outcome_perm))
         decided = v == vp and v not in (NOT_RUN, INCONCLUSIVE)  # both tests agree on a verdict that says something
         if v in (NOT_RUN, INCONCLUSIVE) and v == vp:
             rests = "nothing decided" if v == INCONCLUSIVE else ""
@@ -188,8 +186,8 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
             rests = "both tests" if decided else (f"the t-test alone (normal differences assumed): the exact sign-flip "
                                                   f"test reads '{vp}' (its smallest possible p with {n} seeds is "
                                                   f"{2 / 2 ** n:.3g})")
-        rows.append(dict(conclusion=c, family_key=key, claim=family(key).title, statement=family(key).statement, verdict=v,
-                         verdict_perm=vp, decided=decided, rests_on=rests, n_seeds=n,
+        rows.append(dict(conclusion=c, family_key=key, claim=family(key).title, statement=family(key).statement,
+                         verdict=v, verdict_perm=vp, decided=decided, rests_on=rests, n_seeds=n,
                          p_perm_floor=2 / 2 ** n if n > 1 else float("nan"), **counts, family_size=fam,
                          correction=f"Holm over the {fam} test(s) of {key} (not identical by construction, no "
                                     f"duplicate; family-wise at most {1 - level:.0%} under each test's assumptions; "
