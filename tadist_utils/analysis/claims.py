@@ -1,13 +1,11 @@
-"""The paper's three conclusions (C1-C3, in its words) and every family of comparisons this project tests (B1,
-exploratory: no verdict), declared once, here, before any study is read, and run on a study's seeds (``stats``).
-Nothing else groups comparisons for Holm's correction, so a p-value is only quoted with its family's. A comparison
-reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests; the sign says which way).
+"""The paper's conclusions (C1-C3, in its words) and every family of comparisons tested (B1: exploratory, no
+verdict), declared once, before any study is read; Holm's correction runs within a family, and only there. A
+comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests).
 
 A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts, or one
 compares a model with itself), ``does not hold`` (one contradicts it significantly), ``inconclusive`` (none
-significant: always so with one seed), ``not run`` (an experiment or size it needs is absent). A non-significant
-difference the wrong way is ``unclear``, not a contradiction. Verdicts are read from the t-tests and from the
-sign-flip tests (``rests_on`` says when they differ); ``regime`` says what they come from.
+significant: always so with one seed), ``not run`` (an experiment or size it needs is absent); from the t-tests and
+from the sign-flip tests (``rests_on`` says when they differ).
 """
 from __future__ import annotations
 

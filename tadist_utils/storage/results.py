@@ -1,12 +1,10 @@
-"""Tidy results on disk, written safely by several processes: ``results.csv`` (one row per dataset, experiment,
-model, seed, metric), ``history.csv`` (per epoch: the curves), ``summary.csv`` (``analysis.stats.summary_table``,
-rewritten with results.csv) and ``manifest.json`` (config, data, versions, machine, one entry per stage). Writes are
-atomic keyed upserts under one file lock (``.results.lock``): re-running a stage replaces its rows, and processes
-writing one folder at once lose no rows and no manifest stages.
+"""Tidy results on disk: ``results.csv`` (dataset, experiment, model, seed, metric), ``history.csv`` (per epoch),
+``summary.csv`` (``analysis.stats.summary_table``) and ``manifest.json`` (config, data, versions, machine, stages).
+Writes are atomic keyed upserts under one file lock: processes writing one folder at once lose nothing.
 
 Every row carries ``settings``, the hash of what made it (``Pipeline.settings``). Rows written under new settings
-move their dataset's rows of other settings (or of none recorded), with the manifest they belonged to, to
-``superseded/``: a table never mixes runs made differently, and nothing is deleted.
+move their dataset's rows of other settings, with their manifest, to ``superseded/``: a table never mixes runs made
+differently, and nothing is deleted.
 """
 from __future__ import annotations
 
