@@ -23,7 +23,7 @@ def test_rows_of_other_settings_move_aside_with_their_manifest(tmp_path):
     assert store.add_results(_rows("A", seed=0)) is None
     assert store.add_results(_rows("A", seed=1)) is None  # another seed, same settings: both kept
     assert store.add_results(_rows("A", dataset="cifar10")) is None
-    store._write_manifest(dict(settings=dict(hash="A", student_lr=0.001),
+    store.replace_manifest(dict(settings=dict(hash="A", student_lr=0.001),
                                stages=dict(teacher=dict(settings="A"), direct=dict(settings="A"))))
     moved = store.add_results(_rows("B", seed=0, value=2.0))
     assert moved["rows"] == 2 and moved["datasets"] == ["digits"] and moved["settings"] == ["A"]
@@ -84,12 +84,12 @@ def test_a_sweep_merged_into_a_used_folder_sets_the_old_rows_aside(tmp_path, cap
     from tadist_utils.runners.sweep import merge
     dest = ResultsStore(tmp_path)
     dest.add_results(_rows("A", seed=0) + _rows("A", seed=0, experiment="hierarchical"))
-    dest._write_manifest(dict(settings=dict(hash="A"), stages=dict(hierarchical=dict(settings="A"))))
+    dest.replace_manifest(dict(settings=dict(hash="A"), stages=dict(hierarchical=dict(settings="A"))))
     cells = []
     for seed in (0, 1):
         cell = ResultsStore(tmp_path / "cells" / f"seed{seed}")
         cell.add_results(_rows("B", seed=seed))
-        cell._write_manifest(dict(settings=dict(hash="B"), config=dict(experiments=["direct"]),
+        cell.replace_manifest(dict(settings=dict(hash="B"), config=dict(experiments=["direct"]),
                                   stages=dict(direct=dict(settings="B"))))
         cells.append(dict(folder="", seed=seed, sets=dict(results_dir=str(cell.dir)), status="ran"))
     merge(tmp_path, cells)
@@ -120,7 +120,7 @@ def test_a_move_cut_short_by_a_crash_loses_nothing_and_copies_nothing_twice(tmp_
     import tadist_utils.storage.results as results
     store = ResultsStore(tmp_path)
     store.add_results(_rows("A", seed=0) + _rows("A", seed=1))
-    store._write_manifest(dict(settings=dict(hash="A"), stages=dict(direct=dict(settings="A"))))
+    store.replace_manifest(dict(settings=dict(hash="A"), stages=dict(direct=dict(settings="A"))))
     write = results.write_csv_atomic
 
     def crash_on_results_csv(df, path):
@@ -143,7 +143,7 @@ def test_a_manifest_set_aside_twice_under_one_hash_keeps_both(tmp_path):
     store = ResultsStore(tmp_path)
     for i, h in enumerate("ABAC"):  # back to A's settings, then on: both of A's manifests are kept
         store.add_results(_rows(h))
-        store._write_manifest(dict(settings=dict(hash=h), stages={f"run{i}": dict(settings=h)}))
+        store.replace_manifest(dict(settings=dict(hash=h), stages={f"run{i}": dict(settings=h)}))
     copies = {p.name: list(json.loads(p.read_text())["stages"]) for p in (tmp_path / SUPERSEDED).glob("manifest-*")}
     assert copies == {"manifest-A.json": ["run0"], "manifest-B.json": ["run1"], "manifest-A.2.json": ["run2"]}
 
@@ -172,12 +172,12 @@ def test_a_folder_holding_rows_of_two_settings_shows_the_manifests(tmp_path, cap
     pd.DataFrame([dict(history, value=1.0, settings="A"), dict(history, value=2.0, settings="B")]).to_csv(
         tmp_path / "history.csv", index=False)
     store, cfg = ResultsStore(tmp_path), SimpleNamespace(results_dir=str(tmp_path))
-    store._write_manifest(dict(dataset=dict(name="digits"), settings=dict(hash="B")))
+    store.replace_manifest(dict(dataset=dict(name="digits"), settings=dict(hash="B")))
     results, hist = load(cfg)
     assert results.value.tolist() == [2.0] and hist.value.tolist() == [2.0] and "3 settings" in capsys.readouterr().out
-    store._write_manifest(dict(dataset=dict(name="digits"), settings=dict(hash="C")))  # none of the rows': all shown
+    store.replace_manifest(dict(dataset=dict(name="digits"), settings=dict(hash="C")))  # none of the rows': all shown
     assert load(cfg)[0].value.tolist() == [5.0, 1.0, 2.0] and "mixed" in capsys.readouterr().out
-    store._write_manifest(dict(dataset=dict(name="cifar10"), settings=dict(hash="A")))  # one settings: as before
+    store.replace_manifest(dict(dataset=dict(name="cifar10"), settings=dict(hash="A")))  # one settings: as before
     assert load(cfg)[0].value.tolist() == [3.0] and "NOTICE" not in capsys.readouterr().out
 
 
@@ -190,7 +190,7 @@ def test_rows_with_and_without_settings_move_aside_with_a_true_notice(tmp_path):
     moved = store.add_results(_rows("B", seed=2))
     assert moved["rows"] == 2 and moved["settings"] == ["A", "unrecorded"]
     assert "made under other settings" in superseded_notice(moved, dict(hash="B"))
-    store._write_manifest(dict(settings=dict(hash="C", student_lr=0.003)))  # not B's, whose rows move now
+    store.replace_manifest(dict(settings=dict(hash="C", student_lr=0.003)))  # not B's, whose rows move now
     moved = store.add_results(_rows("D"))
     assert moved["settings"] == ["B"] and superseded_notice(moved, dict(hash="D", student_lr=0.001)).endswith(
         "(they were made under other settings); tables show only this run's settings")

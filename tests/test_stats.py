@@ -148,13 +148,10 @@ def test_conclusions_all_hold_by_design():
     assert (c.loc[1, "supports"], c.loc[1, "contradicts"]) == (6, 0)  # 2 others x sizes 2, 4, 8; never size 1
     assert c.loc[1, "family_size"] == 5  # direct vs the shared 2-student ensemble counted once
     assert c.loc[2, "supports"] == 2 and c.loc[2, "family_size"] == 2  # the hierarchy: 2 > 4, 4 > 8
-    assert c.loc[3, "equal"] == 1 and "identical by construction" in c.loc[3, "evidence"]
-    assert c.loc[3, "reading"] == ("supported: hierarchical > single_ta (4 students), single_ta > hierarchical "
-                                   "(8 students); not testable (the same model on both sides): hierarchical > "
-                                   "single_ta (2 students)")
+    assert c.loc[3, "equal"] == 1 and c.loc[3, "supports"] == 2
     assert "Holm over the 5" in c.loc[1, "correction"] and "at most 5%" in c.loc[1, "correction"]
-    assert c.loc[1, "n_seeds"] == 3 and "1 students" not in c.loc[1, "evidence"]
     comp = claims.comparisons(make_results())
+    assert c.loc[1, "n_seeds"] == 3 and not comp.comparison.str.contains("1 students").any()
     assert len(comp) == 6 + 2 + 3
 
 
@@ -182,14 +179,12 @@ def test_partly_and_inconclusive():
     one_seed = one_seed[one_seed.seed == 0]
     c = claims.conclusions(one_seed)
     assert list(c.verdict) == ["inconclusive"] * 3 and list(c.n_seeds) == [1, 1, 1]
-    assert "no CI (1 seed)" in c.evidence[0]
 
 
 def test_missing_experiments_are_not_run():
     design = {k: v for k, v in GOOD.items() if k != "hierarchical"}
     c = claims.conclusions(make_results(design)).set_index("conclusion")
     assert c.verdict.to_dict() == {1: "not run", 2: "not run", 3: "not run"}
-    assert "hierarchical" in c.loc[1, "evidence"]
     assert list(claims.conclusions(pd.DataFrame(rows("teacher", "teacher", [1.0, 2.0, 3.0]))).verdict) == ["not run"] * 3
     no8 = make_results({k: {n: x for n, x in v.items() if n != 8} for k, v in GOOD.items()})
     v = verdicts(no8)
@@ -305,8 +300,6 @@ def test_conclusion_3_supported_at_8_with_non_significant_2_and_4_is_not_only():
     assert set(comp.loc[["ensemble_2", "ensemble_4"], "outcome"]) == {"unclear"}
     assert comp.identical.sum() == 0 and (comp.family == 3).all()  # separate students: every comparison counts
     assert c.verdict == "partly holds"  # the hierarchy's advantage at 2 and 4 is not shown
-    assert c.reading == ("supported: single_ta > hierarchical (8 students); not shown: hierarchical > single_ta "
-                         "(2 students), hierarchical > single_ta (4 students)")
     # the same numbers with single TA significantly better at 4 too: not "only for 8" -> does not hold
     df4 = df.copy()
     df4.loc[(df4.experiment == "single_ta") & (df4.model == "ensemble_4"), "value"] = [88.0, 89.1, 88.0]
@@ -336,8 +329,7 @@ def test_identical_by_construction_comes_from_lineage_not_from_ties():
     ties = comp[comp.conclusion == 2].set_index("comparison")
     # two different models tied on every seed (chance, on a small test set): an ordinary comparison, counted
     assert not ties.identical.any() and set(ties.outcome) == {"unclear"} and (ties.family == 1).all()
-    assert "tied on every seed" in claims.evidence(ties.reset_index(), 0.95)
-    assert "identical by construction" not in claims.evidence(ties.reset_index(), 0.95)
+    assert (ties.ties == ties.n).all()
 
 
 def test_lineage_that_disagrees_with_the_data_warns_and_compares():
@@ -451,7 +443,7 @@ def test_a_verdict_the_permutation_test_does_not_share_rests_on_the_t_test():
     assert (comp.p_perm.dropna() >= 0.25).all()  # three seeds: the sign-flip test can find nothing
     assert c.loc["C1", "verdict"] == "holds" and c.loc["C1", "verdict_perm"] == "inconclusive"
     assert not c.loc["C1", "decided"] and c.loc["C1", "rests_on"].startswith("the t-test alone")
-    assert "0.25" in c.loc["C1", "rests_on"] and "sign-flip p=0.25" in c.loc["C1", "evidence"]
+    assert "0.25" in c.loc["C1", "rests_on"]
     # seven seeds, the hierarchy falling by 2-3 points on every one: both tests find it (sign-flip p = 2/128)
     seeds = range(7)
     rows7 = [dict(dataset="c", experiment="hierarchical", model=f"ensemble_{n}", seed=s, metric="test_accuracy",

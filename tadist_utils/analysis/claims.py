@@ -1,25 +1,21 @@
-"""The paper's three conclusions (C1-C3, in its words) and every family of comparisons this project tests (B1,
-exploratory: no verdict), declared once, here, before any study is read, and run on a study's seeds (``stats``).
-Nothing else groups comparisons for Holm's correction, so a p-value is only quoted with its family's. A comparison
-reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests; the sign says which way).
+"""The paper's conclusions (C1-C3, in its words) and every family of comparisons tested (B1: exploratory, no
+verdict), declared once, before any study is read; Holm's correction runs within a family, and only there. A
+comparison reads "``better`` has a higher test accuracy than ``worse``" (two-sided paired tests).
 
 A claim's verdict: ``holds`` (every comparison supports it), ``partly holds`` (some do, none contradicts, or one
 compares a model with itself), ``does not hold`` (one contradicts it significantly), ``inconclusive`` (none
-significant: always so with one seed), ``not run`` (an experiment or size it needs is absent). A non-significant
-difference the wrong way is ``unclear``, not a contradiction. Verdicts are read from the t-tests and from the
-sign-flip tests (``rests_on`` says when they differ); ``regime`` says what they come from.
+significant: always so with one seed), ``not run`` (an experiment or size it needs is absent); from the t-tests and
+from the sign-flip tests (``rests_on`` says when they differ).
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from ..methods import PAPER_EXPERIMENTS
-from .stats import (CONTRADICTS, DIFFERENCE, EQUAL, LEVEL, POWER, SUPPORTS, UNCLEAR, correct_family, detectable,
-                    is_ensemble, pair_stats, per_seed, seeds_needed)
+from .stats import (CONTRADICTS, EQUAL, LEVEL, SUPPORTS, UNCLEAR, correct_family, is_ensemble, pair_stats,
+                    per_seed)
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,6 @@ def family(key: str) -> Family:
 
 
 HOLDS, PARTLY, NOT_HOLD, INCONCLUSIVE, NOT_RUN = "holds", "partly holds", "does not hold", "inconclusive", "not run"
-CLAIMS = {int(k[1:]): FAMILIES[k].title for k in PAPER_FAMILIES}  # 1, 2, 3: what each conclusion claims
 COLUMNS = ["conclusion", "family_key", "comparison", "exp_a", "model_a", "exp_b", "model_b", "n", "seeds", "mean_a",
            "mean_b", "mean_diff", "sd_diff", "sem_diff", "ci", "ci_low", "ci_high", "min_diff", "max_diff", "t", "p",
            "p_perm", "wins", "losses", "ties", "identical", "duplicate_of", "in_family", "family", "p_holm",
@@ -122,12 +117,11 @@ def comparisons(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
 
 
 # ------------------------------------------------------------------------- verdicts
-def _missing(d: pd.DataFrame, key: str) -> list[str]:
-    """What a family needs and the results lack (an experiment it compares, or a ``Family.requires`` ensemble)."""
+def _runnable(d: pd.DataFrame, key: str) -> bool:
+    """The results hold every experiment the family compares, and its ``Family.requires`` ensembles."""
     f, present = family(key), set(zip(d.experiment, d.model))
-    needs = {e for c in f.comparisons for e in (c.better[0], c.worse[0])}
-    out = [e for e in PAPER_EXPERIMENTS if e in needs and e not in set(d.experiment)]
-    return out or [f"{e}/ensemble_{n}" for e, n in f.requires if (e, f"ensemble_{n}") not in present]
+    return ({e for c in f.comparisons for e in (c.better[0], c.worse[0])} <= set(d.experiment)
+            and all((e, f"ensemble_{n}") in present for e, n in f.requires))
 
 
 def verdict(outcomes) -> str:
@@ -141,41 +135,6 @@ def verdict(outcomes) -> str:
     if all(o == SUPPORTS for o in tests):
         return PARTLY if EQUAL in outcomes else HOLDS
     return PARTLY if SUPPORTS in tests else INCONCLUSIVE
-
-
-def _fmt(x: float, signed: bool = True, digits: int = 2) -> str:
-    return "nan" if x is None or not np.isfinite(x) else (f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}")
-
-
-def _reading(rows: pd.DataFrame) -> str:
-    """What the comparisons show, in words: supported / contradicted / not shown / identical by construction."""
-    words = {SUPPORTS: "supported", CONTRADICTS: "contradicted", UNCLEAR: "not shown",
-             EQUAL: "not testable (the same model on both sides)"}
-    parts = []
-    for o in (SUPPORTS, CONTRADICTS, UNCLEAR, EQUAL):
-        got = [r.comparison for r in rows.itertuples() if r.outcome == o]
-        if got:  # many non-significant ones by count: the comparisons are in the evidence
-            parts.append(f"{words[o]}: {len(got)} of {len(rows)} comparisons" if o == UNCLEAR and len(got) > 3
-                         else f"{words[o]}: {', '.join(got)}")
-    return "; ".join(parts)
-
-
-def evidence(rows: pd.DataFrame, level: float = LEVEL) -> str:
-    """Every comparison of a family in words: mean difference, interval, both tests' p (raw and Holm), the
-    80%-power detectable difference, wins, outcome."""
-    parts = []
-    for _, r in rows.iterrows():
-        if r.identical:
-            parts.append(f"{r.comparison}: the same model on both sides (identical by construction, not a test)")
-            continue
-        ci = (f"{int(level * 100)}% CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}], per seed {_fmt(r.min_diff)} to "
-              f"{_fmt(r.max_diff)}; t-test p={r.p:.3g}, Holm p={r.p_holm:.3g}; sign-flip p={r.p_perm:.3g}, "
-              f"Holm p={r.p_perm_holm:.3g}; detectable at 80% power {_fmt(r.detectable, False, 1)}"
-              if r.n >= 2 else "no CI (1 seed)")
-        tie = ", tied on every seed" if r.ties == r.n and r.n else ""
-        dup = f" (the same test as {r.duplicate_of}: shared students)" if r.duplicate_of else ""
-        parts.append(f"{r.comparison}: {_fmt(r.mean_diff)} ({ci}, wins {r.wins}/{r.n}{tie}) -> {r.outcome}{dup}")
-    return "; ".join(parts)
 
 
 def regime(results: pd.DataFrame, manifest: dict | None = None, dataset: str | None = None) -> dict:
@@ -205,25 +164,19 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
     """The paper's three conclusions checked across seeds: one row each (families C1-C3), with the verdict from
     the t-tests (``verdict``) and from the sign-flip tests (``verdict_perm``), what it ``rests_on`` when they
     differ, outcome counts, family size, detectable range, seeds needed, smallest Holm p of each test, the
-    ``regime`` (pass the folder's ``manifest``) and the ``evidence`` in words. "not run": an experiment or size it
-    needs is missing."""
+    ``regime`` (pass the folder's ``manifest``). "not run": an experiment or size it needs is missing."""
     d = per_seed(results, metric, dataset)
     d = d[is_ensemble(d.model)]
     comp = comparisons(results, metric, dataset, level, share_students)
     where = regime(results, manifest, dataset)["text"]
     rows = []
     for key in PAPER_FAMILIES:
-        c, missing, r = int(key[1:]), _missing(d, key), comp[comp.family_key == key]
+        c, r = int(key[1:]), comp[comp.family_key == key]
         counts = {k: int((r.outcome == v).sum()) for k, v in
                   (("supports", SUPPORTS), ("contradicts", CONTRADICTS), ("unclear", UNCLEAR), ("equal", EQUAL))}
         tests = r[r.in_family.astype(bool)]
         fam, n = (int(r.family.iloc[0]), int(r.n.min())) if len(r) else (0, 0)
-        if missing or r.empty:
-            v = vp = NOT_RUN
-            reading, ev = "", "missing: " + ", ".join(missing or ["every compared ensemble"])
-        else:
-            v, vp = verdict(r.outcome), verdict(r.outcome_perm)
-            reading, ev = _reading(r), evidence(r, level)
+        v, vp = (NOT_RUN, NOT_RUN) if r.empty or not _runnable(d, key) else (verdict(r.outcome), verdict(r.outcome_perm))
         decided = v == vp and v not in (NOT_RUN, INCONCLUSIVE)  # both tests agree on a verdict that says something
         if v in (NOT_RUN, INCONCLUSIVE) and v == vp:
             rests = "nothing decided" if v == INCONCLUSIVE else ""
@@ -231,31 +184,26 @@ def conclusions(results: pd.DataFrame, metric: str = "test_accuracy", dataset: s
             rests = "both tests" if decided else (f"the t-test alone (normal differences assumed): the exact sign-flip "
                                                   f"test reads '{vp}' (its smallest possible p with {n} seeds is "
                                                   f"{2 / 2 ** n:.3g})")
-        rows.append(dict(conclusion=c, family_key=key, claim=CLAIMS[c], statement=family(key).statement, verdict=v,
-                         verdict_perm=vp, decided=decided, rests_on=rests, reading=reading, n_seeds=n,
+        rows.append(dict(conclusion=c, family_key=key, claim=family(key).title, statement=family(key).statement,
+                         verdict=v, verdict_perm=vp, decided=decided, rests_on=rests, n_seeds=n,
                          p_perm_floor=2 / 2 ** n if n > 1 else float("nan"), **counts, family_size=fam,
                          correction=f"Holm over the {fam} test(s) of {key} (not identical by construction, no "
                                     f"duplicate; family-wise at most {1 - level:.0%} under each test's assumptions; "
                                     "statsmodels multipletests)",
                          detectable_min=float(tests.detectable.min()), detectable_max=float(tests.detectable.max()),
                          seeds_needed=float(tests.seeds_needed.max()), p_min=float(tests.p_holm.min()),
-                         p_perm_min=float(tests.p_perm_holm.min()), regime=where, evidence=ev))
+                         p_perm_min=float(tests.p_perm_holm.min()), regime=where))
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------- planning
-def seed_plan(results: pd.DataFrame, families=None, difference: float = DIFFERENCE, power: float = POWER,
-              metric: str = "test_accuracy", dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:
-    """For every test of the declared ``families`` (default C1-C3): n, the per-seed spread, family size m, alpha
-    (0.05 / m), the ``power`` detectable difference with n seeds and the seeds needed for ``difference`` points.
+def seed_plan(results: pd.DataFrame, families=PAPER_FAMILIES, metric: str = "test_accuracy",
+              dataset: str | None = None, share_students: bool = True) -> pd.DataFrame:
+    """For every test of the declared ``families``: n, the per-seed spread, family size m, alpha (0.05 / m), the
+    80%-power detectable difference with n seeds and the seeds needed for 1 point (``correct_family``'s columns).
     A family needs its largest ``seeds_needed`` for every comparison to be found."""
-    comp = comparisons(results, metric, dataset, share_students=share_students,
-                       families=PAPER_FAMILIES if families is None else families)
-    comp = comp[comp.in_family]
-    rows = [dict(family=r.family_key, comparison=r.comparison, n=int(r.n), sd_diff=r.sd_diff, m=int(r.family),
-                 alpha=(1 - LEVEL) / r.family,
-                 detectable=detectable(int(r.n), r.sd_diff, (1 - LEVEL) / r.family, power),
-                 seeds_needed=seeds_needed(r.sd_diff, difference, (1 - LEVEL) / r.family, power))
-            for r in comp.itertuples()]
-    return pd.DataFrame(rows, columns=["family", "comparison", "n", "sd_diff", "m", "alpha", "detectable",
-                                       "seeds_needed"])
+    c = comparisons(results, metric, dataset, share_students=share_students, families=families)
+    c = c[c.in_family.astype(bool)]
+    return pd.DataFrame(dict(family=c.family_key, comparison=c.comparison, n=c.n.astype(int), sd_diff=c.sd_diff,
+                             m=c.family.astype(int), alpha=(1 - LEVEL) / c.family.astype(float),
+                             detectable=c.detectable, seeds_needed=c.seeds_needed)).reset_index(drop=True)

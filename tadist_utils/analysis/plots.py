@@ -199,10 +199,13 @@ def student_history(history: pd.DataFrame, experiment: str, levels: int = 4, see
 
 
 def student_curves(history: pd.DataFrame, experiment: str, levels: int = 4, seed: int | None = None):
-    """Feature loss per epoch for every student, one panel per level (solid: train, dashed: validation)."""
+    """Feature loss per epoch for every student, one panel per level (solid: train, dashed: validation); within a
+    panel each student its own tab10 colour (one palette over all 15 gave near-identical hues)."""
     h = student_history(history, experiment, levels, seed)
+    colour = {n: c for lv in range(1, levels + 1) for n, c in zip(level_names(lv), sns.color_palette("tab10"))}
     g = sns.relplot(data=h, x="epoch", y="value", hue="model", style="metric", col="level", kind="line", marker="o",
-                    style_order=["train_loss", "val_loss"], height=3.2, aspect=1.1, facet_kws=dict(sharey=False))
+                    palette={m: colour.get(m, "0.5") for m in h.model.unique()}, style_order=["train_loss", "val_loss"],
+                    height=3.2, aspect=1.1, facet_kws=dict(sharey=False))
     for ax in g.axes.flat:
         ax.set_yscale("log")
     _integer_epochs(g.axes, h.epoch)
@@ -233,14 +236,14 @@ def ensemble_figure(results: pd.DataFrame, experiment: str, seed: int | None = N
     # points, not bars from 0: a bar's length would hide differences of a point or two behind tens of points of height
     sns.pointplot(data=long, x="students", y="test accuracy (%)", hue="stage", ax=ax, palette="Set2", dodge=0.3,
                   linestyle="none", markers=["o", "s"])
-    ax.axhline(teacher_accuracy(results, seed), color="0.3", ls="--", lw=1, label="teacher (ours)")
+    ax.axhline(teacher := teacher_accuracy(results, seed), color="0.3", ls="--", lw=1, label="teacher (ours)")
     title = f"{experiment}: ensembles of n students"
     if experiment in PAPER_ACCURACY:  # a line 30 points above ours would squash every difference: said instead
-        if PAPER_TEACHER - max(long["test accuracy (%)"].max(), teacher_accuracy(results, seed)) < 10:
+        if PAPER_TEACHER - max(long["test accuracy (%)"].max(), teacher) < 10:
             paper_teacher_line(ax)
         else:
             title += f" (the paper's teacher, {PAPER_TEACHER:.2f}%, is off this axis)"
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)  # outside: never on a point
+    _legend_outside(ax, 8)  # outside: never on a point
     ax.set(title=title)
     fig.tight_layout()
     return fig
@@ -385,16 +388,13 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     sns.scatterplot(data=d[d["mode"] == main_mode], x=x, y="value", hue="experiment", size="students",
                     sizes=(40, 200), hue_order=[e for e in palette if e in set(d.experiment)], palette=palette, ax=ax,
                     zorder=3)
-    hollow = set()
-    for (exp, _), g in d.groupby(["experiment", "students"]):
-        main, other = g[g["mode"] == main_mode], g[g["mode"] != main_mode]
-        for _, r in other[~other[x].isin(main[x])].iterrows():  # a mode that costs differently
-            ax.scatter([r[x]], [r.value], s=60, facecolors="none", edgecolors=[palette[exp]], zorder=2)
-            hollow.add(r["mode"])
-            if len(main):
-                ax.plot([r[x], main[x].iloc[0]], [r.value, main.value.iloc[0]], color=palette[exp], lw=0.8,
-                        alpha=0.6, zorder=1)
-    for mode in sorted(hollow):  # a grey legend entry for the hollow markers
+    other = d[d["mode"] != main_mode].merge(d[d["mode"] == main_mode][["experiment", "students", x, "value"]],
+                                            on=["experiment", "students"], how="left", suffixes=("", "_main"))
+    for _, r in other[other[x] != other[f"{x}_main"]].iterrows():  # only a mode that costs differently
+        ax.scatter([r[x]], [r.value], s=60, facecolors="none", edgecolors=[palette[r.experiment]], zorder=2)
+        ax.plot([r[x], r[f"{x}_main"]], [r.value, r.value_main], color=palette[r.experiment], lw=0.8, alpha=0.6,
+                zorder=1)
+    for mode in sorted(set(other[other[x] != other[f"{x}_main"]]["mode"])):  # a grey legend entry for the hollow
         ax.scatter([], [], s=60, facecolors="none", edgecolors="0.4", label=f"{mode} (hollow)")
     t = c[c.model == "teacher"]
     if len(t):

@@ -1,12 +1,10 @@
-"""Tidy results on disk, written safely by several processes: ``results.csv`` (one row per dataset, experiment,
-model, seed, metric), ``history.csv`` (per epoch: the curves), ``summary.csv`` (``analysis.stats.summary_table``,
-rewritten with results.csv) and ``manifest.json`` (config, data, versions, machine, one entry per stage). Writes are
-atomic keyed upserts under one file lock (``.results.lock``): re-running a stage replaces its rows, and processes
-writing one folder at once lose no rows and no manifest stages.
+"""Tidy results on disk: ``results.csv`` (dataset, experiment, model, seed, metric), ``history.csv`` (per epoch),
+``summary.csv`` (``analysis.stats.summary_table``) and ``manifest.json`` (config, data, versions, machine, stages).
+Writes are atomic keyed upserts under one file lock: processes writing one folder at once lose nothing.
 
 Every row carries ``settings``, the hash of what made it (``Pipeline.settings``). Rows written under new settings
-move their dataset's rows of other settings (or of none recorded), with the manifest they belonged to, to
-``superseded/``: a table never mixes runs made differently, and nothing is deleted.
+move their dataset's rows of other settings, with their manifest, to ``superseded/``: a table never mixes runs made
+differently, and nothing is deleted.
 """
 from __future__ import annotations
 
@@ -64,37 +62,33 @@ def check_files(results_dir: str | Path) -> None:
 
 def _number(text: str) -> bool:
     try:
-        float(text)
+        return float(text) is not None
     except ValueError:
         return False
-    return True
 
 
 def _check_rows(path: Path, keys: list[str]) -> None:
     """Each row as written, or a ConfigError naming its line: as many fields as the header, every key, an integer
-    seed and epoch, a number (or nothing) as value, a known experiment. pandas reads a short row with empty cells,
-    which the next write moved aside as of other settings, rewriting every seed as 0.0."""
+    seed and epoch, a number (or nothing) as value, a known experiment. Read with csv, for pandas fills a short row
+    with empty cells (the next write then moved it aside, every seed rewritten as 0.0) and loses line numbers."""
     from ..methods import METHODS
-    experiments = {*METHODS, "teacher"}
+    known = {*METHODS, "teacher"}
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv.reader(f)
         header = next(rows, [])
         for row in filter(None, rows):  # a blank line: pandas skips it too
-            cells = dict(zip(header, row))
-            if len(row) != len(header):
-                problem = f"{len(row)} field(s) where the header has {len(header)}"
-            elif empty := [k for k in keys if not cells[k].strip()]:
-                problem = f"no {', '.join(empty)}"
-            elif bad := [k for k in ("seed", "epoch") if k in cells and not cells[k].strip().lstrip("+-").isdigit()]:
-                problem = f"{bad[0]} {cells[bad[0]]!r} is not an integer"
-            elif cells.get("value", "").strip() and not _number(cells["value"]):
-                problem = f"value {cells['value']!r} is not a number"
-            elif cells.get("experiment", "teacher") not in experiments:
-                problem = f"unknown experiment {cells['experiment']!r} (known: {', '.join(sorted(experiments))})"
-            else:
-                continue
-            raise ConfigError(f"{path}, line {rows.line_num}: {problem}; repair or remove that row (nothing was "
-                              "changed)")
+            c = dict(zip(header, row))
+            bad = [k for k in ("seed", "epoch") if k in c and not c[k].strip().lstrip("+-").isdigit()]
+            problem = (f"{len(row)} field(s) where the header has {len(header)}" if len(row) != len(header)
+                       else f"no {', '.join(empty)}" if (empty := [k for k in keys if not c[k].strip()])
+                       else f"{bad[0]} {c[bad[0]]!r} is not an integer" if bad
+                       else f"value {c['value']!r} is not a number" if c.get("value", "").strip()
+                       and not _number(c["value"])
+                       else f"unknown experiment {c['experiment']!r} (known: {', '.join(sorted(known))})"
+                       if c.get("experiment", "teacher") not in known else None)
+            if problem:
+                raise ConfigError(f"{path}, line {rows.line_num}: {problem}; repair or remove that row (nothing was "
+                                  "changed)")
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -170,7 +164,7 @@ class ResultsStore:
             if old:
                 current = {str(r.get("settings")) for r in rows}
                 old["stages"] = {k: v for k, v in old.get("stages", {}).items() if str(v.get("settings")) in current}
-                self._write_manifest(old)
+                _write_json(old, self.manifest_json)
         settings = stale["settings"].fillna("unrecorded").astype(str) if "settings" in stale else ["unrecorded"]
         return dict(rows=len(stale), datasets=sorted(set(stale.dataset.astype(str))), settings=sorted(set(settings)),
                     previous=previous, folder=str(self.dir / SUPERSEDED))
@@ -209,16 +203,13 @@ class ResultsStore:
             m.update(config=config, dataset=data_info, environment=env, **({"settings": settings} if settings else {}))
             tag = dict(settings=settings["hash"]) if settings else {}
             m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **tag, **(extra or {}))
-            self._write_manifest(m)
+            _write_json(m, self.manifest_json)
         return m
 
     def replace_manifest(self, m: dict) -> None:
         """Write a whole manifest (a merge of several runs' manifests: ``sweep.merge``)."""
         with self.lock:
-            self._write_manifest(m)
-
-    def _write_manifest(self, m: dict) -> None:  # the caller holds the lock
-        _write_json(m, self.manifest_json)
+            _write_json(m, self.manifest_json)
 
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
@@ -260,13 +251,12 @@ def _now() -> str:
 def git_commit() -> str:
     """The checkout's short commit, ``-dirty`` with uncommitted changes to tracked files; "unknown" without git."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
     try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return git("rev-parse", "--short", "HEAD") + "-dirty" * bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty else "") if head.returncode == 0 else "unknown"
 
 
 def environment(device: str) -> dict:
