@@ -32,16 +32,16 @@ def table():
 def test_fused_ensemble_gives_the_ensembles_logits(n, fold_bn):
     torch.manual_seed(n)
     ens = randomise_bn(cost.build_ensemble(n), seed=n)
-    fused = fused.FusedEnsemble(ens, fold_bn=fold_bn).eval()
+    net = fused.FusedEnsemble(ens, fold_bn=fold_bn).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.inference_mode():
-        torch.testing.assert_close(fused.features(x), ens.features(x), atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(fused(x), ens(x), atol=1e-4, rtol=1e-4)
-    assert models.count_macs(fused) == models.count_macs(ens)
+        torch.testing.assert_close(net.features(x), ens.features(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(net(x), ens(x), atol=1e-4, rtol=1e-4)
+    assert models.count_macs(net) == models.count_macs(ens)
     if fold_bn:
-        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     else:
-        assert models.count_params(fused) == models.count_params(ens)
+        assert models.count_params(net) == models.count_params(ens)
 
 
 def test_fused_ensemble_keeps_chunk_order():
@@ -60,17 +60,17 @@ def test_fused_ensemble_keeps_chunk_order():
 def test_fused_ensemble_in_train_mode_uses_each_students_batch_statistics():
     torch.manual_seed(4)
     ens = cost.build_ensemble(4).train()
-    fused = fused.FusedEnsemble(ens)
-    assert fused.training
+    net = fused.FusedEnsemble(ens)
+    assert net.training
     x = torch.randn(4, 3, 32, 32)
-    torch.testing.assert_close(fused(x), ens(x), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(fused.body[1].running_mean[32:64], ens.students[1].body[1].running_mean)
+    torch.testing.assert_close(net(x), ens(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(net.body[1].running_mean[32:64], ens.students[1].body[1].running_mean)
 
 
 def test_fused_ensemble_copies_weights_and_rejects_mixed_students():
     ens = cost.build_ensemble(2).eval()
-    fused = fused.FusedEnsemble(ens)
-    assert not any(p.data_ptr() == q.data_ptr() for p in fused.parameters() for q in ens.students.parameters())
+    net = fused.FusedEnsemble(ens)
+    assert not any(p.data_ptr() == q.data_ptr() for p in net.parameters() for q in ens.students.parameters())
     with pytest.raises(ValueError, match="one architecture"):
         fused.FusedEnsemble(models.Ensemble([models.student(3), models.student(4)]))
 
