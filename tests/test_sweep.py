@@ -129,15 +129,32 @@ def ray_cpu():
     ray.shutdown()
 
 
+def dying(config: dict, **params) -> dict:
+    """``sweep.trial``, except that KILLED's first attempt exits once its first students are saved, as a killed worker."""
+    folder = Path(params["jobs"][config["job"]]["sets"]["results_dir"])
+    if folder.name != KILLED or (folder / ".killed").exists():
+        return sweep.trial(config, **params)
+    students = experiments.Pipeline.students
+
+    def die(self, *args, **kwargs):
+        out = students(self, *args, **kwargs)
+        ck = folder / "checkpoints" / "seed1"
+        (folder / ".killed").write_text(json.dumps({p.name: p.stat().st_mtime_ns for p in ck.glob("*.pt")}))
+        sys.stdout.flush()
+        os._exit(1)
+    experiments.Pipeline.students = die  # this worker dies with it
+    return sweep.trial(config, **params)
+
+
 @pytest.fixture(scope="module")
 def swept(ray_cpu, tmp_path_factory):
+    from ray import cloudpickle
     root = tmp_path_factory.mktemp("sweep")
-    os.environ[sweep.KILL_ENV] = f"{KILLED}@students"  # read by the driver, passed to the cells
-    try:
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "trial", dying)
         rc = sweep.main(["--profile", "smoke", "--seeds", *SEEDS, "--set", *SETS, f"results_dir={root}",
                          "--grid", GRID, "--quiet"])
-    finally:
-        del os.environ[sweep.KILL_ENV]
     assert rc == 0
     return root, json.loads((root / "sweep.json").read_text())
 
