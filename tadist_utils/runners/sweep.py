@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -183,14 +184,12 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
         retries: int = 2, progress: bool = True) -> dict:
     """Plan, run the first stages then the cells on Ray Tune (Ray started here unless running), merge; the summary."""
     root = Path(sets.get("results_dir") or DEFAULT_ROOT).resolve()  # absolute: a worker elsewhere sees the same places
-    if "data_dir" in grid:
-        grid = {**grid, "data_dir": [str(Path(v).resolve()) for v in grid["data_dir"]]}
-    else:
+    if "data_dir" not in grid:
         sets = {**sets, "data_dir": str(Path(sets.get("data_dir") or Config.data_dir).resolve())}
+    grid = {k: [str(Path(v).resolve()) for v in vs] if k == "data_dir" else vs for k, vs in grid.items()}
     cells, stages = plan(profile, seeds, {k: v for k, v in sets.items() if k != "results_dir"}, grid, root, cpus_per_cell)
     try:  # after the settings are checked: a bad one is named first, Ray or not
-        import ray
-        import ray.tune  # noqa: F401
+        import ray.tune  # binds ray
     except ImportError:
         raise ConfigError(INSTALL) from None
     if started := not ray.is_initialized():
@@ -229,8 +228,6 @@ def _check_address(address: str | None) -> str | None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not (sep and host and port.isdigit()):
         raise ConfigError(f"--address expects auto, host:port or ray://host:port, got {address!r}")
-    import socket
-
     import ray.util
     host = host.strip("[]")
     for h in [host] + ([ray.util.get_node_ip_address()] if host in ("localhost", "127.0.0.1", "::1") else []):
@@ -247,7 +244,7 @@ def report(summary: dict) -> str:
     counts = ", ".join(f"{sum(cells.status == s)} {s}" for s in ("ran", "reused", "failed"))
     return "\n".join([f"sweep: {len(cells)} cell(s) in {summary['seconds']:.1f}s: {counts}; {len(shared)} first stage(s) "
                       f"shared a teacher{' (and S1)' if any(s['s1'] for s in shared) else ''} between cells",
-                      cells.set_index("id")[["status", "seconds", "attempts", "error"]].fillna("").to_string()]
+                      cells.set_index("id")[["status", "seconds", "attempts", "error"]].round(1).fillna("").to_string()]
                      + [f"stage {s['id']} failed: {s['error']}" for s in summary["stages"] if s["error"]]
                      + [f"merged: {', '.join(summary['merged']) or 'none (every cell failed)'}; all: {summary['root']}/sweep.json"])
 
