@@ -45,7 +45,7 @@ def test_bad_input_is_one_line_before_ray_starts(argv, says, capsys, tmp_path):
 
 
 def test_an_address_where_nothing_answers_is_one_line_not_a_hang(capsys, tmp_path):
-    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    pytest.importorskip("ray.tune", reason="Ray Tune is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
     import socket
     with socket.socket() as s:  # a port nothing listens on: bound, never listened
         s.bind(("127.0.0.1", 0))
@@ -123,7 +123,8 @@ def test_merge_drops_what_an_earlier_sweep_left_for_a_cell_that_failed_now(tmp_p
 # ----------------------------------------------------------------------------- on a local Ray instance
 @pytest.fixture(scope="module")
 def ray_cpu():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    pytest.importorskip("ray.tune", reason="Ray Tune is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    import ray
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
