@@ -240,48 +240,6 @@ def test_each_profile_has_its_own_default_results_folder(tmp_path, monkeypatch):
     assert (tmp_path / default_results_dir("smoke") / "reproduce.json").is_file()
 
 
-# ---------------------------------------------------------------------------- the sweep
-def test_the_sweep_prints_a_line_every_heartbeat_while_a_stage_trains(tmp_path, monkeypatch, capsys):
-    """The sweep printed nothing for 2.5 min while its first stage trained its teacher: now every sweep.HEARTBEAT s
-    without a finished cell is a line with the time elapsed and what finished. Ray is faked: two waits time out."""
-    import types
-
-    from tadist_utils.runners import sweep
-    waits = []
-
-    class Ref:
-        def __init__(self, value):
-            self.value = value
-
-    class Remote:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def options(self, **_):
-            return self
-
-        def remote(self, *args):
-            return Ref(dict(status="ran", error=None, seconds=1.0) if self.fn is sweep.cell_task else dict(error=None))
-
-    def wait(refs, num_returns=1, timeout=None):
-        waits.append(timeout)
-        if timeout == 0:  # the first stages, asked without waiting: still training
-            return [], refs
-        if timeout and len([t for t in waits if t]) <= 2:  # the cells' wait: nothing finished in HEARTBEAT s, twice
-            return [], refs
-        return refs[:num_returns], refs[num_returns:]
-    fake = types.SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {}, remote=Remote, wait=wait,
-                                 get=lambda ref: ref.value, shutdown=lambda: None)
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    summary = sweep.run("smoke", [0], {"dataset": "digits", "results_dir": str(tmp_path)},
-                        {"experiments": ["direct", "hierarchical"]}, progress=True)
-    assert [c["status"] for c in summary["cells"]] == ["ran", "ran"]
-    assert sweep.HEARTBEAT == 30.0 and sweep.HEARTBEAT in waits
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("sweep: ")]
-    assert lines == ["sweep: 0:00 elapsed, 0/2 cell(s) finished, 0/1 first stage(s) (shared teachers) done; "
-                     "still running"] * 2, lines
-
-
 # ---------------------------------------------------------------------------- no kernel outlives the runner
 @pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
 def test_a_kernel_still_starting_when_the_runner_stops_is_ended_with_it(stop, tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """The Ray sweep (tadist_utils.runners.sweep): one small sweep on a local CPU Ray instance, checked against the headless CLI.
 
 2 seeds x experiments=direct,hierarchical (levels 2, tiny digits subsets): the merged results equal the same runs
-made one after another by ``python -m tadist_utils.experiments``; one cell dies after its students are saved and
+made one after another by ``python -m tadist_utils --headless``; one cell dies after its students are saved and
 its retry resumes from them; each seed's teacher (and S1) is trained once, in a first stage, and linked into its
 cells. Ray is an optional extra: without it these skip (and the one-line error is checked with ray hidden).
 """
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tadist_utils import experiments
-from tadist_utils.runners import sweep
+from tadist_utils.runners import reproduce, sweep
 from tadist_utils.config import ConfigError
 
 SETS = ["dataset=digits", "levels=2", "train_size=64", "val_size=32", "test_size=64", "precision=fp32", "device=cpu"]
@@ -45,7 +45,7 @@ def test_bad_input_is_one_line_before_ray_starts(argv, says, capsys, tmp_path):
 
 
 def test_an_address_where_nothing_answers_is_one_line_not_a_hang(capsys, tmp_path):
-    pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    pytest.importorskip("ray.tune", reason="Ray Tune is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
     import socket
     with socket.socket() as s:  # a port nothing listens on: bound, never listened
         s.bind(("127.0.0.1", 0))
@@ -123,21 +123,39 @@ def test_merge_drops_what_an_earlier_sweep_left_for_a_cell_that_failed_now(tmp_p
 # ----------------------------------------------------------------------------- on a local Ray instance
 @pytest.fixture(scope="module")
 def ray_cpu():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    pytest.importorskip("ray.tune", reason="Ray Tune is an optional extra (pip install 'tadist[ray]'); .ci/run installs it")
+    import ray
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
+def dying(config: dict, **params) -> dict:
+    """``sweep.trial``, except that KILLED's first attempt exits once its first students are saved, as a killed worker."""
+    folder = Path(params["jobs"][config["job"]]["sets"]["results_dir"])
+    if folder.name != KILLED or (folder / ".killed").exists():
+        return sweep.trial(config, **params)
+    students = experiments.Pipeline.students
+
+    def die(self, *args, **kwargs):
+        students(self, *args, **kwargs)
+        ck = folder / "checkpoints" / "seed1"
+        (folder / ".killed").write_text(json.dumps({p.name: p.stat().st_mtime_ns for p in ck.glob("*.pt")}))
+        sys.stdout.flush()
+        os._exit(1)
+    experiments.Pipeline.students = die  # this worker dies with it
+    return sweep.trial(config, **params)
+
+
 @pytest.fixture(scope="module")
 def swept(ray_cpu, tmp_path_factory):
+    from ray import cloudpickle
     root = tmp_path_factory.mktemp("sweep")
-    os.environ[sweep.KILL_ENV] = f"{KILLED}@students"  # read by the driver, passed to the cells
-    try:
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "trial", dying)
         rc = sweep.main(["--profile", "smoke", "--seeds", *SEEDS, "--set", *SETS, f"results_dir={root}",
                          "--grid", GRID, "--quiet"])
-    finally:
-        del os.environ[sweep.KILL_ENV]
     assert rc == 0
     return root, json.loads((root / "sweep.json").read_text())
 
@@ -152,8 +170,8 @@ def test_merged_results_equal_the_headless_cli_run_sequentially(swept, tmp_path)
     root, summary = swept
     assert summary["merged"] == [str(root)]  # seeds and experiments are columns: one folder, as one run writes
     seq = tmp_path / "sequential"
-    assert experiments.main(["--profile", "smoke", "--seeds", *SEEDS, "--set", *SETS, f"results_dir={seq}",
-                             "experiments=direct,hierarchical", "progress=false"]) == 0
+    assert reproduce.main(["--headless", "--profile", "smoke", "--seeds", *SEEDS, "--set", *SETS, f"results_dir={seq}",
+                           "experiments=direct,hierarchical", "progress=false"]) == 0
     for name in ("results.csv", "history.csv"):
         pd.testing.assert_frame_equal(_metrics(root, name), _metrics(seq, name))
     manifest = json.loads((root / "manifest.json").read_text())
