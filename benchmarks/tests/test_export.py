@@ -6,6 +6,7 @@ import torch
 
 from benchmarks import cost, export
 from benchmarks.machine import describe_machine
+from tadist_utils import fused as fusion
 from tadist_utils import models
 from tadist_utils.analysis.cost import build_ensemble
 
@@ -39,7 +40,7 @@ def test_exports_round_trip():
 
 def test_torchscript_export_of_fused_ensemble_with_real_bn(tmp_path):
     torch.manual_seed(3)
-    fused = models.FusedEnsemble(randomise_bn(build_ensemble(2))).eval()
+    fused = fusion.FusedEnsemble(randomise_bn(build_ensemble(2))).eval()
     out = export.export_torchscript(fused, tmp_path, "f")
     assert out["torchscript_ok"] and out["torchscript_max_abs_diff"] < 1e-4 and out["torchscript_bytes"] > 0
     assert not list(tmp_path.iterdir())  # the file is measured, then removed

@@ -13,7 +13,8 @@ from tadist_utils import models
 from benchmarks import host_traffic
 from benchmarks.host_traffic import DEVICE, HostTraffic, per_step
 from tadist_utils.data import Batches, DataBundle, Split, augment_draws, crop_flip
-from tadist_utils.train import Context, StudentJob, finetune_head, train_classifier, train_students
+from tadist_utils.losses import kd_loss
+from tadist_utils.train import Context, StudentJob, finetune_head, run_epochs, student_training, train_classifier
 
 BATCH = 4
 CTX = dict(progress=False, log=lambda line: None)
@@ -97,7 +98,7 @@ def test_kd_baseline_steps(tmp_path, augment):
     def run(steps):
         train_classifier(copy.deepcopy(model), bundle(steps * BATCH), ctx, name="kd", path=tmp_path / f"k{steps}.pt",
                          spec={}, epochs=1, lr=1e-3, weight_decay=0.0, batch_size=BATCH, augment=augment, seed=0,
-                         optimizer="adam", distill_from=source)
+                         optimizer="adam", distill_from=source, loss=lambda out, y, soft: kd_loss(out, soft, y))
     no_round_trips(run)
 
 
@@ -123,8 +124,8 @@ def test_student_steps(tmp_path, fuse, augment):
     def run(steps):
         jobs = [StudentJob(f"s{i}-{steps}", copy.deepcopy(k), 128 * i, 128 * (i + 1), tmp_path / f"s{i}-{steps}.pt", {})
                 for i, k in enumerate(kids)]
-        train_students(parent, jobs, bundle(steps * BATCH), ctx, epochs=1, lr=1e-3, weight_decay=0.0,
-                       batch_size=BATCH, augment=augment, seed=0)
+        run_epochs(student_training(parent, jobs, bundle(steps * BATCH), ctx, epochs=1, lr=1e-3, weight_decay=0.0,
+                                    batch_size=BATCH, augment=augment, seed=0), ctx)
     no_round_trips(run)
 
 
@@ -138,8 +139,8 @@ def test_densely_guided_steps_with_fused_guides(tmp_path, fuse):
     def run(steps):
         jobs = [StudentJob(f"d-{steps}", copy.deepcopy(kid), 0, 128, tmp_path / f"d{steps}.pt", {},
                            targets=((0, 0, 128), (1, 128, 256)))]
-        train_students(guides, jobs, bundle(steps * BATCH), ctx, epochs=1, lr=1e-3, weight_decay=0.0,
-                       batch_size=BATCH, augment=True, seed=0, drop=0.5)
+        run_epochs(student_training(guides, jobs, bundle(steps * BATCH), ctx, epochs=1, lr=1e-3, weight_decay=0.0,
+                                    batch_size=BATCH, augment=True, seed=0, drop=0.5), ctx)
     no_round_trips(run)
 
 
