@@ -20,7 +20,7 @@ from tadist_utils.engine import grad_scaler
 from tadist_utils.experiments import lineages, student_groups
 from tadist_utils.fused import FusedSteps
 from tadist_utils.methods import METHODS, PAPER_EXPERIMENTS
-from tadist_utils.plans import TEACHER
+from tadist_utils.plans import TEACHER, TEACHER_LINEAGE
 from tadist_utils.train import (Context, RunState, SeparateSteps, classifier_optimizer, classifier_step, guide_features,
                                 init_seed, student_run)
 
@@ -130,10 +130,10 @@ def _paper_generations(ctx: Context):
     cfg = make_config("paper", dataset="digits", device=str(ctx.device), progress=False)
     nodes, guide_keys = lineages([METHODS[e].plan(cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
     for group, guides, _ in student_groups(nodes, guide_keys, fuse=True):
-        if sum(k != "T" for k in guides) < 2:
+        if sum(k != TEACHER_LINEAGE for k in guides) < 2:
             continue
         torch.manual_seed(0)
-        models_ = [ctx.model(models.teacher()) if k == "T" else ctx.model(models.student(nodes[k].level))
+        models_ = [ctx.model(models.teacher()) if k == TEACHER_LINEAGE else ctx.model(models.student(nodes[k].level))
                    for k in guides]
         wanted = [tuple((guides.index(k), a, b) for k, a, b in guide_keys[n.key]) for n in group]
         yield group, [m.eval().requires_grad_(False) for m in models_], wanted
@@ -213,7 +213,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
                  seconds=round(t_step * steps_per_epoch * cfg.teacher_epochs, 1))]
     teacher.eval()
     nodes, guide_keys = lineages([METHODS[e].plan(cfg.levels, share_students=cfg.share_students) for e in PAPER_EXPERIMENTS])
-    trained = {"T": teacher}
+    trained = {TEACHER_LINEAGE: teacher}
     for group, guides, parent_keys in student_groups(nodes, guide_keys, fuse):
         for k in guides:
             if k not in trained:
@@ -227,7 +227,7 @@ def bench_paper(ctx: Context, steps: int, fuse: bool, batch_size: int | None = N
             step(x, targets(x))
 
         s = per_step(one)
-        label = ", ".join(dict.fromkeys("teacher" if k == "T" else nodes[k].name for k in parent_keys))
+        label = ", ".join(dict.fromkeys("teacher" if k == TEACHER_LINEAGE else nodes[k].name for k in parent_keys))
         rows.append(dict(group=f"students of {label}", models=len(group), s_per_step=round(s, 4),
                          epochs=cfg.student_epochs, seconds=round(s * steps_per_epoch * cfg.student_epochs, 1)))
     total = sum(r["seconds"] for r in rows)
