@@ -199,10 +199,11 @@ def test_rows_with_and_without_settings_move_aside_with_a_true_notice(tmp_path):
 def test_tables_of_a_folder_that_holds_only_the_teacher_are_empty(tmp_path):
     """After a settings change, a re-run of 01 alone leaves the teacher's rows only: 05 failed on its first table
     (KeyError: 'experiment') instead of showing empty ones."""
-    from tadist_utils.analysis.paper import accuracy_table, loss_table
+    from tadist_utils.analysis.paper import loss_table
+    from tadist_utils.analysis.stats import accuracy_table, summarise
     teacher = pd.DataFrame([dict(dataset="digits", experiment="teacher", model="teacher", seed=0, metric=m, value=1.0,
                                  settings="A") for m in ("test_accuracy", "final_train_loss")])
-    acc, loss = accuracy_table(teacher), loss_table(teacher)
+    acc, loss = accuracy_table(summarise(teacher), paper=True), loss_table(teacher)
     assert acc.empty and list(acc.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
     assert loss.empty and list(loss.columns[:3]) == ["loss", "S1", "S01"]
 

@@ -192,17 +192,17 @@ def test_missing_experiments_are_not_run():
 
 
 # ------------------------------------------------------------------------- tables
-def test_formatted_table():
+def test_accuracy_table():
     df = make_results(extra=rows("kd", "ensemble_2", [50.0]))
     s = stats.summarise(df)
-    t = stats.formatted_table(s, paper=True)
+    t = stats.accuracy_table(s, paper=True)
     assert list(t.columns) == ["teacher", "1 student", "2 students", "4 students", "8 students"]
     ci = T_975_DF2 * 1.0 / math.sqrt(3)
     assert t.loc["direct", "teacher"] == f"81.00 ± {ci:.2f} (n=3)"
     assert list(t.loc["direct (paper)"]) == ["82.89", "85.60", "86.57", "85.12", "84.93"]  # 85.60493827: the paper's digits
     assert list(t.loc["kd"]) == ["81.00 ± 2.48 (n=3)", "", "50.00 (n=1)", "", ""]
     assert len(t) == 3 * 2 + 1
-    t = stats.formatted_table(s, digits=1)
+    t = stats.accuracy_table(s, digits=1)
     assert t.loc["direct", "2 students"] == "90.0 ± 0.6 (n=3)"
 
 
@@ -353,15 +353,16 @@ def test_any_number_of_seeds():
 
 
 def test_paper_numbers_are_stored_once_and_read_the_same_in_every_table():
-    from tadist_utils.analysis.paper import PAPER_ACCURACY, accuracy_table
+    from tadist_utils.analysis.paper import PAPER_ACCURACY
+    from tools.study_tables import accuracy_markdown
     assert PAPER_ACCURACY["direct"][1] == PAPER_ACCURACY["single_ta"][1] == 85.60493827  # the paper's digits
-    df = make_results()
-    acc = accuracy_table(df)
-    fmt = stats.formatted_table(stats.summarise(df), paper=True)
+    s = stats.summarise(make_results())
+    fmt = stats.accuracy_table(s, paper=True)
     for exp in ("direct", "single_ta", "hierarchical"):
         for n, col in ((1, "1 student"), (2, "2 students"), (4, "4 students"), (8, "8 students")):
-            assert f"{acc.loc[f'{exp} (paper)', col]:.2f}" == fmt.loc[f"{exp} (paper)", col]
-    assert fmt.loc["direct (paper)", "1 student"] == "85.60" and "1 students" not in acc.columns
+            assert fmt.loc[f"{exp} (paper)", col] == f"{PAPER_ACCURACY[exp][n]:.2f}"
+    assert fmt.loc["direct (paper)", "1 student"] == "85.60" and "1 students" not in fmt.columns
+    assert "| single TA (paper) | 82.89 | 85.60 | 85.32 | 83.72 | 83.94 |" in accuracy_markdown(s, paper=True)
 
 
 # ------------------------------------------------------------------------- declared families, both tests, power

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tadist_utils.storage.results import ResultsStore, read_table
-from tadist_utils.analysis.stats import summary_table
+from tadist_utils.analysis.stats import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 T_975_DF2 = 4.302652729911275
@@ -38,7 +38,7 @@ def test_add_results_writes_the_summary_beside_results(tmp_path):
 
 
 def test_one_seed_claims_no_spread():
-    s = summary_table(pd.DataFrame([row("kd", "ensemble_4", 0, 60.0)])).iloc[0]
+    s = summarise(pd.DataFrame([row("kd", "ensemble_4", 0, 60.0)]), dataset="*").iloc[0]
     assert s.n == 1 and s["mean"] == s["min"] == s["max"] == 60.0 and s.label == "Hinton KD"
     assert all(np.isnan(s[c]) for c in ("sd", "ci", "ci_low", "ci_high"))
 
@@ -55,4 +55,4 @@ def test_every_committed_study_has_its_summary(study):
                                              f"{study.relative_to(ROOT)}"
     committed = pd.read_csv(study / "summary.csv")
     pd.testing.assert_frame_equal(committed, pd.read_csv(pd.io.common.StringIO(
-        summary_table(read_table(study / "results.csv")).to_csv(index=False))), check_exact=False, rtol=1e-12)
+        summarise(read_table(study / "results.csv"), dataset="*").to_csv(index=False))), check_exact=False, rtol=1e-12)

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from tadist_utils.analysis.claims import FAMILIES, PAPER_FAMILIES, comparisons, conclusions, regime
-from tadist_utils.analysis.paper import PAPER_ACCURACY, students_label
-from tadist_utils.analysis.stats import EQUAL, share_students
+from tadist_utils.analysis.paper import PAPER_ACCURACY
+from tadist_utils.analysis.stats import EQUAL, accuracy_table, share_students
 from tadist_utils.storage.results import ResultsStore
 
 CLAIM_COLUMNS = ["dataset", "family", "label", "comparison", "n", "mean_diff", "ci_low", "ci_high", "min_diff",
@@ -103,34 +103,13 @@ def _p(x) -> str:
 
 def accuracy_markdown(summary: pd.DataFrame, paper: bool = False, dataset: str | None = None,
                       experiments=None) -> str:
-    """Rows: experiment (summary.csv's ``label``; ``experiments``: these only, default all); columns: teacher, 1,
-    2, 4, 8 students; cells "mean ± 95% half-width" (the mean alone with one seed); ``paper``: the paper's number
-    under each of its experiments."""
+    """``stats.accuracy_table`` (without the counts) as markdown, each experiment by summary.csv's ``label``."""
     s = summary if dataset is None else summary[summary.dataset.astype(str) == dataset]
-    teacher = s[s.model == "teacher"]
-    ens = s[s.model != "teacher"]
-    if experiments is not None:
-        ens = ens[ens.experiment.isin(list(experiments))]
-    sizes = sorted(int(n) for n in ens.students.dropna().unique())
-    head = ["experiment", "teacher", *(students_label(n) for n in sizes)]
-
-    def cell(r) -> str:
-        if r is None:
-            return ""
-        return _num(r["mean"]) + (f" ± {_num(r['ci'])}" if r["n"] >= 2 else "")
-
-    t = teacher.iloc[0] if len(teacher) else None
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for exp in dict.fromkeys(ens.experiment):
-        e = ens[ens.experiment == exp].set_index("students")
-        label = e.label.iloc[0]
-        lines.append(f"| {label} | {cell(t)} | " + " | ".join(cell(e.loc[n] if n in e.index else None)
-                                                               for n in sizes) + " |")
-        if paper and exp in PAPER_ACCURACY:
-            p = PAPER_ACCURACY[exp]
-            lines.append(f"| {label} (paper) | {_num(p['teacher'])} | "
-                         + " | ".join(_num(p[n]) if n in p else "" for n in sizes) + " |")
-    return "\n".join(lines)
+    t = accuracy_table(s, paper, counts=False, experiments=experiments)
+    label = dict(zip(s.experiment, s.label))
+    label |= {f"{e} (paper)": f"{lb} (paper)" for e, lb in label.items()}
+    lines = ["| " + " | ".join(["experiment", *t.columns]) + " |", "|" + "---|" * (len(t.columns) + 1)]
+    return "\n".join(lines + [f"| {label[e]} | " + " | ".join(r) + " |" for e, r in zip(t.index, t.to_numpy())])
 
 
 def verdicts_markdown(verdicts: pd.DataFrame) -> str:

@@ -1,5 +1,5 @@
 """The paper's CIFAR-10 numbers (one run each), stored once with every digit it prints and rounded only where shown,
-and its two tables (accuracy, final feature loss) with ours beside them."""
+and its final feature loss table with ours beside it (its accuracies: ``stats.accuracy_table(paper=True)``)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -31,32 +31,13 @@ def students_label(n: int) -> str:
     return f"{n} student{'s' * (n != 1)}"
 
 
-def _select(df: pd.DataFrame, metric: str, seed: int | None, dataset: str | None) -> pd.DataFrame:
-    d = df[df.metric == metric]
-    d = d if dataset is None else d[d.dataset == dataset]
-    return d if seed is None else d[d.seed == seed]
-
-
-def accuracy_table(df: pd.DataFrame, seed: int | None = None, metric: str = "test_accuracy",
-                   dataset: str | None = None) -> pd.DataFrame:
-    """Rows: experiment; columns: teacher, 1, 2, 4, 8 students; ours (mean over seeds) beside the paper's."""
-    d = _select(df, metric, seed, dataset)
-    teacher, cols = d[d.model == "teacher"].value.mean(), {n: students_label(n) for n in (1, 2, 4, 8)}
-    rows = []
-    for exp in [e for e in PAPER_ACCURACY if e in set(d.experiment)]:
-        ours = d[d.experiment == exp].groupby("model").value.mean()
-        rows.append({"experiment": exp, "teacher": teacher,
-                     **{c: ours.get(f"ensemble_{n}", float("nan")) for n, c in cols.items()}})
-        rows.append({"experiment": f"{exp} (paper)", "teacher": PAPER_ACCURACY[exp]["teacher"],
-                     **{c: PAPER_ACCURACY[exp][n] for n, c in cols.items()}})
-    return pd.DataFrame(rows, columns=["experiment", "teacher", *cols.values()]).set_index("experiment").round(2)
-
-
 def loss_table(df: pd.DataFrame, seed: int | None = None, metric: str = "final_train_loss",
                dataset: str | None = None, feature_loss: str = PAPER_FEATURE_LOSS) -> pd.DataFrame:
     """Final feature loss per student (S1 ... SS88), ours beside the paper's. ``feature_loss``: ours
     (``Config.feature_loss``); the ``loss`` column names each row's, so cosine is never read as the paper's MSE."""
-    d = _select(df, metric, seed, dataset)
+    d = df[df.metric == metric]
+    d = d if dataset is None else d[d.dataset == dataset]
+    d = d if seed is None else d[d.seed == seed]
     rows = []
     for exp in [e for e in PAPER_LOSS if e in set(d.experiment)]:
         ours = d[d.experiment == exp].groupby("model").value.mean()

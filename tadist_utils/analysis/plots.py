@@ -18,12 +18,21 @@ from .claims import FAMILIES, family_comparisons
 from .paper import PAPER_ACCURACY, STUDENTS
 from .stats import differences, experiment_order, paired, per_seed, summarise
 
-EXPERIMENT_ORDER = list(PAPER_EXPERIMENTS)
 PAPER_TEACHER = PAPER_ACCURACY["direct"]["teacher"]  # the paper's VGG16-BN teacher on CIFAR-10 (82.89 %)
 
 
-def paper_teacher_line(ax) -> None:
-    ax.axhline(PAPER_TEACHER, color="0.3", ls=":", lw=1, label="teacher (paper, CIFAR-10)")
+def _axes(ax, figsize):
+    """(figure, axes): ``ax``'s, or a new figure of ``figsize``."""
+    return (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
+
+
+def _teacher_line(ax, y=PAPER_TEACHER, label="teacher (paper, CIFAR-10)", ls=":") -> None:
+    ax.axhline(y, color="0.3", ls=ls, lw=1, label=label)
+
+
+def _hollow(ax, x, y, colour, label=None, s=50) -> None:
+    """The paper's single runs (and any second mode): hollow circles."""
+    ax.scatter(x, y, s=s, facecolors="none", edgecolors=[colour], linewidths=1.2, zorder=3, label=label)
 
 
 def students_of(model: pd.Series) -> pd.Series:
@@ -58,7 +67,7 @@ def plan_tree(experiment: str, levels: int = 4, ax=None):
 
     A parent that teaches several rows (the teacher in ``direct``) feeds one rail per row through a trunk at the
     left: straight lines behind the rows between would read as a hierarchy."""
-    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    ax = _axes(ax, (7, 4))[1]
     pos = {TEACHER: (0.5, 0)}
     for lv in range(1, levels + 1):
         names = level_names(lv)
@@ -98,7 +107,7 @@ def plan_tree(experiment: str, levels: int = 4, ax=None):
 
 def chunking(levels: int = 4, feature_dim: int = 512, ax=None):
     """The teacher's dense feature cut into 1, 2, 4, 8 contiguous chunks, one row per ensemble."""
-    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    ax = _axes(ax, (7, 3))[1]
     colours = sns.color_palette("viridis", levels)
     ax.barh(0, feature_dim, color="0.6", edgecolor="white")
     ax.text(feature_dim / 2, 0, f"teacher: {feature_dim}-d input of its classifier", ha="center", va="center", fontsize=8)
@@ -120,7 +129,7 @@ def overview_figure(levels: int = 4):
     """The chunking and the paper's three trees on one page."""
     fig, axes = plt.subplots(2, 2, figsize=(14, 8.5))
     chunking(levels, ax=axes[0, 0])
-    for ax, exp in zip(axes.flat[1:], EXPERIMENT_ORDER):
+    for ax, exp in zip(axes.flat[1:], PAPER_EXPERIMENTS):
         plan_tree(exp, levels, ax=ax)
     fig.tight_layout()
     return fig
@@ -236,14 +245,14 @@ def ensemble_figure(results: pd.DataFrame, experiment: str, seed: int | None = N
     # points, not bars from 0: a bar's length would hide differences of a point or two behind tens of points of height
     sns.pointplot(data=long, x="students", y="test accuracy (%)", hue="stage", ax=ax, palette="Set2", dodge=0.3,
                   linestyle="none", markers=["o", "s"])
-    ax.axhline(teacher := teacher_accuracy(results, seed), color="0.3", ls="--", lw=1, label="teacher (ours)")
+    _teacher_line(ax, teacher := teacher_accuracy(results, seed), "teacher (ours)", "--")
     title = f"{experiment}: ensembles of n students"
     if experiment in PAPER_ACCURACY:  # a line 30 points above ours would squash every difference: said instead
         if PAPER_TEACHER - max(long["test accuracy (%)"].max(), teacher) < 10:
-            paper_teacher_line(ax)
+            _teacher_line(ax)
         else:
             title += f" (the paper's teacher, {PAPER_TEACHER:.2f}%, is off this axis)"
-    _legend_outside(ax, 8)  # outside: never on a point
+    ax.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")  # outside: never on a point
     ax.set(title=title)
     fig.tight_layout()
     return fig
@@ -262,7 +271,7 @@ def loss_per_student(results: pd.DataFrame, metric: str = "final_train_loss"):
     order = [m for m in STUDENTS if m in set(d.model)]
     fig, ax = plt.subplots(figsize=(11, 3.8))
     sns.barplot(data=d, x="model", y="value", hue="experiment", order=order,
-                hue_order=[e for e in EXPERIMENT_ORDER if e in set(d.experiment)], errorbar="sd", ax=ax)
+                hue_order=[e for e in PAPER_EXPERIMENTS if e in set(d.experiment)], errorbar="sd", ax=ax)
     ax.set_yscale("log")
     ax.set(xlabel="student", ylabel=metric.replace("_", " "),
            title="final feature loss per student, each against its own target (compare within an experiment: the "
@@ -274,12 +283,8 @@ def loss_per_student(results: pd.DataFrame, metric: str = "final_train_loss"):
 # ------------------------------------------------------------------------- over seeds (05-06)
 def _colours(experiments) -> dict:
     """One colour per experiment in every comparison plot (tab10, the paper's three first)."""
-    known = EXPERIMENT_ORDER + [e for e in experiment_order(experiments) if e not in EXPERIMENT_ORDER]
+    known = [*PAPER_EXPERIMENTS] + [e for e in experiment_order(experiments) if e not in PAPER_EXPERIMENTS]
     return dict(zip(known, sns.color_palette("tab10", max(10, len(known)))))
-
-
-def _legend_outside(ax, fontsize: int = 7) -> None:
-    ax.legend(fontsize=fontsize, bbox_to_anchor=(1.01, 1), loc="upper left")
 
 
 def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: str = "test_accuracy",
@@ -291,7 +296,7 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
     order = experiment_order(ens.experiment) if experiments is None else \
         [e for e in experiments if e in set(ens.experiment)]
     palette = _colours(order)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = _axes(ax, (7.5, 4.4))
     for i, exp in enumerate(order):
         e, c = ens[ens.experiment == exp].sort_values("students"), palette[exp]
         shift = 2 ** ((i - (len(order) - 1) / 2) * 0.04)  # dodge on the log2 axis
@@ -302,16 +307,15 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
                     label=f"{exp} (n={n})")
         if paper and exp in PAPER_ACCURACY:
             sizes = [k for k in sorted(e.students.astype(int)) if k in PAPER_ACCURACY[exp]]
-            ax.scatter(sizes, [PAPER_ACCURACY[exp][k] for k in sizes], marker="o", facecolors="none", edgecolors=c,
-                       s=50, linewidths=1.2, zorder=3, label=f"{exp} (paper, one run)")
+            _hollow(ax, sizes, [PAPER_ACCURACY[exp][k] for k in sizes], c, f"{exp} (paper, one run)")
     teacher = s[s.model == "teacher"]
     if len(teacher):
         t = teacher.sort_values("n").iloc[-1]
-        ax.axhline(t["mean"], color="0.3", ls="--", lw=1, label=f"teacher (n={int(t.n)})")
+        _teacher_line(ax, t["mean"], f"teacher (n={int(t.n)})", "--")
         if np.isfinite(t.ci):
             ax.axhspan(t.ci_low, t.ci_high, color="0.3", alpha=0.12, lw=0)
     if paper and metric == "test_accuracy" and any(e in PAPER_ACCURACY for e in order):
-        paper_teacher_line(ax)
+        _teacher_line(ax)
     n_max = int(ens.n.max()) if len(ens) else 0
     sizes = sorted(ens[ens.experiment.isin(order)].students.astype(int).unique())
     ax.set_xscale("log", base=2)
@@ -320,7 +324,7 @@ def accuracy_with_error_bars(results: pd.DataFrame, experiments=None, metric: st
     ax.set(xlabel="students in the ensemble", ylabel=metric.replace("_", " ") + (" (%)" if "accuracy" in metric else ""),
            title=f"{metric.replace('_', ' ')}: " + (f"mean and {level:.0%} t-interval over {n_max} seeds (dots: seeds)"
                                                     if n_max > 1 else "one seed (no interval)"))
-    _legend_outside(ax)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     return fig
 
 
@@ -347,7 +351,7 @@ def paired_differences(results: pd.DataFrame, a: str = "direct", b=None, metric:
     tables = {x: paired(results, a, x, metric, dataset, level, share_students) for x in bs}
     sizes = sorted({int(n) for t in tables.values() for n in t.students})
     pos, palette = {n: i for i, n in enumerate(sizes)}, _colours([a, *bs])
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    fig, ax = _axes(ax, (7, 4))
     for j, (x, t) in enumerate(tables.items()):
         off, c = (j - (len(bs) - 1) / 2) * 0.25, palette[x]
         declared = declared_tests(results, a, x, metric, dataset, level, share_students)
@@ -391,11 +395,11 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     other = d[d["mode"] != main_mode].merge(d[d["mode"] == main_mode][["experiment", "students", x, "value"]],
                                             on=["experiment", "students"], how="left", suffixes=("", "_main"))
     for _, r in other[other[x] != other[f"{x}_main"]].iterrows():  # only a mode that costs differently
-        ax.scatter([r[x]], [r.value], s=60, facecolors="none", edgecolors=[palette[r.experiment]], zorder=2)
+        _hollow(ax, [r[x]], [r.value], palette[r.experiment], s=60)
         ax.plot([r[x], r[f"{x}_main"]], [r.value, r.value_main], color=palette[r.experiment], lw=0.8, alpha=0.6,
                 zorder=1)
     for mode in sorted(set(other[other[x] != other[f"{x}_main"]]["mode"])):  # a grey legend entry for the hollow
-        ax.scatter([], [], s=60, facecolors="none", edgecolors="0.4", label=f"{mode} (hollow)")
+        _hollow(ax, [], [], "0.4", f"{mode} (hollow)", s=60)
     t = c[c.model == "teacher"]
     if len(t):
         ax.scatter([t[x].mean()], [teacher_accuracy(results)], marker="*", s=250, color="0.2", label="teacher")
@@ -404,7 +408,7 @@ def accuracy_vs_cost(results: pd.DataFrame, cost: pd.DataFrame, x: str = "latenc
     label = re.sub(r"^images_per_s_b(\d+)$", r"images/s at batch \1", label).replace("_", " ")
     where = f" on {c.device_name.iloc[0]}" if x.startswith(("latency", "images", "min_ms")) and len(c) else ""
     ax.set(xlabel=label, ylabel="test accuracy (%)", title=f"accuracy vs {label}{where}")
-    _legend_outside(ax)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     return fig
 
 

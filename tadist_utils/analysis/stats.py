@@ -44,11 +44,11 @@ def experiment_order(names) -> list[str]:
 
 def per_seed(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None) -> pd.DataFrame:
     """Rows (dataset, experiment, model, seed, value) of one metric and one dataset (None: the only one, else a
-    ValueError naming them): the teacher and the ensembles, a seed's duplicate rows averaged, never counted twice."""
+    ValueError naming them; "*": every dataset): the teacher and the ensembles, a seed's duplicate rows averaged."""
     d = results[results.metric == metric]
-    if dataset is not None:
+    if dataset not in (None, "*"):
         d = d[d.dataset == dataset]
-    elif "dataset" in d and d.dataset.nunique() > 1:
+    elif dataset is None and "dataset" in d and d.dataset.nunique() > 1:
         raise ValueError(f"results hold several datasets {sorted(d.dataset.unique())}: pass dataset=...")
     d = d[is_ensemble(d.model) | (d.model == "teacher")]
     if "dataset" not in d:
@@ -72,8 +72,9 @@ def describe(values, level: float = LEVEL) -> dict:
 
 def summarise(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str | None = None,
               level: float = LEVEL) -> pd.DataFrame:
-    """One row per (experiment, model) of one dataset's teacher and ``ensemble_N``: ``SUMMARY_COLUMNS`` (students:
-    N, empty for the teacher), in the usual experiment order, then by students."""
+    """One row per (dataset, experiment, model) of the teacher and ``ensemble_N`` (``dataset`` as ``per_seed``;
+    "*": ``summary.csv``): ``SUMMARY_COLUMNS`` (students: N, empty for the teacher), by dataset, experiment in the
+    usual order, then students."""
     d = per_seed(results, metric, dataset)
     rows = [dict(dataset=ds, experiment=exp, label=LABELS.get(exp, exp), model=model, students=n_students(model),
                  metric=metric, **describe(g.value, level))
@@ -81,37 +82,34 @@ def summarise(results: pd.DataFrame, metric: str = "test_accuracy", dataset: str
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     rank = {e: i for i, e in enumerate(experiment_order(out.experiment))}
     out = out.assign(_r=out.experiment.map(rank), _s=out.students.fillna(0))
-    return out.sort_values(["_r", "_s"], kind="stable").drop(columns=["_r", "_s"]).reset_index(drop=True)
+    return out.sort_values(["dataset", "_r", "_s"], kind="stable").drop(columns=["_r", "_s"]).reset_index(drop=True)
 
 
-def summary_table(results: pd.DataFrame, metric: str = "test_accuracy", level: float = LEVEL) -> pd.DataFrame:
-    """``summary.csv``: ``summarise`` of every dataset, by dataset (``ResultsStore.write_summary`` writes it)."""
-    d = results if "dataset" in results else results.assign(dataset="")
-    parts = [summarise(d, metric, ds, level) for ds in sorted(d.dataset.dropna().unique())]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SUMMARY_COLUMNS)
-
-
-def _cell(row, digits: int) -> str:
-    if row is None:
-        return ""
-    ci = f" ± {row['ci']:.{digits}f}" if row["n"] >= 2 else ""
-    return f"{row['mean']:.{digits}f}{ci} (n={row['n']})"
-
-
-def formatted_table(summary: pd.DataFrame, digits: int = 2, paper: bool = False) -> pd.DataFrame:
-    """Rows: experiment; columns: teacher, 1, 2, 4, 8 ... students; cells "mean ± CI half-width (n=k)" of one
-    dataset's ``summarise``; ``paper``: the paper's single-run numbers under each of its experiments."""
+def accuracy_table(summary: pd.DataFrame, paper: bool = False, digits: int = 2, counts: bool = True,
+                   experiments=None) -> pd.DataFrame:
+    """Rows: experiment (``experiments``: these only); columns: teacher, 1, 2, 4, 8 ... students; cells "mean ±
+    CI half-width (n=k)" of one dataset's ``summarise`` (``counts=False``: without "(n=k)"); ``paper``: the paper's
+    single-run numbers under each of its experiments (its sizes as columns when there is no ensemble)."""
     if "dataset" in summary and summary.dataset.nunique() > 1:
         raise ValueError("summary holds several datasets: summarise one dataset at a time")
     teacher = summary[summary.model == "teacher"]  # under several experiment names: pool nothing, take the largest n
     t_row = teacher.sort_values("n").iloc[-1] if len(teacher) else None
     ens = summary[summary.students.notna()]
-    col = {n: students_label(n) for n in sorted(int(s) for s in ens.students.unique())}
+    if experiments is not None:
+        ens = ens[ens.experiment.isin(list(experiments))]
+    sizes = {int(s) for s in ens.students.unique()} or ({1, 2, 4, 8} if paper else set())
+    col = {n: students_label(n) for n in sorted(sizes)}
+
+    def cell(row) -> str:
+        if row is None:
+            return ""
+        return f"{row['mean']:.{digits}f}" + (f" ± {row['ci']:.{digits}f}" if row["n"] >= 2 else "") + \
+            (f" (n={row['n']})" if counts else "")
     rows = []
     for exp in experiment_order(ens.experiment):
         e = ens[ens.experiment == exp].set_index("students")
-        rows.append({"experiment": exp, "teacher": _cell(t_row, digits),
-                     **{c: _cell(e.loc[n] if n in e.index else None, digits) for n, c in col.items()}})
+        rows.append({"experiment": exp, "teacher": cell(t_row),
+                     **{c: cell(e.loc[n] if n in e.index else None) for n, c in col.items()}})
         if paper and exp in PAPER_ACCURACY:
             p = PAPER_ACCURACY[exp]
             rows.append({"experiment": f"{exp} (paper)", "teacher": f"{p['teacher']:.{digits}f}",

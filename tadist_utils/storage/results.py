@@ -1,5 +1,5 @@
 """Tidy results on disk: ``results.csv`` (dataset, experiment, model, seed, metric), ``history.csv`` (per epoch),
-``summary.csv`` (``analysis.stats.summary_table``) and ``manifest.json`` (config, data, versions, machine, stages).
+``summary.csv`` (``analysis.stats.summarise``) and ``manifest.json`` (config, data, versions, machine, stages).
 Writes are atomic keyed upserts under one file lock: processes writing one folder at once lose nothing.
 
 Every row carries ``settings``, the hash of what made it (``Pipeline.settings``). Rows written under new settings
@@ -141,11 +141,11 @@ class ResultsStore:
 
     def write_summary(self) -> pd.DataFrame:
         """Rewrite ``summary.csv`` from ``results.csv`` and return it (``add_results`` calls it)."""
-        from ..analysis.stats import summary_table
+        from ..analysis.stats import summarise
         with self.lock:
             results = read_table(self.results_csv) if self.results_csv.exists() else \
                 pd.DataFrame(columns=RESULT_KEYS + ["value"])
-            table = summary_table(results)
+            table = summarise(results, dataset="*")
             write_csv_atomic(table, self.summary_csv)
         return table
 
