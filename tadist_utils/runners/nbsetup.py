@@ -4,11 +4,11 @@ Relative folders resolve against the checkout the notebook sits in, found from t
 import: the folders ``python -m tadist_utils`` uses, whichever clone the package was imported from."""
 from __future__ import annotations
 
-import ast
 import contextlib
 import difflib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -81,18 +81,6 @@ def results_path(path: str | Path | None, drive: bool = False, *, profile: str) 
     return repo_path(default_results_dir(profile) if path in (None, "") else path, drive)
 
 
-def injected_parameters(history) -> list[str]:
-    """Names assigned by the last cell papermill injected (its source starts with ``# Parameters``), in order."""
-    source = next((s for s in reversed(list(history or [])) if isinstance(s, str)
-                   and s.lstrip().startswith("# Parameters")), "")
-    try:
-        body = ast.parse(source).body
-    except SyntaxError:
-        return []
-    targets = [t for n in body for t in (n.targets if isinstance(n, ast.Assign) else [getattr(n, "target", None)])]
-    return list(dict.fromkeys(t.id for t in targets if isinstance(t, ast.Name)))
-
-
 def check_parameters(history, declared=PARAMETERS) -> None:
     """Fail on a papermill parameter this notebook does not declare (papermill only warns, and ``-p teacher_epoch 3``
     would train silently with the profile's ``teacher_epochs``). ``history``: IPython's ``In``."""
@@ -101,7 +89,9 @@ def check_parameters(history, declared=PARAMETERS) -> None:
             return f"{name} (a Config field: pass it inside overrides)"
         match = difflib.get_close_matches(name, declared, 1) or difflib.get_close_matches(name, FIELDS, 1)
         return f"{name} (did you mean {match[0]}?)" if match else name
-    if unknown := [n for n in injected_parameters(history) if n not in declared]:
+    source = next((s for s in reversed(list(history or [])) if isinstance(s, str)  # the cell papermill injected last
+                   and s.lstrip().startswith("# Parameters")), "")
+    if unknown := [n for n in dict.fromkeys(re.findall(r"^(\w+) = ", source, re.M)) if n not in declared]:
         raise ConfigError(
             f"unknown notebook parameter(s): {', '.join(map(hint, unknown))}; this notebook takes "
             f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'")
@@ -162,10 +152,7 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
         if first := [*where_lines(root, cfg), *([f"!!! DATA: {notice}"] if notice else [])]:
             print("\n".join(first), flush=True)
         to_terminal([*first, line])  # the data line is in the table below
-        try:  # a table in Jupyter, printed elsewhere
-            from IPython.display import display
-        except ImportError:
-            display = print
+        from IPython.display import display  # a table in Jupyter, printed elsewhere
         with pd.option_context("display.max_colwidth", None):  # the data line whole
             display(summary(cfgs[0], line).to_frame())
     return cfgs[0], cfgs
