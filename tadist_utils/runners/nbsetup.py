@@ -1,7 +1,5 @@
-"""The set-up every numbered notebook shares, after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
-
-Relative folders resolve against the checkout the notebook sits in, found from the cwd (``repo_root``), not from the
-import: the folders ``python -m tadist_utils`` uses, whichever clone the package was imported from."""
+"""The set-up every numbered notebook shares after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
+Relative folders resolve against the checkout found from the cwd (``repo_root``), as ``python -m tadist_utils`` does."""
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +60,8 @@ def data_lines(cfg: Config, root: Path) -> tuple[str, str]:
 
 
 def to_terminal(lines: list[str]) -> None:
-    """``lines`` also on the terminal of a plain papermill run: written to ipykernel's copy of the kernel's stderr
-    descriptor, they reach it alone. Not under `python -m tadist_utils`, which says them itself."""
+    """``lines`` also on a plain papermill run's terminal (ipykernel's copy of the stderr descriptor); not under
+    `python -m tadist_utils`, which says them itself."""
     fd = getattr(sys.stderr, "_original_stdstream_copy", None)
     if lines and fd is not None and not os.environ.get(RUNNER_ENV):
         with contextlib.suppress(OSError):
@@ -130,9 +128,8 @@ def summary(cfg: Config, data: str = "") -> pd.Series:
 
 
 def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
-    """Check the papermill parameters, mount Drive (Colab, ``use_drive``), build and check the config (profile, then
-    ``overrides``, then the parameters not None), show its summary. ``namespace``: the notebook's globals.
-    Returns the first config and one per seed to train; bad settings raise ``ConfigError``, one line."""
+    """Check the parameters in ``namespace`` (the notebook's globals), mount Drive (Colab, ``use_drive``), build the
+    config (profile, ``overrides``, the parameters not None), show it; (the first config, one per seed to train)."""
     check_parameters(namespace.get("In"))
     if missing := [name for name in PARAMETERS if name not in namespace]:
         raise ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
@@ -159,8 +156,8 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
 
 
 def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, history) of ``cfg.results_dir``, of the dataset it last trained on and, where rows of several
-    settings were put together by hand, of the manifest's (with a NOTICE)."""
+    """(results, history) of ``cfg.results_dir`` for the dataset last trained on and, where rows of several settings
+    were put together by hand, the manifest's settings (with a NOTICE)."""
     store = ResultsStore(cfg.results_dir)
     results, history, manifest = store.results(), store.history(), store.manifest()
     if (name := manifest.get("dataset", {}).get("name")) is not None:

@@ -34,8 +34,8 @@ KERNELS: list = []  # the kernel processes run_one started (subprocess.Popen), u
 
 
 def check_data(cfg) -> None:
-    """Read the data once now (an absent CIFAR asked for by name is downloaded): a bad image is named before 00 runs.
-    ``auto`` with nothing local falls back to digits, loudly: nothing to check."""
+    """Read the data now (downloading CIFAR asked for by name): a bad image is named before 00 runs (``auto`` with
+    nothing local falls back to digits: nothing to check)."""
     from .. import data
     if cfg.dataset != "auto" or data.find_cifar10(Path(cfg.data_dir)) is not None:
         data.load_data(cfg)
@@ -89,10 +89,9 @@ def stop_kernels(grace: float = 2.0) -> None:
 
 
 def kernel_options(log: Path, running: dict) -> dict:
-    """papermill options: the cell executing now in ``running["cell"]``, the kernel's own stderr (plumbing: a ZMQ
-    traceback when a stop races a cell) in ``log``, the runner's stderr passed on as ``$TADIST_PROGRESS`` for its bars,
-    and no SIGINT to an idle kernel at shutdown (it landed in the handler of papermill's last request:
-    ``KeyboardInterrupt caught in kernel`` after a good run)."""
+    """papermill options: the cell executing now in ``running["cell"]``, the kernel's stderr (plumbing) in ``log``, the
+    runner's passed on as ``$TADIST_PROGRESS``, and no SIGINT to an idle kernel at shutdown (papermill sends one: the
+    kernel logged ``KeyboardInterrupt caught in kernel`` after a good run)."""
     from jupyter_client import AsyncKernelManager
     terminal = os.environ.get(console.ENV)
 

@@ -1,8 +1,6 @@
-"""Sweeps on Ray Tune: seeds x ``--grid`` values, each cell one trial running a headless run in ``<root>/cells/<cell>/``.
-
-Cells sharing a teacher (and S1) link it from a first-stage trial in ``stages/``; a failed attempt is retried
-(``FailureConfig``) and resumes from its checkpoints. The cells merge into ``<root>`` (a grid of seeds and experiments)
-or one ``<key>=<value>/`` folder per setting, as one run writes it; ``sweep.json`` lists every cell."""
+"""Sweeps on Ray Tune: seeds x ``--grid`` values, each cell a trial running a headless run in ``<root>/cells/<cell>/``,
+its teacher (and S1) linked from a shared first stage in ``stages/``, retried (``FailureConfig``) from its checkpoints,
+merged into ``<root>`` or one ``<key>=<value>/`` folder per setting; ``sweep.json`` lists every cell."""
 from __future__ import annotations
 
 import contextlib
