@@ -1,6 +1,5 @@
-"""The flags every runner takes: ``python -m tadist_utils`` (the notebooks, or ``--headless``) and the sweep read
-``--profile --dataset --data-dir --results-dir --seeds --set`` alike. A bad flag is one line, ``error: ...``, exit 2;
-nothing here imports torch (a typo is answered in a tenth of a second)."""
+"""The flags both runners take (``python -m tadist_utils`` and the sweep); a bad one is one line, ``error: ...``, exit 2,
+answered before torch is imported."""
 from __future__ import annotations
 
 import argparse
@@ -28,8 +27,7 @@ def parser(prog: str, description: str, results_dir: str = default_results_dir("
 
 
 def overrides(args: argparse.Namespace) -> dict:
-    """The settings the shared flags give, as strings for ``make_config``: every ``--set``, then ``--dataset``,
-    ``--data-dir`` and ``--results-dir`` where given (they win); ``--seeds`` checked (``config.check_seeds``)."""
+    """The shared flags' settings, as strings for ``make_config``: ``--set``, then the named flags given (they win)."""
     check_seeds(args.seeds, "--seeds")
     out = {}
     for pair in (p for group in args.sets for p in group):

@@ -1,9 +1,5 @@
-"""What a runner's terminal says besides the training bars: which data, a stop on SIGTERM, how to resume.
-
-The bars and log lines come from the kernels: the runner hands them a copy of its stderr (``$TADIST_PROGRESS``, the
-descriptor, ``reproduce.kernel_options``), where ``train.bar`` writes plain tqdm every 30 s (papermill's
-``log_output`` shows a bar only when its cell ends) and ``train.log`` its lines.
-"""
+"""What a runner's terminal says besides the training bars (``train.bar``/``train.log`` in the kernels, on the
+stderr descriptor the runner hands them as ``$TADIST_PROGRESS``): which data, a stop on SIGTERM, how to resume."""
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +35,7 @@ def interrupted(stop: KeyboardInterrupt, where: str, seconds: float, finished: l
 
 
 def data_notice(cfg) -> str:
-    """Non-empty when the run will not use the data it asked for (``auto`` falling back to digits); tries the
-    download the first notebook would try, so that this is known before anything runs."""
+    """Non-empty when ``auto`` will fall back to digits; tries now the download the first notebook would try."""
     from .. import data
     if cfg.dataset != "auto" or data.is_present(cfg.replace(dataset="cifar10")):
         return ""
@@ -50,8 +45,7 @@ def data_notice(cfg) -> str:
 
 
 def data_line(cfg, fallback: bool = False) -> str:
-    """The runners' first line: which data, where, how many images each split keeps (files counted, none decoded).
-    ``fallback``: ``auto`` fell back to digits."""
+    """The runners' first line: which data, where, the images of each split (counted, none decoded)."""
     from .. import data
     cfg = cfg.replace(dataset="digits") if fallback else cfg
     what, n_train, n_test = data.locate(cfg)

@@ -1,14 +1,12 @@
-"""The set-up every numbered notebook shares, after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
-
-Relative folders resolve against the checkout the notebook sits in, found from the cwd (``repo_root``), not from the
-import: the folders ``python -m tadist_utils`` uses, whichever clone the package was imported from."""
+"""The set-up every numbered notebook shares after its parameters cell: ``cfg, cfgs = nbsetup.start(globals())``.
+Relative folders resolve against the checkout found from the cwd (``repo_root``), as ``python -m tadist_utils`` does."""
 from __future__ import annotations
 
-import ast
 import contextlib
 import difflib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -62,8 +60,8 @@ def data_lines(cfg: Config, root: Path) -> tuple[str, str]:
 
 
 def to_terminal(lines: list[str]) -> None:
-    """``lines`` also on the terminal of a plain papermill run: written to ipykernel's copy of the kernel's stderr
-    descriptor, they reach it alone. Not under `python -m tadist_utils`, which says them itself."""
+    """``lines`` also on a plain papermill run's terminal (ipykernel's copy of the stderr descriptor); not under
+    `python -m tadist_utils`, which says them itself."""
     fd = getattr(sys.stderr, "_original_stdstream_copy", None)
     if lines and fd is not None and not os.environ.get(RUNNER_ENV):
         with contextlib.suppress(OSError):
@@ -81,18 +79,6 @@ def results_path(path: str | Path | None, drive: bool = False, *, profile: str) 
     return repo_path(default_results_dir(profile) if path in (None, "") else path, drive)
 
 
-def injected_parameters(history) -> list[str]:
-    """Names assigned by the last cell papermill injected (its source starts with ``# Parameters``), in order."""
-    source = next((s for s in reversed(list(history or [])) if isinstance(s, str)
-                   and s.lstrip().startswith("# Parameters")), "")
-    try:
-        body = ast.parse(source).body
-    except SyntaxError:
-        return []
-    targets = [t for n in body for t in (n.targets if isinstance(n, ast.Assign) else [getattr(n, "target", None)])]
-    return list(dict.fromkeys(t.id for t in targets if isinstance(t, ast.Name)))
-
-
 def check_parameters(history, declared=PARAMETERS) -> None:
     """Fail on a papermill parameter this notebook does not declare (papermill only warns, and ``-p teacher_epoch 3``
     would train silently with the profile's ``teacher_epochs``). ``history``: IPython's ``In``."""
@@ -101,7 +87,9 @@ def check_parameters(history, declared=PARAMETERS) -> None:
             return f"{name} (a Config field: pass it inside overrides)"
         match = difflib.get_close_matches(name, declared, 1) or difflib.get_close_matches(name, FIELDS, 1)
         return f"{name} (did you mean {match[0]}?)" if match else name
-    if unknown := [n for n in injected_parameters(history) if n not in declared]:
+    source = next((s for s in reversed(list(history or [])) if isinstance(s, str)  # the cell papermill injected last
+                   and s.lstrip().startswith("# Parameters")), "")
+    if unknown := [n for n in dict.fromkeys(re.findall(r"^(\w+) = ", source, re.M)) if n not in declared]:
         raise ConfigError(
             f"unknown notebook parameter(s): {', '.join(map(hint, unknown))}; this notebook takes "
             f"{', '.join(declared)}, and any other Config field inside overrides, e.g. -y 'overrides: {{student_lr: 0.002}}'")
@@ -140,9 +128,8 @@ def summary(cfg: Config, data: str = "") -> pd.Series:
 
 
 def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
-    """Check the papermill parameters, mount Drive (Colab, ``use_drive``), build and check the config (profile, then
-    ``overrides``, then the parameters not None), show its summary. ``namespace``: the notebook's globals.
-    Returns the first config and one per seed to train; bad settings raise ``ConfigError``, one line."""
+    """Check the parameters in ``namespace`` (the notebook's globals), mount Drive (Colab, ``use_drive``), build the
+    config (profile, ``overrides``, the parameters not None), show it; (the first config, one per seed to train)."""
     check_parameters(namespace.get("In"))
     if missing := [name for name in PARAMETERS if name not in namespace]:
         raise ConfigError(f"the parameters cell does not set {', '.join(missing)}; every notebook's "
@@ -162,18 +149,15 @@ def start(namespace: dict, show: bool = True) -> tuple[Config, list[Config]]:
         if first := [*where_lines(root, cfg), *([f"!!! DATA: {notice}"] if notice else [])]:
             print("\n".join(first), flush=True)
         to_terminal([*first, line])  # the data line is in the table below
-        try:  # a table in Jupyter, printed elsewhere
-            from IPython.display import display
-        except ImportError:
-            display = print
+        from IPython.display import display  # a table in Jupyter, printed elsewhere
         with pd.option_context("display.max_colwidth", None):  # the data line whole
             display(summary(cfgs[0], line).to_frame())
     return cfgs[0], cfgs
 
 
 def load(cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, history) of ``cfg.results_dir``, of the dataset it last trained on and, where rows of several
-    settings were put together by hand, of the manifest's (with a NOTICE)."""
+    """(results, history) of ``cfg.results_dir`` for the dataset last trained on and, where rows of several settings
+    were put together by hand, the manifest's settings (with a NOTICE)."""
     store = ResultsStore(cfg.results_dir)
     results, history, manifest = store.results(), store.history(), store.manifest()
     if (name := manifest.get("dataset", {}).get("name")) is not None:

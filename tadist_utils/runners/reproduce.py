@@ -34,8 +34,8 @@ KERNELS: list = []  # the kernel processes run_one started (subprocess.Popen), u
 
 
 def check_data(cfg) -> None:
-    """Read the data once now (an absent CIFAR asked for by name is downloaded): a bad image is named before 00 runs.
-    ``auto`` with nothing local falls back to digits, loudly: nothing to check."""
+    """Read the data now (downloading CIFAR asked for by name): a bad image is named before 00 runs (``auto`` with
+    nothing local falls back to digits: nothing to check)."""
     from .. import data
     if cfg.dataset != "auto" or data.find_cifar10(Path(cfg.data_dir)) is not None:
         data.load_data(cfg)
@@ -74,16 +74,6 @@ def _first_line(text) -> str:
     return (str(text).strip().splitlines() or [""])[0][:200]
 
 
-def _failed_cell(path: Path) -> str:
-    """``cell In [7] `source``` of the last cell papermill started (the one that timed out or died), or ``before any cell``."""
-    import nbformat
-    with contextlib.suppress(Exception):
-        cells = nbformat.read(path, as_version=4).cells
-        i = max(i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time"))
-        return f"cell In [{cells[i].get('execution_count')}] `{_first_line(cells[i].source)}`"
-    return "before any cell"
-
-
 def stop_kernels(grace: float = 2.0) -> None:
     """End every kernel still running (SIGTERM, then SIGKILL after ``grace`` s) and wait for it: papermill shuts down
     only a started kernel, and one still starting when the runner stopped outlived it."""
@@ -98,17 +88,16 @@ def stop_kernels(grace: float = 2.0) -> None:
             KERNELS.remove(process)
 
 
-def kernel_options(log: Path) -> dict:
-    """papermill options: the kernel's own stderr (plumbing: a ZMQ traceback when a stop races a cell) in ``log``,
-    the runner's stderr passed on as ``$TADIST_PROGRESS`` for its bars, and no SIGINT to an idle kernel at shutdown
-    (it landed in the handler of papermill's last request: ``KeyboardInterrupt caught in kernel`` after a good run)."""
+def kernel_options(log: Path, running: dict) -> dict:
+    """papermill options: the cell executing now in ``running["cell"]``, the kernel's stderr (plumbing) in ``log``, the
+    runner's passed on as ``$TADIST_PROGRESS``, and no SIGINT to an idle kernel at shutdown (papermill sends one: the
+    kernel logged ``KeyboardInterrupt caught in kernel`` after a good run)."""
     from jupyter_client import AsyncKernelManager
-    running = {"cell": False}
     terminal = os.environ.get(console.ENV)
 
     class KernelManager(AsyncKernelManager):
         async def _async_interrupt_kernel(self) -> None:
-            if not self.shutting_down or running["cell"]:
+            if not self.shutting_down or running.get("cell") is not None:
                 await super()._async_interrupt_kernel()
 
         async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
@@ -118,9 +107,8 @@ def kernel_options(log: Path) -> dict:
             KERNELS.append(self.provisioner.process)
 
     def state(busy):
-        return lambda **_: running.update(cell=busy)
-    return dict(kernel_manager_class=KernelManager, on_cell_execute=state(True), on_cell_executed=state(False),
-                on_cell_error=state(False))
+        return lambda cell, **_: running.update(cell=cell if busy else None)
+    return dict(kernel_manager_class=KernelManager, on_cell_execute=state(True), on_cell_executed=state(False))
 
 
 def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | None:
@@ -129,18 +117,20 @@ def run_one(src: Path, out: Path, params: dict, timeout: int | None) -> str | No
     from papermill.exceptions import PapermillExecutionError
     log = out.with_suffix(".kernel.log")
     log.unlink(missing_ok=True)
+    running: dict = {}
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, kernel_name="python3", cwd=str(src.parent),
                             execution_timeout=timeout, progress_bar=False, log_output=False,
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"], **kernel_options(log))
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"], **kernel_options(log, running))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: no kernel outlives the runner
         stop_kernels()
         raise
     except PapermillExecutionError as e:
         return f"cell In [{e.exec_count}] `{_first_line(e.source)}`: {e.ename}: {_first_line(e.evalue)}"
     except Exception as e:  # a cell timeout, a dead kernel: papermill saved the notebook up to that cell
-        logged = f" (the kernel's log: {log})" if log.is_file() and log.stat().st_size else ""
-        return f"{_failed_cell(out)}: {type(e).__name__}: {_first_line(e)}{logged}"
+        cell, logged = running.get("cell"), f" (the kernel's log: {log})" if log.is_file() and log.stat().st_size else ""
+        where = f"cell In [{cell.get('execution_count')}] `{_first_line(cell.source)}`" if cell else "before any cell"
+        return f"{where}: {type(e).__name__}: {_first_line(e)}{logged}"
     finally:
         KERNELS[:] = [p for p in KERNELS if p.poll() is None]
         if log.is_file() and not log.stat().st_size:

@@ -1,13 +1,10 @@
-"""Sweeps on Ray Tune: seeds x ``--grid`` values, each cell one trial running a headless run in ``<root>/cells/<cell>/``.
-
-Cells sharing a teacher (and S1) link it from a first-stage trial in ``stages/``; a failed attempt is retried
-(``FailureConfig``) and resumes from its checkpoints. The cells merge into ``<root>`` (a grid of seeds and experiments)
-or one ``<key>=<value>/`` folder per setting, as one run writes it; ``sweep.json`` lists every cell."""
+"""Sweeps on Ray Tune: seeds x ``--grid`` values, each cell a trial running a headless run in ``<root>/cells/<cell>/``,
+its teacher (and S1) linked from a shared first stage in ``stages/``, retried (``FailureConfig``) from its checkpoints,
+merged into ``<root>`` or one ``<key>=<value>/`` folder per setting; ``sweep.json`` lists every cell."""
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import re
 import shutil
@@ -22,7 +19,7 @@ from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import spec_hash
 from ..methods import EXPERIMENTS, METHODS
-from ..storage.results import ResultsStore, read_table, superseded_notice, write_csv_atomic
+from ..storage.results import ResultsStore, _write_json, read_table, superseded_notice, write_csv_atomic
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray[tune]>=2.44\")"
@@ -127,13 +124,10 @@ def _drop_failed(store: ResultsStore, failed: list[dict], merged_seeds: set) -> 
     with store.lock if failed else contextlib.nullcontext():
         for path in (p for p in (store.results_csv, store.history_csv) if failed and p.exists() and p.stat().st_size):
             df = read_table(path)
-            drop = pd.Series(False, index=df.index)
+            experiment, drop = df.experiment if "experiment" in df else pd.Series(None, df.index), False
             for c in failed:
-                names = c.get("values", {}).get("experiments") or c["sets"].get("experiments")
-                if c["seed"] not in merged_seeds:
-                    drop |= df.seed.astype(str) == str(c["seed"])
-                elif names and "experiment" in df:
-                    drop |= (df.seed.astype(str) == str(c["seed"])) & df.experiment.isin([e.strip() for e in str(names).split(",")])
+                mine, names = df.seed.astype(str) == str(c["seed"]), str(c["sets"].get("experiments") or "")
+                drop |= mine if c["seed"] not in merged_seeds else mine & experiment.isin(names.replace(" ", "").split(","))
             if drop.any():
                 write_csv_atomic(df[~drop], path)
 
@@ -216,28 +210,24 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
                    cells=[{k: c.get(k) for k in ("id", "seed", "values", "status", "attempts", "seconds", "error", "stage",
                                                  "folder")} | {"results_dir": c["sets"]["results_dir"]} for c in cells],
                    seconds=round(time.perf_counter() - t0, 2))
-    root.mkdir(parents=True, exist_ok=True)
-    (tmp := root / f".sweep.json.tmp-{os.getpid()}").write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, root / "sweep.json")
+    _write_json(summary, root / "sweep.json")
     return summary
 
 
 def _check_address(address: str | None) -> str | None:
     """``host:port`` must answer a TCP connection: ray.init waits minutes, silently, where nothing does."""
+    host, sep, port = str(address).removeprefix("ray://").rpartition(":")
     if address in (None, "auto", "local"):
         return address
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not (sep and host and port.isdigit()):
         raise ConfigError(f"--address expects auto, host:port or ray://host:port, got {address!r}")
     import ray.util
-    host = host.strip("[]")
-    for h in [host] + ([ray.util.get_node_ip_address()] if host in ("localhost", "127.0.0.1", "::1") else []):
-        try:  # for a loopback address Ray dials this machine's node IP too
+    loopback = host.strip("[]") in ("localhost", "127.0.0.1", "::1")  # Ray dials this machine's node IP too
+    for h in [host.strip("[]")] + ([ray.util.get_node_ip_address()] if loopback else []):
+        with contextlib.suppress(OSError):
             return socket.create_connection((h, int(port)), timeout=10).close() or address
-        except OSError as e:
-            why = e.strerror or str(e)
-    raise ConfigError(f"--address {address}: nothing answers at {host}:{port} ({why}); "
-                      f"is the cluster up (`ray start --head`) and the address right?")
+    raise ConfigError(f"--address {address}: nothing answers at {host}:{port}; is the cluster up (`ray start --head`) "
+                      f"and the address right?")
 
 
 def report(summary: dict) -> str:
