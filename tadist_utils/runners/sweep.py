@@ -19,7 +19,7 @@ from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import spec_hash
 from ..methods import EXPERIMENTS, METHODS
-from ..storage.results import ResultsStore, _write_json, read_table, superseded_notice, write_csv_atomic
+from ..storage.results import ResultsStore, write_json, read_table, superseded_notice, write_csv_atomic
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray[tune]>=2.44\")"
@@ -210,7 +210,7 @@ def run(profile: str, seeds: list[int], sets: dict, grid: dict, *, address: str 
                    cells=[{k: c.get(k) for k in ("id", "seed", "values", "status", "attempts", "seconds", "error", "stage",
                                                  "folder")} | {"results_dir": c["sets"]["results_dir"]} for c in cells],
                    seconds=round(time.perf_counter() - t0, 2))
-    _write_json(summary, root / "sweep.json")
+    write_json(summary, root / "sweep.json")
     return summary
 
 

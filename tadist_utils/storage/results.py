@@ -95,7 +95,7 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     write_atomic(lambda tmp: df.to_csv(tmp, index=False), path)
 
 
-def _write_json(record: dict, path: Path) -> None:
+def write_json(record: dict, path: Path) -> None:
     text = json.dumps(record, indent=2, default=str)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(lambda tmp: tmp.write_text(text), path)
@@ -164,7 +164,7 @@ class ResultsStore:
             if old:
                 current = {str(r.get("settings")) for r in rows}
                 old["stages"] = {k: v for k, v in old.get("stages", {}).items() if str(v.get("settings")) in current}
-                _write_json(old, self.manifest_json)
+                write_json(old, self.manifest_json)
         settings = stale["settings"].fillna("unrecorded").astype(str) if "settings" in stale else ["unrecorded"]
         return dict(rows=len(stale), datasets=sorted(set(stale.dataset.astype(str))), settings=sorted(set(settings)),
                     previous=previous, folder=str(self.dir / SUPERSEDED))
@@ -176,7 +176,7 @@ class ResultsStore:
             n = 1
             while (target := self.dir / SUPERSEDED / f"{stem}{f'.{n}' if n > 1 else ''}.json").exists():
                 n += 1
-            _write_json(m, target)
+            write_json(m, target)
 
     def add_history(self, rows: list[dict]) -> None:
         if rows:
@@ -203,13 +203,13 @@ class ResultsStore:
             m.update(config=config, dataset=data_info, environment=env, **({"settings": settings} if settings else {}))
             tag = dict(settings=settings["hash"]) if settings else {}
             m.setdefault("stages", {})[stage] = dict(seconds=round(seconds, 2), finished=_now(), **tag, **(extra or {}))
-            _write_json(m, self.manifest_json)
+            write_json(m, self.manifest_json)
         return m
 
     def replace_manifest(self, m: dict) -> None:
         """Write a whole manifest (a merge of several runs' manifests: ``sweep.merge``)."""
         with self.lock:
-            _write_json(m, self.manifest_json)
+            write_json(m, self.manifest_json)
 
     def manifest(self) -> dict:
         return json.loads(self.manifest_json.read_text()) if self.manifest_json.exists() else {}
