@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import spec_hash
-from ..methods import EXPERIMENTS, METHODS
+from ..plans import EXPERIMENTS, METHODS
 from ..storage.results import ResultsStore, read_table, superseded_notice, write_csv_atomic
 
 DEFAULT_ROOT = "results/sweep"
