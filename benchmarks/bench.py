@@ -45,7 +45,7 @@ from tadist_utils.config import make_config
 from tadist_utils.data import DataBundle, Split, load_data
 from tadist_utils.engine import resolve_device, resolve_precision
 from tadist_utils.fused import resolve_fuse
-from tadist_utils.methods import METHODS
+from tadist_utils.plans import METHODS
 from tadist_utils.plans import TEACHER
 from tadist_utils.train import (Context, StudentJob, batches, classifier_optimizer, evaluate, init_seed, run_epochs,
                                 student_training, train_classifier)

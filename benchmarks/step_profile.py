@@ -19,7 +19,7 @@ from tadist_utils.config import make_config
 from tadist_utils.engine import grad_scaler
 from tadist_utils.experiments import lineages, student_groups
 from tadist_utils.fused import FusedSteps
-from tadist_utils.methods import METHODS, PAPER_EXPERIMENTS
+from tadist_utils.plans import METHODS, PAPER_EXPERIMENTS
 from tadist_utils.plans import TEACHER, TEACHER_LINEAGE
 from tadist_utils.train import (Context, RunState, SeparateSteps, classifier_optimizer, classifier_step, guide_features,
                                 init_seed, student_run)

@@ -37,7 +37,7 @@ def role(default, *, setting: bool = True, teacher: bool = True, s1: bool = Fals
 class Config:
     # --- what to run -----------------------------------------------------------------------
     profile: str = role("paper", setting=False, notebook=1)
-    experiments: tuple[str, ...] = role(("direct", "single_ta", "hierarchical"), setting=False, teacher=False)  # = methods.PAPER_EXPERIMENTS; any of methods.METHODS
+    experiments: tuple[str, ...] = role(("direct", "single_ta", "hierarchical"), setting=False, teacher=False)  # = plans.PAPER_EXPERIMENTS; any of plans.METHODS
     levels: int = role(4, teacher=False)               # 1, 2, 4, 8 students
     seed: int = role(0, setting=False, notebook=5)
     # --- data --------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def validate(cfg: Config) -> Config:
 
     from . import models
     from .data.imagefolder import list_images
-    from .methods import METHODS
+    from .plans import METHODS
     for name, hint in typing.get_type_hints(type(cfg)).items():
         v, choices = getattr(cfg, name), typing.get_args(hint)
         if typing.get_origin(hint) is Literal:

@@ -21,8 +21,7 @@ from .config import Config, settings_fields, validate
 from .data import DataBundle, load_data
 from .engine import describe
 from .losses import guided_loss
-from .methods import METHODS
-from .plans import TEACHER, TEACHER_LINEAGE, Lineage, Node, Plan
+from .plans import METHODS, TEACHER, TEACHER_LINEAGE, Lineage, Node, Plan
 from .storage.results import ResultsStore, check_files, superseded_notice
 from .train import (Context, StudentJob, batches, evaluate, extract, finetune_head, init_seed, run_epochs,
                     student_training, train_classifier)
@@ -69,6 +68,7 @@ class Pipeline:
         self.ctx = ctx or Context.from_config(cfg)  # a runner passes its own (its bar and log)
         check_files(cfg.results_dir)  # a damaged results.csv is named now, not after the teacher has trained
         self.store = ResultsStore(cfg.results_dir)
+        self._config, self._checkpoints = cfg.as_dict(), cfg.checkpoint_dir / f"seed{cfg.seed}"  # once, not per stage
         self._data = data
         self._teacher = None
         self._students: dict[str, torch.nn.Module] = {}
@@ -88,7 +88,7 @@ class Pipeline:
         return self._data
 
     def _path(self, name: str, key) -> Path:
-        return self.cfg.checkpoint_dir / f"seed{self.cfg.seed}" / f"{name}-{spec_hash(str(key))[:8]}.pt"
+        return self._checkpoints / f"{name}-{spec_hash(str(key))[:8]}.pt"
 
     def _common(self) -> dict:
         c, x = self.cfg, self.ctx  # the engine settings that change the weights (as resolved), not just the speed
@@ -107,7 +107,7 @@ class Pipeline:
 
     def _manifest(self, stage: str, seconds: float, **extra) -> None:
         """One stage's time and outcome, keyed by seed: the seeds of a folder each keep their own (``seed0/teacher``)."""
-        self.store.update_manifest(f"seed{self.cfg.seed}/{stage}", self.cfg, self.data.describe(),
+        self.store.update_manifest(f"seed{self.cfg.seed}/{stage}", self._config, self.data.describe(),
                                    f"{self.ctx.device} ({describe(self.ctx.device)})", seconds, extra,
                                    settings=self.settings())
 
@@ -243,7 +243,7 @@ class Pipeline:
 
     # ---------------------------------------------------------------- experiments
     def baseline_model(self, baseline: str, n_students: int) -> tuple[models.Ensemble, dict]:
-        """Train (or load) a baseline's n-student ensemble architecture end to end (``methods.EndToEnd``)."""
+        """Train (or load) a baseline's n-student ensemble architecture end to end (``plans.EndToEnd``)."""
         c, method = self.cfg, METHODS[baseline]
         key = method.lineage(n_students)
         if key in self._baselines:

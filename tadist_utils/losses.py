@@ -22,10 +22,7 @@ def chunk(feature: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     return feature[:, start:stop]
 
 
-def _wide(t: torch.Tensor) -> torch.Tensor:
-    """Losses in float32 at least: autocast's bf16/fp16 outputs are upcast, float64 (tests) is kept."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
+NARROW = (torch.float16, torch.bfloat16)  # autocast's outputs: losses run in float32 at least (float64 is kept)
 
 # Each feature loss twice, as the fewest kernels for each shape: one student's chunk, (batch, d) -> the mean
 # loss; n students' chunks side by side, (batch, n, m) -> their n mean losses. Adding a loss is one entry.
@@ -37,34 +34,43 @@ FEATURE_LOSSES = {
     "cosine": (lambda pred, target: (1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)).mean(),
                lambda pred, target: (1 - F.cosine_similarity(pred, target, dim=2, eps=1e-8)).mean(dim=0)),
 }
-
-
-def _loss(kind: str):
-    if kind not in FEATURE_LOSSES:
-        raise ValueError(f"unknown feature loss {kind!r}; choose one of {tuple(FEATURE_LOSSES)}")
-    return FEATURE_LOSSES[kind]
+_UNKNOWN = "unknown feature loss {!r}; choose one of " + str(tuple(FEATURE_LOSSES))
 
 
 def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Mean regression loss between a student's output and its chunk of the parent's feature."""
     if pred.shape != target.shape:
         raise ValueError(f"student output {tuple(pred.shape)} does not match its chunk {tuple(target.shape)}")
-    return _loss(kind)[0](_wide(pred), _wide(target))
+    if kind not in FEATURE_LOSSES:
+        raise ValueError(_UNKNOWN.format(kind))
+    return FEATURE_LOSSES[kind][0](pred.float() if pred.dtype in NARROW else pred,
+                                   target.float() if target.dtype in NARROW else target)
 
 
 def chunk_losses(pred: torch.Tensor, target: torch.Tensor, n: int, kind: str = "mse") -> torch.Tensor:
     """The ``n`` students' ``feature_loss`` (their chunks side by side) from a handful of kernels however many."""
     if pred.shape != target.shape or pred.shape[1] % n:
         raise ValueError(f"outputs {tuple(pred.shape)} and targets {tuple(target.shape)} are not {n} equal chunks")
-    return _loss(kind)[1](_wide(pred).reshape(len(pred), n, -1), _wide(target).reshape(len(target), n, -1))
+    if kind not in FEATURE_LOSSES:
+        raise ValueError(_UNKNOWN.format(kind))
+    pred, target = (t.float() if t.dtype in NARROW else t for t in (pred, target))
+    return FEATURE_LOSSES[kind][1](pred.reshape(len(pred), n, -1), target.reshape(len(target), n, -1))
 
 
 def guided_loss(pred: torch.Tensor, feats: list[torch.Tensor], targets, keep: list[bool] | None = None,
                 kind: str = "mse") -> torch.Tensor:
     """One student's loss: the mean ``feature_loss`` over its ``targets``, (guide, start, stop) each into the guides'
-    ``feats``, that ``keep`` leaves in this step (all when None). One target: the paper's; several: densely guided."""
+    ``feats``, that ``keep`` leaves in this step (all when None). One target: the paper's; several: densely guided.
+    The loss is computed here, from the table (``kind`` was checked with the config): no frame between."""
     chosen = [t for t, k in zip(targets, keep) if k] if keep is not None else targets
-    return sum(feature_loss(pred, feats[gi][:, a:b], kind) for gi, a, b in chosen) / len(chosen)
+    loss, total = FEATURE_LOSSES[kind][0], 0
+    for gi, a, b in chosen:
+        target = feats[gi][:, a:b]
+        if pred.shape != target.shape:
+            raise ValueError(f"student output {tuple(pred.shape)} does not match its chunk {tuple(target.shape)}")
+        total = total + loss(pred.float() if pred.dtype in NARROW else pred,
+                             target.float() if target.dtype in NARROW else target)
+    return total / len(chosen)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor | None = None,

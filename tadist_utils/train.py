@@ -2,7 +2,7 @@
 
 Every run checkpoints each epoch and resumes there; batches are seeded by ``(seed, epoch)``, so a resumed run sees
 what an uninterrupted one would. Students step one by one (``SeparateSteps``, the plain loop a CPU runs) or, opt-in,
-fused (``fused.FusedSteps``); either way each student's loss is its method's (``methods.Chunked.loss``).
+fused (``fused.FusedSteps``); either way each student's loss is its method's (``plans.Chunked.loss``).
 """
 from __future__ import annotations
 
@@ -282,7 +282,7 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
 @dataclass
 class StudentJob:
     """One student to train. ``targets``: (guide index, start, stop) per feature it regresses; empty: the slice
-    ``[start:stop]`` of the last guide (the parent). ``loss``: its method's (``methods.Chunked.loss``)."""
+    ``[start:stop]`` of the last guide (the parent). ``loss``: its method's (``plans.Chunked.loss``)."""
     name: str
     model: nn.Module
     start: int

@@ -8,8 +8,8 @@ import torch
 from tadist_utils import models
 from tadist_utils.data import load_data
 from tadist_utils.experiments import Pipeline
-from tadist_utils.losses import feature_loss, kd_loss
-from tadist_utils.methods import METHODS
+from tadist_utils.losses import FEATURE_LOSSES, kd_loss
+from tadist_utils.plans import METHODS
 from tadist_utils.train import Context, StudentJob, batches, keep_mask, run_epochs, student_training
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,10 +35,9 @@ def test_dense_loss_is_the_mean_over_kept_targets(smoke_cfg, tmp_path, monkeypat
     torch.manual_seed(1)
     net = models.student(3)
     seen = []
-    real = feature_loss
-    spy = lambda o, t, k="mse": seen.append(real(o, t, k)) or seen[-1]  # noqa: E731
-    monkeypatch.setattr("tadist_utils.losses.feature_loss", spy)  # the step's (losses.guided_loss)
-    monkeypatch.setattr("tadist_utils.train.feature_loss", spy)  # the validation loss
+    real, batched = FEATURE_LOSSES["mse"]
+    spy = lambda o, t: seen.append(real(o, t)) or seen[-1]  # noqa: E731
+    monkeypatch.setitem(FEATURE_LOSSES, "mse", (spy, batched))  # the step's (guided_loss) and the validation loss
     job = StudentJob("x", net, 0, 128, tmp_path / "x.pt", {"n": 1}, targets=((0, 128, 256), (1, 0, 128)))
     run, = run_epochs(student_training([a.features, b.features], [job], data, ctx, epochs=1, lr=1e-3, weight_decay=0.0,
                           batch_size=64, augment=False, seed=0, drop=0.0), ctx)
@@ -77,7 +76,7 @@ def test_kd_baseline_learns_from_the_teacher(smoke_cfg, monkeypatch):
     def recording(student_logits, teacher_logits, labels, temperature, alpha):
         calls.append((teacher_logits.detach().clone(), temperature, alpha))
         return kd_loss(student_logits, teacher_logits, labels, temperature, alpha)
-    monkeypatch.setattr("tadist_utils.losses.kd_loss", recording)  # what methods.EndToEnd.loss calls
+    monkeypatch.setattr("tadist_utils.losses.kd_loss", recording)  # what plans.EndToEnd.loss calls
     cfg = smoke_cfg(kd_alpha=1.0, kd_temperature=2.0, levels=1)
     pipe = Pipeline(cfg)
     teacher = pipe.teacher()

@@ -118,8 +118,8 @@ def test_the_package_lists_are_the_declared_roles():
 
 def test_the_default_experiments_are_the_papers():
     """config imports nothing from the package, so its default is spelt out; it must stay the methods' paper set."""
-    from tadist_utils import config, methods
-    assert config.Config().experiments == methods.PAPER_EXPERIMENTS
+    from tadist_utils import config, plans
+    assert config.Config().experiments == plans.PAPER_EXPERIMENTS
 
 
 def test_named_choices_are_their_owners():

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tadist_utils import methods, models, plans
+from tadist_utils import models, plans
 
 
 class Oracle(nn.Module):
@@ -25,15 +25,15 @@ def oracles(plan, teacher):
     return made
 
 
-@pytest.mark.parametrize("experiment", methods.EXPERIMENTS)
+@pytest.mark.parametrize("experiment", plans.EXPERIMENTS)
 def test_perfect_students_reproduce_teacher_logits(experiment):
     torch.manual_seed(0)
     teacher = models.teacher().eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = teacher(x)
-        made = oracles(methods.METHODS[experiment].plan(), teacher)
-        for size, names in methods.METHODS[experiment].plan().ensembles.items():
+        made = oracles(plans.METHODS[experiment].plan(), teacher)
+        for size, names in plans.METHODS[experiment].plan().ensembles.items():
             ens = models.Ensemble([made[n] for n in names], init_from=teacher.classifier).eval()
             torch.testing.assert_close(ens(x), expected, rtol=0, atol=1e-5)
 
@@ -43,7 +43,7 @@ def test_dense_guides_agree_for_perfect_students():
     torch.manual_seed(0)
     teacher = models.teacher().eval()
     x = torch.randn(4, 3, 32, 32)
-    plan = methods.METHODS["dense"].plan()
+    plan = plans.METHODS["dense"].plan()
     made = oracles(plan, teacher)
     with torch.no_grad():
         for n in plan.nodes:
@@ -56,7 +56,7 @@ def test_students_in_the_wrong_order_do_not():
     torch.manual_seed(0)
     teacher = models.teacher().eval()
     x = torch.randn(4, 3, 32, 32)
-    made = oracles(methods.METHODS["direct"].plan(), teacher)
+    made = oracles(plans.METHODS["direct"].plan(), teacher)
     with torch.no_grad():
         ens = models.Ensemble([made["S2"], made["S01"]], init_from=teacher.classifier).eval()
         assert not torch.allclose(ens(x), teacher(x), atol=1e-3)

@@ -1,4 +1,4 @@
-"""methods.py: one unit per method; adding one is adding a unit, and nothing else dispatches on names."""
+"""plans.py's units: one per method; adding one is adding a unit, and nothing else dispatches on names."""
 import copy
 import dataclasses
 import types
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tadist_utils import experiments, losses, methods, models, plans
+from tadist_utils import experiments, losses, models, plans
 from tadist_utils.data import load_data
 from tadist_utils.train import Context, StudentJob, run_epochs, student_training
 from tadist_utils.config import ConfigError, make_config
@@ -15,22 +15,22 @@ from tadist_utils.experiments import Pipeline, spec_hash
 
 
 def test_the_table_names_the_papers_experiments_and_the_baselines():
-    assert methods.PAPER_EXPERIMENTS == ("direct", "single_ta", "hierarchical")
-    assert methods.EXPERIMENTS == methods.PAPER_EXPERIMENTS + ("dense",)
-    assert methods.BASELINES == ("labels", "kd", "ta_chain")
-    assert methods.BEYOND == ("dense", "labels", "kd", "ta_chain")
-    assert {n: (m.source(1), m.source(4)) for n, m in methods.METHODS.items() if not m.chunked} == {
+    assert plans.PAPER_EXPERIMENTS == ("direct", "single_ta", "hierarchical")
+    assert plans.EXPERIMENTS == plans.PAPER_EXPERIMENTS + ("dense",)
+    assert plans.BASELINES == ("labels", "kd", "ta_chain")
+    assert plans.BEYOND == ("dense", "labels", "kd", "ta_chain")
+    assert {n: (m.source(1), m.source(4)) for n, m in plans.METHODS.items() if not m.chunked} == {
         "labels": (None, None), "kd": ("T", "T"), "ta_chain": ("T", "T>KD>E1>KD>E2")}
-    assert all(m.loss is losses.guided_loss for m in methods.METHODS.values() if m.chunked)
+    assert all(m.loss is losses.guided_loss for m in plans.METHODS.values() if m.chunked)
     out, teacher, y = torch.randn(8, 10), torch.randn(8, 10), torch.arange(8)  # the baselines' losses, as training calls them
-    assert torch.equal(methods.METHODS["labels"].loss(out, y), F.cross_entropy(out, y))
+    assert torch.equal(plans.METHODS["labels"].loss(out, y), F.cross_entropy(out, y))
     for name in ("kd", "ta_chain"):
-        assert torch.equal(methods.METHODS[name].loss(out, y, teacher, 2.0, 0.5), losses.kd_loss(out, teacher, y, 2.0, 0.5))
+        assert torch.equal(plans.METHODS[name].loss(out, y, teacher, 2.0, 0.5), losses.kd_loss(out, teacher, y, 2.0, 0.5))
 
 
 def test_baseline_lineage_keys_are_unchanged():
     """The keys name checkpoints on disk: the units must give the keys the branches gave."""
-    labels, kd, chain = (methods.METHODS[b] for b in methods.BASELINES)
+    labels, kd, chain = (plans.METHODS[b] for b in plans.BASELINES)
     assert [labels.lineage(n) for n in (1, 8)] == ["Y>E1", "Y>E8"]
     assert [kd.lineage(n) for n in (1, 4)] == ["T>KD>E1", "T>KD>E4"]
     assert chain.lineage(4) == "T>KD>E1>KD>E2>KD>E4"
@@ -54,7 +54,7 @@ def test_baseline_checkpoint_names_specs_and_teachers_are_unchanged(tmp_path, mo
     monkeypatch.setattr(Pipeline, "_common", lambda self: dict(data="digits:fixed", seed=0, batch_size=64,
                                                                augment=False, precision="fp32", compile=False,
                                                                channels_last=False))
-    monkeypatch.setitem(methods.METHODS, "mine", methods.EndToEnd("mine", "registered: labels alone", distils=False))
+    monkeypatch.setitem(plans.METHODS, "mine", plans.EndToEnd("mine", "registered: labels alone", distils=False))
     pipe = Pipeline(make_config("smoke", dataset="digits", levels=3, results_dir=str(tmp_path)))
     pipe._specs[plans.TEACHER_LINEAGE] = {"model": "teacher"}
     for name, n in [("labels", 2), ("kd", 1), ("ta_chain", 4), ("mine", 1)]:
@@ -73,8 +73,8 @@ def reversed_direct(monkeypatch):
         tree = plans.direct(levels, feature_dim)
         nodes = [plans.Node(n.name, n.level, n.parent, feature_dim - n.stop, feature_dim - n.start) for n in tree.nodes]
         return plans._finish("reversed", nodes, levels, feature_dim)
-    method = methods.Chunked("reversed", "direct, chunks numbered from the end", build)
-    monkeypatch.setitem(methods.METHODS, "reversed", method)
+    method = plans.Chunked("reversed", "direct, chunks numbered from the end", build)
+    monkeypatch.setitem(plans.METHODS, "reversed", method)
     return method
 
 
@@ -82,7 +82,7 @@ def test_a_registered_method_is_accepted_built_and_run(reversed_direct, tmp_path
     with pytest.raises(ConfigError, match="unknown experiment"):
         make_config("smoke", experiments=("reversed_typo",), results_dir=str(tmp_path))
     cfg = make_config("smoke", dataset="digits", experiments=("reversed",), levels=2, results_dir=str(tmp_path))
-    plan = methods.METHODS["reversed"].plan(cfg.levels)
+    plan = plans.METHODS["reversed"].plan(cfg.levels)
     assert plan.experiment == "reversed" and [str(n.key) for n in plan.nodes][:1] == ["T>L1[0:512]"]
     assert (plan.node("S01").start, plan.node("S2").start) == (256, 0)  # its own tree, validated by plans.validate
 
@@ -104,8 +104,8 @@ def test_a_registered_method_is_accepted_built_and_run(reversed_direct, tmp_path
 def test_a_units_loss_is_the_one_training_calls(tmp_path, monkeypatch):
     """A copy of ``direct`` whose loss is the stock one scaled by 0: training calls the unit's loss, so its
     students record a zero loss, on their own lineage (never direct's checkpoints)."""
-    zero = dataclasses.replace(methods.METHODS["direct"], name="zero", loss=lambda *a: 0 * losses.guided_loss(*a))
-    monkeypatch.setitem(methods.METHODS, "zero", zero)
+    zero = dataclasses.replace(plans.METHODS["direct"], name="zero", loss=lambda *a: 0 * losses.guided_loss(*a))
+    monkeypatch.setitem(plans.METHODS, "zero", zero)
     assert str(zero.plan(1).node("S1").key) == "T>L1[0:512]@zero"
     cfg = make_config("smoke", dataset="digits", experiments=("direct", "zero"), levels=1, progress=False,
                       results_dir=str(tmp_path))

@@ -1,14 +1,14 @@
 """The paper's three distillation trees and the densely guided one, edge by edge, and plan validation."""
 import pytest
 
-from tadist_utils import methods, plans
+from tadist_utils import plans
 from tadist_utils.plans import Node, Plan
 
 SS = [f"SS{i}{i}" for i in range(1, 9)]
 
 
 def test_direct_tree():
-    p = methods.METHODS["direct"].plan()
+    p = plans.METHODS["direct"].plan()
     assert p.edges() == [
         ("teacher", "S1", 0, 512),
         ("teacher", "S01", 0, 256), ("teacher", "S2", 256, 512),
@@ -17,14 +17,14 @@ def test_direct_tree():
 
 
 def test_single_ta_tree():
-    p = methods.METHODS["single_ta"].plan()
+    p = plans.METHODS["single_ta"].plan()
     assert p.edges()[:3] == [("teacher", "S1", 0, 512), ("S1", "S01", 0, 256), ("S1", "S2", 256, 512)]
     assert p.edges()[3:7] == [("S1", f"S{i}{i}", 128 * (i - 1), 128 * i) for i in range(1, 5)]
     assert p.edges()[7:] == [("S1", n, 64 * i, 64 * (i + 1)) for i, n in enumerate(SS)]
 
 
 def test_hierarchical_tree():
-    p = methods.METHODS["hierarchical"].plan()
+    p = plans.METHODS["hierarchical"].plan()
     assert p.edges() == [
         ("teacher", "S1", 0, 512),
         ("S1", "S01", 0, 256), ("S1", "S2", 256, 512),
@@ -35,13 +35,13 @@ def test_hierarchical_tree():
 
 
 def test_ensembles_in_chunk_order():
-    for name in methods.EXPERIMENTS:
-        p = methods.METHODS[name].plan()
+    for name in plans.EXPERIMENTS:
+        p = plans.METHODS[name].plan()
         assert p.ensembles == {1: ("S1",), 2: ("S01", "S2"), 4: ("S11", "S22", "S33", "S44"), 8: tuple(SS)}
 
 
 def test_lineage_keys_share_identical_models_only():
-    d, s, h = (methods.METHODS[e].plan() for e in ("direct", "single_ta", "hierarchical"))
+    d, s, h = (plans.METHODS[e].plan() for e in ("direct", "single_ta", "hierarchical"))
     assert d.node("S1").key == s.node("S1").key == h.node("S1").key        # S1 trained once
     assert s.node("S01").key == h.node("S01").key                          # both halves of S1
     assert d.node("S01").key != s.node("S01").key                          # direct learns the teacher
@@ -51,9 +51,9 @@ def test_lineage_keys_share_identical_models_only():
 
 
 def test_generalises_to_more_levels():
-    p = methods.METHODS["hierarchical"].plan(levels=5, feature_dim=1024)
+    p = plans.METHODS["hierarchical"].plan(levels=5, feature_dim=1024)
     assert len(p.ensembles[16]) == 16 and p.node("SSS1616").dim == 64
-    assert methods.METHODS["direct"].plan(levels=2).ensembles == {1: ("S1",), 2: ("S01", "S2")}
+    assert plans.METHODS["direct"].plan(levels=2).ensembles == {1: ("S1",), 2: ("S01", "S2")}
 
 
 def test_validation_rejects_bad_plans():
@@ -69,7 +69,7 @@ def test_validation_rejects_bad_plans():
 
 
 def test_dense_tree_guides_every_ancestor():
-    d, h = methods.METHODS["dense"].plan(), methods.METHODS["hierarchical"].plan()
+    d, h = plans.METHODS["dense"].plan(), plans.METHODS["hierarchical"].plan()
     assert d.edges() == h.edges()  # the hierarchical tree ...
     assert d.node("S1").targets == (("teacher", 0, 512),)  # ... S1 has only the teacher above it
     assert d.node("S2").targets == (("teacher", 256, 512), ("S1", 256, 512))
@@ -81,12 +81,12 @@ def test_dense_tree_guides_every_ancestor():
 
 
 def test_separate_students_give_each_experiment_its_own_models_below_s1():
-    d, s, h = (methods.METHODS[e].plan(share_students=False) for e in ("direct", "single_ta", "hierarchical"))
+    d, s, h = (plans.METHODS[e].plan(share_students=False) for e in ("direct", "single_ta", "hierarchical"))
     assert d.node("S1").key == s.node("S1").key == h.node("S1").key and str(d.node("S1").key) == "T>L1[0:512]"  # the TA stays shared
     assert s.node("S01").key != h.node("S01").key and s.node("S2").key != h.node("S2").key
     assert str(h.node("S01").key) == "T>L1[0:512]>L2[0:256]@hierarchical"
     assert str(h.node("S11").key) == "T>L1[0:512]>L2[0:256]@hierarchical>L3[0:128]"  # the subtree follows its own S01
-    assert [n.key for n in d.nodes] == [n.key for n in methods.METHODS["direct"].plan().nodes]  # never shared: unchanged
+    assert [n.key for n in d.nodes] == [n.key for n in plans.METHODS["direct"].plan().nodes]  # never shared: unchanged
     keys = {n.key for n in d.nodes + s.nodes + h.nodes}
     assert len(keys) == 15 + 14 + 14  # hierarchical now trains its own S01 and S2
-    assert h.edges() == methods.METHODS["hierarchical"].plan().edges()  # same tree, only the lineage differs
+    assert h.edges() == plans.METHODS["hierarchical"].plan().edges()  # same tree, only the lineage differs

@@ -231,7 +231,7 @@ cfg = SimpleNamespace(as_dict=lambda: {"writer": name})
 for i in range(n):
     store.add_results([dict(dataset="d", experiment=name, model=f"m{i}", seed=0, metric="acc", value=i)])
     store.add_history([dict(dataset="d", key=name, model=f"m{i}", seed=0, epoch=1, metric="loss", value=i)])
-    store.update_manifest(f"{name}-{i}", cfg, {}, "cpu", 0.0)
+    store.update_manifest(f"{name}-{i}", cfg.as_dict(), {}, "cpu", 0.0)
 '''
 
 

@@ -61,11 +61,11 @@ def test_import_graph_has_no_cycle():
 
 def test_core_never_imports_analysis_but_results_its_statistics():
     """The method does not depend on measuring it. One crossing: storage.results writes summary.csv with
-    analysis.stats, a leaf that takes from the core only methods (an ensemble's students)."""
+    analysis.stats, a leaf that takes from the core only plans (an ensemble's students)."""
     graph = imports()
     bad = {m: sorted(t for t in ts if ".analysis" in t) for m, ts in graph.items() if ".analysis" not in m}
     assert {m: ts for m, ts in bad.items() if ts} == {"tadist_utils.storage.results": ["tadist_utils.analysis.stats"]}
-    assert graph["tadist_utils.analysis.stats"] == {"tadist_utils.methods", "tadist_utils.analysis.paper"}
+    assert graph["tadist_utils.analysis.stats"] == {"tadist_utils.plans", "tadist_utils.analysis.paper"}
     assert graph["tadist_utils.analysis.paper"] == set()
 
 
@@ -136,7 +136,7 @@ def test_config_imports_nothing_from_the_package(tmp_path):
     """config is below every module that owns what a setting means: at load it takes only the one-line error from
     errors.py, which imports nothing; ``validate`` imports the owners of names inside. A planted import is seen."""
     assert package_imports(ROOT / "config.py") == ["from . import models", "from .data.imagefolder import list_images",
-                                                   "from .errors import ConfigError", "from .methods import METHODS"]
+                                                   "from .errors import ConfigError", "from .plans import METHODS"]
     assert package_imports(ROOT / "errors.py") == []
     (tmp_path / "m.py").write_text("import os\nfrom .errors import E\n\ndef f():\n    import tadist_utils.data\n"
                                    "if TYPE_CHECKING:\n    from .. import models\n")

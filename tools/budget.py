@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tadist_utils"
-METHOD = ("models.py", "losses.py", "plans.py", "methods.py", "train.py", "fused.py", "experiments.py")
+METHOD = ("models.py", "losses.py", "plans.py", "train.py", "fused.py", "experiments.py")  # plans holds the methods
 MAX_LINES, MIN_METHOD_SHARE, MAX_MODULES, MAX_LOSS_DEPTH = 3500, 0.35, 10, 4
 
 

@@ -110,7 +110,7 @@ def test_paper_estimate_covers_every_group_of_the_paper_profile():
     assert [g["models"] for g in fused["groups"]] == [1, 15, 16, 4, 8]
     assert fused["students"] == 43 and fused["estimated_seed_seconds"] > 0
     from tadist_utils.experiments import lineages, student_groups
-    from tadist_utils.methods import METHODS, PAPER_EXPERIMENTS
+    from tadist_utils.plans import METHODS, PAPER_EXPERIMENTS
     nodes, guides = lineages([METHODS[e].plan(4, share_students=False) for e in PAPER_EXPERIMENTS])
     siblings = student_groups(nodes, guides, fuse=False)  # the per-student loop: one group per parent
     assert sum(len(g) for g, _, _ in siblings) == 43 and len(siblings) == 1 + 1 + 2 + 4

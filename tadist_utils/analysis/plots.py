@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ..methods import METHODS, PAPER_EXPERIMENTS
+from ..plans import METHODS, PAPER_EXPERIMENTS
 from ..models import catalogue
 from ..plans import TEACHER, level_names
 from .claims import FAMILIES, family_comparisons

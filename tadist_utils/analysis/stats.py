@@ -14,7 +14,7 @@ import pandas as pd
 from scipy import stats as st
 from scipy.optimize import brentq
 
-from ..methods import BASELINES, EXPERIMENTS, METHODS
+from ..plans import BASELINES, EXPERIMENTS, METHODS
 from .paper import PAPER_ACCURACY, students_label
 
 LEVEL = 0.95

@@ -18,8 +18,8 @@ import pandas as pd
 from ..config import PROFILES, Config, check_seeds, make_config, with_role
 from ..errors import ConfigError
 from ..experiments import spec_hash
-from ..methods import EXPERIMENTS, METHODS
-from ..storage.results import ResultsStore, write_json, read_table, superseded_notice, write_csv_atomic
+from ..plans import EXPERIMENTS, METHODS
+from ..storage.results import ResultsStore, read_table, superseded_notice, write_csv_atomic, write_json
 
 DEFAULT_ROOT = "results/sweep"
 INSTALL = "the sweep needs Ray: pip install 'tadist[ray]' (or pip install \"ray[tune]>=2.44\")"

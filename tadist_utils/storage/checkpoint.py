@@ -3,26 +3,46 @@
 One file per trained model, rewritten each epoch by ``torch.save`` into a temporary beside it and ``os.replace``
 (a SIGKILL mid-write leaves the old file intact and a ``.<name>.tmp-*`` beside it that nothing reads). The file is
 a SHA-256 of the payload, then the payload, which carries the *spec* it was trained under: a corrupted file or a
-different spec is said in one line and retrained, never loaded.
+different spec is said in one line and retrained, never loaded. ``write_atomic`` is every file's whole-or-nothing
+write (results.csv, manifest.json too): a temporary beside the target, then ``os.replace``; a full disk is one line.
 """
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import io
 import math
 import os
 import pickle
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .atomic import write_atomic
 from ..errors import RunError
 
 MAGIC = b"TADIST-CHECKPOINT-1\n"  # then the SHA-256 digest (32 bytes) of the torch.save payload, then the payload
+
+
+def write_atomic(write: Callable[[Path], None], path: Path, unique: bool = True) -> None:
+    """``write(tmp)`` to ``.<name>.tmp-<PID>`` beside ``path`` (``-<random>`` appended when ``unique``: files several
+    processes write at once), then rename it: a reader sees the old file or the new one. A failure removes the
+    temporary and keeps the old file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}" + (f"-{uuid.uuid4().hex[:8]}" if unique else ""))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):  # or quota
+            raise RunError(f"no space left on the device to write {path} ({e.strerror}); nothing was half-written "
+                           "and earlier files are intact: free some space and run again (training resumes)") from None
+        raise
 
 
 class CheckpointError(RuntimeError):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from .atomic import write_atomic
+from .checkpoint import write_atomic
 from ..errors import ConfigError
 
 RESULT_KEYS = ["dataset", "experiment", "model", "seed", "metric"]
@@ -71,7 +71,7 @@ def _check_rows(path: Path, keys: list[str]) -> None:
     """Each row as written, or a ConfigError naming its line: as many fields as the header, every key, an integer
     seed and epoch, a number (or nothing) as value, a known experiment. Read with csv, for pandas fills a short row
     with empty cells (the next write then moved it aside, every seed rewritten as 0.0) and loses line numbers."""
-    from ..methods import METHODS
+    from ..plans import METHODS
     known = {*METHODS, "teacher"}
     with open(path, newline="", encoding="utf-8") as f:
         rows = csv.reader(f)
@@ -192,12 +192,12 @@ class ResultsStore:
     def history(self) -> pd.DataFrame:
         return read_table(self.history_csv) if self.history_csv.exists() else pd.DataFrame(columns=HISTORY_KEYS + ["value"])
 
-    def update_manifest(self, stage: str, cfg, data_info: dict, device: str, seconds: float, extra: dict | None = None,
-                        settings: dict | None = None) -> dict:
+    def update_manifest(self, stage: str, config: dict, data_info: dict, device: str, seconds: float,
+                        extra: dict | None = None, settings: dict | None = None) -> dict:
         """Record the config, data, versions and machine that made this folder, and the stage (``settings``:
         ``Pipeline.settings()``, what the rows' hash stands for; each stage names it)."""
         env = environment(device)  # outside the lock: it runs git
-        config, data_info = portable(cfg.as_dict(), self.dir), portable(data_info, self.dir)
+        config, data_info = portable(config, self.dir), portable(data_info, self.dir)
         with self.lock:
             m = self.manifest()
             m.update(config=config, dataset=data_info, environment=env, **({"settings": settings} if settings else {}))
