@@ -90,17 +90,15 @@ class Config:
         if unknown:
             named = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, hints, 1)) else u for u in unknown]
             raise ConfigError(f"unknown setting(s): {', '.join(named)}")
-        values = {}
         for k, v in overrides.items():
             base = _union(hints[k])[0]
             if isinstance(v, str) and base in (int, float, bool):  # else checked as given (validate)
                 try:
-                    v = None if base is not hints[k] and v.lower() == "none" else \
+                    overrides[k] = None if base is not hints[k] and v.lower() == "none" else \
                         BOOLS.get(v.lower(), v) if base is bool else base(v)
                 except ValueError as e:  # int("three")
                     raise ConfigError(f"{k}: bad value {v!r} ({e})") from None
-            values[k] = v
-        return dataclasses.replace(self, **values)
+        return dataclasses.replace(self, **overrides)
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "experiments": list(self.experiments)}
@@ -194,11 +192,21 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
     return [int(v) for v in values]
 
 
+def check_device(name: str) -> None:
+    """A device this machine has (the runners', engine.resolve_device's), or one ConfigError line."""
+    import torch
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    kind, _, index = name.partition(":")
+    have = torch.cuda.device_count() if kind == "cuda" else torch.backends.mps.is_available() if kind == "mps" else 1
+    if int(index or 0) >= have:
+        raise ConfigError(f"device {name!r} requested but this machine has " + (f"only {have} CUDA device(s)" if have
+                          else f"no {'CUDA GPU' if kind == 'cuda' else 'MPS'} (use device='auto' or 'cpu')"))
+
+
 def validate(cfg: Config) -> Config:
     """``cfg``, checked before anything trains: types (the annotations), ranges, names against their owners, a device
     this machine has, the data's layout (a listing, no decoding), a writable results_dir."""
-    import torch
-
     from . import models
     from .data.imagefolder import list_images
     from .methods import METHODS
@@ -215,13 +223,7 @@ def validate(cfg: Config) -> Config:
     for ok, names, words in RANGES:
         if bad := [n for n in names if not ok(getattr(cfg, n))]:
             raise ConfigError(f"{bad[0]} must be {words}, got {getattr(cfg, bad[0])!r}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-    kind, _, index = cfg.device.partition(":")  # one this machine has:
-    have = torch.cuda.device_count() if kind == "cuda" else torch.backends.mps.is_available() if kind == "mps" else 1
-    if int(index or 0) >= have:
-        raise ConfigError(f"device {cfg.device!r} requested but this machine has " + (f"only {have} CUDA device(s)" if have
-                          else f"no {'CUDA GPU' if kind == 'cuda' else 'MPS'} (use device='auto' or 'cpu')"))
+    check_device(cfg.device)
     if (bad := [e for e in cfg.experiments if e not in METHODS]) or not cfg.experiments:
         raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
     if cfg.levels > max(models.STUDENT_LEVELS):

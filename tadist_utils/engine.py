@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .config import check_device
+
 
 def default_threads() -> int:
     """Torch CPU threads when ``threads`` is None: the cores not busy with other processes running now (/proc/loadavg,
@@ -25,9 +27,9 @@ def default_threads() -> int:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU; any other name is as ``config.validate`` checked it."""
+    """'auto' picks CUDA, then MPS, then CPU; another name is checked (``config.check_device``: one-line errors)."""
     if name != "auto":
-        return torch.device(name)
+        return check_device(name) or torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
 
 

@@ -122,25 +122,24 @@ def classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch
 def zero_momentum(opt: torch.optim.Optimizer) -> None:
     """Start a fused SGD's missing momentum buffers at zero, what its first step makes of them: it allocates them with
     ``empty_like`` and writes nothing on a step the GradScaler skips (fp16's first steps often are)."""
-    if not isinstance(opt, torch.optim.SGD):
-        return
-    for g in opt.param_groups:
+    for g in opt.param_groups if isinstance(opt, torch.optim.SGD) else ():
         if g.get("fused") and g["momentum"] != 0 and g["dampening"] == 0:
             for p in g["params"]:
                 if p.requires_grad and opt.state[p].get("momentum_buffer") is None:
                     opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device):
-    """A classifier's optimiser and schedule over ``steps``: sgd: SGD Nesterov + one-cycle; adam (coupled L2), adamw
-    (decoupled decay): + cosine."""
+def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device,
+                         fused: bool | None = None):
+    """An optimiser and schedule over ``steps``: sgd: SGD Nesterov + one-cycle; adam (coupled L2), adamw (decoupled
+    decay): + cosine. ``fused``: None lets ``engine.fused_optimizer`` pick."""
+    how = fused_optimizer(device) if fused is None else {"fused": fused}
     if kind == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
-                              **fused_optimizer(device))
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, **how)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
     else:
         adam = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-        opt = adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(device))
+        opt = adam(params, lr=lr, weight_decay=weight_decay, **how)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return opt, sched
 
@@ -280,10 +279,9 @@ class StudentJob:
 
 def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
                 path: Path | None = None, spec: dict | None = None, fused: bool | None = None) -> RunState:
-    """A student's own Adam, cosine schedule and scaler. ``fused``: None lets ``engine.fused_optimizer`` pick."""
-    how = fused_optimizer(ctx.device) if fused is None else {"fused": fused}
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **how)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    """A student's own Adam, cosine schedule and scaler."""
+    opt, sched = classifier_optimizer(model.parameters(), "adam", lr=lr, weight_decay=weight_decay, steps=steps,
+                                      device=ctx.device, fused=fused)
     return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
 
 
