@@ -102,7 +102,8 @@ class FusedStudents(nn.Module):
         """The students' features concatenated in order: ``Ensemble.features(x)`` for an ensemble's students."""
         return torch.flatten(self.head(self.pool(self.body(x))), 1)
 
-    forward = features
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
 
 class FusedEnsemble(FusedStudents):
