@@ -1,6 +1,5 @@
-"""Run configuration: one dataclass (each field's default and roles beside it), its profiles (sets of overrides:
-``make_config("quick", student_epochs=5)``), and every check a config gets (``validate``, a ConfigError line each).
-Only ``validate`` imports from the package (the owners of names), so imports go one way."""
+"""Run configuration: one dataclass (each field's default and roles beside it), its profiles (``make_config("quick",
+student_epochs=5)``) and every check a config gets (``validate``, a ConfigError line each, the one importer of names)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,16 +19,13 @@ from .errors import ConfigError
 RESULTS_ROOT = "results/run"  # git-ignored; a run writes under it, one folder a profile (default_results_dir)
 MIN_PER_CLASS = 2  # training images per class, at the least (and batch norm needs two images in a batch)
 MAX_EPOCHS = 10_000  # more is a typo (or a run that would never finish), not a schedule
-# Seeds derived from a seed below 2**31 (train.init_seed, a dense student's masks per epoch up to MAX_EPOCHS) stay below
-# 2**63, which torch's manual_seed takes (--seeds 100000000000000 failed in 01 with an OverflowError).
-SEED_LIMIT = 2**31
+SEED_LIMIT = 2**31  # seeds derived from one (train.init_seed, dense masks) stay below manual_seed's 2**63
 
 
 def role(default, *, setting: bool = True, teacher: bool = True, s1: bool = False, notebook: int | None = None):
-    """A Config field with its roles, declared once beside it (lists by role: ``with_role``). ``setting``: it changes a
-    number in results.csv (rows hash it: ``settings_fields``); ``teacher``/``s1``: it can change the teacher's/S1's
-    weights (the sweep shares them between cells agreeing on all such); ``notebook``: its place among the notebooks'
-    parameters (None: set it in ``overrides``)."""
+    """A Config field with its roles (``with_role``): ``setting``: it changes results.csv (``settings_fields``);
+    ``teacher``/``s1``: it can change the teacher's/S1's weights (the sweep shares those); ``notebook``: its place among
+    the notebooks' parameters (None: set it in ``overrides``)."""
     return field(default=default, metadata=dict(setting=setting, teacher=teacher, s1=s1, notebook=notebook))
 
 
@@ -94,17 +90,15 @@ class Config:
         if unknown:
             named = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, hints, 1)) else u for u in unknown]
             raise ConfigError(f"unknown setting(s): {', '.join(named)}")
-        values = {}
         for k, v in overrides.items():
             base = _union(hints[k])[0]
             if isinstance(v, str) and base in (int, float, bool):  # else checked as given (validate)
                 try:
-                    v = None if base is not hints[k] and v.lower() == "none" else \
+                    overrides[k] = None if base is not hints[k] and v.lower() == "none" else \
                         BOOLS.get(v.lower(), v) if base is bool else base(v)
                 except ValueError as e:  # int("three")
                     raise ConfigError(f"{k}: bad value {v!r} ({e})") from None
-            values[k] = v
-        return dataclasses.replace(self, **values)
+        return dataclasses.replace(self, **overrides)
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "experiments": list(self.experiments)}
@@ -113,13 +107,10 @@ class Config:
         """Whether field ``name`` holds its profile's value, not one set by hand."""
         return getattr(self, name) == PROFILES.get(self.profile, {}).get(name, FIELDS[name].default)
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.results_dir) / "checkpoints"
+    checkpoint_dir = property(lambda self: Path(self.results_dir) / "checkpoints")
 
 
-def default_results_dir(profile: str) -> str:
-    """One folder a profile: a ``smoke`` run does not move a ``quick`` run's rows aside."""
+def default_results_dir(profile: str) -> str:  # one folder a profile: a smoke run leaves a quick run's rows alone
     return f"{RESULTS_ROOT}/{profile}"
 
 
@@ -173,7 +164,6 @@ RANGES = [  # (test, fields, words)
 
 
 def make_config(profile: str = "quick", **overrides) -> Config:
-    """The named profile with any fields overridden, checked (``validate``)."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     cfg = Config(profile=profile).replace(**PROFILES[profile])
@@ -190,8 +180,7 @@ def check_seed(seed, name: str = "seed") -> None:
 
 
 def check_seeds(seeds, name: str = "seeds") -> list[int]:
-    """Seeds (the runners', the notebooks', the sweep's) as integers, in order: each in range (digits read as one),
-    none twice (it would train twice over the same checkpoints and rows)."""
+    """Seeds as integers, in order: each in range (digits read as one), none twice (same checkpoints and rows)."""
     values = [int(s) if isinstance(s, str) and s.strip().lstrip("+-").isdigit() else s for s in seeds] \
         if isinstance(seeds, (list, tuple)) else None
     if values is None or not all(KINDS[int][0](v) for v in values):
@@ -203,11 +192,21 @@ def check_seeds(seeds, name: str = "seeds") -> list[int]:
     return [int(v) for v in values]
 
 
-def validate(cfg: Config) -> Config:
-    """``cfg``, checked before anything trains: types (from the annotations), ranges, names against their owners, a
-    device this machine has, data laid out as the dataset needs (a listing, no decoding), a writable results_dir."""
+def check_device(name: str) -> None:
+    """A device this machine has (the runners', engine.resolve_device's), or one ConfigError line."""
     import torch
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    kind, _, index = name.partition(":")
+    have = torch.cuda.device_count() if kind == "cuda" else torch.backends.mps.is_available() if kind == "mps" else 1
+    if int(index or 0) >= have:
+        raise ConfigError(f"device {name!r} requested but this machine has " + (f"only {have} CUDA device(s)" if have
+                          else f"no {'CUDA GPU' if kind == 'cuda' else 'MPS'} (use device='auto' or 'cpu')"))
 
+
+def validate(cfg: Config) -> Config:
+    """``cfg``, checked before anything trains: types (the annotations), ranges, names against their owners, a device
+    this machine has, the data's layout (a listing, no decoding), a writable results_dir."""
     from . import models
     from .data.imagefolder import list_images
     from .plans import METHODS
@@ -224,13 +223,7 @@ def validate(cfg: Config) -> Config:
     for ok, names, words in RANGES:
         if bad := [n for n in names if not ok(getattr(cfg, n))]:
             raise ConfigError(f"{bad[0]} must be {words}, got {getattr(cfg, bad[0])!r}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        raise ConfigError(f"unknown device {cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-    kind, _, index = cfg.device.partition(":")  # one this machine has:
-    have = torch.cuda.device_count() if kind == "cuda" else torch.backends.mps.is_available() if kind == "mps" else 1
-    if int(index or 0) >= have:
-        raise ConfigError(f"device {cfg.device!r} requested but this machine has " + (f"only {have} CUDA device(s)" if have
-                          else f"no {'CUDA GPU' if kind == 'cuda' else 'MPS'} (use device='auto' or 'cpu')"))
+    check_device(cfg.device)
     if (bad := [e for e in cfg.experiments if e not in METHODS]) or not cfg.experiments:
         raise ConfigError(f"unknown experiment(s) {bad or '(none given)'}; choose from {', '.join(METHODS)}")
     if cfg.levels > max(models.STUDENT_LEVELS):

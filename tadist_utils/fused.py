@@ -1,12 +1,7 @@
-"""Fusion, the opt-in accelerator: sibling students as one network, the same maths in a fraction of the launches.
-
-On a GPU a tiny student costs kernel launches, not arithmetic. ``FusedSteps`` steps every student of one
-architecture as one ``FusedStudents`` network (grouped convolutions) with *one* Adam: the loss is the sum of the
-students' own, Adam (with L2 decay) acts element by element, BatchNorm, ReLU and pooling per channel, so each
-student follows its own trajectory to float rounding (``tests/test_fused.py``); under fp16 one overflow skips the
-step for all. Between epochs the state lives in the plain per-student modules, optimisers, schedules and scalers
-(copied in at construction, out by ``write_back``), so checkpoints and resume see plain students.
-"""
+"""Fusion, the opt-in accelerator: sibling students as one network (grouped convolutions) with one Adam, the same
+maths in a fraction of the launches (a tiny student on a GPU costs launches, not arithmetic). Adam, BatchNorm, ReLU
+and pooling act element or channel-wise, so each student follows its own trajectory to float rounding (test_fused);
+under fp16 one overflow skips the step for all. Between epochs the state lives in the plain students (``write_back``)."""
 from __future__ import annotations
 
 import copy
@@ -21,28 +16,21 @@ from .losses import chunk_losses, guided_loss
 
 
 def resolve_fuse(setting: str, device: torch.device) -> bool:
-    """Fuse sibling students? 'auto': on accelerators, where a tiny student costs launches; not on a CPU, where the
-    per-student loop measured faster."""
+    """Fuse sibling students? 'auto': on accelerators, not on a CPU (where the per-student loop measured faster)."""
     return setting == "on" if setting in ("on", "off") else device.type != "cpu"
 
 
 class FusedStudents(nn.Module):
-    """Same-architecture students as one wide network: ``features(x)`` is their outputs concatenated in order.
-
-    Student ``g``'s conv is group ``g`` of one grouped conv (the first, on the shared image, an ordinary one with
-    ``n * c`` outputs); BatchNorm, ReLU and pooling act per channel, so channel block ``g`` *is* student ``g``. The
-    state dict has the students' keys, their tensors concatenated along dim 0. ``fold_bn``: BatchNorm folded into
-    the conv before it, the same function in eval mode only (inference).
-    """
+    """Same-architecture students as one wide network (``features(x)``: theirs, concatenated): student ``g``'s conv is
+    group ``g`` of a grouped conv (the first, on the shared image, an ordinary one), so channel block ``g`` *is*
+    student ``g``; the state dict has their keys, tensors concatenated on dim 0. ``fold_bn``: BatchNorm folded (eval)."""
 
     def __init__(self, students: Sequence[nn.Module], fold_bn: bool = False):
         super().__init__()
-        students = list(students)  # models.ConvNet students without a classifier (conv_stack's layers)
-        first = students[0]
+        first = (students := list(students))[0]
         if any(_arch(s) != _arch(first) or s.classifier is not None for s in students):
             raise ValueError("FusedStudents needs students of one architecture (same config and head), no classifier")
-        n = self.n_students = len(students)
-        self.fold_bn = fold_bn
+        n, self.n_students, self.fold_bn = len(students), len(students), fold_bn
         self.feature_dim = sum(s.feature_dim for s in students)
         self.student_shapes = {k: v.shape for k, v in first.state_dict().items()}
         layers: list[nn.Module] = []
@@ -61,17 +49,12 @@ class FusedStudents(nn.Module):
                 layers.append(copy.deepcopy(m))
         self.body = nn.Sequential(*layers)
         self.pool = copy.deepcopy(first.pool)
-        if isinstance(first.head, nn.Linear):  # n Linear(in, out) heads == one grouped 1x1 conv on (B, n*in, 1, 1)
-            lin = first.head
-            self.head = nn.Conv2d(lin.in_features * n, lin.out_features * n, 1, groups=n, bias=lin.bias is not None)
-        else:
-            self.head = nn.Identity()
+        lin = first.head  # n Linear(in, out) heads == one grouped 1x1 conv on (B, n*in, 1, 1)
+        self.head = nn.Conv2d(lin.in_features * n, lin.out_features * n, 1, groups=n, bias=lin.bias is not None) \
+            if isinstance(lin, nn.Linear) else nn.Identity()
         ref = next(first.parameters())
         self.to(device=ref.device, dtype=ref.dtype)  # the students' device and precision
-        if fold_bn:
-            self._fold(students)
-        else:
-            self.load_students(students)
+        self._fold(students) if fold_bn else self.load_students(students)
         self.train(first.training)  # the students' mode: eval uses running statistics, as they did
 
     def part(self, tensor: torch.Tensor, key: str, g: int) -> torch.Tensor:
@@ -142,15 +125,12 @@ def _arch(model: models.ConvNet) -> tuple:
 
 
 def _adam(params, group: dict, device: torch.device) -> torch.optim.Adam:
-    """One Adam with the students' hyper-parameters: fused (one kernel for every tensor) where supported."""
-    hyper = dict(lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"],
-                 amsgrad=group["amsgrad"])
-    if device.type in ("cuda", "cpu"):
-        try:
-            return torch.optim.Adam(params, fused=True, **hyper)
-        except (RuntimeError, TypeError, ValueError):  # older torch or an unsupported device/dtype
-            pass
-    return torch.optim.Adam(params, foreach=device.type != "cpu", **hyper)
+    """One Adam with the students' hyper-parameters, fused (one kernel for every tensor) where torch has it."""
+    hyper = {k: group[k] for k in ("lr", "betas", "eps", "weight_decay", "amsgrad")}
+    try:
+        return torch.optim.Adam(params, fused=device.type in ("cuda", "cpu"), **hyper)
+    except RuntimeError:  # a CPU before torch 2.4
+        return torch.optim.Adam(params, foreach=device.type != "cpu", **hyper)
 
 
 class FusedSteps:
@@ -161,25 +141,22 @@ class FusedSteps:
                  unit_losses: list[Callable] | None = None):
         self.runs, self.ctx, self.kind = runs, ctx, kind
         unit_losses = unit_losses or [guided_loss] * len(runs)
-        first = runs[0]
-        for r in runs[1:]:
-            if r.scheduler.state_dict() != first.scheduler.state_dict() or (
-                    r.optimizer.param_groups[0]["lr"] != first.optimizer.param_groups[0]["lr"]):
-                raise ValueError("fused students must share one schedule position (train the same epoch)")
+        first, lr = runs[0], runs[0].optimizer.param_groups[0]["lr"]
+        if any(r.scheduler.state_dict() != first.scheduler.state_dict() or r.optimizer.param_groups[0]["lr"] != lr
+               for r in runs):
+            raise ValueError("fused students must share one schedule position (train the same epoch)")
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(runs):
             groups.setdefault(_arch(r.model), []).append(i)
-        self.groups = []  # (student indices, fused network, targets per student, their losses)
-        for idx in groups.values():
-            net = ctx.model(FusedStudents([runs[i].model for i in idx]))
-            self.groups.append((idx, net, [targets[i] for i in idx], [unit_losses[i] for i in idx]))
+        self.groups = [(idx, ctx.model(FusedStudents([runs[i].model for i in idx])), [targets[i] for i in idx],
+                        [unit_losses[i] for i in idx]) for idx in groups.values()]  # (students, net, targets, losses)
         params = [p for _, net, _, _ in self.groups for p in net.parameters()]
         self.optimizer = _adam(params, first.optimizer.param_groups[0], ctx.device)
         self.optimizer.load_state_dict(self._fused_optimizer_state())
         self.scheduler = type(first.scheduler)(self.optimizer, T_max=first.scheduler.T_max,
                                                eta_min=first.scheduler.eta_min)
         self.scheduler.load_state_dict(first.scheduler.state_dict())
-        self.optimizer.param_groups[0]["lr"] = first.optimizer.param_groups[0]["lr"]
+        self.optimizer.param_groups[0]["lr"] = lr
         self.scaler = grad_scaler(ctx.device, ctx.amp_dtype)
         self.scaler.load_state_dict(first.scaler.state_dict())
         self.nets = [ctx.compiled(net) for _, net, _, _ in self.groups]
@@ -202,27 +179,23 @@ class FusedSteps:
                 raise ValueError("fused students must have taken the same number of optimiser steps")
             state[k] = dict(step=per[0]["step"].clone(), **{
                 name: torch.cat([s[name] for s in per]).reshape(p.shape) for name in per[0] if name != "step"})
-        group = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
-        return dict(state=state, param_groups=[dict(group, params=list(range(len(self.optimizer.param_groups[0]["params"]))))])
+        return dict(state=state, param_groups=self.optimizer.state_dict()["param_groups"])
 
     @torch.no_grad()
     def write_back(self) -> None:
         """Write the fused state back into every student's model, optimiser, schedule and scaler."""
         for idx, net, *_ in self.groups:
             net.store_students([self.runs[i].model for i in idx])
-        lr = self.optimizer.param_groups[0]["lr"]
-        per_student: dict[int, dict] = {i: {} for i in range(len(self.runs))}
+        states: list[dict] = [{} for _ in self.runs]
         for p, key, net, idx, parts in self._slots():
-            st = self.optimizer.state.get(p)
-            if not st:
-                continue
             for g, (i, q) in enumerate(zip(idx, parts)):
-                per_student[i][q] = {name: (v.detach().cpu().clone() if name == "step" else net.part(v, key, g).clone())
-                                     for name, v in st.items()}
-        for i, r in enumerate(self.runs):
+                if st := self.optimizer.state.get(p):
+                    states[i][q] = {name: v.cpu().clone() if name == "step" else net.part(v, key, g).clone()
+                                    for name, v in st.items()}
+        for r, own in zip(self.runs, states):
             sd = r.optimizer.state_dict()
-            sd["state"] = {k: per_student[i][q] for k, q in enumerate(r.model.parameters()) if q in per_student[i]}
-            sd["param_groups"][0]["lr"] = lr
+            sd["state"] = {k: own[q] for k, q in enumerate(r.model.parameters()) if q in own}
+            sd["param_groups"][0]["lr"] = self.optimizer.param_groups[0]["lr"]
             r.optimizer.load_state_dict(sd)
             r.scheduler.load_state_dict(self.scheduler.state_dict())
             r.scaler.load_state_dict(self.scaler.state_dict())

@@ -1,8 +1,5 @@
-"""The paper's networks, from compact VGG-style configs; parameter counts match the paper's to the unit.
-
-Every model maps a 32x32 image to a *dense feature* (the teacher's: the 512-d input of its classifier; a
-student's: its chunk).
-"""
+"""The paper's networks, from compact VGG-style configs (parameter counts: the paper's, to the unit). Every model maps
+a 32x32 image to a *dense feature*: the teacher's, the 512-d input of its classifier; a student's, its chunk."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -23,17 +20,9 @@ STUDENT_LEVELS: dict[int, dict] = {
 }
 
 # Parameter counts printed in the paper; tests and the summary compare against them.
-PAPER_PARAMS = {
-    "teacher": 14_728_266,
-    "student_level1": 2_618_016,
-    "student_level2": 1_239_968,
-    "student_level3": 600_096,
-    "student_level4": 242_112,
-    "ensemble_1": 2_623_146,
-    "ensemble_2": 2_485_066,
-    "ensemble_4": 2_405_514,
-    "ensemble_8": 1_942_026,
-}
+PAPER_PARAMS = dict(teacher=14_728_266, student_level1=2_618_016, student_level2=1_239_968, student_level3=600_096,
+                    student_level4=242_112, ensemble_1=2_623_146, ensemble_2=2_485_066, ensemble_4=2_405_514,
+                    ensemble_8=1_942_026)
 
 
 def conv_stack(config: Sequence[int | str], in_channels: int = 3) -> nn.Sequential:
@@ -48,10 +37,6 @@ def conv_stack(config: Sequence[int | str], in_channels: int = 3) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
-def _out_channels(config: Sequence[int | str]) -> int:
-    return [c for c in config if c != "M"][-1]
-
-
 class ConvNet(nn.Module):
     """Conv stack, global average pool, optional linear head; ``features(x)`` is the dense feature."""
 
@@ -61,7 +46,7 @@ class ConvNet(nn.Module):
         self.body = conv_stack(config)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(*head) if head else nn.Identity()
-        self.feature_dim = head[1] if head else _out_channels(config)
+        self.feature_dim = head[1] if head else [c for c in config if c != "M"][-1]
         self.classifier = nn.Linear(self.feature_dim, classifier) if classifier else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,12 +97,9 @@ def count_macs(model: nn.Module, image_size: int = 32) -> int:
     """Multiply-accumulates of one forward pass on one image: convs and matmuls only (``FlopCounterMode`` / 2; not
     torchinfo's, which also counts biases and BatchNorm weights)."""
     was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, image_size, image_size))
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, 3, image_size, image_size))
+    model.train(was_training)
     return counter.get_total_flops() // 2
 
 

@@ -1,16 +1,13 @@
 """Training: one resumable epoch loop (``run_epochs``) for the teacher, the students, fine-tuning and the baselines.
-
-Every run checkpoints each epoch and resumes there; batches are seeded by ``(seed, epoch)``, so a resumed run sees
-what an uninterrupted one would. Students step one by one (``SeparateSteps``, the plain loop a CPU runs) or, opt-in,
-fused (``fused.FusedSteps``); either way each student's loss is its method's (``plans.Chunked.loss``).
-"""
+Batches are seeded by ``(seed, epoch)``, so a run resumed from its checkpoint sees what an uninterrupted one would.
+Students step one by one (``SeparateSteps``) or, opt-in, fused (``fused.FusedSteps``), each with its method's loss."""
 from __future__ import annotations
 
+import functools
 import os
 import time
 import zlib
 from dataclasses import dataclass
-import functools
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +18,7 @@ from tqdm import std
 from tqdm.auto import tqdm
 
 from .data import Batches, DataBundle
-from .engine import (Compiled, autocast, default_threads, fused_optimizer, grad_scaler, prepare, resolve_device,
+from .engine import (Compiled, autocast, default_threads, fused_optimizer, grad_scaler, resolve_device,
                      resolve_precision, scaled_step)
 from .fused import FusedSteps, fused_guides, resolve_fuse
 from .losses import feature_loss, guided_loss
@@ -30,23 +27,20 @@ from .storage.checkpoint import RunState
 
 @functools.cache
 def terminal():
-    """Inside a notebook kernel of ``python -m tadist_utils``: its terminal, the descriptor it hands its kernels in
-    ``$TADIST_PROGRESS`` (``runners/reproduce.py``); else None."""
+    """The terminal of ``python -m tadist_utils`` in a notebook kernel it runs (``$TADIST_PROGRESS``), else None."""
     fd = os.environ.get("TADIST_PROGRESS")
     return open(int(fd), "w", buffering=1, closefd=False) if fd else None
 
 
 def bar(total: int, desc: str, disable: bool = False) -> tqdm:
-    """A progress bar: a line on the runner's terminal every 30 s when there is one (no widget is left in the executed
-    notebook), else ``tqdm.auto`` (a widget in Jupyter, text in a terminal)."""
+    """A line on the runner's terminal every 30 s when there is one (no widget left in the notebook), else tqdm.auto."""
     if (out := terminal()) is not None:
         return std.tqdm(total=total, desc=desc, disable=disable, file=out, mininterval=30, miniters=1, unit="step")
     return tqdm(total=total, desc=desc, disable=disable, leave=False, dynamic_ncols=True)
 
 
 def log(text: str) -> None:
-    """A log line (a corrupted checkpoint retrained, a resume): printed, and on the runner's terminal too (not the
-    data NOTICEs: the runner says those itself)."""
+    """A log line, printed and on the runner's terminal too (not the data NOTICEs: the runner says those itself)."""
     print(text, flush=True)
     if (out := terminal()) is not None and not str(text).startswith("[tadist] NOTICE:"):
         print(text, file=out)
@@ -77,10 +71,9 @@ class Context:
                    cfg.compile, cfg.progress, log=log, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar)
 
     def model(self, m: nn.Module) -> nn.Module:
-        return prepare(m, self.device, self.channels_last)
+        return m.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
 
-    def compiled(self, m: nn.Module):
-        """The module to call in the hot loop, compiled when asked; checkpoints use the module itself (its own keys)."""
+    def compiled(self, m: nn.Module):  # what the hot loop calls; checkpoints keep the module's own keys
         return Compiled(m, self.device) if self.compile else m
 
 
@@ -97,9 +90,8 @@ def batches(data: DataBundle, split: str, batch_size: int, ctx: Context, *, trai
 
 @torch.no_grad()
 def extract(fn: Callable[[torch.Tensor], torch.Tensor], loader: Batches, ctx: Context) -> torch.Tensor:
-    """Run ``fn`` over a split in order and stack the float32 outputs (features or logits)."""
-    outs = [fn(x).float() for x, _, _ in loader]
-    return torch.cat(outs) if outs else torch.empty(0)
+    """``fn``'s float32 outputs (features or logits) over a split, in order."""
+    return torch.cat([fn(x).float() for x, _, _ in loader] or [torch.empty(0)])
 
 
 @torch.no_grad()
@@ -120,10 +112,9 @@ def cross_entropy(out: torch.Tensor, labels: torch.Tensor, teacher_logits=None) 
 
 
 def classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch.Tensor:
-    """``loss_fn(out, y)``; default: cross-entropy on the labels."""
     with autocast(ctx.device, ctx.amp_dtype):
         out = model(x)
-    loss = cross_entropy(out, y) if loss_fn is None else loss_fn(out, y)
+    loss = (loss_fn or cross_entropy)(out, y)
     scaled_step(loss, opt, sched, scaler)
     return loss.detach()
 
@@ -131,35 +122,32 @@ def classifier_step(model, opt, sched, scaler, x, y, ctx, loss_fn=None) -> torch
 def zero_momentum(opt: torch.optim.Optimizer) -> None:
     """Start a fused SGD's missing momentum buffers at zero, what its first step makes of them: it allocates them with
     ``empty_like`` and writes nothing on a step the GradScaler skips (fp16's first steps often are)."""
-    if not isinstance(opt, torch.optim.SGD):
-        return
-    for g in opt.param_groups:
+    for g in opt.param_groups if isinstance(opt, torch.optim.SGD) else ():
         if g.get("fused") and g["momentum"] != 0 and g["dampening"] == 0:
             for p in g["params"]:
                 if p.requires_grad and opt.state[p].get("momentum_buffer") is None:
                     opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device):
-    """A classifier's optimiser and schedule over ``steps``: ``sgd``: SGD + Nesterov momentum + one-cycle (fast
-    CIFAR recipe); ``adam``: Adam (coupled L2) + cosine; ``adamw``: AdamW (decoupled decay) + cosine. Fused on CUDA
-    (``engine.fused_optimizer``)."""
+def classifier_optimizer(params, kind: str, *, lr: float, weight_decay: float, steps: int, device: torch.device,
+                         fused: bool | None = None):
+    """An optimiser and schedule over ``steps``: sgd: SGD Nesterov + one-cycle; adam (coupled L2), adamw (decoupled
+    decay): + cosine. ``fused``: None lets ``engine.fused_optimizer`` pick."""
+    how = fused_optimizer(device) if fused is None else {"fused": fused}
     if kind == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay,
-                              **fused_optimizer(device))
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, **how)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 8), pct_start=0.25)  # >= 8: tiny runs need a warm-up phase
     else:
         adam = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-        opt = adam(params, lr=lr, weight_decay=weight_decay, **fused_optimizer(device))
+        opt = adam(params, lr=lr, weight_decay=weight_decay, **how)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return opt, sched
 
 
 @dataclass
 class Training:
-    """Runs that train together, as ``run_epochs`` asks: ``begin(epoch, active)`` readies an epoch of the active runs
-    and gives ``(step, batches)``, each batch ``(images, *args)`` and ``step(*args)`` the active runs' losses;
-    ``end(sums, images)`` their mean training losses; ``validate(run)`` a run's validation metrics."""
+    """Runs that train together: ``begin(epoch, active)`` gives ``(step, batches)``, each batch ``(images, *args)`` and
+    ``step(*args)`` the active runs' losses; ``end(sums, images)`` their means; ``validate(run)`` a run's metrics."""
     runs: list[RunState]
     epochs: int
     steps: int  # batches an epoch
@@ -172,8 +160,8 @@ class Training:
 
 
 def run_epochs(t: Training, ctx: Context) -> list[RunState]:
-    """The one epoch loop. Restore each run from its checkpoint; then each epoch, for the runs at that epoch (a run
-    resumed later joins at its own): train, validate, record, select, save; last, load the chosen weights."""
+    """The one epoch loop: restore each run; each epoch, for the runs at it (a run resumed later joins at its own):
+    train, validate, record, select, save; last, load the chosen weights."""
     fresh = [not r.restore(ctx.log) for r in t.runs]
     for r in (r for r, new in zip(t.runs, fresh) if new and t.include_start):
         r.model.eval()
@@ -211,8 +199,7 @@ def run_epochs(t: Training, ctx: Context) -> list[RunState]:
     return t.runs
 
 
-def _mean(sums: torch.Tensor, n: int) -> list[float]:
-    """One run's mean loss, divided on the host (as the classifiers always did)."""
+def _mean(sums: torch.Tensor, n: int) -> list[float]:  # one run's, divided on the host as classifiers always were
     return [sums[0].item() / max(1, n)]
 
 
@@ -242,9 +229,8 @@ def train_classifier(model: nn.Module, data: DataBundle, ctx: Context, *, name: 
         zero_momentum(opt)  # here, not at construction: a resumed state may hold no buffers either
         return step, ((len(y), x, y, idx) for x, y, idx in train)
 
-    validate = lambda r: dict(val_accuracy=evaluate(model, val, ctx))  # noqa: E731
-    return run_epochs(Training([run], epochs, len(train), begin, _mean, validate, name, "val_accuracy", include_start),
-                      ctx)[0]
+    return run_epochs(Training([run], epochs, len(train), begin, _mean, lambda r: dict(val_accuracy=evaluate(
+        model, val, ctx)), name, "val_accuracy", include_start), ctx)[0]
 
 
 def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: DataBundle, ctx: Context, *,
@@ -254,18 +240,16 @@ def finetune_head(head: nn.Linear, features: dict[str, torch.Tensor], data: Data
     beats it. ``validate``: the accuracy by the very function that reports it (selecting in fp32 and reporting in
     bf16 once kept a fine-tune worse than its start); default: the head on the stored validation features."""
     x_train, y_train = features["train"], data.train.labels.to(ctx.device)
-    opt = torch.optim.Adam(head.parameters(), lr=lr, **fused_optimizer(ctx.device))
     steps = (len(y_train) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
-    run = RunState(path, spec, head, opt, sched, grad_scaler(ctx.device, None))
+    run = student_run(head, ctx, lr=lr, steps=max(1, epochs * steps), path=path, spec=spec)
+    run.scaler = grad_scaler(ctx.device, None)  # unscaled, as the head always trained
 
     def step(idx) -> torch.Tensor:
-        return classifier_step(head, opt, sched, run.scaler, x_train[idx], y_train[idx], ctx)
+        return classifier_step(head, run.optimizer, run.scheduler, run.scaler, x_train[idx], y_train[idx], ctx)
 
     def begin(epoch: int, active):
         order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        order = order.to(ctx.device)
-        return step, ((len(idx), idx) for idx in order.split(batch_size))
+        return step, ((len(idx), idx) for idx in order.to(ctx.device).split(batch_size))
 
     def head_accuracy() -> float:
         labels = data.val.labels.to(ctx.device)
@@ -295,10 +279,9 @@ class StudentJob:
 
 def student_run(model: nn.Module, ctx: Context, *, lr: float, weight_decay: float = 0.0, steps: int,
                 path: Path | None = None, spec: dict | None = None, fused: bool | None = None) -> RunState:
-    """A student's own Adam, cosine schedule and scaler. ``fused``: None lets ``engine.fused_optimizer`` pick."""
-    how = fused_optimizer(ctx.device) if fused is None else {"fused": fused}
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, **how)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    """A student's own Adam, cosine schedule and scaler."""
+    opt, sched = classifier_optimizer(model.parameters(), "adam", lr=lr, weight_decay=weight_decay, steps=steps,
+                                      device=ctx.device, fused=fused)
     return RunState(path, spec or {}, model, opt, sched, grad_scaler(ctx.device, ctx.amp_dtype))
 
 
@@ -338,8 +321,7 @@ def keep_mask(n: int, drop: float, g: torch.Generator) -> list[bool]:
 
 
 class SeparateSteps:
-    """Training steps of students one after another, each with its own optimiser (what a CPU runs; ``fused.FusedSteps``
-    is the opt-in accelerator with the same interface)."""
+    """Students' steps one after another, each with its own optimiser (``fused.FusedSteps``: the opt-in twin)."""
 
     def __init__(self, runs: list[RunState], targets, ctx: Context, *, kind: str = "mse",
                  unit_losses: list[Callable] | None = None):
@@ -366,10 +348,9 @@ class SeparateSteps:
 def student_training(guides, jobs: list[StudentJob], data: DataBundle, ctx: Context, *, epochs: int, lr: float,
                      weight_decay: float, batch_size: int, augment: bool, seed: int, kind: str = "mse",
                      group: str = "", drop: float = 0.0) -> Training:
-    """Sibling students trained together (``run_epochs(student_training(...), ctx)``): each batch, the guides'
-    features, then every student's step with its method's loss. ``guides``: the parent, or a list (ancestors first,
-    parent last) for densely guided students or a fused generation. Each student keeps its own optimiser, schedule
-    and checkpoint, so each resumes at its own epoch."""
+    """Sibling students trained together (``run_epochs(student_training(...), ctx)``): each batch, the guides' features,
+    then every student's step with its method's loss. ``guides``: the parent, or a list (ancestors first, parent last).
+    Each student keeps its own optimiser, schedule and checkpoint, so each resumes at its own epoch."""
     guides = list(guides) if isinstance(guides, (list, tuple)) else [guides]
     train = batches(data, "train", batch_size, ctx, train=True, augment=augment, seed=seed)
     val = batches(data, "val", batch_size * 4, ctx)

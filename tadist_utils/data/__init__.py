@@ -1,6 +1,5 @@
-"""Datasets (CIFAR, an ImageFolder tree, scikit-learn's digits as the offline fallback) as uint8 ``(N, 3, 32, 32)``
-tensors, a fixed stratified validation split carved from the training set (the test set never selects a model), and
-``Batches``, which crops, flips and normalises on the device in one batched op: no workers, no PIL in the loop."""
+"""Datasets (CIFAR, an ImageFolder tree, scikit-learn's digits offline) as uint8 ``(N, 3, 32, 32)`` tensors, a fixed
+stratified validation split from the training set, and ``Batches``: crop, flip, normalise on the device, no workers."""
 from __future__ import annotations
 
 import codecs
@@ -59,10 +58,9 @@ class DataBundle:
         """Identifies every pixel and label of every split: checkpoints are only reused on a match."""
         if self._fingerprint is None:
             h = hashlib.sha256(self.name.encode())
-            for s in (self.train, self.val, self.test):
-                h.update(str(tuple(s.images.shape)).encode())
-                h.update(s.labels.cpu().numpy().tobytes())
-                h.update(s.images.cpu().contiguous().numpy().tobytes())
+            for s in (self.train, self.val, self.test):  # one update of the three: the same digest
+                h.update(str(tuple(s.images.shape)).encode() + s.labels.cpu().numpy().tobytes()
+                         + s.images.cpu().contiguous().numpy().tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -229,7 +227,7 @@ def locate(cfg: Config) -> tuple[str, int | None, int | None]:
 
 
 def split_sizes(cfg: Config, n_train: int, n_test: int) -> tuple[int, int, int]:
-    """(train, validation, test) images ``load_data`` keeps from ``n_train`` + ``n_test``: the same arithmetic."""
+    """(train, validation, test) images ``load_data`` keeps from ``n_train`` + ``n_test``."""
     val = min(cfg.val_size, n_train // 5)
     train = n_train - val if cfg.train_size is None else min(cfg.train_size, n_train - val)
     test = n_test if cfg.test_size is None else min(cfg.test_size, n_test)
@@ -263,19 +261,18 @@ def load_data(cfg: Config) -> DataBundle:
     """Load, carve the stratified validation split, apply the size caps. A profile's ``val_size`` above 20% of the
     training images is clamped to 20%, said in a NOTICE; one set by hand not below the training images is refused."""
     name, source, train, test, classes, notice = load_raw(cfg)
-    val_size = cfg.val_size
-    if val_size >= len(train) and not cfg.from_profile("val_size"):
-        raise ConfigError(f"val_size={val_size} is not below the {len(train):,} training images of {name}, which the "
+    if cfg.val_size >= len(train) and not cfg.from_profile("val_size"):
+        raise ConfigError(f"val_size={cfg.val_size} is not below the {len(train):,} training images of {name}, which the "
                           f"validation split is carved from (at most 20% of them, {len(train) // 5:,}, are used)")
-    if val_size > len(train) // 5:
-        val_size = len(train) // 5
+    n_train, val_size, n_test = split_sizes(cfg, len(train), len(test))
+    if val_size < cfg.val_size:
         notice = (notice + " " if notice else "") + f"val_size clamped to {val_size} (20% of {len(train)} training images)."
     val_idx, train_idx = stratified_split(train.labels, val_size, seed=1234)  # fixed: independent of the run seed
     val, train = train.subset(val_idx), train.subset(train_idx)
-    if cfg.train_size is not None and cfg.train_size < len(train):
-        train = train.subset(stratified_split(train.labels, cfg.train_size, seed=1235)[0])
-    if cfg.test_size is not None and cfg.test_size < len(test):
-        test = test.subset(stratified_split(test.labels, cfg.test_size, seed=1236)[0])
+    if n_train < len(train):
+        train = train.subset(stratified_split(train.labels, n_train, seed=1235)[0])
+    if n_test < len(test):
+        test = test.subset(stratified_split(test.labels, n_test, seed=1236)[0])
     train, val, test = _decoded(train, val, test)
     if len(train) < MIN_PER_CLASS * len(classes):
         raise ConfigError(f"{len(train)} training image(s) left after the validation split is too few: "

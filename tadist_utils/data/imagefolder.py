@@ -1,5 +1,5 @@
-"""ImageFolder trees (``train/<class>/<image>``, ``test/<class>/<image>``): listed and checked without decoding (so
-splits pick from the labels first), decoded to 32x32 RGB uint8, cached decoded as ``.tadist-cache.npz`` beside them."""
+"""ImageFolder trees (``train/<class>/<image>``, ``test/<class>/<image>``): listed and checked without decoding,
+decoded to 32x32 RGB uint8, cached as ``.tadist-cache.npz`` beside them."""
 from __future__ import annotations
 
 import hashlib
