@@ -59,7 +59,7 @@ class Context:
     bar: Callable[..., tqdm] = bar
 
     @classmethod
-    def from_config(cls, cfg, bar: Callable[..., tqdm] = bar, log: Callable[[str], None] = log) -> "Context":
+    def from_config(cls, cfg) -> "Context":
         if cfg.threads or cfg.device in ("auto", "cpu"):  # None: the idle cores (engine.default_threads), not all cores
             torch.set_num_threads(cfg.threads or default_threads())
         if cfg.deterministic:  # recorded in the manifest (results.environment)
@@ -68,7 +68,7 @@ class Context:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         device = resolve_device(cfg.device)
         return cls(device, resolve_precision(cfg.precision, device), cfg.channels_last and device.type != "mps",
-                   cfg.compile, cfg.progress, log=log, fuse=resolve_fuse(cfg.fuse_students, device), bar=bar)
+                   cfg.compile, cfg.progress, fuse=resolve_fuse(cfg.fuse_students, device))
 
     def model(self, m: nn.Module) -> nn.Module:
         return m.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)

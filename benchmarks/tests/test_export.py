@@ -1,5 +1,7 @@
 """export.py and cost.py's command: every ensemble's TorchScript and ONNX round trip, the full table as JSON and CSV."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,19 +12,8 @@ from tadist_utils import fused as fusion
 from tadist_utils import models
 from tadist_utils.analysis.cost import build_ensemble
 
-
-def randomise_bn(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Non-trivial BatchNorm: random running mean/var and affine weights, so fusing BN per group matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.3)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return net.eval()
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from test_cost import randomise_bn  # noqa: E402  (the fused-ensemble tests' non-trivial BatchNorm, kept there)
 
 
 def test_exports_round_trip():
